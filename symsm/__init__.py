@@ -1,0 +1,20 @@
+"""symsm — exact symbolic derivation and compiled kernels for score matching."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import CacheError, CodegenError, ModelError, SymsmError
+from .model import Model, ParamGroup, matrix, symmetric
+
+__all__ = [
+    "CacheError",
+    "CodegenError",
+    "Model",
+    "ModelError",
+    "ParamGroup",
+    "SymsmError",
+    "__version__",
+    "matrix",
+    "symmetric",
+]
