@@ -1,0 +1,79 @@
+"""The kernels every backend generates, as backend-independent IR, and the names of their symbols."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sympy as sp
+
+from .ir import KernelIR, build_forward_ir, build_value_and_grad_ir
+
+if TYPE_CHECKING:
+    from ..derive import Derivation
+
+__all__ = ["KernelSet", "build_kernels", "symbol_names"]
+
+
+@dataclass
+class KernelSet:
+    """value_and_grad: Σ integrand and Σ ∂θ integrand; value: Σ integrand;
+    per_sample: the integrand per row; score: ∂_i log f per row."""
+
+    value_and_grad: KernelIR
+    value: KernelIR
+    per_sample: KernelIR
+    score: KernelIR
+
+    def all(self) -> dict[str, KernelIR]:
+        return {
+            "value_and_grad": self.value_and_grad,
+            "value": self.value,
+            "per_sample": self.per_sample,
+            "score": self.score,
+        }
+
+
+def build_kernels(derivation: Derivation) -> KernelSet:
+    theta, x = derivation.params, derivation.data
+    integrand = derivation.objective
+    return KernelSet(
+        value_and_grad=build_value_and_grad_ir(integrand, theta, x),
+        value=build_forward_ir([integrand], theta, x, mode="sum"),
+        per_sample=build_forward_ir([integrand], theta, x, mode="per_sample"),
+        score=build_forward_ir(list(derivation.score), theta, x, mode="per_sample"),
+    )
+
+
+def symbol_names(theta: tuple[sp.Symbol, ...], data: tuple[sp.Symbol, ...], *irs: KernelIR) -> dict[sp.Symbol, str]:
+    """Identifiers for every symbol the kernels read: p_<param>, x_<data>, and the IR's own temporaries."""
+    names: dict[sp.Symbol, str] = {}
+    taken: set[str] = set()
+
+    def claim(sym: sp.Symbol, base: str) -> None:
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        names[sym] = name
+
+    for p in theta:
+        claim(p, "p_" + _identifier(str(p)))
+    for xi in data:
+        claim(xi, "x_" + _identifier(str(xi)))
+    for ir in irs:
+        for sym in _generated_symbols(ir):
+            if sym not in names:
+                claim(sym, sym.name)
+    return names
+
+
+def _generated_symbols(ir: KernelIR) -> list[sp.Symbol]:
+    syms = [a.target for a in (*ir.prologue, *ir.body, *ir.epilogue)]
+    return [*syms, *ir.sum_symbols, ir.n_symbol]
+
+
+def _identifier(text: str) -> str:
+    ident = re.sub(r"\W", "_", text, flags=re.ASCII)
+    return ident if ident and not ident[0].isdigit() else "_" + ident
