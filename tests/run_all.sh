@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs symsm with its test extras, then runs
+#   1. ruff and the main pytest suite,
+#   2. the CUDA tests under the CUDA simulator, in their own process (the simulator is chosen at import),
+#   3. every notebook, executed.
+# Set SYMSM_SKIP_INSTALL=1 to skip the pip step when the environment is already set up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ "${SYMSM_SKIP_INSTALL:-0}" != 1 ]; then
+    "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+fi
+
+echo "== ruff"
+"$PY" -m ruff check symsm tests benchmarks
+
+echo "== main suite"
+"$PY" -m pytest tests --ignore=tests/cuda -q
+
+if compgen -G "tests/cuda/test_*.py" > /dev/null; then
+    echo "== CUDA tests under the simulator (NUMBA_ENABLE_CUDASIM=1)"
+    NUMBA_ENABLE_CUDASIM=1 "$PY" -m pytest tests/cuda -q
+fi
+
+if compgen -G "notebooks/*.ipynb" > /dev/null; then
+    echo "== notebooks"
+    "$PY" -m pytest --nbmake notebooks -q
+fi
