@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 __all__ = ["KernelSet", "build_kernels", "symbol_names"]
 
+N_SAMPLES_NAME = "n_samples"  # the name the templates give the number of rows in every epilogue
+
 
 @dataclass
 class KernelSet:
@@ -58,6 +60,10 @@ def symbol_names(theta: tuple[sp.Symbol, ...], data: tuple[sp.Symbol, ...], *irs
         taken.add(name)
         names[sym] = name
 
+    # Every kernel's sample count is the local the templates bind (`n_samples = float(n)`), whatever the kernel.
+    taken.add(N_SAMPLES_NAME)
+    for ir in irs:
+        names[ir.n_symbol] = N_SAMPLES_NAME
     for p in theta:
         claim(p, "p_" + _identifier(str(p)))
     for xi in data:
@@ -71,7 +77,7 @@ def symbol_names(theta: tuple[sp.Symbol, ...], data: tuple[sp.Symbol, ...], *irs
 
 def _generated_symbols(ir: KernelIR) -> list[sp.Symbol]:
     syms = [a.target for a in (*ir.prologue, *ir.body, *ir.epilogue)]
-    return [*syms, *ir.sum_symbols, ir.n_symbol]
+    return [*syms, *ir.sum_symbols]
 
 
 def _identifier(text: str) -> str:
