@@ -358,7 +358,10 @@ class Model:
         )
 
     def _repr_latex_(self) -> str:
-        return rf"$\log f({', '.join(sp.latex(x) for x in self.data)};\theta) = {sp.latex(self.log_f)}$"
+        """log f typeset for a notebook, with mathematicians' symbol names (see `symsm.latex.model_latex`)."""
+        from .latex import model_latex
+
+        return model_latex(self)
 
 
 # ---------------------------------------------------------------------- helpers
