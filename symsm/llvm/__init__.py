@@ -1,0 +1,1 @@
+"""LLVM IR emission for the CPU kernels (used through numba intrinsics)."""
