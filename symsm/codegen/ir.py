@@ -30,7 +30,6 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from ..errors import CodegenError
 
-CHAIN_FAN_IN = 2
 
 __all__ = ["Assign", "KernelIR", "build_forward_ir", "build_value_and_grad_ir", "hoist_invariants"]
 
@@ -108,12 +107,31 @@ def hoist_invariants(
             return memo[e]
         if e.is_Atom or not depends(e):
             out = e
-        elif isinstance(e, (sp.Add, sp.Mul)):
+        elif isinstance(e, sp.Add):
+            # Σ_j c_j·v + ... with θ-only c_j and the same data-dependent v → (Σ_j c_j)·v: one product per
+            # distinct v per sample instead of one per term (e.g. Σ_i −W_ki²·g_k → g_k·(−Σ_i W_ki²)).
+            inv = [a for a in e.args if not depends(a)]
+            by_factor: dict[sp.Expr, list[sp.Expr]] = {}
+            for term in (a for a in e.args if depends(a)):
+                factors = sp.Mul.make_args(term)
+                coeff = [f for f in factors if not depends(f)]
+                rest = sp.Mul(*[f for f in factors if depends(f)])
+                by_factor.setdefault(rest, []).append(sp.Mul(*coeff))
+            var = []
+            for rest, coeffs in by_factor.items():
+                total = sp.Add(*coeffs)
+                if not total.is_Atom:
+                    total = name_for(total)
+                var.append(total * visit(rest))
+            if len(inv) > 1 or (inv and not inv[0].is_Atom):
+                inv = [name_for(sp.Add(*inv))]
+            out = sp.Add(*inv, *var)
+        elif isinstance(e, sp.Mul):
             inv = [a for a in e.args if not depends(a)]
             var = [visit(a) for a in e.args if depends(a)]
             if len(inv) > 1 or (inv and not inv[0].is_Atom):
-                inv = [name_for(e.func(*inv))]
-            out = e.func(*inv, *var)
+                inv = [name_for(sp.Mul(*inv))]
+            out = sp.Mul(*inv, *var)
         else:
             out = e.func(*[a if a.is_Atom or depends(a) else name_for(a) for a in (visit(a) for a in e.args)])
         memo[e] = out
@@ -285,25 +303,27 @@ def build_value_and_grad_ir(integrand: sp.Expr, theta: Sequence[sp.Symbol], data
     """IR that sums the integrand and its θ-gradient over samples in one pass."""
     prologue, body, (value,) = _prepare([integrand], set(data))
     # Per-sample adjoints are needed for every θ-level symbol the body reads: θ itself and hoisted temps.
-    # A hoisted temp with at most CHAIN_FAN_IN inputs (−W, W², 2μ, ...) is chained on to its inputs per
-    # sample (the local derivatives are θ-only, hence hoisted); wider ones get an accumulator of their own
-    # and are chained back to θ once, after the loop. Equal per-sample sums share one accumulator.
-    chained = [a for a in prologue.ops if len(a.expr.free_symbols) <= CHAIN_FAN_IN]
+    # A hoisted temp whose local derivatives are plain numbers (−W, 2μ, a − b) is chained on to its inputs
+    # per sample at no cost (the adjoint just changes sign or scale); any other gets an accumulator of its
+    # own — shared with every equal per-sample sum — and is chained back to θ once, after the loop
+    # (W² contributes 2W·Σ_t adj instead of a multiply per sample).
+    chained = [a for a in prologue.ops if _linear_with_number_coefficients(a)]
     chained_targets = {a.target for a in chained}
     boundary = [*theta, *(a.target for a in prologue.ops if a.target not in chained_targets)]
     adjoints = body.reverse(value, boundary, through=chained)
     ir = KernelIR(tuple(theta), tuple(data))
     ir.sums = [value, *(adjoints[b] for b in boundary)]
     ir.sum_symbols = tuple(sp.Dummy(f"sum_{k}") for k in range(len(ir.sums)))
-    ir = _finish(ir, prologue, body)
-    # Epilogue: chain the summed boundary adjoints back through the θ-only prologue to θ.
+    ir = _finish(ir, prologue, body, finish_prologue=False)
+    # Epilogue: chain the summed boundary adjoints back to θ through the θ-only prologue, as taped (before
+    # any inlining, so every accumulated temporary is still an assignment of its own).
     seeds = dict(zip(boundary, ir.results[1:], strict=True))
     epi = Tape("e")
     contributions: dict[sp.Symbol, list[sp.Expr]] = {b: [s] for b, s in seeds.items() if s != 0}
     # Chained temps received their per-sample adjoints in the loop; here they only pass on what the
     # accumulated temps downstream of them send back.
-    upstream = set(theta) | {a.target for a in ir.prologue}
-    for assign in reversed(ir.prologue):
+    upstream = set(theta) | {a.target for a in prologue.ops}
+    for assign in reversed(prologue.ops):
         parts = contributions.pop(assign.target, None)
         if not parts:
             continue
@@ -314,10 +334,15 @@ def build_value_and_grad_ir(integrand: sp.Expr, theta: Sequence[sp.Symbol], data
     grads = [epi.emit(sp.Add(*contributions.get(p, [sp.Integer(0)]))) for p in theta]
     ir.epilogue = _inline_single_use(epi.ops, keep=set(grads))
     ir.results = [ir.results[0], *grads]
+    _finish_prologue(ir)
     return ir
 
 
-def _finish(ir: KernelIR, prologue: Tape, body: Tape) -> KernelIR:
+def _linear_with_number_coefficients(assign: Assign) -> bool:
+    return all(local.is_Number for _, local in _local_derivatives(assign.target, assign.expr))
+
+
+def _finish(ir: KernelIR, prologue: Tape, body: Tape, *, finish_prologue: bool = True) -> KernelIR:
     """Passes 5–6: loop-invariant motion, invariant sums → N·x, dead-code elimination, inlining."""
     hoisted_names = (sp.Dummy(f"h{k}") for k in itertools.count())
     moved, kept = _split_invariant(body.ops, set(ir.data), hoisted_names)
@@ -344,9 +369,15 @@ def _finish(ir: KernelIR, prologue: Tape, body: Tape) -> KernelIR:
     # Inlining can bring invariant factors together again (a·t used once in b·(a·t)): split them out.
     moved_again, ir.body = _split_invariant(inlined, set(ir.data), hoisted_names)
     ir.prologue += moved_again
-    roots: list[sp.Expr] = [*(a.expr for a in ir.body), *ir.sums, *ir.outputs, *ir.results]
-    ir.prologue = _inline_single_use(_live(ir.prologue, roots), keep=_reads(ir.body, ir.sums, ir.outputs, ir.results))
+    if finish_prologue:
+        _finish_prologue(ir)
     return ir
+
+
+def _finish_prologue(ir: KernelIR) -> None:
+    """Dead-code elimination and inlining in the prologue, keeping every symbol read after it."""
+    reads = _reads([*ir.body, *ir.epilogue], ir.sums, ir.outputs, ir.results)
+    ir.prologue = _inline_single_use(_live(ir.prologue, reads), keep=reads)
 
 
 def _split_invariant(

@@ -62,10 +62,15 @@ def render(name: str, **context: Any) -> str:
 
 @cache
 def templates_digest() -> str:
-    """sha256 over every template and the code generator's sources: part of each cache key."""
+    """sha256 over every template and the code generator's sources: part of each cache key.
+
+    symsm/llvm/ is included: it shapes the machine code numba caches next to a generated module, so a change
+    there must give new modules (numba's own cache only watches the module file).
+    """
     h = hashlib.sha256()
     codegen = Path(__file__).resolve().parent
     files = sorted(template_dir().glob("*.j2")) + sorted(codegen.glob("*.py"))
+    files += sorted((codegen.parent / "llvm").glob("*.py"))
     files.append(codegen.parent / "derive.py")
     for path in files:
         h.update(path.name.encode())
