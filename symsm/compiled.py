@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "CompiledLoss", "compile_model"]
 
-BACKENDS = ("numba",)
+BACKENDS = ("numba", "numba-python", "cuda")
+# "numba": instruction tables compiled to SIMD code through numba intrinsics (fast to compile and to run);
+# "numba-python": the same kernel IR printed as plain numba Python (readable reference, slow to compile).
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
@@ -45,6 +47,12 @@ def compile_model(
         raise ValueError(f"dtype must be float64 or float32, got {dt}")
     if derivation is not None and derivation.model is not model:
         raise ModelError("derivation belongs to another model")
+    loss_class = CompiledLoss
+    if backend == "cuda":
+        from .cuda import CudaCompiledLoss, import_cuda
+
+        import_cuda()  # before the generated module imports numba.cuda: a clear error without numba-cuda
+        loss_class = CudaCompiledLoss
     from .codegen.render import templates_digest
 
     key = cache.cache_key(
@@ -59,14 +67,19 @@ def compile_model(
 
     def generate() -> str:
         from .codegen.kernels import build_kernels
-        from .codegen.numba_cpu import generate_numba_source
         from .derive import Derivation
 
         der = derivation if derivation is not None else Derivation(model)
-        return generate_numba_source(der, build_kernels(der), dtype=dt, cache_key=key)
+        if backend == "cuda":
+            from .codegen.numba_cuda import generate_cuda_source as generator
+        elif backend == "numba-python":
+            from .codegen.numba_cpu import generate_numba_source as generator
+        else:
+            from .codegen.numba_llvm import generate_numba_llvm_source as generator
+        return generator(der, build_kernels(der), dtype=dt, cache_key=key)
 
     module, path, source = cache.load_or_generate(key, generate)
-    return CompiledLoss(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
+    return loss_class(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
 
 
 class CompiledLoss:
@@ -125,6 +138,37 @@ class CompiledLoss:
     def _inputs(self, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
         th = as_theta(self.model, theta).astype(self.dtype, copy=False)
         return th, as_data(self.model, X, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ fitting (host glue in symsm/accumulate.py)
+    def quadratic_form(self, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X.
+
+        Only for objectives quadratic in θ (`derivation.is_quadratic`: every ∂ᵢ log f affine in θ,
+        e.g. exponential families); other models raise `ValueError`. Computed in float64.
+        """
+        from .accumulate import quadratic_form
+
+        return quadratic_form(self, X)
+
+    def per_sample_grad(self, theta: Any, X: Any) -> np.ndarray:
+        """∂θ of the integrand at every row, shape (N, P), in float64 (the whole matrix: for small data)."""
+        from .accumulate import per_sample_grad
+
+        return per_sample_grad(self, theta, X)
+
+    def hessian(self, theta: Any, X: Any) -> np.ndarray:
+        """The exact θ-Hessian of J̃ at θ (P × P, float64): A for quadratic objectives, else a generated
+        kernel of symbolic second derivatives (P ≤ 30; larger models raise `ValueError`)."""
+        from .accumulate import exact_hessian
+
+        return exact_hessian(self, theta, X)
+
+    @cached_property
+    def fit_module(self) -> ModuleType:
+        """The generated module of fitting kernels (`symsm.codegen.fitting`), loaded on first use."""
+        from .accumulate import load_fit_module
+
+        return load_fit_module(self)
 
     # ------------------------------------------------------------------ introspection
     @cached_property
