@@ -606,6 +606,8 @@ class _Writer:
         lines: list[tuple[str, float]] = []
         current, used = "", 0.0
         for k, term in enumerate(self.printer._as_ordered_terms(e)):
+            if len(lines) > self.options.max_lines:
+                break  # the display is cut after max_lines anyway; printing the rest costs time only
             negative = k > 0 and term.could_extract_minus_sign()
             body = -term if negative else term
             sign = "- " if negative else ("+ " if k > 0 else "")
@@ -674,6 +676,14 @@ def _escape_text(text: str) -> str:
         "^": r"\textasciicircum{}",
     }
     return "".join(special.get(c, c) for c in text)
+
+
+def _inline_tuple(before: str, items: Sequence[str], after: str) -> str:
+    """``$a = (b_{0}$, $b_{1}$, …, $b_{9}) \\in R^{10}$``: one piece of inline math per entry, so a long
+    tuple can break across lines of the text (LaTeX does not break inline math after a comma)."""
+    pieces = [f"{before}({items[0]}", *items[1:]]
+    pieces[-1] += f"){after}"
+    return ", ".join(f"${p}$" for p in pieces)
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
@@ -898,15 +908,15 @@ class _Builder:
         ctx["description"] = [_escape_text(model.description)] if model.description else []
         # Step 0
         if d == 1:
-            ctx["data_vector"] = rf"{vec} \in \mathbf{{R}}"
+            ctx["data_vector"] = rf"${vec} \in \mathbf{{R}}$"
         else:
             coords = [self.tex(xi) for xi in x]
             shown = coords if d <= 4 else [coords[0], coords[1], r"\dots", coords[-1]]
-            ctx["data_vector"] = rf"{vec} = ({', '.join(shown)}) \in \mathbf{{R}}^{{{d}}}"
+            ctx["data_vector"] = _inline_tuple(rf"{vec} = ", shown, rf" \in \mathbf{{R}}^{{{d}}}")
         ctx["d"] = str(d)
         params = [self.tex(p) for p in model.params]
         shown_p = params if len(params) <= 8 else [*params[:3], r"\dots", params[-1]]
-        ctx["param_vector"] = rf"\theta = ({', '.join(shown_p)}) \in \mathbf{{R}}^{{{model.n_params}}}"
+        ctx["param_vector"] = _inline_tuple(r"\theta = ", shown_p, rf" \in \mathbf{{R}}^{{{model.n_params}}}")
         ctx["param_groups"] = self.group_descriptions()
         positive = [self.tex(p) for p in model.params if p in model.positive]
         ctx["constraints"] = [rf"${', '.join(positive)} > 0$"] if positive else []
@@ -924,7 +934,7 @@ class _Builder:
         else:
             which = "" if self.data_family else f" of ${vec} = ({', '.join(self.tex(xi) for xi in x)})$"
             ctx["coordinate_note"] = [
-                rf"Below, ${ctx['coord_i']}$ is the coordinate $i${which}, for ${self.index_range_text()}$."
+                rf"Below, ${ctx['coord_i']}$ denotes a coordinate{which}, for ${self.index_range_text()}$."
             ]
             ctx["components_intro"] = "For this model, component by component,"
             ctx["cross_terms_text"] = (
@@ -1005,7 +1015,7 @@ class _Builder:
         log_f = self.model.log_f
         rows: list[tuple[str, sp.Expr | str]] = []
         lhs = rf"\log f({self.vec};\theta)"
-        if self.rollable:
+        if self.rollable and self.d >= 3:  # with two coordinates the sums save nothing
             rolled = self.indexing.reroll(self.indexing.indexed(log_f))
             if rolled != self.indexing.indexed(log_f) and self.indexing.same(rolled, self.indexing.indexed(log_f)):
                 rows.append((lhs, self._printable(rolled)))
@@ -1060,29 +1070,36 @@ class _Builder:
         )
         return []
 
-    def gradient_lines(self) -> tuple[list[str], list[str]]:
+    def gradient_parts(self) -> list[tuple[sp.Symbol, sp.Expr, sp.Expr]]:
+        """(θ_k, ∂ℓ/∂θ_k with the score components as s_{θ,i}, the same written out) for the shown θ_k.
+
+        ∂ℓ/∂θ_k = Σ_i [∂θ_k ∂_i² log f + s_{θ,i} ∂θ_k s_{θ,i}], the chain rule applied to ℓ.
+        """
         der, model = self.der, self.model
-        chosen = self._chosen_params()
-        rows: list[tuple[str, sp.Expr | str]] = []
-        for k in chosen:
+        out = []
+        for k in self._chosen_params():
             p = model.params[k]
-            pieces = [
-                sp.diff(h, p) + S * sp.diff(s, p)
-                for h, s, S in zip(der.hessian_diag, der.score, self.score_symbols, strict=True)
-            ]
-            chain = sp.Add(*pieces)
+            chain = sp.Add(
+                *[
+                    sp.diff(h, p) + S * sp.diff(s, p)
+                    for h, s, S in zip(der.hessian_diag, der.score, self.score_symbols, strict=True)
+                ]
+            )
+            out.append((p, chain, chain.xreplace(dict(zip(self.score_symbols, der.score, strict=True)))))
+        return out
+
+    def gradient_lines(self) -> tuple[list[str], list[str]]:
+        rows: list[tuple[str, sp.Expr | str]] = []
+        parts = self.gradient_parts()
+        for p, chain, full in parts:
             lhs = rf"\frac{{\partial \ell}}{{\partial {self.tex(p)}}}"
-            full = chain.xreplace(dict(zip(self.score_symbols, der.score, strict=True)))
-            if chain == 0:
-                rows.append((lhs, sp.S.Zero))
-                continue
             rows.append((lhs, self.best(chain)))
             if full != chain and self.w.n_lines(full) <= _EXPLICIT_LINES:
                 rows.append(("", full))
         notes = []
-        if len(chosen) < model.n_params:
+        if len(parts) < self.model.n_params:
             notes.append(
-                f"The gradient is shown for {len(chosen)} of the P = {model.n_params} parameters; the others "
+                f"The gradient is shown for {len(parts)} of the $P = {self.model.n_params}$ parameters; the others "
                 "are analogous, and the generated kernels compute all of them in the same pass over the data."
             )
         return self.display(rows), notes
@@ -1133,7 +1150,7 @@ def derivation_latex(
     full_document: bool = False,
     *,
     max_components: int = 4,
-    max_params: int = 4,
+    max_params: int = 5,
     line_width: int = 56,
     max_lines: int = 12,
     symbol_names: Mapping[Any, str] | None = None,
