@@ -13,6 +13,7 @@ from .render import render
 
 if TYPE_CHECKING:
     from ..derive import Derivation
+    from .fitting import FitKernelSet
     from .ir import KernelIR
 
 __all__ = ["generate_numba_source"]
@@ -26,10 +27,16 @@ _DOCS = {
     "value": "[J]: mean over rows of the integrand.",
     "per_sample": "out[t] = the integrand sum_i [d_i^2 log f + 1/2 (d_i log f)^2] at row t.",
     "score": "out[t, i] = d log f / d x_i at row t.",
+    "quadratic_rows": "out[t] = [a_ik (i-major), b_k, c0] at row t; J = th.A.th/2 + b.th + c0.",
+    "grad_rows": "out[t, k] = d integrand / d theta_k at row t.",
+    "hessian": "[d^2 J / d theta_k d theta_l for k <= l]: the mean theta-Hessian, upper triangle row by row.",
 }
+ROW_MATRIX_KERNELS = ("score", "quadratic_rows", "grad_rows")  # per-row kernels writing out[i_row, k]
 
 
-def generate_numba_source(derivation: Derivation, kernels: KernelSet, *, dtype: Any, cache_key: str) -> str:
+def generate_numba_source(
+    derivation: Derivation, kernels: KernelSet | FitKernelSet, *, dtype: Any, cache_key: str
+) -> str:
     model = derivation.model
     irs = kernels.all()
     names = symbol_names(model.params, model.data, *irs.values())
@@ -41,7 +48,7 @@ def generate_numba_source(derivation: Derivation, kernels: KernelSet, *, dtype: 
     def kernel(name: str, ir: KernelIR) -> dict[str, Any]:
         consts = [names[a.target] for a in ir.prologue]
         accumulators = [f"acc_{k}" for k in range(len(ir.sums))]
-        indexed = name == "score"
+        indexed = name in ROW_MATRIX_KERNELS
         return {
             "name": name,
             "doc": _DOCS[name],

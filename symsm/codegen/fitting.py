@@ -1,0 +1,126 @@
+"""The kernels fitting needs beyond J̃ and ∇θJ̃, as backend-independent IR.
+
+They live in modules of their own (generated on first use by `symsm.fit`, cached under keys of their own),
+so compiling a loss for evaluation costs no more than before:
+
+* ``quadratic_rows`` (objectives quadratic in θ only): per row t, the features a_ik(x_t) = ∂score_i/∂θ_k
+  (d·P values, i-major), the per-sample linear term b_k(x_t) (P values) and the constant c₀(x_t), so that
+  J̃ = ½θᵀAθ + bᵀθ + c₀ with A = mean Σ_i a_i a_iᵀ is accumulated on the host with BLAS, chunk by chunk.
+* ``grad_rows``: the θ-gradient of the per-sample integrand, one row per sample (reverse accumulation,
+  every θ-only temporary chained back to θ per row): the blocks of per-sample gradients for the
+  sandwich's V.
+* ``hessian`` (P ≤ `HESSIAN_MAX_PARAMS` only, in a module of its own): the mean over rows of the exact
+  θ-Hessian of the integrand, upper triangle row by row, by forward-over-reverse accumulation on the tape.
+  Larger models use central differences of the exact gradient (P sweeps over a P-output tape grow as P²).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sympy as sp
+
+from .ir import KernelIR, _finish, _local_derivatives, _prepare, build_forward_ir
+
+if TYPE_CHECKING:
+    from ..derive import Derivation
+
+__all__ = [
+    "HESSIAN_MAX_PARAMS",
+    "FitKernelSet",
+    "build_fit_kernels",
+    "build_hessian_ir",
+    "build_hessian_kernels",
+    "build_per_sample_grad_ir",
+    "build_quadratic_rows_ir",
+]
+
+HESSIAN_MAX_PARAMS = 30  # exact symbolic Hessian kernel up to this many parameters
+
+
+@dataclass
+class FitKernelSet:
+    """The fitting kernels of one model; a kernel that does not apply is None and is not generated."""
+
+    quadratic_rows: KernelIR | None = None
+    grad_rows: KernelIR | None = None
+    hessian: KernelIR | None = None
+
+    def all(self) -> dict[str, KernelIR]:
+        kernels = {"quadratic_rows": self.quadratic_rows, "grad_rows": self.grad_rows, "hessian": self.hessian}
+        return {name: ir for name, ir in kernels.items() if ir is not None}
+
+
+def build_fit_kernels(derivation: Derivation) -> FitKernelSet:
+    """``quadratic_rows`` for quadratic objectives (A is the exact Hessian and the per-sample gradients are
+    A_t θ + b_t, both from the same features), else ``grad_rows``."""
+    if derivation.is_quadratic:
+        return FitKernelSet(quadratic_rows=build_quadratic_rows_ir(derivation))
+    return FitKernelSet(grad_rows=build_per_sample_grad_ir(derivation.objective, derivation.params, derivation.data))
+
+
+def build_hessian_kernels(derivation: Derivation) -> FitKernelSet:
+    """The exact mean θ-Hessian kernel (for P ≤ `HESSIAN_MAX_PARAMS`; in a module of its own, since its
+    symbolic second derivatives cost more to derive and compile than everything else)."""
+    P = len(derivation.params)
+    if P > HESSIAN_MAX_PARAMS:
+        raise ValueError(f"the exact Hessian kernel is generated for P ≤ {HESSIAN_MAX_PARAMS}, got P = {P}")
+    return FitKernelSet(hessian=build_hessian_ir(derivation))
+
+
+def build_quadratic_rows_ir(derivation: Derivation) -> KernelIR:
+    """Per-row outputs [a_00 … a_0(P−1), a_10 …, a_(d−1)(P−1), b_0 … b_(P−1), c₀] of a quadratic objective."""
+    parts = derivation.quadratic_parts
+    if parts is None:
+        raise ValueError(f"model {derivation.model.name!r}: the objective is not quadratic in θ")
+    features = [a for row in parts.coeffs for a in row]
+    return build_forward_ir(
+        [*features, *parts.b_terms, parts.c_term], derivation.params, derivation.data, mode="per_sample"
+    )
+
+
+def build_per_sample_grad_ir(integrand: sp.Expr, theta: Sequence[sp.Symbol], data: Sequence[sp.Symbol]) -> KernelIR:
+    """IR writing ∂θ_k of the integrand for every row (outputs, one per θ_k).
+
+    The variant of `build_value_and_grad_ir` for per-row results: nothing is summed, so every θ-only
+    temporary of the prologue is chained back to θ inside the loop (its local derivatives are θ-only and
+    end up hoisted), instead of having its adjoint accumulated and chained once after the loop.
+    """
+    prologue, body, (value,) = _prepare([integrand], set(data))
+    adjoints = body.reverse(value, list(theta), through=list(prologue.ops))
+    ir = KernelIR(tuple(theta), tuple(data))
+    ir.outputs = [adjoints[p] for p in theta]
+    return _finish(ir, prologue, body)
+
+
+def build_hessian_ir(derivation: Derivation) -> KernelIR:
+    """IR summing ∂²integrand/∂θ_k∂θ_l over rows for k ≤ l (row-major upper triangle, P(P+1)/2 sums).
+
+    Forward over reverse on the tape: the per-row gradient is built by reverse accumulation (as for
+    ``grad_rows``), then one forward sweep per θ_l carries tangents ∂/∂θ_l through every operation of
+    the tape (each operation's local derivatives, `_local_derivatives`), giving column l of the Hessian.
+    Code generation is linear in the size of the tape — no symbolic second derivatives of whole
+    expressions, which sympy takes seconds to minutes to produce for models like ICA.
+    """
+    theta, x = derivation.params, derivation.data
+    prologue, body, (value,) = _prepare([derivation.objective], set(x))
+    adjoints = body.reverse(value, list(theta), through=list(prologue.ops))
+    grads = [adjoints[p] for p in theta]
+    tape = [*prologue.ops, *body.ops]  # in dependency order; the tangents are appended to `body` below
+    columns = []
+    for p in theta:
+        tangent: dict[sp.Symbol, sp.Expr] = {p: sp.Integer(1)}
+        for a in tape:
+            parts = [local * tangent[arg] for arg, local in _local_derivatives(a.target, a.expr) if arg in tangent]
+            if parts:
+                tangent[a.target] = body.emit(sp.Add(*parts))
+        columns.append(tangent)
+    P = len(theta)
+    entries = [columns[l].get(grads[k], sp.Integer(0)) for k in range(P) for l in range(k, P)]
+    ir = KernelIR(tuple(theta), tuple(x))
+    ir.sums = entries
+    ir.sum_symbols = tuple(sp.Dummy(f"sum_{k}") for k in range(len(entries)))
+    ir.results = list(ir.sum_symbols)
+    return _finish(ir, prologue, body)
