@@ -170,6 +170,13 @@ class CompiledLoss:
 
         return load_fit_module(self)
 
+    @cached_property
+    def hessian_module(self) -> ModuleType:
+        """The generated module with the exact θ-Hessian kernel (P ≤ 30), loaded on first use."""
+        from .accumulate import load_fit_module
+
+        return load_fit_module(self, "hessian")
+
     # ------------------------------------------------------------------ introspection
     @cached_property
     def derivation(self) -> Derivation:

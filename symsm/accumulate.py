@@ -1,0 +1,264 @@
+"""Accumulations over the data that fitting needs, in chunks of rows of bounded size.
+
+The fitting kernels (`symsm.codegen.fitting`: per-row features of a quadratic objective, per-row
+θ-gradients, the mean exact θ-Hessian) live in a generated module of their own, loaded from the cache on
+first use, so compiling a loss for evaluation does not pay for them. Everything here is host-side glue:
+
+* rows are processed in chunks whose block of per-row outputs is at most `CHUNK_BYTES`, so memory stays
+  bounded whatever N is (never an N × P matrix for the whole data);
+* each chunk's block is reduced with BLAS (FᵀF, GᵀG) into float64 sums, in a fixed chunk order whose
+  boundaries depend only on N and the block width, so results are reproducible run to run;
+* the fitting kernels compute in float64 whatever the loss's dtype: solving normal equations or forming a
+  covariance in float32 would lose half the digits that matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import __version__, cache
+from .arrays import as_data, as_theta
+
+if TYPE_CHECKING:
+    from .compiled import CompiledLoss
+
+__all__ = [
+    "CHUNK_BYTES",
+    "central_difference_hessian",
+    "exact_hessian",
+    "gradient_moments",
+    "load_fit_module",
+    "per_sample_grad",
+    "quadratic_form",
+]
+
+CHUNK_BYTES = 16 * 2**20  # a chunk's block of per-row outputs holds at most this many bytes
+MIN_CHUNK_ROWS = 256  # ... unless a row alone is wider than CHUNK_BYTES / MIN_CHUNK_ROWS
+
+
+def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
+    """A generated module of fitting kernels for `loss.model` (CPU, float64), from the cache.
+
+    kind "fit": ``quadratic_rows`` (quadratic objectives) or ``grad_rows``; kind "hessian": the exact
+    ``hessian`` kernel (P ≤ HESSIAN_MAX_PARAMS). Separate modules, so a fit that does not need the exact
+    Hessian never pays for deriving and compiling it. The "numba-python" backend's losses get readable
+    numba Python; every other backend gets the LLVM-table CPU kernels (the data are on the host here).
+    """
+    from .codegen.render import templates_digest
+
+    if kind not in ("fit", "hessian"):
+        raise ValueError(f"kind must be 'fit' or 'hessian', got {kind!r}")
+    objective = getattr(loss, "objective", "exact")
+    if objective != "exact":
+        raise NotImplementedError(
+            f"the fitting kernels (per-sample gradients, Hessian) exist for objective='exact' only, not {objective!r}"
+        )
+    model = loss.model
+    generator = "numba-python" if loss.backend == "numba-python" else "numba"
+    key = cache.cache_key(
+        model=model.canonical(),
+        backend=generator,
+        dtype="float64",
+        objective="exact",
+        options={"kernels": kind},
+        version=__version__,
+        generator=templates_digest(),
+    )
+
+    def generate() -> str:
+        from .codegen.fitting import build_fit_kernels, build_hessian_kernels
+
+        der = loss.derivation
+        kernels = build_fit_kernels(der) if kind == "fit" else build_hessian_kernels(der)
+        if generator == "numba-python":
+            from .codegen.numba_cpu import generate_numba_source as generate_source
+        else:
+            from .codegen.numba_llvm import generate_numba_llvm_source as generate_source
+        return generate_source(der, kernels, dtype=np.float64, cache_key=key)
+
+    module, _, _ = cache.load_or_generate(key, generate)
+    return module
+
+
+def _chunks(n: int, width: int) -> Iterator[tuple[int, int]]:
+    """Row ranges [start, stop) covering 0..n, each with at most CHUNK_BYTES of float64 outputs."""
+    rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, width)))
+    for start in range(0, n, rows):
+        yield start, min(n, start + rows)
+
+
+def _buffer(n: int, width: int) -> np.ndarray:
+    rows = min(n, max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, width))))
+    return np.empty((rows, width), dtype=np.float64)
+
+
+def _require_quadratic(loss: CompiledLoss) -> None:
+    if not loss.derivation.is_quadratic:
+        raise ValueError(
+            f"model {loss.model.name!r}: the objective is not quadratic in θ (some ∂ᵢ log f is not affine in θ), "
+            "so it has no (A, b, c) form; use value_and_grad, or symsm.fit(..., method='lbfgs')"
+        )
+
+
+def _feature_blocks(loss: CompiledLoss, data: np.ndarray) -> Iterator[np.ndarray]:
+    """Per chunk, the (rows, d·P + P + 1) block [a_ik (i-major) | b_k | c₀] of the quadratic_rows kernel."""
+    module = loss.fit_module
+    d, P = loss.model.dim, loss.model.n_params
+    width = d * P + P + 1
+    buf = _buffer(data.shape[0], width)
+    unused_theta = np.zeros(P)  # the features do not depend on θ; the kernel signature takes it anyway
+    for start, stop in _chunks(data.shape[0], width):
+        out = buf[: stop - start]
+        module.quadratic_rows(unused_theta, data[start:stop], out)
+        yield out
+
+
+def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X (A: P × P, symmetric).
+
+    A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k; per chunk, A += FᵢᵀFᵢ with BLAS.
+    """
+    _require_quadratic(loss)
+    data = as_data(loss.model, X)
+    d, P = loss.model.dim, loss.model.n_params
+    A = np.zeros((P, P))
+    b = np.zeros(P)
+    c = 0.0
+    for out in _feature_blocks(loss, data):
+        for i in range(d):
+            F = out[:, i * P : (i + 1) * P]
+            A += F.T @ F
+        b += out[:, d * P : d * P + P].sum(axis=0)
+        c += float(out[:, -1].sum())
+    n = data.shape[0]
+    A /= n
+    A = (A + A.T) / 2  # exactly symmetric (BLAS may round the two triangles differently)
+    return A, b / n, c / n
+
+
+class _Moments:
+    """Mean and covariance (divisor N) of per-sample vectors arriving in blocks, shifted for stability."""
+
+    def __init__(self, P: int) -> None:
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.s1 = np.zeros(P)
+        self.s2 = np.zeros((P, P))
+
+    def add(self, G: np.ndarray) -> None:
+        if self.shift is None:
+            self.shift = G.mean(axis=0)
+        D = G - self.shift
+        self.s1 += D.sum(axis=0)
+        self.s2 += D.T @ D
+        self.n += G.shape[0]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.shift is not None
+        m = self.s1 / self.n
+        cov = self.s2 / self.n - np.outer(m, m)
+        return self.shift + m, (cov + cov.T) / 2
+
+
+def gradient_moments(loss: CompiledLoss, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance with divisor N) of the per-sample θ-gradients of the integrand at θ.
+
+    Accumulated chunk by chunk (chunk × P blocks multiplied with BLAS); never an N × P matrix. For a
+    quadratic objective the per-sample gradients are A_t θ + b_t, computed from the same features as A.
+    """
+    model = loss.model
+    th = as_theta(model, theta)
+    data = as_data(model, X)
+    d, P = model.dim, model.n_params
+    moments = _Moments(P)
+    if loss.derivation.is_quadratic:
+        for out in _feature_blocks(loss, data):
+            G = out[:, d * P : d * P + P].copy()
+            for i in range(d):
+                F = out[:, i * P : (i + 1) * P]
+                G += F * (F @ th)[:, None]
+            moments.add(G)
+        return moments.result()
+    module = loss.fit_module
+    buf = _buffer(data.shape[0], P)
+    for start, stop in _chunks(data.shape[0], P):
+        out = buf[: stop - start]
+        module.grad_rows(th, data[start:stop], out)
+        moments.add(out)
+    return moments.result()
+
+
+def per_sample_grad(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
+    """The θ-gradient of the integrand at every row, shape (N, P) (forms the whole matrix: small data)."""
+    model = loss.model
+    th = as_theta(model, theta)
+    data = as_data(model, X)
+    d, P = model.dim, model.n_params
+    if loss.derivation.is_quadratic:
+        blocks = []
+        for out in _feature_blocks(loss, data):
+            G = out[:, d * P : d * P + P].copy()
+            for i in range(d):
+                F = out[:, i * P : (i + 1) * P]
+                G += F * (F @ th)[:, None]
+            blocks.append(G)
+        return np.concatenate(blocks)
+    out = np.empty((data.shape[0], P))
+    loss.fit_module.grad_rows(th, data, out)
+    return out
+
+
+def exact_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
+    """The mean over rows of the exact θ-Hessian of the integrand (P × P).
+
+    A for a quadratic objective; otherwise the generated kernel of symbolic second derivatives, which
+    exists for P ≤ `symsm.codegen.fitting.HESSIAN_MAX_PARAMS` (a clear error otherwise).
+    """
+    model = loss.model
+    th = as_theta(model, theta)
+    if loss.derivation.is_quadratic:
+        return quadratic_form(loss, X)[0]
+    from .codegen.fitting import HESSIAN_MAX_PARAMS
+
+    if model.n_params > HESSIAN_MAX_PARAMS:
+        raise ValueError(
+            f"model {model.name!r} has P = {model.n_params} > {HESSIAN_MAX_PARAMS} parameters: no exact Hessian "
+            "kernel is generated; use central_difference_hessian"
+        )
+    module = loss.hessian_module
+    data = as_data(model, X)
+    upper = np.asarray(module.hessian(th, data), dtype=np.float64)
+    P = model.n_params
+    H = np.empty((P, P))
+    rows, cols = np.triu_indices(P)
+    H[rows, cols] = upper
+    H[cols, rows] = upper
+    return H
+
+
+def central_difference_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
+    """The mean θ-Hessian by central differences of the exact gradient (2P passes over X), symmetrised.
+
+    Steps h_k = ε^(1/3)·max(1, |θ_k|) balance truncation (O(h²)) and rounding (O(ε/h)) errors; a positive
+    parameter's step is capped at θ_k/2 so both evaluations stay inside its domain.
+    """
+    model = loss.model
+    th = as_theta(model, theta)
+    data = as_data(model, X, dtype=loss.dtype)
+    P = model.n_params
+    H = np.empty((P, P))
+    base = np.finfo(loss.dtype).eps ** (1 / 3)  # the gradient's own precision
+    for k, p in enumerate(model.params):
+        h = base * max(1.0, abs(th[k]))
+        if p.is_positive:
+            h = min(h, th[k] / 2)
+        up, down = th.copy(), th.copy()
+        up[k] += h
+        down[k] -= h
+        h_eff = up[k] - down[k]  # the step actually taken, after rounding of θ ± h
+        H[:, k] = (loss.value_and_grad(up, data)[1] - loss.value_and_grad(down, data)[1]) / h_eff
+    return (H + H.T) / 2
