@@ -177,7 +177,8 @@ class Model:
                 if str(s) in symbols and symbols[str(s)] != s:
                     raise ModelError(f"name {str(s)!r} is declared twice")
                 symbols[str(s)] = s
-        log_f = parse_formula(formula, symbols)
+        indexed = {name: g for name, g in groups.items() if isinstance(g, sp.MatrixBase)}
+        log_f = parse_formula(formula, symbols, indexed=indexed)
         return cls(log_f, data_syms, groups, name=name, description=description, init=init, domain=domain)
 
     # ------------------------------------------------------------------ properties
