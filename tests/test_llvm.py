@@ -53,8 +53,12 @@ def _inputs(name: str) -> np.ndarray:
     if name == "exp":
         parts = [rng.uniform(-745, 709.7, 40000), rng.uniform(-1, 1, 40000), [709.78, -745.13, -740.0, -708.5]]
     elif name in ("expm1", "tanh"):
-        parts = [rng.uniform(-40, 40, 40000), rng.uniform(-1, 1, 40000), rng.uniform(-1e-9, 1e-9, 2000),
-                 [0.6931, -0.6932, 0.3465, 0.3466, 20.0, 23.0, 710.0]]
+        parts = [
+            rng.uniform(-40, 40, 40000),
+            rng.uniform(-1, 1, 40000),
+            rng.uniform(-1e-9, 1e-9, 2000),
+            [0.6931, -0.6932, 0.3465, 0.3466, 20.0, 23.0, 710.0],
+        ]
     elif name == "log":
         parts = [10 ** rng.uniform(-307, 308, 40000), rng.uniform(0.5, 2, 40000), [np.sqrt(2), 0.7071067811865476]]
     else:  # log1p
@@ -98,8 +102,9 @@ def test_simd_kernels_match_the_python_reference_backend(both_backends):
         scale = np.abs(case.integrand(case.theta, X)).mean() + 1e-300
         assert abs(v1 - v2) <= 1e-12 * scale
         np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-12 * (np.abs(g2).max() + 1.0))
-        np.testing.assert_allclose(fast.per_sample(case.theta, X), reference.per_sample(case.theta, X), rtol=1e-11,
-                                   atol=1e-12 * scale)
+        np.testing.assert_allclose(
+            fast.per_sample(case.theta, X), reference.per_sample(case.theta, X), rtol=1e-11, atol=1e-12 * scale
+        )
         np.testing.assert_allclose(fast.score(case.theta, X), reference.score(case.theta, X), rtol=1e-11, atol=1e-13)
 
 

@@ -30,7 +30,6 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from ..errors import CodegenError
 
-
 __all__ = ["Assign", "KernelIR", "build_forward_ir", "build_value_and_grad_ir", "hoist_invariants"]
 
 
@@ -62,6 +61,10 @@ class KernelIR:
     results: list[sp.Expr] = field(default_factory=list)
     sum_symbols: tuple[sp.Symbol, ...] = ()
     n_symbol: sp.Symbol = field(default_factory=lambda: sp.Dummy("n_samples"))
+    # Set only by `split_products`: sums of products u·v of per-sample atoms, accumulated separately
+    # (a backend can tile them like a matrix product); product_symbols name their totals.
+    products: list[tuple[sp.Expr, sp.Expr]] = field(default_factory=list)
+    product_symbols: tuple[sp.Symbol, ...] = ()
 
     def operation_count(self) -> dict[str, int]:
         """Rough operation counts per section (for headers and the roofline's flop bound)."""
@@ -452,3 +455,86 @@ def _inline_single_use(ops: Sequence[Assign], keep: set[sp.Symbol], max_ops: int
 
 def _count_ops(e: sp.Expr) -> int:
     return int(sp.count_ops(e, visual=False)) if not e.is_Atom else 0
+
+
+# ---------------------------------------------------------------------- pass 7 (optional): products
+
+
+def split_products(ir: KernelIR, *, min_products: int = 4) -> KernelIR:
+    """Rewrite sums of the form Σ_m c_m·u_m·v_m (+ Σ c·u + c₀) into shared sums of products.
+
+    u, v are per-sample atoms (body temporaries or data), c θ-only. Each distinct product u·v is summed once,
+    however many sums use it (the θ-gradient of a Gaussian or ICA model is made of such outer products), and
+    the original sums become θ-only combinations of those totals, formed after the loop. A backend can then
+    accumulate the products tile by tile in registers, like a matrix product, instead of touching one memory
+    accumulator per sum per sample. Sums that are not of this form are left alone. Returns a new KernelIR
+    (the input is not modified); with fewer than `min_products` products nothing is rewritten.
+    """
+    defs = {a.target: a.expr for a in ir.body}
+    variant = set(ir.data) | set(defs)
+    uses: Counter[sp.Symbol] = Counter()
+    for a in ir.body:
+        uses.update(a.expr.free_symbols)
+    for e in [*ir.sums, *ir.outputs]:
+        uses.update(e.free_symbols)
+
+    def terms(e: sp.Expr) -> list[tuple[sp.Expr, list[sp.Expr]]] | None:
+        if e in defs and uses[e] == 1:  # a temporary used only here: look through it
+            e = defs[e]
+        out = []
+        for term in sp.Add.make_args(e):
+            coeff, factors = [], []
+            for f in sp.Mul.make_args(term):
+                base, exp = f.as_base_exp()
+                if not (f.free_symbols & variant):
+                    coeff.append(f)
+                elif base in variant and exp.is_Integer and 1 <= exp <= 2:
+                    factors += [base] * int(exp)
+                else:
+                    return None
+            if len(factors) > 2:
+                return None
+            out.append((sp.Mul(*coeff), factors))
+        return out
+
+    decomposed = [terms(e) for e in ir.sums]
+    keys: dict[tuple[sp.Expr, ...], int] = {}
+    for parts in decomposed:
+        for _, factors in parts or []:
+            if len(factors) == 2:
+                keys.setdefault(tuple(sorted(factors, key=sp.default_sort_key)), len(keys))
+    if len(keys) < min_products:
+        return ir
+    product_symbols = tuple(sp.Dummy(f"prod_{k}") for k in range(len(keys)))
+    new_sums: list[sp.Expr] = []
+    new_symbols: list[sp.Symbol] = []
+    linear: dict[sp.Expr, sp.Symbol] = {}
+    replace: dict[sp.Symbol, sp.Expr] = {}
+    for e, s, parts in zip(ir.sums, ir.sum_symbols, decomposed, strict=True):
+        if parts is None:
+            new_sums.append(e)
+            new_symbols.append(s)
+            continue
+        combination = []
+        for coeff, factors in parts:
+            if len(factors) == 2:
+                combination.append(coeff * product_symbols[keys[tuple(sorted(factors, key=sp.default_sort_key))]])
+            elif len(factors) == 1:
+                atom = factors[0]
+                if atom not in linear:
+                    linear[atom] = sp.Dummy(f"lin_{len(linear)}")
+                    new_sums.append(atom)
+                    new_symbols.append(linear[atom])
+                combination.append(coeff * linear[atom])
+            else:
+                combination.append(coeff * ir.n_symbol)
+        replace[s] = sp.Add(*combination)
+    out = KernelIR(ir.theta, ir.data, prologue=list(ir.prologue), outputs=list(ir.outputs), n_symbol=ir.n_symbol)
+    out.sums, out.sum_symbols = new_sums, tuple(new_symbols)
+    out.products = [pair for pair, _ in sorted(keys.items(), key=lambda kv: kv[1])]
+    out.product_symbols = product_symbols
+    out.epilogue = [Assign(a.target, a.expr.xreplace(replace)) for a in ir.epilogue]
+    out.results = [r.xreplace(replace) for r in ir.results]
+    roots = [*out.sums, *out.outputs, *(u for pair in out.products for u in pair)]
+    out.body = _live(ir.body, roots)
+    return out

@@ -14,6 +14,8 @@ import numpy as np
 import sympy as sp
 
 from .. import __version__
+from ..derive import theta_degree
+from .ir import build_forward_ir, split_products
 from .kernels import symbol_names
 from .numba_cpu import MAX_BLOCKS, ROW_MATRIX_KERNELS, ROWS_PER_BLOCK
 from .render import render
@@ -38,6 +40,12 @@ def _table(code: list[tuple[Any, ...]]) -> list[str]:
 
 
 def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta: tuple, data: tuple) -> dict:
+    if not ir.outputs:
+        ir = split_products(ir)
+        for sym in ir.product_symbols:
+            names.setdefault(sym, sym.name)
+        for sym in ir.sum_symbols:
+            names.setdefault(sym, sym.name)
     theta_inputs = {names[p]: ("theta", k) for k, p in enumerate(theta)}
     consts = [names[a.target] for a in ir.prologue]
     const_inputs = {c: ("consts", k) for k, c in enumerate(consts)}
@@ -66,7 +74,14 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
     for k, e in enumerate(ir.results):
         results.append(f"r{k}")
         epilogue.assign(f"r{k}", e / ir.n_symbol)
-    sum_inputs = {names[s]: ("totals", k) for k, s in enumerate(ir.sum_symbols)}
+    totals = [*ir.sum_symbols, *ir.product_symbols]
+    sum_inputs = {names[s]: ("totals", k) for k, s in enumerate(totals)}
+    factors: list[sp.Expr] = []
+    for pair in ir.products:
+        for atom in pair:
+            if atom not in factors:
+                factors.append(atom)
+    products = [(factors.index(u), factors.index(v)) for u, v in ir.products]
     epilogue_inputs = {**theta_inputs, **const_inputs, **sum_inputs, names[ir.n_symbol]: ("n", 0)}
 
     return {
@@ -77,6 +92,10 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
         "out_ndim": 2 if name in ROW_MATRIX_KERNELS else 1,
         "n_consts": len(consts),
         "n_sums": len(ir.sums),
+        "n_totals": len(totals),
+        "factors": repr(tuple(names[f] for f in factors)),
+        "n_factors": len(factors),
+        "products": repr(tuple(products)),
         "n_results": len(ir.results),
         "prologue": _table(prologue.code),
         "prologue_inputs": repr(theta_inputs),
@@ -94,22 +113,67 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
 
 def generate_numba_llvm_source(derivation: Derivation, kernels: Any, *, dtype: Any, cache_key: str) -> str:
     model = derivation.model
-    irs = kernels.all()
-    names = symbol_names(model.params, model.data, *irs.values())
-    contexts = [_kernel_context(n, ir, names, model.params, model.data) for n, ir in irs.items()]
+    return render_llvm_module(
+        kernels.all(),
+        theta=model.params,
+        data=model.data,
+        dtype=dtype,
+        cache_key=cache_key,
+        name=model.name,
+        model_hash=model.hash,
+        formula=" ".join(str(model.log_f).split()),
+        quadratic_in_data=theta_degree(derivation.objective, set(model.data)) <= 2,
+    )
+
+
+def generate_moments_source(dim: int, *, dtype: Any, cache_key: str) -> str:
+    """Sums of (x − s) and (x − s)(x − s)ᵀ (j ≤ k) over rows, for a shift s passed as θ (see symsm/moments.py)."""
+    x = sp.symbols(f"x0:{dim}", real=True)
+    shift = sp.symbols(f"s0:{dim}", real=True)
+    u = [xi - si for xi, si in zip(x, shift, strict=True)]
+    exprs = [*u, *(u[j] * u[k] for j in range(dim) for k in range(j, dim))]
+    ir = build_forward_ir(exprs, shift, x, mode="sum")
+    return render_llvm_module(
+        {"moments": ir},
+        theta=tuple(shift),
+        data=tuple(x),
+        dtype=dtype,
+        cache_key=cache_key,
+        name=f"second_moments_{dim}",
+        model_hash="-",
+        formula="(x - s), (x - s)(x - s)^T",
+        quadratic_in_data=False,
+    )
+
+
+def render_llvm_module(
+    irs: dict[str, KernelIR],
+    *,
+    theta: tuple[sp.Symbol, ...],
+    data: tuple[sp.Symbol, ...],
+    dtype: Any,
+    cache_key: str,
+    name: str,
+    model_hash: str,
+    formula: str,
+    quadratic_in_data: bool,
+) -> str:
+    names = symbol_names(theta, data, *irs.values())
+    contexts = [_kernel_context(n, ir, names, theta, data) for n, ir in irs.items()]
     return render(
         "numba_llvm.py.j2",
         version=__version__,
-        model_name=model.name,
-        model_hash=model.hash,
+        model_name=name,
+        model_hash=model_hash,
         cache_key=cache_key,
         dtype=np.dtype(dtype).name,
-        dim=model.dim,
-        n_params=model.n_params,
-        param_names=repr(model.param_names),
-        data_names=repr(model.data_names),
-        log_f=" ".join(str(model.log_f).split())[:400].replace('"""', "'''").replace("\\", "\\\\"),
+        dim=len(data),
+        n_params=len(theta),
+        param_names=repr([str(p) for p in theta]),
+        data_names=repr([str(x) for x in data]),
+        log_f=formula[:400].replace('"""', "'''").replace("\\", "\\\\"),
         rows_per_block=ROWS_PER_BLOCK,
         max_blocks=MAX_BLOCKS,
+        quadratic_in_data=quadratic_in_data,
         kernels=contexts,
     )

@@ -96,12 +96,14 @@ class TacPrinter(Printer):
     def _print_Add(self, expr: sp.Add) -> Any:
         acc: Any = None
         for term in _ordered(expr.args):
-            coeff, rest = term.as_coeff_Mul()
+            coeff = term.as_coeff_Mul()[0]
             negative = coeff.is_Number and coeff < 0
             value = self._print(-term if negative else term)
             if acc is None:
-                acc = self._new("neg", value) if negative and not isinstance(value, float) else (
-                    -value if negative else value
+                acc = (
+                    self._new("neg", value)
+                    if negative and not isinstance(value, float)
+                    else (-value if negative else value)
                 )
             else:
                 acc = self._binary("sub" if negative else "add", acc, value)
@@ -152,7 +154,9 @@ class TacPrinter(Printer):
             root = self._new("sqrt", b)
             if n > 0:
                 return self._binary("mul", self._power(b, (n - 1) // 2), root) if n > 1 else root
-            return self._binary("div", 1.0, self._binary("mul", self._power(b, (-n - 1) // 2), root) if n < -1 else root)
+            return self._binary(
+                "div", 1.0, self._binary("mul", self._power(b, (-n - 1) // 2), root) if n < -1 else root
+            )
         return self._new("pow", self._print(base), self._print(exp))
 
     def _power(self, b: Any, n: int) -> Any:
@@ -173,7 +177,7 @@ class TacPrinter(Printer):
             raise CodegenError(f"function {name} has no implementation in the CPU kernels")
         return self._new("call", name, self._print(expr.args[0]))
 
-    def emptyPrinter(self, expr: Any) -> Any:  # noqa: N802 (sympy's hook name)
+    def emptyPrinter(self, expr: Any) -> Any:
         if isinstance(expr, sp.Function):
             return self._print_Function(expr)
         raise CodegenError(f"cannot generate code for {type(expr).__name__}: {expr}")
