@@ -113,12 +113,12 @@ class CompiledLoss:
     def value(self, theta: Any, X: Any) -> float:
         """J̃(θ) on the rows of X."""
         th, data = self._inputs(theta, X)
-        return float(self._module.value(th, data)[0])
+        return float(self._module.value(th, self._reduced(data))[0])
 
     def value_and_grad(self, theta: Any, X: Any) -> tuple[float, np.ndarray]:
         """(J̃(θ), ∇θ J̃(θ)) in one pass over X."""
         th, data = self._inputs(theta, X)
-        result = self._module.value_and_grad(th, data)
+        result = self._module.value_and_grad(th, self._reduced(data))
         return float(result[0]), np.array(result[1:], dtype=np.float64)
 
     def per_sample(self, theta: Any, X: Any) -> np.ndarray:
@@ -134,6 +134,16 @@ class CompiledLoss:
         out = np.empty(data.shape, dtype=np.float64)
         self._module.score(th, data, out)
         return out
+
+    def _reduced(self, data: np.ndarray) -> np.ndarray:
+        """Data with the same J̃ and ∇J̃: for integrands of degree ≤ 2 in x, 2d moment-matching points
+        (one pass of moments, then the kernel on 2d rows; see symsm/moments.py), else the data itself."""
+        n, d = data.shape
+        if n > 2 * d and getattr(self._module, "QUADRATIC_IN_DATA", False):
+            from .moments import moment_points
+
+            return moment_points(data).astype(self.dtype)
+        return data
 
     def _inputs(self, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
         th = as_theta(self.model, theta).astype(self.dtype, copy=False)
