@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from .errors import CacheError, CodegenError, ModelError, SymsmError
 from .model import Model, ParamGroup, matrix, symmetric
+from .modelfile import load_model
 
 __all__ = [
     "CacheError",
@@ -15,6 +16,7 @@ __all__ = [
     "ParamGroup",
     "SymsmError",
     "__version__",
+    "load_model",
     "matrix",
     "symmetric",
 ]

@@ -130,7 +130,7 @@ class Model:
         self.groups: tuple[ParamGroup, ...] = _as_groups(params)
         self.params: tuple[sp.Symbol, ...] = tuple(s for g in self.groups for s in g.symbols)
         self.name = _as_name(name)
-        self.description = str(description)
+        self.description = _as_description(description)
         if domain not in DOMAINS:
             raise ModelError(f"domain must be one of {DOMAINS}, got {domain!r}")
         self.domain = domain
@@ -410,11 +410,29 @@ def _as_data_symbols(data: Any) -> tuple[sp.Symbol, ...]:
 
 
 def _as_name(name: Any) -> str:
+    # The name is written into generated Python modules (a comment and a docstring), LaTeX and terminal
+    # output; a newline, a quote or a backslash in it could end the comment or the docstring and run code.
     if name is None:
         return "model"
     if not isinstance(name, str) or not name.strip():
         raise ModelError(f"name must be a non-empty string, got {name!r}")
+    bad = [ch for ch in name if not ch.isprintable() or ch in "\"\\"]
+    if bad or len(name) > 200:
+        why = f"contains {bad[0]!r}" if bad else f"is {len(name)} characters long"
+        raise ModelError(
+            f"name must be printable text of at most 200 characters without quotes or backslashes; {name!r} {why}"
+        )
     return name
+
+
+def _as_description(description: Any) -> str:
+    # Shown in terminals and written into generated files: no control characters (escape sequences) or
+    # bidirectional overrides; newlines and tabs are kept.
+    text = str(description)
+    bad = [ch for ch in text if not (ch.isprintable() or ch in "\n\t")]
+    if bad:
+        raise ModelError(f"description contains the non-printable character {bad[0]!r}")
+    return text
 
 
 def _as_groups(params: Any) -> tuple[ParamGroup, ...]:

@@ -98,7 +98,11 @@ def parse_formula(
     for name, mat in indexed.items():
         if not isinstance(mat, sp.MatrixBase):
             raise ModelError(f"indexed symbol {name!r} must be a sympy Matrix, got {type(mat).__name__}")
-    text = text.strip()
+    if "#" in text:
+        raise ModelError("formula contains '#': comments are not part of the formula language")
+    # Line breaks are spaces, so a long formula can span lines (in a model file) without brackets. Safe
+    # because there are no comments or strings that a line break would end.
+    text = " ".join(text.split())
     builder = _Builder(symbols, indexed, budget=MIN_WORK + WORK_PER_CHARACTER * len(text))
     try:
         tree = ast.parse(text, mode="eval")

@@ -74,6 +74,8 @@ HOSTILE = [
     ("exec", "Symbol('y')"),
     ("exec", "sympy.exp(x)"),
     ("exec", "x; import os"),
+    ("exec", "x  # a comment hides the rest of a line\n + __import__('os').system('touch pwned')"),
+    ("exec", "x \\\n + mu"),
     ("exec", "import os"),
     ("exec", "(y := 1)"),
     ("exec", "exp(*[x])"),
@@ -274,3 +276,9 @@ def test_the_work_budget_refuses_re_wrapping_a_large_sum(monkeypatch):
     wrapped = "2*(1 + " * 20 + inner + ")" * 20
     with pytest.raises(ModelError, match="too expensive to build"):
         parse_formula(wrapped, SYMS)
+
+
+def test_a_formula_may_span_lines_but_has_no_comments():
+    assert parse_formula("-(x - mu)**2\n  / (2*s**2)\r\n\t+ x", SYMS) == -((x - mu) ** 2) / (2 * s**2) + x
+    with pytest.raises(ModelError, match="comments are not part of the formula language"):
+        parse_formula("x  # a note", SYMS)

@@ -75,7 +75,7 @@ def generate_numba_source(
     return render(
         "numba_cpu.py.j2",
         version=__version__,
-        model_name=model.name,
+        model_name=_one_line(model.name, 200),  # in a comment and a docstring: one line, no quotes
         model_hash=model.hash,
         cache_key=cache_key,
         dtype=dtype_name,
