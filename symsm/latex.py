@@ -718,8 +718,12 @@ class _Builder:
         self.w = _Writer(printer, options)
         model = self.model
         names = {s.name for s in (*model.data, *model.params)}
-        self.index = sp.Symbol("i" if "i" not in names else "i'", integer=True)
-        self.indexing = _Indexing(model, reserved={"i", "t", "N", "d", "P"})
+        # letters for the coordinate index, another coordinate and the parameter index, unused by the model
+        free = [c for c in ("i", "j", "k", "l", "m", "n", "r") if c not in names]
+        self.index = sp.Symbol(free[0] if free else "i'", integer=True)
+        self.other = free[1] if len(free) > 1 else "j'"
+        self.param_index = free[2] if len(free) > 2 else "k'"
+        self.indexing = _Indexing(model, reserved={self.index.name, "t", "N", "d", "P"})
         self.d = model.dim
         # coordinates: x0..x3 keep their own indices; other names are counted 1..d
         parsed = [_parse_indices(x.name) for x in model.data]
@@ -925,6 +929,8 @@ class _Builder:
         ctx["coord_i"] = self.coord(None)
         ctx["index_range"] = self.index_range_text()
         ctx["score_i"] = self.score_name(None)
+        ctx["i"] = self.tex(self.index)
+        ctx["k"] = self.param_index
         if d == 1:
             ctx["coordinate_note"] = []
             ctx["components_intro"] = "For this model,"
@@ -947,7 +953,7 @@ class _Builder:
             rf"\Bigl[p_{{D}}({vec})\, s_{{\theta}}({vec})\Bigr]_{{{vec}=-\infty}}^{{{vec}=\infty}}"
             if d == 1
             else rf"\int \Bigl[p_{{D}}({vec})\, {ctx['score_i']}({vec})\Bigr]_{{{ctx['coord_i']}=-\infty}}"
-            rf"^{{{ctx['coord_i']}=\infty}} \prod_{{j \ne i}} d{vec}_{{j}}"
+            rf"^{{{ctx['coord_i']}=\infty}} \prod_{{{self.other} \ne {ctx['i']}}} d{vec}_{{{self.other}}}"
         )
         ctx["log_f_lines"] = self.log_f_lines()
         theta_only = [t for t in sp.Add.make_args(model.log_f) if not (t.free_symbols & set(x))]
@@ -965,7 +971,7 @@ class _Builder:
         hess_general, hess_lines = self.components(
             der.hessian_diag,
             lambda k: rf"\frac{{\partial {self.score_name(k)}}}{{\partial {self.coord(k)}}}",
-            r"$\partial_i^2 \log f$",
+            rf"$\partial^{{2}} \log f / \partial {self.coord(None)}^{{2}}$",
             "hessian",
         )
         ctx["hessian_general"], ctx["hessian_lines"] = hess_general, hess_lines
@@ -1066,7 +1072,7 @@ class _Builder:
             return [self.display([(lhs, objective)])]
         self.notes.append(
             r"Written out in full, $\ell$ is too long for the page; its pieces are the components of "
-            r"$\partial_i^2 \log f$ and of the score above."
+            "the second derivatives and of the score above."
         )
         return []
 
