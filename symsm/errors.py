@@ -17,3 +17,7 @@ class CodegenError(SymsmError):
 
 class CacheError(SymsmError):
     """The cache directory cannot be used safely."""
+
+
+class IdentificationError(SymsmError, ValueError):
+    """The data do not identify θ: the objective is flat (or nearly so) along some direction of θ."""
