@@ -19,7 +19,8 @@ def _demo(args: argparse.Namespace) -> int:
     import sympy as sp
 
     from . import cache
-    from .demo import demo_data, demo_model
+    from .demo import TRUE_THETA, demo_data, demo_model
+    from .fit import fit
 
     out = sys.stdout
     t0 = time.perf_counter()
@@ -54,11 +55,20 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"J̃(θ₀) = {value:.12g}", file=out)
     for name, g in zip(model.param_names, grad, strict=True):
         print(f"  ∂J̃/∂{name:<4} = {g: .12g}", file=out)
+
+    t3 = time.perf_counter()
+    res = fit(loss, X)
+    t_fit = time.perf_counter() - t3
+    status = "converged" if res.converged else "NOT converged"
+    print(f"\nfit: {res.method}, {res.n_iter} iterations, {status}; estimate ± standard error (sandwich)", file=out)
+    for name, value, se in zip(res.param_names, res.theta, res.se, strict=True):
+        print(f"  {name:<4} = {value: .6f} ± {se:.6f}   (true value {TRUE_THETA[name]:g})", file=out)
     print("\ntimings", file=out)
     print(f"  derive                 {t_derive * 1e3:9.1f} ms", file=out)
     print(f"  codegen + cache        {t_codegen * 1e3:9.1f} ms", file=out)
     print(f"  first value_and_grad   {t_first * 1e3:9.1f} ms (includes numba compile or cache load)", file=out)
     print(f"  steady value_and_grad  {np.median(times) * 1e3:9.2f} ms (median of {args.repeat})", file=out)
+    print(f"  fit                    {t_fit * 1e3:9.1f} ms (first use includes the fitting kernels)", file=out)
     return 0
 
 

@@ -240,3 +240,17 @@ def test_fit_starts_from_the_model_init():
     assert res.converged and res.method == "lbfgs" and res.hessian_method == "exact"
     for name, value in TRUE_THETA.items():
         assert abs(res.params[name] - value) < 4 * res.se_params[name]
+
+
+def test_demo_prints_the_fit(capsys):
+    from symsm.cli import main
+    from symsm.demo import TRUE_THETA
+
+    assert main(["demo", "--n", "20000", "--repeat", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "fit: lbfgs" in text and "converged" in text and "NOT converged" not in text
+    for name, true in TRUE_THETA.items():
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{name} ") and "±" in ln)
+        value, se = float(line.split("=")[1].split("±")[0]), float(line.split("±")[1].split()[0])
+        assert f"(true value {true:g})" in line
+        assert abs(value - true) < 4 * se
