@@ -1,26 +1,41 @@
 """Content-addressed cache of generated kernel modules.
 
+Generated modules are Python code that symsm imports, and numba keeps pickled machine code next to
+them, so whoever can write the cache directory can run code in every process that uses it. The cache
+is therefore private and verified:
+
 * The key is a sha256 of everything that determines the generated text: the canonical model, the
   backend, the dtype, the objective and its options, the symsm version and a digest of the templates and
   code generator (so a changed generator never serves stale code).
-* Each file starts with a line recording the sha256 of the rest of its content; it is checked before
-  every import, together with the key the file says it was generated for. A corrupt, truncated or
-  foreign file is regenerated, never imported.
+* Each file starts with a line recording the sha256 of the rest of its bytes; it is checked before every
+  import, together with the header line that names the key the file was generated for. A corrupt,
+  truncated or foreign file is regenerated, never imported; the code object is compiled from exactly the
+  bytes that were checked, never re-read.
 * Files are written to a temporary name in the same directory and renamed (atomic): concurrent
-  processes compiling the same model leave one valid file.
-* The directory is created with mode 0700; a directory owned by another user or writable by others is
-  refused, since numba's own cache files live inside it and would be loaded from there. If the location
-  cannot be written, a private temporary directory is used instead, with a warning.
+  processes compiling the same model leave one valid file, and readers never see a partial one.
+* The directory is created with mode 0700 (an existing one of ours is tightened to it); a directory
+  owned by another user or writable by group or others is refused, as is one inside a directory that
+  anyone may rename entries of (world-writable without the sticky bit) and a `NUMBA_CACHE_DIR` (where
+  numba would then keep its pickles) that is not private. numba's own cache files live in `__pycache__`
+  inside the directory, so the same protection covers them.
+* If the location cannot be written (read-only file system, no permission, not a directory), a private
+  temporary directory is used for the rest of the process instead, with a warning, and removed at exit.
+  A location that is unsafe is an error, not a fallback: it is a configuration to fix, not to route around.
 * Modules are imported from their files with importlib, so numba's `cache=True` works and a second
   process neither regenerates the source nor recompiles the kernels.
+
+`SYMSM_CACHE_DIR` overrides the location (default `$XDG_CACHE_HOME/symsm` or `~/.cache/symsm`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -35,9 +50,11 @@ from typing import Any
 
 from .errors import CacheError
 
-__all__ = ["CacheEvent", "cache_dir", "cache_key", "clear", "events", "info", "load_or_generate"]
+__all__ = ["CacheEvent", "cache_dir", "cache_key", "clear", "default_location", "events", "info", "load_or_generate"]
 
 HASH_PREFIX = "# symsm-content-sha256: "
+KEY_PREFIX = "# cache-key: "
+KEY_HEADER_LINES = 40  # the key line must be in the file's header, not anywhere in its body
 ENV_VAR = "SYMSM_CACHE_DIR"
 
 
@@ -54,7 +71,7 @@ class CacheEvent:
 
 _events: list[CacheEvent] = []
 _modules: dict[str, ModuleType] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()
 _fallback_dir: Path | None = None
 
 
@@ -70,45 +87,100 @@ def cache_key(**parts: Any) -> str:
 
 
 def default_location() -> Path:
+    """The configured location: `$SYMSM_CACHE_DIR`, else `$XDG_CACHE_HOME/symsm`, else `~/.cache/symsm`."""
     env = os.environ.get(ENV_VAR)
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "symsm"
+    return (base / "symsm").absolute()
 
 
 def cache_dir() -> Path:
-    """The cache directory, created 0700 and checked to be private; a private temporary one if unwritable."""
-    global _fallback_dir
+    """The cache directory, created 0700 and checked to be private; a private temporary one if unwritable.
+
+    Raises `CacheError` when the location exists but is not safe to use (another owner, writable by
+    others, inside a directory where others may replace it).
+    """
+    _check_numba_cache_dir()
     path = default_location()
     try:
         return _ensure_private_dir(path)
-    except PermissionError as exc:
+    except CacheError:
+        raise
+    except OSError as exc:
+        return _fallback(path, exc)
+
+
+def _fallback(path: Path, exc: OSError) -> Path:
+    global _fallback_dir
+    with _lock:
         if _fallback_dir is None:
-            _fallback_dir = Path(tempfile.mkdtemp(prefix="symsm-cache-"))
+            _fallback_dir = Path(tempfile.mkdtemp(prefix="symsm-cache-"))  # mode 0700, ours
+            atexit.register(shutil.rmtree, _fallback_dir, ignore_errors=True)
+            reason = exc.strerror or str(exc)
             warnings.warn(
-                f"symsm cache location {path} is not writable ({exc.strerror}); using the private temporary "
+                f"symsm cache location {path} cannot be used ({reason}); using the private temporary "
                 f"directory {_fallback_dir} for this process (set {ENV_VAR} to choose another)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return _fallback_dir
 
 
 def _ensure_private_dir(path: Path) -> Path:
+    _check_ancestors(path)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = path.stat()
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise CacheError(f"cache directory {path} is owned by another user (uid {st.st_uid}); refusing to use it")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CacheError(
-            f"cache directory {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-            "refusing to use it — run chmod 700 on it or choose another location"
-        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(20, "not a directory", str(path))
+    _check_private(path, st, "cache directory")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        with contextlib.suppress(OSError):  # ours and not writable by others: readable is merely loose
+            path.chmod(0o700)
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(13, "not writable", str(path))
     return path
+
+
+def _check_private(path: Path, st: os.stat_result, what: str) -> None:
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise CacheError(f"{what} {path} is owned by another user (uid {st.st_uid}); refusing to use it")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheError(
+            f"{what} {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"refusing to use it — run chmod 700 on it or choose another location"
+        )
+
+
+def _check_ancestors(path: Path) -> None:
+    """Refuse a location inside a directory where anyone may rename or replace entries (o+w, no sticky bit)."""
+    for parent in path.absolute().parents:
+        try:
+            st = parent.stat()
+        except OSError:
+            continue  # does not exist yet (it will be created by us) or cannot be inspected
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            raise CacheError(
+                f"cache directory {path} is inside {parent}, which everyone may write to without the sticky "
+                f"bit (mode {stat.S_IMODE(st.st_mode):o}), so others could replace it; choose another location"
+            )
+
+
+def _check_numba_cache_dir() -> None:
+    """numba keeps its pickled machine code in NUMBA_CACHE_DIR when that is set: it must be private too."""
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    numba_config = sys.modules.get("numba.core.config")
+    if numba_config is not None and getattr(numba_config, "CACHE_DIR", ""):
+        configured = numba_config.CACHE_DIR
+    if not configured:
+        return
+    path = Path(configured).expanduser()
+    try:
+        st = path.stat()
+    except OSError:
+        return  # numba creates it when it first writes, as this user
+    _check_private(path, st, "NUMBA_CACHE_DIR")
 
 
 def module_path(key: str, directory: Path | None = None) -> Path:
@@ -118,8 +190,8 @@ def module_path(key: str, directory: Path | None = None) -> Path:
 def load_or_generate(key: str, generate: Callable[[], str]) -> tuple[ModuleType, Path, str]:
     """The module for `key`: from memory, else from a verified file, else generated, written and imported.
 
-    `generate()` returns the module text, which must contain the line ``# cache-key: <key>``.
-    Returns (module, path, source text without the content-hash line).
+    `generate()` returns the module text, which must contain the line ``# cache-key: <key>`` in its
+    header. Returns (module, path, source text without the content-hash line).
     """
     start = time.perf_counter()
     with _lock:
@@ -132,12 +204,16 @@ def load_or_generate(key: str, generate: Callable[[], str]) -> tuple[ModuleType,
         if source is not None:
             kind = "loaded"
         else:
-            if path.exists():
+            if path.exists() or path.is_symlink():
                 _record("rejected", key, path, start)
             source = generate()
-            if f"# cache-key: {key}" not in source:
-                raise CacheError("generated source does not record its cache key")
-            _atomic_write(path, _with_hash(source))
+            if not _records_key(source, key):
+                raise CacheError("generated source does not record its cache key in its header")
+            try:
+                _atomic_write(path, _with_hash(source))
+            except OSError as exc:  # the directory became unwritable (full disk, read-only remount)
+                path = module_path(key, _fallback(path.parent, exc))
+                _atomic_write(path, _with_hash(source))
             kind = "generated"
         module = _import(path, key, source)
         module.__symsm_source__ = source
@@ -154,30 +230,38 @@ def _with_hash(source: str) -> str:
     return f"{HASH_PREFIX}{hashlib.sha256(source.encode()).hexdigest()}\n{source}"
 
 
+def _records_key(source: str, key: str) -> bool:
+    header = source.split("\n", KEY_HEADER_LINES)[:KEY_HEADER_LINES]
+    return f"{KEY_PREFIX}{key}" in header
+
+
 def _read_verified(path: Path, key: str) -> str | None:
-    """The source in `path` if its recorded hash matches its content and it is the module for `key`."""
+    """The source in `path` if the sha256 of its bytes matches its first line and its header names `key`."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError, OSError):
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None  # a symlink or anything but a plain file is not ours
+        data = path.read_bytes()
+    except OSError:
         return None
-    first, _, rest = text.partition("\n")
-    if not first.startswith(HASH_PREFIX):
+    first, sep, rest = data.partition(b"\n")
+    if not sep or not first.startswith(HASH_PREFIX.encode()):
         return None
-    if hashlib.sha256(rest.encode()).hexdigest() != first[len(HASH_PREFIX) :].strip():
+    if hashlib.sha256(rest).hexdigest().encode() != first[len(HASH_PREFIX) :].strip():
         return None
-    if f"# cache-key: {key}\n" not in rest:
+    try:
+        source = rest.decode("utf-8")
+    except UnicodeDecodeError:
         return None
-    return rest
+    return source if _records_key(source, key) else None
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")  # 0600
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -205,26 +289,61 @@ def _import(path: Path, key: str, source: str) -> ModuleType:
     return module
 
 
+def _own_files(directory: Path) -> list[Path]:
+    """symsm's files in `directory`: generated modules, their temporaries and numba's cache files for them.
+
+    Walks without following symbolic links; files of other programs in the directory are not symsm's.
+    """
+    found = []
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if d == "__pycache__" and here == directory]
+        for name in files:
+            if name.startswith(("symsm_", ".symsm_")):
+                found.append(here / name)
+    return sorted(found)
+
+
 def info() -> dict[str, Any]:
-    """Location, number of generated modules and total size of the cache."""
+    """Where the cache is, whether it can be used, how many generated modules and bytes it holds."""
     directory = default_location()
-    files = sorted(directory.glob("symsm_*.py")) if directory.is_dir() else []
-    size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else 0
-    return {"directory": str(directory), "modules": len(files), "bytes": size}
+    out: dict[str, Any] = {"directory": str(directory), "exists": directory.is_dir(), "status": "ok"}
+    try:
+        _check_numba_cache_dir()
+        _check_ancestors(directory)
+        if directory.is_dir():
+            _check_private(directory, directory.stat(), "cache directory")
+            if not os.access(directory, os.W_OK | os.X_OK):
+                out["status"] = "not writable: a private temporary directory is used instead"
+    except CacheError as exc:
+        out["status"] = f"refused: {exc}"
+    files = _own_files(directory) if directory.is_dir() else []
+    out["modules"] = sum(1 for p in files if p.parent == directory and p.name.endswith(".py"))
+    out["numba_files"] = sum(1 for p in files if p.parent.name == "__pycache__")
+    out["bytes"] = sum(p.lstat().st_size for p in files)
+    if _fallback_dir is not None:
+        out["fallback_directory"] = str(_fallback_dir)
+    return out
 
 
 def clear() -> int:
-    """Remove every generated module and numba cache file; returns the number of files removed."""
+    """Remove every generated module and numba cache file of symsm; returns the number of files removed.
+
+    Only symsm's own files are removed, and only from a directory that passes the same checks as for
+    use (a directory owned by someone else is refused, not emptied).
+    """
     directory = default_location()
     if not directory.is_dir():
         return 0
+    _check_ancestors(directory)
+    _check_private(directory, directory.stat(), "cache directory")
     removed = 0
-    for p in sorted(directory.rglob("*"), reverse=True):
-        if p.is_file() and (p.name.startswith(("symsm_", ".symsm_")) or p.parent.name == "__pycache__"):
-            p.unlink()
-            removed += 1
-        elif p.is_dir() and p.name == "__pycache__" and not any(p.iterdir()):
-            p.rmdir()
+    for p in _own_files(directory):
+        p.unlink(missing_ok=True)
+        removed += 1
+    pycache = directory / "__pycache__"
+    if pycache.is_dir() and not pycache.is_symlink() and not any(pycache.iterdir()):
+        pycache.rmdir()
     with _lock:
         _modules.clear()
     return removed
