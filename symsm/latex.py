@@ -1270,11 +1270,12 @@ def pdflatex_available() -> bool:
     return shutil.which("pdflatex") is not None
 
 
-def compile_pdf(tex_path: str | os.PathLike[str], *, timeout: float = 120.0) -> Path:
+def compile_pdf(tex_path: str | os.PathLike[str], *, timeout: float = 120.0, keep_log: bool = False) -> Path:
     """Compile `tex_path` with pdflatex (no shell escape) and put the ``.pdf`` next to it.
 
     pdflatex runs in a temporary directory, so its ``.aux`` and ``.log`` files do not litter the
-    output folder; on failure the error lines of the log are in the `LatexError`.
+    output folder (``keep_log=True`` keeps the ``.log`` next to the ``.pdf``, e.g. to look for overfull
+    lines); on failure the error lines of the log are in the `LatexError`.
     """
     tex_path = Path(tex_path)
     if not tex_path.is_file():
@@ -1308,6 +1309,8 @@ def compile_pdf(tex_path: str | os.PathLike[str], *, timeout: float = 120.0) -> 
             raise LatexError(f"pdflatex failed on {tex_path} (exit {proc.returncode}):\n{detail}")
         target = tex_path.with_suffix(".pdf")
         shutil.move(str(produced), target)
+        if keep_log:
+            shutil.move(str(Path(work) / (tex_path.stem + ".log")), tex_path.with_suffix(".log"))
     return target
 
 
@@ -1315,6 +1318,8 @@ def write_latex(
     derivation: Derivation | Model,
     path: str | os.PathLike[str],
     pdf: bool = False,
+    *,
+    keep_log: bool = False,
     **options: Any,
 ) -> LatexFiles:
     """Write the full LaTeX document of the derivation to `path` (and compile it to PDF if `pdf`).
@@ -1339,4 +1344,4 @@ def write_latex(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-    return LatexFiles(tex=path, pdf=compile_pdf(path) if pdf else None)
+    return LatexFiles(tex=path, pdf=compile_pdf(path, keep_log=keep_log) if pdf else None)

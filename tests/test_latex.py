@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -363,19 +362,12 @@ def _from_string_model() -> symsm.Model:
 @pytest.mark.parametrize("name", [*PDF_MODELS, "from_string"])
 def test_full_document_compiles_with_pdflatex(name, tmp_path):
     model = _from_string_model() if name == "from_string" else PDF_MODELS[name]().model
-    files = write_latex(model.derive(), tmp_path / f"{name.replace(' ', '_')}.tex", pdf=True)
+    files = write_latex(model.derive(), tmp_path / f"{name.replace(' ', '_')}.tex", pdf=True, keep_log=True)
     assert files.pdf is not None and files.pdf.read_bytes().startswith(b"%PDF")
-    # compile once more where the log can be read: no line may run off the page, and the size is bounded
-    proc = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", files.tex.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    log = (tmp_path / (files.tex.stem + ".log")).read_text(errors="replace")
-    assert proc.returncode == 0, log[-2000:]
+    # no line may run off the page, and the size is bounded
+    log = files.tex.with_suffix(".log").read_text(errors="replace")
     overfull = [float(w) for w in re.findall(r"Overfull \\hbox \((\S+)pt too wide\)", log)]
     assert all(w < 10 for w in overfull), overfull
     pages = int(re.search(r"Output written on .* \((\d+) pages?", log).group(1))
     assert 2 <= pages <= 8
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".log", ".pdf", ".tex"]  # no .aux left behind
