@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import sympy as sp
 
 from . import __version__
+from .errors import SymsmError
+
+if TYPE_CHECKING:
+    from .model import Model
 
 __all__ = ["main"]
 
@@ -72,21 +83,226 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> Model:
+    from .modelfile import load_model
+
+    return load_model(args.model)
+
+
+def _order(expr: Any) -> str | None:
+    # sympy's default ordering of a sum costs terms × symbols in time and memory: fine for a small model,
+    # gigabytes for a long polynomial in thousands of parameters, which is printed unordered instead.
+    return None if len(expr.free_symbols) <= 64 else "none"
+
+
+def _sstr(expr: Any) -> str:
+    return sp.sstr(expr, order=_order(expr))
+
+
+def _derive(args: argparse.Namespace) -> int:
+    """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient."""
+    model = _model(args)
+    der = model.derive()
+    show = (lambda e: sp.pretty(e, use_unicode=True, order=_order(e))) if args.pretty else _sstr
+    if args.json:
+        out = {
+            "model": model.name,
+            "description": model.description,
+            "data": model.data_names,
+            "params": model.param_names,
+            "log_f": _sstr(model.log_f),
+            "score": [_sstr(e) for e in der.score],
+            "hessian_diag": [_sstr(e) for e in der.hessian_diag],
+            "objective": _sstr(der.objective),
+            "quadratic_in_theta": der.is_quadratic,
+        }
+        if not args.no_gradient:
+            out["gradient"] = [_sstr(e) for e in der.gradient]
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    x = model.data_names
+    print(f"model {model.name}" + (f" — {model.description}" if model.description else ""))
+    print(f"data x = ({', '.join(x)}), d = {model.dim}; parameters θ = ({', '.join(model.param_names)}), "
+          f"P = {model.n_params}")  # fmt: skip
+    print(f"\nlog f(x; θ) = {show(model.log_f)}")
+    print("\nscore ∂ᵢ log f")
+    for name, e in zip(x, der.score, strict=True):
+        print(f"  ∂/∂{name} log f = {show(e)}")
+    print("\nsecond derivatives ∂ᵢ² log f")
+    for name, e in zip(x, der.hessian_diag, strict=True):
+        print(f"  ∂²/∂{name}² log f = {show(e)}")
+    print("\nper-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
+    print(f"  {show(der.objective)}")
+    quadratic = "yes: every score is affine in θ, so J̃ is quadratic and the fit is in closed form"
+    print(f"\nquadratic in θ: {quadratic if der.is_quadratic else 'no (fitted by L-BFGS-B)'}")
+    if not args.no_gradient:
+        print("\ngradient of the per-sample objective ∂/∂θₖ")
+        for name, e in zip(model.param_names, der.gradient, strict=True):
+            print(f"  ∂/∂{name} = {show(e)}")
+    return 0
+
+
+def _codegen(args: argparse.Namespace) -> int:
+    """Generate (or load from the cache) the kernels for a backend and write the module to a folder."""
+    model = _model(args)
+    loss = model.compile(backend=args.backend, dtype=args.dtype)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"-o {out_dir}: is a file; codegen writes into a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", model.name).strip("_") or "model"  # a file name, never a path
+    target = out_dir / f"{stem}_{args.backend.replace('-', '_')}_{args.dtype}.py"
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(loss.source, encoding="utf-8")
+    os.replace(tmp, target)
+    print(target)
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    """Fit the model to a data file and print the estimates, standard errors and convergence."""
+    from .fit import fit
+    from .modelfile import load_data
+
+    model = _model(args)
+    X = load_data(args.data, model)
+    res = fit(model, X, backend=args.backend, method=args.method)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        print(repr(res))
+    if not res.converged:
+        print(f"symsm: warning: the fit did not converge: {_one_line(res.message)}", file=sys.stderr)
+    return 0
+
+
+def _latex(args: argparse.Namespace) -> int:
+    """Write the derivation as a LaTeX document (and compile it to PDF)."""
+    from .latex import write_latex
+
+    model = _model(args)
+    files = write_latex(model, args.output, pdf=args.pdf)
+    print(files.tex)
+    if files.pdf is not None:
+        print(files.pdf)
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    """Show or empty the cache of generated modules."""
+    from . import cache
+
+    if args.action == "clear":
+        removed = cache.clear()
+        print(f"removed {removed} file(s) from {cache.default_location()}")
+        return 0
+    info = cache.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _examples() -> str:
+    from .modelfile import example_models
+
+    return ", ".join(example_models())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="symsm", description="Exact score matching: derive, generate, compile, fit.")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    model_help = f"a model file (.toml), or the name of a bundled example ({_examples()})"
+    parser = argparse.ArgumentParser(
+        prog="symsm",
+        description="Exact score matching: derive, generate, compile, fit.",
+        epilog="Exit status: 0 success, 1 error in a model or data file (one line on stderr), 2 usage error.",
+        parents=[debug],
+    )
     parser.add_argument("--version", action="version", version=f"symsm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser("demo", help="derive, compile and evaluate a real model on embedded data")
+
+    p = sub.add_parser("derive", parents=[debug], help="print the exact derivation of a model file")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--pretty", action="store_true", help="two-dimensional (unicode) formulas")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-gradient", action="store_true", help="skip the θ-gradient (large models)")
+    p.set_defaults(func=_derive)
+
+    from .compiled import BACKENDS
+
+    p = sub.add_parser("codegen", parents=[debug], help="write the generated kernel module for a backend")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--backend", choices=BACKENDS, default="numba", help="code generator (default numba)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="(default float64)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the module to")
+    p.set_defaults(func=_codegen)
+
+    from .fit import METHODS
+
+    p = sub.add_parser("fit", parents=[debug], help="fit a model to data: estimates, standard errors")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--data", required=True, metavar="FILE", help="data (N, d) as .npy or .csv")
+    p.add_argument("--method", choices=METHODS, default="auto", help="(default auto: closed form when possible)")
+    p.add_argument("--backend", choices=BACKENDS, default="numba", help="(default numba)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_fit)
+
+    p = sub.add_parser("latex", parents=[debug], help="write the derivation as a LaTeX document")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.tex", type=_tex_path, help="the .tex to write")
+    p.add_argument("--pdf", action="store_true", help="also compile it with pdflatex")
+    p.set_defaults(func=_latex)
+
+    demo = sub.add_parser("demo", parents=[debug], help="derive, compile and evaluate a real model on embedded data")
     demo.add_argument("--n", type=int, default=200_000, help="number of embedded samples (default 200000)")
     demo.add_argument("--repeat", type=int, default=10, help="steady-state repetitions (default 10)")
     demo.set_defaults(func=_demo)
+
+    p = sub.add_parser("cache", parents=[debug], help="show (info) or empty (clear) the generated-code cache")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("--json", action="store_true", help="machine-readable output (info)")
+    p.set_defaults(func=_cache)
     return parser
+
+
+def _tex_path(text: str) -> str:
+    if not text.endswith(".tex"):
+        raise argparse.ArgumentTypeError(f"must end in .tex, got {text!r}")
+    return text
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split()) or "(no message)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    debug = getattr(args, "debug", False)
+    if not debug:
+        warnings.showwarning = _warning_line
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("symsm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `symsm derive m.toml | head`: the reader has gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        kind = "" if isinstance(exc, (SymsmError, ValueError, OSError)) else f"internal error ({type(exc).__name__}): "
+        hint = " (run with --debug for the traceback)" if kind else ""
+        print(f"symsm: error: {kind}{_one_line(exc)}{hint}", file=sys.stderr)
+        return 1
+
+
+def _warning_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"symsm: warning: {_one_line(message)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
