@@ -57,6 +57,7 @@ def test_wheel_ships_templates_and_renders_them(tmp_path):
 
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "symsm/templates/numba_cpu.py.j2" in names
+    assert "symsm/models/student_t_2d.toml" in names  # the example model files (symsm derive student_t_2d)
     venv = tmp_path / "venv"
     # The runtime dependencies (sympy, numba, ...) come from this interpreter's site-packages; symsm itself
     # must come from the wheel, which the check asserts.
