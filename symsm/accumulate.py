@@ -57,23 +57,24 @@ def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
         raise NotImplementedError(
             f"the fitting kernels (per-sample gradients, Hessian) exist for objective='exact' only, not {objective!r}"
         )
+    from .codegen.fitting import build_fit_kernels, build_hessian_kernels, quadratic_layout
+
     model = loss.model
     generator = "numba-python" if loss.backend == "numba-python" else "numba"
+    der = loss.derivation
+    layout = quadratic_layout(model.dim, model.n_params) if kind == "fit" and der.is_quadratic else None
     key = cache.cache_key(
         model=model.canonical(),
         backend=generator,
         dtype="float64",
         objective="exact",
-        options={"kernels": kind},
+        options={"kernels": kind, "quadratic": layout},
         version=__version__,
         generator=templates_digest(),
     )
 
     def generate() -> str:
-        from .codegen.fitting import build_fit_kernels, build_hessian_kernels
-
-        der = loss.derivation
-        kernels = build_fit_kernels(der) if kind == "fit" else build_hessian_kernels(der)
+        kernels = build_fit_kernels(der, layout) if kind == "fit" else build_hessian_kernels(der)
         if generator == "numba-python":
             from .codegen.numba_cpu import generate_numba_source as generate_source
         else:
@@ -96,6 +97,12 @@ def _buffer(n: int, width: int) -> np.ndarray:
     return np.empty((rows, width), dtype=np.float64)
 
 
+def _column_sums(block: np.ndarray) -> np.ndarray:
+    """Σ over rows of a (rows, k) block, as one BLAS product with a vector of ones (numpy's own reduction
+    along axis 0 of a wide-strided block is several times slower)."""
+    return np.ones(block.shape[0]) @ block
+
+
 def _require_quadratic(loss: CompiledLoss) -> None:
     if not loss.derivation.is_quadratic:
         raise ValueError(
@@ -104,36 +111,38 @@ def _require_quadratic(loss: CompiledLoss) -> None:
         )
 
 
-def _feature_blocks(loss: CompiledLoss, data: np.ndarray) -> Iterator[np.ndarray]:
-    """Per chunk, the (rows, d·P + P + 1) block [a_ik (i-major) | b_k | c₀] of the quadratic_rows kernel."""
-    module = loss.fit_module
-    d, P = loss.model.dim, loss.model.n_params
-    width = d * P + P + 1
-    buf = _buffer(data.shape[0], width)
-    unused_theta = np.zeros(P)  # the features do not depend on θ; the kernel signature takes it anyway
-    for start, stop in _chunks(data.shape[0], width):
-        out = buf[: stop - start]
-        module.quadratic_rows(unused_theta, data[start:stop], out)
-        yield out
-
-
 def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
     """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X (A: P × P, symmetric).
 
-    A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k; per chunk, A += FᵢᵀFᵢ with BLAS.
+    A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k. Small models: one reduction kernel sums A's upper
+    triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
     """
     _require_quadratic(loss)
     data = as_data(loss.model, X)
     d, P = loss.model.dim, loss.model.n_params
+    module = loss.fit_module
+    unused_theta = np.zeros(P)  # the features do not depend on θ; the kernel signature takes it anyway
+    if hasattr(module, "quadratic_sums"):
+        means = np.asarray(module.quadratic_sums(unused_theta, data), dtype=np.float64)
+        A = np.empty((P, P))
+        rows, cols = np.triu_indices(P)
+        A[rows, cols] = means[: rows.size]
+        A[cols, rows] = means[: rows.size]
+        return A, means[rows.size : rows.size + P].copy(), float(means[-1])
+    width = d * P + P + 1
     A = np.zeros((P, P))
     b = np.zeros(P)
     c = 0.0
-    for out in _feature_blocks(loss, data):
+    buf = _buffer(data.shape[0], width)
+    for start, stop in _chunks(data.shape[0], width):
+        out = buf[: stop - start]
+        module.quadratic_rows(unused_theta, data[start:stop], out)
         for i in range(d):
             F = out[:, i * P : (i + 1) * P]
             A += F.T @ F
-        b += out[:, d * P : d * P + P].sum(axis=0)
-        c += float(out[:, -1].sum())
+        sums = _column_sums(out)
+        b += sums[d * P : d * P + P]
+        c += float(sums[-1])
     n = data.shape[0]
     A /= n
     A = (A + A.T) / 2  # exactly symmetric (BLAS may round the two triangles differently)
@@ -141,20 +150,27 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
 
 
 class _Moments:
-    """Mean and covariance (divisor N) of per-sample vectors arriving in blocks, shifted for stability."""
+    """Mean and covariance (divisor N) of per-sample vectors arriving in blocks.
+
+    Sums are taken about a shift (the first row seen), so a mean far from zero does not cancel digits in
+    Σ(g − s)(g − s)ᵀ − N(ḡ − s)(ḡ − s)ᵀ. Each block is shifted in place (it is a reused buffer).
+    """
 
     def __init__(self, P: int) -> None:
         self.n = 0
         self.shift: np.ndarray | None = None
         self.s1 = np.zeros(P)
         self.s2 = np.zeros((P, P))
+        self._ones = np.empty(0)
 
     def add(self, G: np.ndarray) -> None:
         if self.shift is None:
-            self.shift = G.mean(axis=0)
-        D = G - self.shift
-        self.s1 += D.sum(axis=0)
-        self.s2 += D.T @ D
+            self.shift = G[0].copy()
+        if self._ones.shape[0] < G.shape[0]:
+            self._ones = np.ones(G.shape[0])
+        G -= self.shift
+        self.s1 += self._ones[: G.shape[0]] @ G
+        self.s2 += G.T @ G
         self.n += G.shape[0]
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
@@ -167,22 +183,14 @@ class _Moments:
 def gradient_moments(loss: CompiledLoss, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
     """(mean, covariance with divisor N) of the per-sample θ-gradients of the integrand at θ.
 
-    Accumulated chunk by chunk (chunk × P blocks multiplied with BLAS); never an N × P matrix. For a
-    quadratic objective the per-sample gradients are A_t θ + b_t, computed from the same features as A.
+    Accumulated chunk by chunk (chunk × P blocks of the grad_rows kernel, multiplied with BLAS); never an
+    N × P matrix for the whole data.
     """
     model = loss.model
     th = as_theta(model, theta)
     data = as_data(model, X)
-    d, P = model.dim, model.n_params
+    P = model.n_params
     moments = _Moments(P)
-    if loss.derivation.is_quadratic:
-        for out in _feature_blocks(loss, data):
-            G = out[:, d * P : d * P + P].copy()
-            for i in range(d):
-                F = out[:, i * P : (i + 1) * P]
-                G += F * (F @ th)[:, None]
-            moments.add(G)
-        return moments.result()
     module = loss.fit_module
     buf = _buffer(data.shape[0], P)
     for start, stop in _chunks(data.shape[0], P):
@@ -197,17 +205,7 @@ def per_sample_grad(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
     model = loss.model
     th = as_theta(model, theta)
     data = as_data(model, X)
-    d, P = model.dim, model.n_params
-    if loss.derivation.is_quadratic:
-        blocks = []
-        for out in _feature_blocks(loss, data):
-            G = out[:, d * P : d * P + P].copy()
-            for i in range(d):
-                F = out[:, i * P : (i + 1) * P]
-                G += F * (F @ th)[:, None]
-            blocks.append(G)
-        return np.concatenate(blocks)
-    out = np.empty((data.shape[0], P))
+    out = np.empty((data.shape[0], model.n_params))
     loss.fit_module.grad_rows(th, data, out)
     return out
 

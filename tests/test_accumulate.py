@@ -85,32 +85,22 @@ def test_chunks_bound_the_block_of_per_row_outputs(compiled, monkeypatch):
     monkeypatch.setattr(accumulate, "MIN_CHUNK_ROWS", 16)
     X = np.tile(case.X, (4, 1))
     seen = []
-    name = "quadratic_rows" if loss.derivation.is_quadratic else "grad_rows"
-    real = getattr(loss.fit_module, name)
+    real = loss.fit_module.grad_rows
 
     class Spy:
-        def __getattr__(self, attr):
-            if attr != name:
-                return getattr(loss.fit_module, attr)
-
-            def call(theta, data, out):
-                seen.append(out.nbytes)
-                return real(theta, data, out)
-
-            return call
+        def grad_rows(self, theta, data, out):
+            seen.append(out.nbytes)
+            return real(theta, data, out)
 
     monkeypatch.setitem(loss.__dict__, "fit_module", Spy())
     accumulate.gradient_moments(loss, case.theta, X)
-    width = case.model.n_params * (case.model.dim + 1) + 1 if name == "quadratic_rows" else case.model.n_params
-    assert len(seen) == -(-X.shape[0] // max(16, 8 * 1024 // (8 * width)))
-    assert max(seen) <= max(8 * 1024, 16 * 8 * width)
+    P = case.model.n_params
+    assert len(seen) == -(-X.shape[0] // max(16, 8 * 1024 // (8 * P)))
+    assert max(seen) <= max(8 * 1024, 16 * 8 * P)
 
 
-def test_quadratic_form_matches_hand_derived_numpy():
+def _hand_derived_quadratic_form(X):
     """poly_expfam: score_i = a_iᵀθ + c_i with a_0 = [1, 0, x1, 2x0, 0], c_0 = −x0³ (and symmetrically)."""
-    case = CASES["polynomial_exp_family"]()
-    loss = case.model.compile()
-    X = np.random.default_rng(11).normal(0.3, 1.2, size=(3001, 2))
     u, v = X[:, 0], X[:, 1]
     one, zero = np.ones_like(u), np.zeros_like(u)
     a0 = np.stack([one, zero, v, 2 * u, zero], axis=1)
@@ -121,25 +111,28 @@ def test_quadratic_form_matches_hand_derived_numpy():
     A = (a0.T @ a0 + a1.T @ a1) / len(u)
     b = da0 + da1 + (c0 @ a0 + c1 @ a1) / len(u)
     c = np.mean(-3 * u**2 - 3 * v**2 + 0.5 * (c0**2 + c1**2))
+    return A, b, c
+
+
+@pytest.mark.parametrize("layout", ["sums", "rows"])
+def test_quadratic_form_matches_hand_derived_numpy(layout, monkeypatch):
+    case = CASES["polynomial_exp_family"]()
+    if layout == "rows":  # the per-row features with BLAS, in many small chunks
+        monkeypatch.setattr(fitting, "QUADRATIC_SUMS_MAX_TERMS", 0)
+        monkeypatch.setattr(accumulate, "CHUNK_BYTES", 8 * 16 * 100)
+        monkeypatch.setattr(accumulate, "MIN_CHUNK_ROWS", 1)
+    loss = case.model.compile()
+    assert hasattr(loss.fit_module, f"quadratic_{layout}")
+    X = np.random.default_rng(11).normal(0.3, 1.2, size=(3001, 2))
+    A, b, c = _hand_derived_quadratic_form(X)
     A2, b2, c2 = loss.quadratic_form(X)
     np.testing.assert_allclose(A2, A, rtol=1e-12)
     np.testing.assert_allclose(b2, b, rtol=1e-12)
     assert c2 == pytest.approx(c, rel=1e-12)
+    assert np.array_equal(A2, A2.T)
+    assert all(np.array_equal(p, q) for p, q in zip((A2, b2, c2), loss.quadratic_form(X), strict=True))
     for theta in np.random.default_rng(12).normal(size=(3, 5)):  # and it is J̃, by the hand-written integrand
         assert 0.5 * theta @ A2 @ theta + b2 @ theta + c2 == pytest.approx(case.objective(theta, X), rel=1e-11)
-
-
-def test_quadratic_form_is_chunk_independent_and_deterministic(monkeypatch):
-    case = CASES["polynomial_exp_family"]()
-    loss = case.model.compile()
-    X = np.random.default_rng(13).normal(size=(5000, 2))
-    whole = loss.quadratic_form(X)
-    assert all(np.array_equal(p, q) for p, q in zip(whole, loss.quadratic_form(X), strict=True))
-    monkeypatch.setattr(accumulate, "CHUNK_BYTES", 8 * 16 * 100)
-    monkeypatch.setattr(accumulate, "MIN_CHUNK_ROWS", 1)
-    chunked = loss.quadratic_form(X)
-    for p, q in zip(whole, chunked, strict=True):
-        np.testing.assert_allclose(q, p, rtol=1e-12, atol=1e-14)
 
 
 def test_quadratic_form_refuses_models_not_quadratic(compiled_cases):

@@ -3,9 +3,12 @@
 They live in modules of their own (generated on first use by `symsm.fit`, cached under keys of their own),
 so compiling a loss for evaluation costs no more than before:
 
-* ``quadratic_rows`` (objectives quadratic in θ only): per row t, the features a_ik(x_t) = ∂score_i/∂θ_k
-  (d·P values, i-major), the per-sample linear term b_k(x_t) (P values) and the constant c₀(x_t), so that
-  J̃ = ½θᵀAθ + bᵀθ + c₀ with A = mean Σ_i a_i a_iᵀ is accumulated on the host with BLAS, chunk by chunk.
+* ``quadratic_sums`` (objectives quadratic in θ, when A has at most `QUADRATIC_SUMS_MAX_TERMS` products
+  per row): the means of Σ_i a_ik a_il (k ≤ l), b_k and c₀ in one pass — J̃ = ½θᵀAθ + bᵀθ + c₀ from one
+  reduction kernel, as fast as one evaluation of J̃.
+* ``quadratic_rows`` (larger quadratic objectives instead): per row t, the features
+  a_ik(x_t) = ∂score_i/∂θ_k (d·P values, i-major), the per-sample b_k(x_t) (P values) and c₀(x_t); A is
+  accumulated on the host with BLAS, chunk by chunk (d·P² terms per row would make a huge kernel).
 * ``grad_rows``: the θ-gradient of the per-sample integrand, one row per sample (reverse accumulation,
   every θ-only temporary chained back to θ per row): the blocks of per-sample gradients for the
   sandwich's V.
@@ -25,40 +28,64 @@ import sympy as sp
 from .ir import KernelIR, _finish, _local_derivatives, _prepare, build_forward_ir
 
 if TYPE_CHECKING:
-    from ..derive import Derivation
+    from ..derive import Derivation, QuadraticParts
 
 __all__ = [
     "HESSIAN_MAX_PARAMS",
+    "QUADRATIC_SUMS_MAX_TERMS",
     "FitKernelSet",
     "build_fit_kernels",
     "build_hessian_ir",
     "build_hessian_kernels",
     "build_per_sample_grad_ir",
     "build_quadratic_rows_ir",
+    "build_quadratic_sums_ir",
+    "quadratic_layout",
 ]
 
 HESSIAN_MAX_PARAMS = 30  # exact symbolic Hessian kernel up to this many parameters
+QUADRATIC_SUMS_MAX_TERMS = 1024  # d·P(P+1)/2 products a_ik a_il per row at most in the quadratic_sums kernel
 
 
 @dataclass
 class FitKernelSet:
     """The fitting kernels of one model; a kernel that does not apply is None and is not generated."""
 
+    quadratic_sums: KernelIR | None = None
     quadratic_rows: KernelIR | None = None
     grad_rows: KernelIR | None = None
     hessian: KernelIR | None = None
 
     def all(self) -> dict[str, KernelIR]:
-        kernels = {"quadratic_rows": self.quadratic_rows, "grad_rows": self.grad_rows, "hessian": self.hessian}
+        kernels = {
+            "quadratic_sums": self.quadratic_sums,
+            "quadratic_rows": self.quadratic_rows,
+            "grad_rows": self.grad_rows,
+            "hessian": self.hessian,
+        }
         return {name: ir for name, ir in kernels.items() if ir is not None}
 
 
-def build_fit_kernels(derivation: Derivation) -> FitKernelSet:
-    """``quadratic_rows`` for quadratic objectives (A is the exact Hessian and the per-sample gradients are
-    A_t θ + b_t, both from the same features), else ``grad_rows``."""
+def quadratic_layout(d: int, P: int) -> str:
+    """How A is accumulated for a quadratic objective: "sums" (one reduction kernel, d·P(P+1)/2 products
+    per row at most `QUADRATIC_SUMS_MAX_TERMS`) or "rows" (per-row features, BLAS on the host)."""
+    return "sums" if d * P * (P + 1) // 2 <= QUADRATIC_SUMS_MAX_TERMS else "rows"
+
+
+def build_fit_kernels(derivation: Derivation, quadratic: str | None = None) -> FitKernelSet:
+    """``grad_rows`` for every model; for quadratic objectives also ``quadratic_sums`` or ``quadratic_rows``
+    (`quadratic` = "sums" or "rows"; by default `quadratic_layout`)."""
+    theta, x = derivation.params, derivation.data
+    kernels = FitKernelSet(grad_rows=build_per_sample_grad_ir(derivation.objective, theta, x))
     if derivation.is_quadratic:
-        return FitKernelSet(quadratic_rows=build_quadratic_rows_ir(derivation))
-    return FitKernelSet(grad_rows=build_per_sample_grad_ir(derivation.objective, derivation.params, derivation.data))
+        layout = quadratic or quadratic_layout(len(x), len(theta))
+        if layout == "sums":
+            kernels.quadratic_sums = build_quadratic_sums_ir(derivation)
+        elif layout == "rows":
+            kernels.quadratic_rows = build_quadratic_rows_ir(derivation)
+        else:
+            raise ValueError(f"quadratic must be 'sums' or 'rows', got {layout!r}")
+    return kernels
 
 
 def build_hessian_kernels(derivation: Derivation) -> FitKernelSet:
@@ -70,11 +97,25 @@ def build_hessian_kernels(derivation: Derivation) -> FitKernelSet:
     return FitKernelSet(hessian=build_hessian_ir(derivation))
 
 
-def build_quadratic_rows_ir(derivation: Derivation) -> KernelIR:
-    """Per-row outputs [a_00 … a_0(P−1), a_10 …, a_(d−1)(P−1), b_0 … b_(P−1), c₀] of a quadratic objective."""
+def build_quadratic_sums_ir(derivation: Derivation) -> KernelIR:
+    """Sums over rows of [Σ_i a_ik a_il for k ≤ l (row-major upper triangle of A), b_0 … b_(P−1), c₀]."""
+    parts = _quadratic_parts(derivation)
+    P, d = len(derivation.params), len(derivation.data)
+    a = parts.coeffs
+    A_terms = [sp.Add(*[a[i][k] * a[i][l] for i in range(d)]) for k in range(P) for l in range(k, P)]
+    return build_forward_ir([*A_terms, *parts.b_terms, parts.c_term], derivation.params, derivation.data, mode="sum")
+
+
+def _quadratic_parts(derivation: Derivation) -> QuadraticParts:
     parts = derivation.quadratic_parts
     if parts is None:
         raise ValueError(f"model {derivation.model.name!r}: the objective is not quadratic in θ")
+    return parts
+
+
+def build_quadratic_rows_ir(derivation: Derivation) -> KernelIR:
+    """Per-row outputs [a_00 … a_0(P−1), a_10 …, a_(d−1)(P−1), b_0 … b_(P−1), c₀] of a quadratic objective."""
+    parts = _quadratic_parts(derivation)
     features = [a for row in parts.coeffs for a in row]
     return build_forward_ir(
         [*features, *parts.b_terms, parts.c_term], derivation.params, derivation.data, mode="per_sample"

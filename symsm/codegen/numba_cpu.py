@@ -27,6 +27,7 @@ _DOCS = {
     "value": "[J]: mean over rows of the integrand.",
     "per_sample": "out[t] = the integrand sum_i [d_i^2 log f + 1/2 (d_i log f)^2] at row t.",
     "score": "out[t, i] = d log f / d x_i at row t.",
+    "quadratic_sums": "[A_kl (k <= l), b_k, c0]: means over rows; J = th.A.th/2 + b.th + c0.",
     "quadratic_rows": "out[t] = [a_ik (i-major), b_k, c0] at row t; J = th.A.th/2 + b.th + c0.",
     "grad_rows": "out[t, k] = d integrand / d theta_k at row t.",
     "hessian": "[d^2 J / d theta_k d theta_l for k <= l]: the mean theta-Hessian, upper triangle row by row.",
