@@ -288,6 +288,20 @@ def test_latex_writes_a_document(tmp_path):
     assert_one_line_error(run("latex", "gaussian_2d", "-o", str(tmp_path / "missing" / "d.tex")), "does not exist")
 
 
+def test_latex_escapes_text_from_the_model_file(tmp_path):
+    model = tmp_path / "evil.toml"
+    model.write_text(
+        "name = 'evil_{model}$^'\n"
+        "description = '\\input{/etc/passwd} \\immediate\\write18{touch pwned} $x$ % # & ~'\n"
+        "data = ['x']\nparams = ['m']\nlog_f = '-(x - m)**2/2'\n"
+    )
+    out = run("latex", str(model), "-o", str(tmp_path / "evil.tex"))
+    assert out.returncode == 0, out.stderr
+    tex = (tmp_path / "evil.tex").read_text()
+    assert "\\input{" not in tex and "\\write18" not in tex and "\\immediate" not in tex
+    assert r"\textbackslash{}input\{/etc/passwd\}" in tex  # shown as text, not executed by LaTeX
+
+
 @pytest.mark.pdflatex
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")

@@ -276,3 +276,26 @@ def test_npy_with_pickled_objects_is_refused_and_never_unpickled(tmp_path, monke
     with pytest.raises(ModelFileError, match="without pickle"):
         load_data(tmp_path / "evil.npy", model2)
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_names_that_shadow_generated_code_give_the_same_loss(tmp_path):
+    """Parameter and data names from a file never clash with the names the generated module uses."""
+    path = write(
+        tmp_path,
+        """
+        data = ["X", "theta"]
+        params = ["np", "math", "exec", {name = "out", positive = true}]
+        log_f = "-(X - np)**2/(2*out**2) - (theta - math)**2/2 + exec*X*theta"
+        """,
+    )
+    shadowing = load_model(path)
+    plain = symsm.Model.from_string(
+        "-(a - p)**2/(2*q**2) - (b - r)**2/2 + t*a*b", data="a b", params="p r t q", positive="q"
+    )
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    theta = np.array([0.3, -0.2, 0.1, 1.3])
+    value, grad = shadowing.compile().value_and_grad(theta, X)
+    ref_value, ref_grad = plain.compile().value_and_grad(theta, X)
+    assert value == pytest.approx(ref_value, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12)
