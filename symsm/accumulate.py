@@ -242,11 +242,11 @@ def central_difference_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.nda
     """The mean θ-Hessian by central differences of the exact gradient (2P passes over X), symmetrised.
 
     Steps h_k = ε^(1/3)·max(1, |θ_k|) balance truncation (O(h²)) and rounding (O(ε/h)) errors; a positive
-    parameter's step is capped at θ_k/2 so both evaluations stay inside its domain.
+    parameter's step is capped at θ_k/2 so both evaluations stay inside its domain. X goes to the loss's
+    own `value_and_grad` as given (any backend, device arrays included).
     """
     model = loss.model
     th = as_theta(model, theta)
-    data = as_data(model, X, dtype=loss.dtype)
     P = model.n_params
     H = np.empty((P, P))
     base = np.finfo(loss.dtype).eps ** (1 / 3)  # the gradient's own precision
@@ -258,5 +258,5 @@ def central_difference_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.nda
         up[k] += h
         down[k] -= h
         h_eff = up[k] - down[k]  # the step actually taken, after rounding of θ ± h
-        H[:, k] = (loss.value_and_grad(up, data)[1] - loss.value_and_grad(down, data)[1]) / h_eff
+        H[:, k] = (loss.value_and_grad(up, X)[1] - loss.value_and_grad(down, X)[1]) / h_eff
     return (H + H.T) / 2

@@ -177,7 +177,7 @@ def fit(
     else:
         raise TypeError(f"model must be a symsm.Model or a CompiledLoss, got {type(model).__name__}")
     mdl = loss.model
-    data = as_data(mdl, X, dtype=loss.dtype)
+    data = _fit_data(loss, X)
     quadratic = loss.derivation.is_quadratic
     if method == "closed_form" and not quadratic:
         raise ValueError(
@@ -211,6 +211,38 @@ def fit(
     return _result(loss, data, est, start)
 
 
+@dataclass(frozen=True)
+class _Data:
+    """The data twice: `rows` as the loss's own methods take them (validated host array, or the device
+    array a CUDA loss was given), `host` as a validated host array for the fitting kernels."""
+
+    rows: Any
+    host: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.host.shape[0])
+
+
+def _fit_data(loss: CompiledLoss, X: Any) -> _Data:
+    """Validate X once. Device arrays (a CUDA loss's `to_device` handle, numba or CuPy arrays) stay on the
+    device for the optimisation and are copied to the host once, for the fitting kernels."""
+    on_device = bool(getattr(X, "__cuda_ndarray__", False)) or hasattr(X, "__cuda_array_interface__")
+    if not isinstance(X, np.ndarray) and (on_device or hasattr(X, "copy_to_host")):
+        if hasattr(X, "copy_to_host"):
+            host = X.copy_to_host()
+        elif hasattr(X, "get"):
+            host = X.get()
+        else:
+            raise TypeError(
+                f"X is a GPU array of type {type(X).__name__} without copy_to_host() or get(); pass a host array "
+                "or loss.to_device(X)"
+            )
+        return _Data(X, as_data(loss.model, host))
+    rows = as_data(loss.model, X, dtype=loss.dtype)
+    return _Data(rows, rows)
+
+
 @dataclass
 class _Estimate:
     theta: np.ndarray
@@ -225,18 +257,18 @@ class _Estimate:
     hessian_method: str = ""
 
 
-def _closed_form(loss: CompiledLoss, data: np.ndarray) -> _Estimate:
-    A, b, c = loss.quadratic_form(data)
-    _check_identified(A, loss.model.param_names, "A (J̃ = ½θᵀAθ + bᵀθ + c)", data.shape[0])
+def _closed_form(loss: CompiledLoss, data: _Data) -> _Estimate:
+    A, b, c = loss.quadratic_form(data.rows)
+    _check_identified(A, loss.model.param_names, "A (J̃ = ½θᵀAθ + bᵀθ + c)", data.n)
     theta = _solve_spd(A, -b)
     value = float(0.5 * theta @ A @ theta + b @ theta + c)
-    message = f"closed form θ̂ = −A⁻¹b from one pass over N = {data.shape[0]} rows"
+    message = f"closed form θ̂ = −A⁻¹b from one pass over N = {data.n} rows"
     return _Estimate(theta, value, A @ theta + b, "closed_form", 0, 1, True, message, A, "quadratic_form")
 
 
 def _lbfgs(
     loss: CompiledLoss,
-    data: np.ndarray,
+    data: _Data,
     theta0: np.ndarray,
     callback: Callable[[np.ndarray, float], bool | None] | None,
     options: dict[str, Any],
@@ -257,7 +289,7 @@ def _lbfgs(
 
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
         state["evals"] += 1
-        value, grad = loss.value_and_grad(th, data)
+        value, grad = loss.value_and_grad(th, data.rows)
         if not (math.isfinite(value) and np.isfinite(grad).all()):
             state["nonfinite"] += 1
             return math.inf, np.zeros_like(grad)
@@ -283,7 +315,7 @@ def _lbfgs(
         # start a fresh run from where it stopped (small first steps again).
         if state["stopped"] or not met_nonfinite or not np.all(np.isfinite(theta)):
             break
-    value, grad = loss.value_and_grad(theta, data)
+    value, grad = loss.value_and_grad(theta, data.rows)
     est = _Estimate(theta, value, grad, "lbfgs", state["iters"], state["evals"] + 1, bool(res.success), "")
     message = "L-BFGS-B: " + " / ".join(messages)
     if state["nonfinite"]:
@@ -305,7 +337,7 @@ def _lbfgs(
         trial = est.theta - np.linalg.solve(est.H, est.grad)
         if np.any(trial <= lower):
             break
-        v2, g2 = loss.value_and_grad(trial, data)
+        v2, g2 = loss.value_and_grad(trial, data.rows)
         est.n_evals += 1
         if (
             not (math.isfinite(v2) and np.isfinite(g2).all())
@@ -329,14 +361,15 @@ def _lbfgs(
     return est
 
 
-def _hessian(loss: CompiledLoss, theta: np.ndarray, data: np.ndarray, how: str) -> tuple[np.ndarray, str]:
+def _hessian(loss: CompiledLoss, theta: np.ndarray, data: _Data, how: str) -> tuple[np.ndarray, str]:
     """The mean θ-Hessian of J̃ and how it was obtained (see `fit`'s ``hessian``)."""
     from .codegen.fitting import HESSIAN_MAX_PARAMS
+
     if how != "central_differences" and loss.derivation.is_quadratic:
-        return loss.quadratic_form(data)[0], "quadratic_form"
+        return loss.quadratic_form(data.rows)[0], "quadratic_form"
     if how == "exact" or (how == "auto" and loss.model.n_params <= HESSIAN_MAX_PARAMS):
-        return exact_hessian(loss, theta, data), "exact"
-    return central_difference_hessian(loss, theta, data), "central_differences"
+        return exact_hessian(loss, theta, data.host), "exact"
+    return central_difference_hessian(loss, theta, data.rows), "central_differences"
 
 
 def _positive_definite(H: np.ndarray | None) -> bool:
@@ -349,10 +382,10 @@ def _positive_definite(H: np.ndarray | None) -> bool:
     return True
 
 
-def _result(loss: CompiledLoss, data: np.ndarray, est: _Estimate, start: float) -> FitResult:
+def _result(loss: CompiledLoss, data: _Data, est: _Estimate, start: float) -> FitResult:
     """The sandwich covariance H⁻¹VH⁻¹/N at θ̂, and the result."""
     mdl = loss.model
-    n = data.shape[0]
+    n = data.n
     P = mdl.n_params
     message = est.message
     if est.H is None:
@@ -363,7 +396,7 @@ def _result(loss: CompiledLoss, data: np.ndarray, est: _Estimate, start: float) 
     else:
         H = est.H
         _check_identified(H, mdl.param_names, "the Hessian of J̃ at θ̂", n)
-        _, V = gradient_moments(loss, est.theta, data)
+        _, V = gradient_moments(loss, est.theta, data.host)
         if _positive_definite(H):
             cov = np.linalg.solve(H, np.linalg.solve(H, V).T) / n
             cov = (cov + cov.T) / 2
