@@ -9,9 +9,10 @@
   Non-convergence is reported in `converged` / `message`, never raised.
 * **Standard errors.** The estimator solves mean_t ∇φ_t(θ̂) = 0 (φ_t the per-sample integrand), an
   M-estimator, so cov(θ̂) ≈ H⁻¹ V H⁻¹ / N with H the mean θ-Hessian of φ_t and V the covariance of the
-  per-sample gradients ∇φ_t(θ̂) (the sandwich; Hyvärinen 2005 §2.3's consistency argument makes θ̂
-  asymptotically normal under the usual regularity conditions). H is A for the closed form, else the exact
-  symbolic Hessian (P ≤ 30) or central differences of the exact gradient; V is accumulated chunk by chunk.
+  per-sample gradients ∇φ_t(θ̂) — the sandwich, valid whether or not the model holds (score matching is
+  consistent when it does, Hyvärinen 2005; asymptotic normality needs the usual regularity conditions).
+  H is A for the closed form, else the exact Hessian (a generated kernel, P ≤ 30) or central differences
+  of the exact gradient; V is accumulated chunk by chunk.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ LBFGS_OPTIONS: dict[str, Any] = {
 }
 NEWTON_STEPS = 4  # at most this many Newton steps after L-BFGS-B, each accepted only if it lowers J̃ and |∇J̃|
 ROUNDING_SLACK = 64 * np.finfo(np.float64).eps  # a Newton step near the minimum may raise J̃ by rounding only
-DECREMENT_TOL = 1e-12  # converged when gᵀH⁻¹g ≤ this × max(1, |J̃|): J̃ within ~1e-12 of its minimum
+# converged when gᵀH⁻¹g ≤ this × max(1, |J̃|) (J̃ within about half of it from its minimum), by the loss's
+# dtype: a float32 kernel's gradient carries rounding errors of ~1e-5 relative, whatever the optimiser does
+DECREMENT_TOL = {"float64": 1e-12, "float32": 1e-8}
 MAX_RESTARTS = 3  # fresh L-BFGS-B runs after a run that met non-finite values of J̃
 
 
@@ -55,12 +58,16 @@ class FitResult:
     """The outcome of `symsm.fit`.
 
     theta, params : the estimate (flat, and by parameter group with matrices rebuilt)
-    loss, grad_norm : J̃(θ̂) and the Euclidean norm of ∇θJ̃(θ̂)
-    se, cov : sandwich standard errors and covariance H⁻¹VH⁻¹/N (NaN where H is not positive definite)
+    loss, grad, grad_norm : J̃(θ̂), ∇θJ̃(θ̂) and its Euclidean norm
+    se, cov, se_params : sandwich standard errors and covariance H⁻¹VH⁻¹/N (NaN where H is not positive
+        definite), and the SEs by parameter group
+    hessian, grad_cov : H (the mean θ-Hessian of the integrand) and V (the covariance of its per-sample
+        gradients) at θ̂
     method : "closed_form" or "lbfgs"; hessian_method: how H was obtained ("quadratic_form" (= A, exact),
-        "exact" (symbolic second derivatives) or "central_differences" (of the exact gradient))
-    n_iter, converged, message : iterations (0 for the closed form), whether the optimiser met its
-        tolerances, and its explanation
+        "exact" (generated kernel) or "central_differences" (of the exact gradient))
+    n_iter, n_evals, converged, message : iterations (0 for the closed form), passes of value_and_grad,
+        whether the fit met its tolerances, and how it ended
+    n_samples, param_names, model_name, seconds : N, the names of θ's entries, the model, the wall time
     """
 
     theta: np.ndarray
@@ -309,7 +316,10 @@ def _lbfgs(
             fun, theta, jac=True, method="L-BFGS-B", bounds=bounds, callback=on_iteration, options=options
         )
         theta = np.asarray(res.x, dtype=np.float64)
-        messages.append(str(res.message).strip())
+        text = str(res.message).strip()
+        if text.startswith("ABNORMAL"):
+            text += " the line search could not lower J̃ further (usually the rounding floor of J̃)"
+        messages.append(text)
         met_nonfinite = state["nonfinite"] > nonfinite_before
         # A trial step that met J̃ = ±inf or NaN can make L-BFGS-B stop early and still report success:
         # start a fresh run from where it stopped (small first steps again).
@@ -352,7 +362,7 @@ def _lbfgs(
         message += f"; {steps} Newton step{'s' if steps > 1 else ''} with the {est.hessian_method} Hessian"
     if _positive_definite(est.H):
         decrement = float(est.grad @ np.linalg.solve(est.H, est.grad))
-        tol = DECREMENT_TOL * max(1.0, abs(est.value))
+        tol = DECREMENT_TOL[np.dtype(loss.dtype).name] * max(1.0, abs(est.value))
         est.converged = decrement <= tol
         message += f"; Newton decrement gᵀH⁻¹g = {decrement:.2g} ({'≤' if est.converged else '>'} {tol:.2g})"
     else:

@@ -254,3 +254,15 @@ def test_demo_prints_the_fit(capsys):
         value, se = float(line.split("=")[1].split("±")[0]), float(line.split("±")[1].split()[0])
         assert f"(true value {true:g})" in line
         assert abs(value - true) < 4 * se
+
+
+def test_float32_loss_fits_to_its_precision():
+    from symsm.demo import demo_data, demo_model
+
+    model = demo_model()
+    X = demo_data(20000)
+    single = symsm.fit(model.compile(dtype=np.float32), X)
+    double = symsm.fit(model, X)
+    assert single.converged and double.converged, single.message
+    assert np.all(np.abs(single.theta - double.theta) < 0.02 * double.se)
+    np.testing.assert_allclose(single.se, double.se, rtol=1e-3)
