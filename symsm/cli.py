@@ -99,6 +99,24 @@ def _sstr(expr: Any) -> str:
     return sp.sstr(expr, order=_order(expr))
 
 
+GRADIENT_PRINT_NODES = 1000  # objectives larger than this get their symbolic θ-gradient only on request
+
+
+def _show_gradient(args: argparse.Namespace, der: Any) -> bool:
+    """--gradient: always; --no-gradient: never; else only for objectives small enough to differentiate quickly.
+
+    The symbolic θ-gradient of a nested objective grows much faster than the objective (a 16-level nest of
+    exp takes tens of seconds and prints a megabyte), so a short hostile file must not hang `derive`.
+    """
+    if args.gradient is not None:
+        return args.gradient
+    return _nodes_at_most(der.objective, GRADIENT_PRINT_NODES)
+
+
+def _nodes_at_most(expr: Any, limit: int) -> bool:
+    return all(count < limit for count, _ in enumerate(sp.preorder_traversal(expr)))
+
+
 def _derive(args: argparse.Namespace) -> int:
     """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient."""
     model = _model(args)
@@ -116,7 +134,7 @@ def _derive(args: argparse.Namespace) -> int:
             "objective": _sstr(der.objective),
             "quadratic_in_theta": der.is_quadratic,
         }
-        if not args.no_gradient:
+        if _show_gradient(args, der):
             out["gradient"] = [_sstr(e) for e in der.gradient]
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
@@ -135,10 +153,16 @@ def _derive(args: argparse.Namespace) -> int:
     print(f"  {show(der.objective)}")
     quadratic = "yes: every score is affine in θ, so J̃ is quadratic and the fit is in closed form"
     print(f"\nquadratic in θ: {quadratic if der.is_quadratic else 'no (fitted by L-BFGS-B)'}")
-    if not args.no_gradient:
+    if _show_gradient(args, der):
         print("\ngradient of the per-sample objective ∂/∂θₖ")
         for name, e in zip(model.param_names, der.gradient, strict=True):
             print(f"  ∂/∂{name} = {show(e)}")
+    elif args.gradient is None:
+        print(
+            f"\nthe θ-gradient is not printed: the objective has more than {GRADIENT_PRINT_NODES} nodes, so its "
+            "symbolic gradient is slow to form and very long (the kernels compute it by reverse accumulation); "
+            "--gradient prints it anyway"
+        )
     return 0
 
 
@@ -228,7 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--pretty", action="store_true", help="two-dimensional (unicode) formulas")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--no-gradient", action="store_true", help="skip the θ-gradient (large models)")
+    grad = p.add_mutually_exclusive_group()
+    grad.add_argument(
+        "--gradient", dest="gradient", action="store_true", default=None, help="print the θ-gradient even if large"
+    )
+    grad.add_argument(
+        "--no-gradient",
+        dest="gradient",
+        action="store_false",
+        help=f"skip the θ-gradient (default: shown when the objective has at most {GRADIENT_PRINT_NODES} nodes)",
+    )
     p.set_defaults(func=_derive)
 
     from .compiled import BACKENDS

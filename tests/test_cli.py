@@ -129,6 +129,18 @@ def test_derive_pretty_and_without_gradient():
     assert "P₀" in out.stdout or "P_0_0" in out.stdout
 
 
+def test_derive_does_not_form_a_huge_gradient_unasked(tmp_path):
+    nested = "exp(m*x*" * 8 + "x" + ")" * 8  # short, but its symbolic θ-gradient has ~35 000 nodes
+    model = tmp_path / "nested.toml"
+    model.write_text(f'data = ["x"]\nparams = ["m"]\nlog_f = "-x**2 + {nested}"\n')
+    out = run("derive", str(model))
+    assert out.returncode == 0, out.stderr
+    assert "the θ-gradient is not printed" in out.stdout and "∂/∂m = " not in out.stdout
+    out = run("derive", str(model), "--no-gradient", "--json")
+    assert out.returncode == 0 and "gradient" not in json.loads(out.stdout)
+    assert_usage_error(run("derive", str(model), "--gradient", "--no-gradient"), "not allowed with argument")
+
+
 def test_model_file_errors_exit_1_with_one_line(tmp_path):
     missing = assert_one_line_error(run("derive", str(tmp_path / "nope.toml")), "no such model file")
     assert "student_t_2d" in missing  # says which bundled examples exist
