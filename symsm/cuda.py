@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import threading
+from functools import cached_property
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
-KERNEL_NAMES = ("value_and_grad", "value", "per_sample", "score")
 
 
 class CudaUnavailableError(SymsmError, RuntimeError):
@@ -207,15 +207,61 @@ class CudaCompiledLoss(CompiledLoss):
         host = as_data(self.model, X, dtype=self.dtype)
         return DeviceData(cuda.to_device(host), self.model.data_names, validated=True)
 
-    def _reduce(self, name: str, theta: Any, X: Any) -> np.ndarray:
+    def quadratic_form(self, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X on the GPU.
+
+        Only for objectives quadratic in θ (`derivation.is_quadratic`); other models raise `ValueError`.
+        Computed in float64 whatever the loss's dtype (normal equations in float32 would lose the digits
+        that matter), by a kernel of its own generated on first use (`build_quadratic_form_kernels`).
+        """
+        if getattr(self, "objective", "exact") != "exact" or not self.derivation.is_quadratic:
+            raise ValueError(
+                f"model {self.model.name!r}: the objective is not quadratic in θ (some ∂ᵢ log f is not affine in "
+                "θ), so it has no (A, b, c) form; use value_and_grad, or symsm.fit(..., method='lbfgs')"
+            )
+        mod = self._quadratic_module
+        P = self.model.n_params
+        result = self._reduce("quadratic_form", self.model.default_theta(), X, mod)  # θ is not read
+        n_upper = P * (P + 1) // 2
+        A = np.empty((P, P))
+        rows, cols = np.triu_indices(P)
+        A[rows, cols] = result[:n_upper]
+        A[cols, rows] = result[:n_upper]
+        return A, np.array(result[n_upper : n_upper + P]), float(result[-1])
+
+    @cached_property
+    def _quadratic_module(self) -> ModuleType:
+        from . import __version__, cache
+        from .codegen.numba_cuda import build_quadratic_form_kernels, generate_cuda_source
+        from .codegen.render import templates_digest
+
+        key = cache.cache_key(
+            model=self.model.canonical(),
+            backend="cuda",
+            dtype="float64",
+            objective="exact",
+            options={"kernels": "quadratic_form"},
+            version=__version__,
+            generator=templates_digest(),
+        )
+
+        def generate() -> str:
+            der = self.derivation
+            return generate_cuda_source(der, build_quadratic_form_kernels(der), dtype=np.float64, cache_key=key)
+
+        return cache.load_or_generate(key, generate)[0]
+
+    def _reduce(self, name: str, theta: Any, X: Any, mod: ModuleType | None = None) -> np.ndarray:
+        """Kernel `name` of `mod` (default: the loss's module): host prologue, kernel, host epilogue."""
         cuda = require_device()
-        mod = self._module
-        params = self._params(name, theta)
-        rows = self._rows(cuda, X)
+        mod = mod or self._module
+        dtype = np.dtype(mod.DTYPE)
+        params = self._params(mod, name, theta)
+        rows = self._rows(cuda, X, dtype)
         n = int(rows.shape[0])
         n_sums = mod.LAYOUT[name][1]
         blocks = self._blocks(n, self.max_blocks)
-        partial, d_partial, d_params = self._scratch(cuda, name, blocks, n_sums, params.size)
+        partial, d_partial, d_params = self._scratch(cuda, mod, name, blocks)
         if n_sums:
             d_params.copy_to_device(params)
             getattr(mod, f"{name}_kernel")[blocks, self._threads](d_params, rows, d_partial)
@@ -225,43 +271,53 @@ class CudaCompiledLoss(CompiledLoss):
     def _per_row(self, name: str, theta: Any, X: Any, shape: Any) -> np.ndarray:
         cuda = require_device()
         mod = self._module
-        params = self._params(name, theta)
-        rows = self._rows(cuda, X)
+        params = self._params(mod, name, theta)
+        rows = self._rows(cuda, X, self.dtype)
         n = int(rows.shape[0])
         out = cuda.device_array(shape(n), dtype=self.dtype)
         blocks = self._blocks(n, self.max_blocks_output)
         getattr(mod, f"{name}_kernel")[blocks, self._threads](cuda.to_device(params), rows, out)
         return out.copy_to_host().astype(np.float64)
 
-    def _params(self, name: str, theta: Any) -> np.ndarray:
-        """θ followed by the θ-only constants of kernel `name` (the host prologue), in the loss's dtype."""
-        th = as_theta(self.model, theta).astype(self.dtype, copy=False)
-        params = np.empty(self._module.LAYOUT[name][0], dtype=self.dtype)
-        getattr(self._module, f"{name}_prologue")(th, params)
+    def _params(self, mod: ModuleType, name: str, theta: Any) -> np.ndarray:
+        """θ followed by the θ-only constants of kernel `name` (the host prologue), in the module's dtype."""
+        dtype = np.dtype(mod.DTYPE)
+        th = as_theta(self.model, theta).astype(dtype, copy=False)
+        params = np.empty(mod.LAYOUT[name][0], dtype=dtype)
+        getattr(mod, f"{name}_prologue")(th, params)
         return params
 
-    def _scratch(self, cuda: ModuleType, name: str, blocks: int, n_sums: int, n_values: int) -> tuple[Any, ...]:
+    def _scratch(self, cuda: ModuleType, mod: ModuleType, name: str, blocks: int) -> tuple[Any, ...]:
         """Per-thread buffers reused across calls: (pinned host partials, device partials, device params)."""
         cache = getattr(self._local, "buffers", None)
         if cache is None:
             cache = self._local.buffers = {}
-        key = (name, blocks)
+        key = (mod.__name__, name, blocks)
         if key not in cache:
             if len(cache) >= 8:  # a few launch shapes at a time: a fit keeps N fixed
                 cache.clear()
+            n_values, n_sums = mod.LAYOUT[name]
+            dtype = np.dtype(mod.DTYPE)
             shape = (blocks, n_sums)
             cache[key] = (
-                cuda.pinned_array(shape, dtype=self.dtype) if n_sums else np.empty(shape, dtype=self.dtype),
-                cuda.device_array(shape, dtype=self.dtype) if n_sums else None,
-                cuda.device_array(max(1, n_values), dtype=self.dtype),
+                cuda.pinned_array(shape, dtype=dtype) if n_sums else np.empty(shape, dtype=dtype),
+                cuda.device_array(shape, dtype=dtype) if n_sums else None,
+                cuda.device_array(max(1, n_values), dtype=dtype),
             )
         return cache[key]
 
-    def _rows(self, cuda: ModuleType, X: Any) -> Any:
-        """X as a device array of the loss's dtype: used in place if it is one, else validated and copied."""
+    def _rows(self, cuda: ModuleType, X: Any, dtype: np.dtype) -> Any:
+        """X as a device array of `dtype`: used in place if it is one, else validated and copied.
+
+        A device array of the loss's dtype but another kernel dtype (float32 data for the float64
+        quadratic-form kernel) goes through the host once: it is a one-off pass, not a fit's inner loop.
+        """
         if isinstance(X, DeviceData) or _is_device_array(X):
-            return self._device_rows(cuda, X)
-        return cuda.to_device(as_data(self.model, X, dtype=self.dtype))
+            arr = self._device_rows(cuda, X)
+            if np.dtype(arr.dtype) != dtype:
+                arr = cuda.to_device(arr.copy_to_host().astype(dtype))
+            return arr
+        return cuda.to_device(as_data(self.model, X, dtype=dtype))
 
     def _device_rows(self, cuda: ModuleType, X: Any) -> Any:
         arr = X.array if isinstance(X, DeviceData) else X
@@ -303,7 +359,7 @@ class CudaCompiledLoss(CompiledLoss):
         key = (int(cc[0]), int(cc[1]))
         if key not in self._ptx:
             out = {}
-            for name in KERNEL_NAMES:
+            for name in self._module.SIGNATURES:
                 kernel = getattr(self._module, f"{name}_kernel")
                 out[name], _ = cuda.compile_ptx(kernel.py_func, self._module.SIGNATURES[name], cc=key)
             self._ptx[key] = out
@@ -312,4 +368,4 @@ class CudaCompiledLoss(CompiledLoss):
     @property
     def kernels(self) -> dict[str, Any]:
         """The numba-cuda kernel dispatchers by name."""
-        return {n: getattr(self._module, f"{n}_kernel") for n in KERNEL_NAMES}
+        return {n: getattr(self._module, f"{n}_kernel") for n in self._module.SIGNATURES}

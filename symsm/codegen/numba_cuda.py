@@ -19,20 +19,23 @@ same code as the CPU backend's, so the two backends agree on every θ-only const
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import sympy as sp
 
 from .. import __version__
+from .ir import KernelIR, build_forward_ir
 from .kernels import KernelSet, symbol_names
 from .printers import ScalarMathPrinter
 from .render import render
 
 if TYPE_CHECKING:
     from ..derive import Derivation
-    from .ir import Assign, KernelIR
+    from .ir import Assign
 
-__all__ = ["CudaMathPrinter", "generate_cuda_source", "kernel_signatures"]
+__all__ = ["CudaMathPrinter", "QuadraticFormKernels", "build_quadratic_form_kernels", "generate_cuda_source"]
 
 THREADS_PER_BLOCK = 256  # the largest block a kernel is launched with (sizes the shared reduction buffer)
 REDUCE_CHUNK = 16  # sums reduced together: shared memory = REDUCE_CHUNK × THREADS_PER_BLOCK values
@@ -44,7 +47,9 @@ _DOCS = {
     "value": "Σ over rows of the integrand (per block).",
     "per_sample": "out[t] = the integrand sum_i [d_i^2 log f + 1/2 (d_i log f)^2] at row t.",
     "score": "out[t, i] = d log f / d x_i at row t.",
+    "quadratic_form": "Σ over rows of [a_i.a_i^T upper triangle (k <= l, row by row), b_k, c0] (per block).",
 }
+ROW_MATRIX_KERNELS = ("score",)  # per-row kernels writing out[i_row, k]
 
 
 class CudaMathPrinter(ScalarMathPrinter):
@@ -53,25 +58,51 @@ class CudaMathPrinter(ScalarMathPrinter):
     numba-cuda lowers the same `math.*` calls to libdevice (`__nv_expf` for float32, `__nv_exp` for
     float64) and freezes module-level `np.float32` constants as typed literals, so the CPU printer's
     output is valid CUDA as it is; this subclass exists so the CUDA backend has a printer of its own
-    to override when the targets diverge (the PTX test checks that float32 kernels contain no float64
-    instruction at all).
+    to override when the targets diverge (tests/test_cuda_ptx.py checks that every value the float32
+    kernels compute is typed float32).
     """
 
     language = "Python (numba-cuda)"
 
 
-def kernel_signatures(dtype: Any) -> dict[str, str]:
-    """The numba signature of each kernel for C-contiguous arrays of `dtype` (what `loss.ptx()` compiles)."""
-    t = np.dtype(dtype).name
-    return {
-        "value_and_grad": f"void({t}[::1], {t}[:, ::1], {t}[:, ::1])",
-        "value": f"void({t}[::1], {t}[:, ::1], {t}[:, ::1])",
-        "per_sample": f"void({t}[::1], {t}[:, ::1], {t}[::1])",
-        "score": f"void({t}[::1], {t}[:, ::1], {t}[:, ::1])",
-    }
+@dataclass
+class QuadraticFormKernels:
+    """The one kernel `CudaCompiledLoss.quadratic_form` needs: a reduction over rows of the products of
+    the quadratic-form features (backend-independent IR, like `KernelSet`)."""
+
+    quadratic_form: KernelIR
+
+    def all(self) -> dict[str, KernelIR]:
+        return {"quadratic_form": self.quadratic_form}
 
 
-def generate_cuda_source(derivation: Derivation, kernels: KernelSet, *, dtype: Any, cache_key: str) -> str:
+def build_quadratic_form_kernels(derivation: Derivation) -> QuadraticFormKernels:
+    """For an objective quadratic in θ (score_i = Σ_k a_ik(x) θ_k + o_i(x)): Σ over rows of Σ_i a_ik a_il
+    (k ≤ l), of b_k and of c₀ — A, b, c of J̃ = ½θᵀAθ + bᵀθ + c in one reduction, no N × P matrix.
+
+    On a GPU without BLAS, one kernel with P(P+1)/2 + P + 1 per-thread sums (structurally equal or zero
+    products are shared or dropped by the IR) replaces the CPU backend's per-row features + FᵀF."""
+    parts = derivation.quadratic_parts
+    if parts is None:
+        raise ValueError(f"model {derivation.model.name!r}: the objective is not quadratic in θ")
+    P, d = len(derivation.params), len(derivation.data)
+    products = [
+        sp.Add(*[parts.coeffs[i][k] * parts.coeffs[i][l] for i in range(d)]) for k in range(P) for l in range(k, P)
+    ]
+    exprs = [*products, *parts.b_terms, parts.c_term]
+    return QuadraticFormKernels(build_forward_ir(exprs, derivation.params, derivation.data, mode="sum"))
+
+
+def _signature(t: str, name: str, ir: KernelIR) -> str:
+    """The numba signature of a kernel for C-contiguous arrays of dtype `t` (what `loss.ptx()` compiles)."""
+    two_d = not ir.outputs or name in ROW_MATRIX_KERNELS  # per-block partial sums, or out[i_row, k]
+    out = f"{t}[:, ::1]" if two_d else f"{t}[::1]"
+    return f"void({t}[::1], {t}[:, ::1], {out})"
+
+
+def generate_cuda_source(
+    derivation: Derivation, kernels: KernelSet | QuadraticFormKernels, *, dtype: Any, cache_key: str
+) -> str:
     """The text of the generated CUDA module for `kernels` (the IR of `derivation`) in `dtype`."""
     model = derivation.model
     irs = kernels.all()
@@ -86,7 +117,7 @@ def generate_cuda_source(derivation: Derivation, kernels: KernelSet, *, dtype: A
     def kernel(name: str, ir: KernelIR) -> dict[str, Any]:
         consts = [names[a.target] for a in ir.prologue]
         accumulators = [f"acc_{k}" for k in range(len(ir.sums))]
-        indexed = name == "score"
+        indexed = name in ROW_MATRIX_KERNELS
         return {
             "name": name,
             "doc": _DOCS[name],
@@ -128,7 +159,7 @@ def generate_cuda_source(derivation: Derivation, kernels: KernelSet, *, dtype: A
         reduce_chunk=REDUCE_CHUNK,
         max_blocks=MAX_BLOCKS,
         max_blocks_output=MAX_BLOCKS_OUTPUT,
-        signatures=sorted(kernel_signatures(dtype).items()),
+        signatures=[(name, _signature(np.dtype(dtype).name, name, ir)) for name, ir in irs.items()],
         constants=sorted(printer.constants.items()),
         theta_loads=[f"{names[p]} = params[{k}]" for k, p in enumerate(model.params)],
         data_loads=[f"{names[x]} = X[i_row, {k}]" for k, x in enumerate(model.data)],

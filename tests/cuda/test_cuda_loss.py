@@ -96,16 +96,17 @@ def test_per_sample_and_score_match_cpu_backend(losses, name, dtype):
 
 
 def test_many_sums_reduce_in_several_chunks():
-    """Σ_k a_k sin(k x) − x²/2 with 34 coefficients: 35 sums, three shared-memory chunks (REDUCE_CHUNK = 16)."""
+    """Σ_k a_k sin(k x) − x²/2 with 20 coefficients: 21 sums, two shared-memory chunks (REDUCE_CHUNK = 16),
+    the second one partial."""
     x = sp.Symbol("x", real=True)
-    a = symsm.matrix("a", 1, 34)
-    model = symsm.Model(sum(a[k] * sp.sin((k + 1) * x) for k in range(34)) - x**2 / 2, [x], {"a": a})
+    a = symsm.matrix("a", 1, 20)
+    model = symsm.Model(sum(a[k] * sp.sin((k + 1) * x) for k in range(20)) - x**2 / 2, [x], {"a": a})
     rng = np.random.default_rng(11)
-    theta, X = rng.normal(0, 0.3, 34), rng.normal(size=(48, 1))
+    theta, X = rng.normal(0, 0.3, 20), rng.normal(size=(40, 1))
     cpu = model.compile()
     for dtype in (np.float64, np.float32):
         gpu = _configure(model.compile(backend="cuda", dtype=dtype), threads_per_block=8, max_blocks=3)
-        assert gpu._module.LAYOUT["value_and_grad"][1] > 2 * gpu._module.REDUCE_CHUNK
+        assert gpu._module.LAYOUT["value_and_grad"][1] > gpu._module.REDUCE_CHUNK
         _check_reductions(cpu, gpu, theta, X, TOL[np.dtype(dtype)])
 
 
@@ -249,3 +250,65 @@ def test_foreign_cuda_array_interface_objects_are_accepted():
             self.__cuda_array_interface__ = a.__cuda_array_interface__
 
     assert gpu.value(case.theta, Foreign(dev)) == gpu.value(case.theta, dev)
+
+
+# ---------------------------------------------------------------------- quadratic form and fitting
+
+
+def _natural_gaussian(d: int = 3):
+    """−½ xᵀKx + hᵀx with a symmetric K: an exponential family, so J̃ is quadratic in θ = (K, h)."""
+    x = sp.Matrix(sp.symbols(f"x0:{d}", real=True))
+    K = symsm.symmetric("K", d)
+    h = sp.Matrix(sp.symbols(f"h0:{d}", real=True))
+    return symsm.Model(-(x.T * K * x)[0, 0] / 2 + (h.T * x)[0, 0], list(x), {"K": K, "h": h}, name="natural_gauss")
+
+
+@pytest.mark.parametrize("which", ["polynomial_exp_family", "natural_gaussian"])
+def test_quadratic_form_reproduces_value_and_gradient(losses, which):
+    """½θᵀAθ + bᵀθ + c and Aθ + b equal the CPU backend's J̃ and ∇J̃ at random θ (an independent check:
+    the CPU quadratic form is not used)."""
+    rng = np.random.default_rng(5)
+    if which == "natural_gaussian":
+        model = _natural_gaussian()
+        X = rng.standard_normal((N_ROWS, 3))
+    else:
+        case, _ = losses[which]
+        model, X = case.model, case.X[:N_ROWS]
+    cpu = model.compile()
+    for dtype in (np.float64, np.float32):
+        gpu = _configure(model.compile(backend="cuda", dtype=dtype))
+        A, b, c = gpu.quadratic_form(gpu.to_device(X))
+        assert A.shape == (model.n_params,) * 2 and np.array_equal(A, A.T)
+        Xd = X.astype(dtype).astype(np.float64)  # the data as the loss holds it
+        for _ in range(3):
+            theta = rng.standard_normal(model.n_params)
+            value, grad = cpu.value_and_grad(theta, Xd)
+            # the terms: per-sample integrands (CPU side), and those of the quadratic polynomial itself
+            at = np.abs(theta)
+            scale = np.mean(np.abs(cpu.per_sample(theta, Xd))) + 0.5 * at @ np.abs(A) @ at + np.abs(b) @ at + abs(c)
+            assert abs(0.5 * theta @ A @ theta + b @ theta + c - value) <= 1e-11 * scale
+            grad_scale = np.mean(np.abs(_per_row_gradients(cpu, theta, Xd)), axis=0) + np.abs(A) @ at + np.abs(b)
+            assert np.all(np.abs(A @ theta + b - grad) <= 1e-11 * grad_scale)
+
+
+def test_quadratic_form_refuses_other_objectives(losses):
+    _, by_dtype = losses["student_t"]
+    _, gpu = by_dtype[np.dtype(np.float64)]
+    with pytest.raises(ValueError, match="not quadratic"):
+        gpu.quadratic_form(np.zeros((4, 2)))
+
+
+@pytest.mark.slow
+def test_fit_with_the_cuda_backend_matches_the_cpu_fit(losses):
+    case, _ = losses["student_t"]
+    X = case.X[:64]
+    cpu_fit = symsm.fit(case.model, X, hessian="central_differences")
+    gpu_loss = _configure(case.model.compile(backend="cuda"))  # small blocks: the simulator is slow
+    gpu_fit = symsm.fit(gpu_loss, X, hessian="central_differences")
+    assert gpu_fit.converged and cpu_fit.converged
+    np.testing.assert_allclose(gpu_fit.theta, cpu_fit.theta, rtol=1e-6, atol=1e-8)
+    case, _ = losses["polynomial_exp_family"]  # closed form through the CUDA quadratic form
+    cpu_fit = symsm.fit(case.model, case.X[:N_ROWS])
+    gpu_fit = symsm.fit(case.model, case.X[:N_ROWS], backend="cuda")
+    assert gpu_fit.method == "closed_form"
+    np.testing.assert_allclose(gpu_fit.theta, cpu_fit.theta, rtol=1e-9, atol=1e-12)
