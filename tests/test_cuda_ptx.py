@@ -129,6 +129,15 @@ def test_many_sums_fit_in_fixed_shared_memory():
     assert sizes == [loss._module.REDUCE_CHUNK * loss._module.THREADS_PER_BLOCK * 8]
 
 
+def test_quadratic_form_kernel_compiles_to_ptx(cuda_losses):
+    """The float64 kernel of `quadratic_form` (generated on first use) compiles too."""
+    loss = cuda_losses[("polynomial_exp_family", "float32")]
+    mod = loss._quadratic_module
+    assert mod.DTYPE is np.float64 and mod.SIGNATURES["quadratic_form"].startswith("void(float64[::1]")
+    ptx, _ = import_cuda().compile_ptx(mod.quadratic_form_kernel.py_func, mod.SIGNATURES["quadratic_form"], cc=(8, 0))
+    assert ".entry" in ptx and "quadratic_form_kernel" in ptx
+
+
 def test_ptx_checks_the_compute_capability(cuda_losses):
     loss = cuda_losses[("student_t", "float64")]
     for bad in ("8.0", (8,), (8, -1), None):
