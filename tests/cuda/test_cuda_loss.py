@@ -110,6 +110,18 @@ def test_many_sums_reduce_in_several_chunks():
         _check_reductions(cpu, gpu, theta, X, TOL[np.dtype(dtype)])
 
 
+def test_integrand_free_of_the_data_has_no_sums():
+    """log f = a·x: the integrand ½a² does not depend on x, every sum becomes N·(…) and no kernel reduces."""
+    x, a = sp.symbols("x a", real=True)
+    model = symsm.Model(a * x, [x], [a], name="linear")
+    gpu = _configure(model.compile(backend="cuda"))
+    assert gpu._module.LAYOUT["value_and_grad"][1] == 0
+    X, theta = np.linspace(-1.0, 1.0, 10).reshape(-1, 1), np.array([0.7])
+    value, grad = gpu.value_and_grad(theta, X)
+    assert value == pytest.approx(0.5 * 0.7**2, rel=1e-15) and grad == pytest.approx([0.7], rel=1e-15)
+    np.testing.assert_allclose(gpu.per_sample(theta, X), 0.245, rtol=1e-15)
+
+
 @pytest.mark.parametrize(("threads", "blocks"), [(1, 1), (2, 5), (32, 1), (8, 64)])
 def test_any_launch_configuration_gives_the_same_result(losses, threads, blocks):
     case, by_dtype = losses["student_t"]
