@@ -52,6 +52,25 @@ def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
+def _jax_best(jx: dict) -> tuple[float | None, str]:
+    """(ms, cell text) of the best JAX formulation: measured, else predicted (marked), else why not."""
+    if "best_median_ms" in jx:
+        n = jx[jx["best"]]["n_runs"]
+        return jx["best_median_ms"], f"{_num(jx['best_median_ms'])} ({jx['best']}{'' if n >= 5 else f', n = {n}'})"
+    if "best_predicted_ms" in jx:
+        v = jx["best_predicted_ms"]
+        return v, f"≈ {_num(v)} (predicted from a smaller N, not run)"
+    return None, jx.get("skipped", "—")
+
+
+def _baseline_cell(t: dict) -> str:
+    if "median_ms" in t:
+        return _num(t["median_ms"]) + ("" if t["n_runs"] >= 5 else f" (n = {t['n_runs']})")
+    if "predicted_ms" in t:
+        return f"≈ {_num(t['predicted_ms'])} (predicted, not run)"
+    return "skipped" if "skipped" in t else "—"
+
+
 def markdown(result: dict[str, Any]) -> str:
     mach, ver, cal = result["machine"], result["versions"], result.get("calibration", {})
     lines = [
@@ -90,7 +109,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## Summary",
         "",
-        "JAX: the faster of the two hand-written formulations (jit, float64). Speed-up = JAX ms / symsm ms. "
+        "JAX: the fastest of the hand-written formulations timed (jit, float64). Speed-up = JAX ms / symsm ms. "
         "Roofline = max(memory bound, flop bound) (see below); symsm / roofline = how far symsm is from it.",
         "",
         "| model | d | P | N | symsm ms | JAX best ms | speed-up vs JAX | lambdify ms | closed form ms "
@@ -99,18 +118,16 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for m, c in _cases(result):
         s = c["symsm"]["median_ms"]
-        jx = c["jax"]
-        jbest = jx.get("best_median_ms")
+        jbest, jcell = _jax_best(c["jax"])
         roof = c["roofline"]
-        lam = c["lambdify"]
         cf = c.get("closed_form")
+        speed = _num(_ratio(jbest, s), "×")
+        if "best_predicted_ms" in c["jax"]:
+            speed = "≈ " + speed + " (predicted)"
         lines.append(
-            f"| {m['model']} | {m['d']} | {m['P']} | {_n(c['n'])} | {_timing(c['symsm'])} | "
-            + (f"{_num(jbest)} ({jx['best']})" if jbest else "—")
-            + f" | {_num(_ratio(jbest, s), '×')} | "
-            + (_num(lam["median_ms"]) if "median_ms" in lam else "skipped")
-            + f" | {_num(cf['median_ms']) if cf else '—'} | {_num(roof['bound_ms'])} ({roof['bound'].split()[0]}) "
-            f"| {_num(_ratio(s, roof['bound_ms']), '×')} |"
+            f"| {m['model']} | {m['d']} | {m['P']} | {_n(c['n'])} | {_timing(c['symsm'])} | {jcell} | {speed} | "
+            f"{_baseline_cell(c['lambdify'])} | {_baseline_cell(cf) if cf else '—'} | "
+            f"{_num(roof['bound_ms'])} ({roof['bound'].split()[0]}) | {_num(_ratio(s, roof['bound_ms']), '×')} |"
         )
 
     # ------------------------------------------------------------------ targets
@@ -131,11 +148,14 @@ def markdown(result: dict[str, Any]) -> str:
                 target = 5.0
             else:
                 target = None
-            speed = _ratio(c["jax"].get("best_median_ms"), c["symsm"]["median_ms"])
+            speed = _ratio(_jax_best(c["jax"])[0], c["symsm"]["median_ms"])
+            predicted = "best_predicted_ms" in c["jax"]
             roof = _ratio(c["symsm"]["median_ms"], c["roofline"]["bound_ms"])
             jagree = [v for k, v in c["agreement"].items() if k.startswith("jax") and k.endswith("vs symsm")]
             worst = max((max(v["value"], v["grad"]) for v in jagree), default=None)
             met = "—" if target is None or speed is None else ("yes" if speed >= target else "**no**")
+            if predicted and target is not None and speed is not None:
+                met += " (JAX predicted, not run)"
             lines.append(
                 f"| {name} | {'≥ ' + _num(target, '×') if target else 'none'} | {_num(speed, '×')} | {met} | "
                 f"{_num(roof, '×')} ({'yes' if roof is not None and roof <= 3 else '**no**'}) | "
@@ -207,8 +227,11 @@ def markdown(result: dict[str, Any]) -> str:
         if "skipped" in jx:
             lines.append(f"| {m['model']} | {_n(c['n'])} | {jx['skipped']} |" + " |" * (len(forms) + 1))
             continue
-        cells = [f"{_timing(jx[f])} (n = {jx[f]['n_runs']})" for f in forms]
-        firsts = " / ".join(_num(jx[f]["first_call_s"]) for f in forms)
+        cells = [
+            f"{_timing(jx[f])} (n = {jx[f]['n_runs']})" if "median_ms" in jx[f] else _baseline_cell(jx[f])
+            for f in forms
+        ]
+        firsts = " / ".join(_num(jx[f].get("first_call_s")) for f in forms)
         lines.append(f"| {m['model']} | {_n(c['n'])} | {' | '.join(cells)} | {firsts} | {jx['chunk_rows']:,} |")
 
     # ------------------------------------------------------------------ first call

@@ -7,7 +7,7 @@
 Everything that is compared is timed in this one process (the machines are noisy, so baselines are
 re-measured in the same run, next to symsm). Two things need fresh processes and get them: the first call
 on a warm cache (a new process finding the compiled kernels on disk) and the peak memory of one call.
-See benchmarks/README.md for what each column means.
+RESULTS.md explains every column.
 """
 
 from __future__ import annotations
@@ -58,17 +58,18 @@ def _stats(times: list[float]) -> dict[str, Any]:
     }
 
 
-def time_calls(fn: Callable[[], Any], *, warmup: int, repeat: int, min_repeat: int, budget_s: float) -> dict:
-    """Median and spread of `repeat` calls after `warmup` calls; stops after `min_repeat` once `budget_s` is spent."""
+def time_calls(
+    fn: Callable[[], Any], *, warmup: int, repeat: int, min_repeat: int, budget_s: float, initial: tuple = ()
+) -> dict:
+    """Median and spread of `repeat` calls after `warmup` calls; stops after `min_repeat` once `budget_s` is spent.
+    `initial`: run times already measured (after warm-up), counted as runs."""
     for _ in range(warmup):
         fn()
-    times: list[float] = []
-    while len(times) < repeat:
+    times: list[float] = list(initial)
+    while len(times) < repeat and not (len(times) >= min_repeat and sum(times) > budget_s):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-        if len(times) >= min_repeat and sum(times) > budget_s:
-            break
     return _stats(times)
 
 
@@ -208,6 +209,7 @@ class Runner:
         self.jax, self.jax_note = (None, "JAX disabled (--no-jax)") if args.no_jax else _import_jax()
         self.tmp = Path(tempfile.mkdtemp(prefix="symsm-bench-"))
         self.cache_dirs: dict[str, Path] = {}
+        self.per_row: dict[str, float] = {}  # seconds per row of each baseline at the last N measured
         self._cache_env = os.environ.get("SYMSM_CACHE_DIR")
 
     def close(self) -> None:
@@ -226,6 +228,35 @@ class Runner:
             min_repeat=min_repeat,
             budget_s=a.budget,
         )
+
+    def baseline_timing(self, key: str, n: int, fn: Callable[[], Any]) -> dict:
+        """A baseline after its first (warm-up) call: one timed call, then as many more as the budget allows —
+        at least 5 when 5 fit in the budget, else at least 1 (`n_runs` says how many). Remembers the time per
+        row to predict the next, larger N."""
+        t = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t
+        fits = max(1, min(5, int(self.args.budget // max(first, 1e-9))))
+        stats = time_calls(
+            fn, warmup=0, repeat=self.args.repeat, min_repeat=fits, budget_s=self.args.budget, initial=(first,)
+        )
+        if stats["n_runs"] < 5:
+            stats["note"] = (
+                f"{first:.1f} s per call: {stats['n_runs']} run(s) within the {self.args.budget:.0f} s budget"
+            )
+        self.per_row[key] = stats["median_ms"] / 1e3 / n
+        return stats
+
+    def too_slow(self, key: str, n: int) -> dict | None:
+        """A skip record when the time per row measured at a smaller N predicts a call over --max-call-s."""
+        per_row = self.per_row.get(key)
+        if per_row is None or per_row * n <= self.args.max_call_s:
+            return None
+        return {
+            "skipped": f"predicted {per_row * n:.0f} s per call (time per row at a smaller N) > --max-call-s "
+            f"{self.args.max_call_s:.0f}",
+            "predicted_ms": per_row * n * 1e3,
+        }
 
     # -- symsm first call, cold (fresh cache directory, in this process)
     def cold_first_call(self, bm: BenchModel) -> tuple[Any, dict]:
@@ -344,16 +375,18 @@ class Runner:
         out["jax"] = self.jax_case(bm, X, values)
 
         # lambdify
-        if lam is not None:
-            values["lambdify"] = lam(theta, X)
-            out["lambdify"] = self.timing(lambda: lam(theta, X), warmup=0)
-        else:
+        if lam is None:
             out["lambdify"] = {"skipped": lam_info.get("skipped", "not available")}
+        elif skip := self.too_slow(f"{bm.name}/lambdify", n):
+            out["lambdify"] = skip
+        else:
+            values["lambdify"] = lam(theta, X)
+            out["lambdify"] = self.baseline_timing(f"{bm.name}/lambdify", n, lambda: lam(theta, X))
 
         # closed form
         if bm.closed_form is not None:
             values["closed_form"] = bm.closed_form(theta, X)
-            out["closed_form"] = self.timing(lambda: bm.closed_form(theta, X))
+            out["closed_form"] = self.baseline_timing(f"{bm.name}/closed_form", n, lambda: bm.closed_form(theta, X))
             out["closed_form"]["note"] = bm.closed_form_note
 
         # agreement: every baseline against symsm, and the independent ones against each other
@@ -384,30 +417,27 @@ class Runner:
         thj = jax.device_put(jnp.asarray(bm.theta))
         forms = self.args.jax_forms
         res: dict[str, Any] = {"chunk_rows": jax_chunk_rows(n, d), "formulations": list(forms)}
-        calls: dict[str, Callable[[], Any]] = {}
-        first: dict[str, float] = {}
         for form in forms:
+            key = f"{bm.name}/jax_{form}"
+            if skip := self.too_slow(key, n):
+                res[form] = skip
+                continue
             fn = jax_value_and_grad(log_f, d, n, form)
             t = time.perf_counter()
-            v, g = jax.block_until_ready(fn(thj, Xj))
+            v, g = jax.block_until_ready(fn(thj, Xj))  # trace + compile + one run
             compile_s = time.perf_counter() - t
             values[f"jax_{form}"] = (float(v), np.asarray(g))
-            calls[form] = lambda fn=fn: jax.block_until_ready(fn(thj, Xj))
-            t = time.perf_counter()
-            calls[form]()
-            first[form] = time.perf_counter() - t
-            res[form] = {"first_call_s": compile_s}
-        best = min(first, key=first.get)
-        for form in forms:
-            slow = form != best and first[form] > self.args.slow_jax_s
-            # a slower formulation, when one call takes seconds, gets 3 runs (it does not set the ratio)
-            stats = self.timing(calls[form], warmup=0, min_repeat=3 if slow else 5)
-            if slow:
-                stats["note"] = f"slower formulation, {first[form]:.1f} s per call: timed with 3 runs"
-            res[form].update(stats)
-        best = min(forms, key=lambda f: res[f]["median_ms"])
-        res["best"] = best
-        res["best_median_ms"] = res[best]["median_ms"]
+            res[form] = self.baseline_timing(key, n, lambda fn=fn: jax.block_until_ready(fn(thj, Xj)))
+            res[form]["first_call_s"] = compile_s
+        timed = [f for f in forms if "median_ms" in res[f]]
+        if timed:
+            best = min(timed, key=lambda f: res[f]["median_ms"])
+            res["best"] = best
+            res["best_median_ms"] = res[best]["median_ms"]
+        else:
+            best = min(forms, key=lambda f: res[f]["predicted_ms"])
+            res["best_predicted"] = best
+            res["best_predicted_ms"] = res[best]["predicted_ms"]
         return res
 
     # -- the whole run
@@ -429,6 +459,7 @@ class Runner:
                 "warmup": a.warmup,
                 "repeat": a.repeat,
                 "budget_s": a.budget,
+                "max_call_s": a.max_call_s,
                 "lambdify_cap_s": a.lambdify_cap,
                 "jax_formulations": list(a.jax_forms),
                 "dtype": "float64",
@@ -479,7 +510,7 @@ class Runner:
                 jx = case["jax"]
                 _log(
                     f"{name} N = {n:.0e}: symsm {case['symsm']['median_ms']:.2f} ms, "
-                    + (f"JAX {jx['best_median_ms']:.2f} ms ({jx['best']})" if "best" in jx else "JAX skipped")
+                    + (f"JAX {jx['best_median_ms']:.2f} ms ({jx['best']})" if "best" in jx else "JAX not timed")
                     + f", bound {case['roofline']['bound_ms']:.2f} ms ({case['roofline']['bound']})"
                 )
             entry["seconds"] = time.perf_counter() - t_model
@@ -527,9 +558,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=_n_list, help=f"comma-separated sample counts (default {FULL_N})")
     p.add_argument("--repeat", type=int, default=7, help="timed calls per measurement (at least 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
-    p.add_argument("--budget", type=float, default=20.0, help="seconds per measurement after which to stop at 5 runs")
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="seconds per measurement: timing stops after 5 runs once spent; a baseline slower than budget/5 "
+        "per call gets the runs that fit (at least 1) (default 20, quick 10)",
+    )
     p.add_argument("--lambdify-cap", type=float, help="seconds allowed for the sympy derivation (default 60, quick 20)")
-    p.add_argument("--slow-jax-s", type=float, default=2.0, help="the slower JAX formulation gets 3 runs above this")
+    p.add_argument(
+        "--max-call-s",
+        type=float,
+        default=60.0,
+        help="skip a baseline at a larger N when its time per row at a smaller N predicts longer calls than this",
+    )
     p.add_argument(
         "--jax-forms",
         default="hessian,jvp",
@@ -551,7 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--jax-forms: choose from {', '.join(JAX_FORMULATIONS)}")
     a.n = a.n or _n_list(QUICK_N if a.quick else FULL_N)
     a.repeat = max(5, a.repeat)
-    a.lambdify_cap = a.lambdify_cap or (20.0 if a.quick else 60.0)
+    a.budget = a.budget or (10.0 if a.quick else 20.0)
+    a.lambdify_cap = a.lambdify_cap or (10.0 if a.quick else 60.0)
     a.mem_n = int(a.mem_n or (1e6 if a.quick else 1e7))
     a.mem_models = model_names(a.mem_models) if a.mem_models else None
     a.bw_bytes = int(a.bw_bytes or (1 << 26 if a.quick else 1 << 28))
