@@ -23,6 +23,7 @@ from models import CASES
 import symsm
 from symsm.cuda import CudaUnavailableError, import_cuda, simulator_enabled
 
+pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed: pip install 'symsm[cuda]'")
 pytestmark = pytest.mark.skipif(
     simulator_enabled(), reason="PTX needs numba-cuda's real compiler (NUMBA_ENABLE_CUDASIM is set)"
 )

@@ -7,14 +7,22 @@ reason, where neither is available.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from symsm.cuda import device_available, simulator_enabled
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not device_available():
-        skip = pytest.mark.skip(reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
+    if importlib.util.find_spec("numba_cuda") is None:
+        reason = "the CUDA backend's extra is not installed: pip install 'symsm[cuda]'"
+    elif not device_available():
+        reason = "no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set"
+    else:
+        reason = ""
+    if reason:
+        skip = pytest.mark.skip(reason=reason)
         for item in items:
             item.add_marker(skip)
         return
