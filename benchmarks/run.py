@@ -183,6 +183,9 @@ def _import_jax() -> tuple[Any, str]:
 
 
 def _subprocess_json(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    import numba
+
+    env = {"NUMBA_NUM_THREADS": str(numba.get_num_threads()), **env}
     full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     try:
         proc = subprocess.run(
@@ -206,6 +209,12 @@ def _subprocess_json(args: list[str], env: dict[str, str], timeout: float) -> di
 class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        if args.threads:
+            import numba
+
+            numba.set_num_threads(args.threads)
+            if args.threads == 1 and "XLA_FLAGS" not in os.environ:  # before JAX is imported
+                os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         self.jax, self.jax_note = (None, "JAX disabled (--no-jax)") if args.no_jax else _import_jax()
         self.tmp = Path(tempfile.mkdtemp(prefix="symsm-bench-"))
         self.cache_dirs: dict[str, Path] = {}
@@ -463,6 +472,8 @@ class Runner:
                 "lambdify_cap_s": a.lambdify_cap,
                 "jax_formulations": list(a.jax_forms),
                 "dtype": "float64",
+                "threads": a.threads,
+                "xla_flags": os.environ.get("XLA_FLAGS", ""),
             },
             "notes": [n for n in [self.jax_note] if n],
         }
@@ -575,6 +586,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--jax-forms",
         default="hessian,jvp",
         help="JAX formulations to time: hessian, jvp (per row), jvp_batch (see benchmarks/baselines.py)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="numba threads (default: numba's, all cores); 1 also makes JAX single-threaded through XLA_FLAGS",
     )
     p.add_argument("--no-jax", action="store_true")
     p.add_argument("--no-lambdify", action="store_true")
