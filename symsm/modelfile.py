@@ -70,7 +70,7 @@ def load_model(path: str | os.PathLike[str]) -> Model:
     file = resolve_model_path(path)
     raw = _read_bytes(file, MAX_FILE_BYTES, "model file")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark is not TOML
     except UnicodeDecodeError as exc:
         raise ModelFileError(file, None, f"is not UTF-8 text (byte {exc.start})") from None
     try:
@@ -317,7 +317,7 @@ def _load_npy(file: Path) -> np.ndarray:
 
 
 def _load_csv(file: Path, model: Model | None) -> np.ndarray:
-    with open(file, newline="", encoding="utf-8", errors="replace") as fh:
+    with open(file, newline="", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is not a name
         first = next(csv.reader(fh), None)
     if first is None:
         raise ModelFileError(file, None, "data file is empty")
@@ -331,7 +331,7 @@ def _load_csv(file: Path, model: Model | None) -> np.ndarray:
             file, None, f"header names {header[:10]} but not the model's data coordinates {model.data_names}"
         )
     try:
-        X = np.loadtxt(file, delimiter=",", skiprows=int(has_header), ndmin=2, usecols=columns, encoding="utf-8")
+        X = np.loadtxt(file, delimiter=",", skiprows=int(has_header), ndmin=2, usecols=columns, encoding="utf-8-sig")
     except ValueError as exc:
         raise ModelFileError(file, None, f"cannot be read as comma-separated numbers: {exc}") from None
     return np.asarray(X, dtype=np.float64)

@@ -222,6 +222,9 @@ def test_npy_and_csv_data(tmp_path, model2):
     rows = ["id,x1,x0"] + [f"{k},{float(b)!r},{float(a)!r}" for k, (a, b) in enumerate(X)]
     (tmp_path / "named.csv").write_text("\n".join(rows) + "\n")
     np.testing.assert_array_equal(load_data(tmp_path / "named.csv", model2), X)
+    # a byte-order mark (spreadsheet exports) is not part of the first name
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfx1,x0\n2,1\n\n4, 3\n")
+    np.testing.assert_array_equal(load_data(tmp_path / "bom.csv", model2), [[1, 2], [3, 4]])
     # a header with other names but d columns: the columns are taken in order
     (tmp_path / "other.csv").write_text("u,v\n1,2\n3,4.5\n")
     np.testing.assert_array_equal(load_data(tmp_path / "other.csv", model2), [[1, 2], [3, 4.5]])
