@@ -65,7 +65,7 @@ CHUNK_TERMS = 100  # terms per piece when a sum too long for Python's parser is 
 # Operands sympy may touch while building (see `_Builder.charge`): a legitimate formula costs a small
 # multiple of its length (each operand is flattened once into its sum or product and once more by a
 # function around it); re-wrapping a large subexpression costs its size at every level and runs out.
-WORK_PER_CHARACTER = 1
+WORK_PER_CHARACTER = 2
 MIN_WORK = 5_000
 
 _FORBIDDEN_CHARACTER = re.compile(r"[^\x20-\x7e\t\n\r]")
