@@ -305,14 +305,32 @@ def load_data(path: str | os.PathLike[str], model: Model | None = None) -> np.nd
 
 
 def _load_npy(file: Path) -> np.ndarray:
+    # The header is read first: its dtype must be numbers (an object array would need pickle) and the
+    # size it claims must be in the file, so a 100-byte file cannot make numpy allocate terabytes.
+    try:
+        with open(file, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version} is not supported (1.0 and 2.0 are)")
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(fh)
+            offset = fh.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise ModelFileError(file, None, f"cannot be read as a .npy array: {exc}") from None
+    if dtype.kind not in "iuf" or dtype.hasobject:
+        raise ModelFileError(file, None, f"data must be an array of real numbers, got dtype {dtype}")
+    claimed = math.prod(shape) * dtype.itemsize
+    available = file.stat().st_size - offset
+    if claimed > available:
+        raise ModelFileError(
+            file, None, f"its header claims shape {shape} ({claimed} bytes) but the file holds {available} bytes"
+        )
     try:
         X = np.load(file, allow_pickle=False)
-    except ValueError as exc:  # object arrays (which need pickle), bad headers
+    except (ValueError, OSError, EOFError) as exc:
         raise ModelFileError(file, None, f"cannot be read as a .npy array without pickle: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise ModelFileError(file, None, f"cannot be read as a .npy array: {exc}") from None
-    if not isinstance(X, np.ndarray) or X.dtype.kind not in "iuf":
-        raise ModelFileError(file, None, f"data must be an array of real numbers, got dtype {X.dtype}")
     return np.asarray(X, dtype=np.float64)
 
 

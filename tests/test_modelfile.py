@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import io
 import pickle
 import re
 import textwrap
@@ -276,9 +277,22 @@ def test_npy_with_pickled_objects_is_refused_and_never_unpickled(tmp_path, monke
     arr[0, 1] = 1.0
     np.save(tmp_path / "evil.npy", arr, allow_pickle=True)
     assert pickle.dumps(arr)  # the payload really is picklable
-    with pytest.raises(ModelFileError, match="without pickle"):
+    with pytest.raises(ModelFileError, match="array of real numbers, got dtype object"):
         load_data(tmp_path / "evil.npy", model2)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_npy_header_claiming_more_than_the_file_holds_is_refused_before_allocating(tmp_path, model2):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 2)})
+    (tmp_path / "liar.npy").write_bytes(header.getvalue() + bytes(64))  # 16 TB claimed, 64 bytes present
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=r"header claims shape \(1000000000000, 2\) .* holds 64 bytes"):
+        load_data(tmp_path / "liar.npy", model2)
+    assert time.perf_counter() - start < 1.0
+    (tmp_path / "garbage.npy").write_bytes(b"not a numpy file at all")
+    with pytest.raises(ModelFileError, match="cannot be read as a .npy array"):
+        load_data(tmp_path / "garbage.npy", model2)
 
 
 @pytest.mark.slow
