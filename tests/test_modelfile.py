@@ -291,7 +291,7 @@ def test_npy_header_claiming_more_than_the_file_holds_is_refused_before_allocati
         load_data(tmp_path / "liar.npy", model2)
     assert time.perf_counter() - start < 1.0
     (tmp_path / "garbage.npy").write_bytes(b"not a numpy file at all")
-    with pytest.raises(ModelFileError, match="cannot be read as a .npy array"):
+    with pytest.raises(ModelFileError, match=r"cannot be read as a \.npy array"):
         load_data(tmp_path / "garbage.npy", model2)
 
 
