@@ -1,13 +1,14 @@
 """Accumulations over the data that fitting needs, in chunks of rows of bounded size.
 
-The fitting kernels (`symsm.codegen.fitting`: per-row features of a quadratic objective, per-row
-θ-gradients, the mean exact θ-Hessian) live in a generated module of their own, loaded from the cache on
+The fitting kernels (`symsm.codegen.fitting`: the quadratic form of a quadratic objective, per-row
+θ-gradients, the mean exact θ-Hessian) live in generated modules of their own, loaded from the cache on
 first use, so compiling a loss for evaluation does not pay for them. Everything here is host-side glue:
 
-* rows are processed in chunks whose block of per-row outputs is at most `CHUNK_BYTES`, so memory stays
+* per-row outputs are produced in chunks of rows whose block is at most `CHUNK_BYTES`, so memory stays
   bounded whatever N is (never an N × P matrix for the whole data);
-* each chunk's block is reduced with BLAS (FᵀF, GᵀG) into float64 sums, in a fixed chunk order whose
-  boundaries depend only on N and the block width, so results are reproducible run to run;
+* each chunk's block is reduced with BLAS (GᵀG for V; FᵢᵀFᵢ for the A of large quadratic objectives) into
+  float64 sums, in a fixed chunk order whose boundaries depend only on N and the block width, so results
+  are reproducible run to run;
 * the fitting kernels compute in float64 whatever the loss's dtype: solving normal equations or forming a
   covariance in float32 would lose half the digits that matter.
 """
@@ -93,6 +94,7 @@ def _chunks(n: int, width: int) -> Iterator[tuple[int, int]]:
 
 
 def _buffer(n: int, width: int) -> np.ndarray:
+    """One chunk's output block, reused for every chunk."""
     rows = min(n, max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, width))))
     return np.empty((rows, width), dtype=np.float64)
 
@@ -118,6 +120,10 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
     triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
     """
     _require_quadratic(loss)
+    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk sums on its workers (symsm/distributed.py)
+        from .distributed import quadratic_form as distributed_quadratic_form
+
+        return distributed_quadratic_form(loss, X)
     data = as_data(loss.model, X)
     d, P = loss.model.dim, loss.model.n_params
     module = loss.fit_module
@@ -188,6 +194,10 @@ def gradient_moments(loss: CompiledLoss, theta: Any, X: Any) -> tuple[np.ndarray
     """
     model = loss.model
     th = as_theta(model, theta)
+    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk moments on its workers, combined exactly
+        from .distributed import gradient_moments as distributed_gradient_moments
+
+        return distributed_gradient_moments(loss, th, X)
     data = as_data(model, X)
     P = model.n_params
     moments = _Moments(P)
@@ -227,6 +237,10 @@ def exact_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
             f"model {model.name!r} has P = {model.n_params} > {HESSIAN_MAX_PARAMS} parameters: no exact Hessian "
             "kernel is generated; use central_difference_hessian"
         )
+    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk sums on its workers (symsm/distributed.py)
+        from .distributed import exact_hessian as distributed_exact_hessian
+
+        return distributed_exact_hessian(loss, th, X)
     module = loss.hessian_module
     data = as_data(model, X)
     upper = np.asarray(module.hessian(th, data), dtype=np.float64)
