@@ -457,7 +457,7 @@ class Runner:
         started = _dt.datetime.now().astimezone()
         result: dict[str, Any] = {
             "date": started.isoformat(timespec="seconds"),
-            "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+            "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
             "quick": a.quick,
             "machine": machine_info(),
             "versions": package_versions(),
@@ -564,6 +564,7 @@ def _n_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument("--from-json", type=Path, help="only re-render the Markdown report from a results JSON")
     p.add_argument("--quick", action="store_true", help=f"models {QUICK_MODELS}, N = {QUICK_N} (~2 minutes)")
     p.add_argument("--models", help=f"comma-separated: gauss<d>, ica<d>, student<d>, poly (default {FULL_MODELS})")
     p.add_argument("--n", type=_n_list, help=f"comma-separated sample counts (default {FULL_N})")
@@ -613,6 +614,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.mem_n = int(a.mem_n or (1e6 if a.quick else 1e7))
     a.mem_models = model_names(a.mem_models) if a.mem_models else None
     a.bw_bytes = int(a.bw_bytes or (1 << 26 if a.quick else 1 << 28))
+    a.markdown_given = a.markdown
     out = HERE / "out" if a.quick else HERE
     a.json = a.json or out / ("results-quick.json" if a.quick else "results.json")
     a.markdown = a.markdown or out / ("RESULTS-quick.md" if a.quick else "RESULTS.md")
@@ -621,6 +623,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        from .report import markdown
+
+        result = json.loads(args.from_json.read_text())
+        name = "RESULTS-quick.md" if result.get("quick") else "RESULTS.md"
+        target = args.markdown_given or args.from_json.with_name(name)
+        target.write_text(markdown(result))
+        print(f"wrote {target}")
+        return 0
     runner = Runner(args)
     try:
         runner.run()
