@@ -42,7 +42,12 @@ class QuadraticParts:
 
 
 class Derivation:
-    """The exact derivation of the score-matching objective for one model.
+    """The exact derivation of the score-matching objective for one model, as sympy expressions.
+
+    Every attribute is computed on first access. The compiled kernels do not need them: they are built by
+    automatic differentiation on the model's expression graph (symsm/graph.py), which scales to large d;
+    these expressions are for reading, printing (LaTeX) and analysis, and the tests check both against
+    each other.
 
     Attributes
     ----------
@@ -54,12 +59,21 @@ class Derivation:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        x = model.data
-        self.score: tuple[sp.Expr, ...] = tuple(_tidy(sp.diff(model.log_f, xi)) for xi in x)
-        self.hessian_diag: tuple[sp.Expr, ...] = tuple(
-            _tidy(sp.diff(s, xi)) for s, xi in zip(self.score, x, strict=True)
-        )
-        self.objective: sp.Expr = sp.Add(*self.hessian_diag) + sp.Rational(1, 2) * sp.Add(*[s**2 for s in self.score])
+
+    @cached_property
+    def score(self) -> tuple[sp.Expr, ...]:
+        """∂ᵢ log f for each data coordinate (sympy, computed on first access)."""
+        return tuple(_tidy(sp.diff(self.model.log_f, xi)) for xi in self.model.data)
+
+    @cached_property
+    def hessian_diag(self) -> tuple[sp.Expr, ...]:
+        """∂ᵢ² log f for each data coordinate (sympy, computed on first access)."""
+        return tuple(_tidy(sp.diff(s, xi)) for s, xi in zip(self.score, self.model.data, strict=True))
+
+    @cached_property
+    def objective(self) -> sp.Expr:
+        """The per-sample integrand Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]."""
+        return sp.Add(*self.hessian_diag) + sp.Rational(1, 2) * sp.Add(*[s**2 for s in self.score])
 
     @property
     def data(self) -> tuple[sp.Symbol, ...]:

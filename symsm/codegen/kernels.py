@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from .ir import KernelIR, build_forward_ir, build_value_and_grad_ir
 if TYPE_CHECKING:
     from ..derive import Derivation
 
-__all__ = ["KernelSet", "build_kernels", "symbol_names"]
+__all__ = ["KernelSet", "build_kernels", "build_kernels_sympy", "symbol_names"]
 
 N_SAMPLES_NAME = "n_samples"  # the name the templates give the number of rows in every epilogue
 
@@ -21,12 +22,15 @@ N_SAMPLES_NAME = "n_samples"  # the name the templates give the number of rows i
 @dataclass
 class KernelSet:
     """value_and_grad: Σ integrand and Σ ∂θ integrand; value: Σ integrand;
-    per_sample: the integrand per row; score: ∂_i log f per row."""
+    per_sample: the integrand per row; score: ∂_i log f per row.
+
+    data_degree: polynomial degree of the integrand in x (inf if it is not a polynomial in x)."""
 
     value_and_grad: KernelIR
     value: KernelIR
     per_sample: KernelIR
     score: KernelIR
+    data_degree: float = math.inf
 
     def all(self) -> dict[str, KernelIR]:
         return {
@@ -37,7 +41,31 @@ class KernelSet:
         }
 
 
+SYMPY_BUDGET = 4000  # (graph nodes of log f) × d up to which kernels are built from sympy's derivation
+
+
 def build_kernels(derivation: Derivation) -> KernelSet:
+    """The kernels of the derivation's model.
+
+    Small models go through sympy's derivation (its rational tidying and CSE give the shortest kernels);
+    large ones — (size of log f) × d beyond SYMPY_BUDGET, where sympy's tree differentiation and CSE grow like
+    d³ and worse — through automatic differentiation on the expression graph (symsm/graph.py), which
+    builds ICA with d = 32 in seconds instead of about a minute. Both are exact; the tests check them
+    against each other.
+    """
+    from .graph_kernels import ModelGraph, build_graph_kernels
+
+    graph = ModelGraph(derivation.model)
+    if len(graph.graph.reachable([graph.log_f])) * derivation.model.dim <= SYMPY_BUDGET:
+        kernels = build_kernels_sympy(derivation)
+    else:
+        kernels = build_graph_kernels(derivation.model, graph)
+    kernels.data_degree = graph.degree_in_data()
+    return kernels
+
+
+def build_kernels_sympy(derivation: Derivation) -> KernelSet:
+    """The same kernels from sympy's derivation (slower to build; kept as an independent cross-check)."""
     theta, x = derivation.params, derivation.data
     integrand = derivation.objective
     return KernelSet(

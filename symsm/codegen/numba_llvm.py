@@ -14,7 +14,6 @@ import numpy as np
 import sympy as sp
 
 from .. import __version__
-from ..derive import theta_degree
 from .ir import build_forward_ir, split_products
 from .kernels import symbol_names
 from .numba_cpu import MAX_BLOCKS, ROW_MATRIX_KERNELS, ROWS_PER_BLOCK
@@ -122,7 +121,7 @@ def generate_numba_llvm_source(derivation: Derivation, kernels: Any, *, dtype: A
         name=model.name,
         model_hash=model.hash,
         formula=" ".join(str(model.log_f).split()),
-        quadratic_in_data=theta_degree(derivation.objective, set(model.data)) <= 2,
+        quadratic_in_data=getattr(kernels, "data_degree", float("inf")) <= 2,
     )
 
 
