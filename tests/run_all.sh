@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# BLAS calls in the suite are small (fits, sandwich covariances): one BLAS thread avoids oversubscribing
+# the cores that symsm's own kernel threads use. OPENBLAS_CORETYPE is left as the machine sets it.
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 
 if [ "${SYMSM_SKIP_INSTALL:-0}" != 1 ]; then
     "$PY" -m pip install --quiet --disable-pip-version-check -e ".[test]"

@@ -32,14 +32,16 @@ COMPILE_SCRIPT = textwrap.dedent(
     loss = model.compile()
     X = np.linspace(-2, 2, 101).reshape(-1, 1)
     value, grad = loss.value_and_grad(np.array([0.3, 1.2]), X)
-    stats = loss.kernels["value_and_grad"].stats
+    dispatchers = [f for f in vars(loss._module).values() if hasattr(f, "stats") and hasattr(f, "py_func")]
+    hits = sum(sum(f.stats.cache_hits.values()) for f in dispatchers)
+    misses = sum(sum(f.stats.cache_misses.values()) for f in dispatchers)
     print(json.dumps({
         "events": [e.kind for e in cache.events()],
         "path": str(loss.path),
         "value": value,
         "grad": grad.tolist(),
-        "numba_cache_hits": sum(stats.cache_hits.values()),
-        "numba_cache_misses": sum(stats.cache_misses.values()),
+        "numba_cache_hits": hits,
+        "numba_cache_misses": misses,
     }))
     """
 )

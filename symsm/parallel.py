@@ -1,0 +1,54 @@
+"""Running a kernel's blocks of rows on several threads.
+
+The generated CPU kernels are `@njit(nogil=True)` functions over a range of blocks; this module calls them
+from a small pool of Python threads, one contiguous range of blocks per thread. The split into blocks
+depends only on the number of rows and the blocks' partial sums are combined in a fixed order, so results do
+not depend on the number of threads. (numba's `prange` would do the threading too, but its parallel
+lowering compiles the kernel body into several linked modules that LLVM optimises again each time, which
+quadruples the compile time of large kernels.)
+
+The number of threads follows numba's (`numba.set_num_threads`, `NUMBA_NUM_THREADS`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["run_blocks", "threads"]
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_lock = threading.Lock()
+
+
+def threads() -> int:
+    """Threads used for one kernel call: numba's current thread count."""
+    import numba
+
+    return max(1, int(numba.get_num_threads()))
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < workers:
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="symsm")
+            _pool_size = workers
+        return _pool
+
+
+def run_blocks(fn: Callable[..., Any], n_blocks: int, *args: Any) -> None:
+    """Call fn(*args, lo, hi) for contiguous ranges [lo, hi) covering range(n_blocks), one per thread."""
+    t = min(threads(), n_blocks)
+    if t <= 1:
+        fn(*args, 0, n_blocks)
+        return
+    bounds = [k * n_blocks // t for k in range(t + 1)]
+    pool = _executor(t - 1)
+    futures = [pool.submit(fn, *args, bounds[k], bounds[k + 1]) for k in range(1, t)]
+    fn(*args, bounds[0], bounds[1])  # the calling thread takes the first range
+    for f in futures:
+        f.result()
