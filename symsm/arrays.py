@@ -51,13 +51,30 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -
         raise ValueError(f"{name} is empty: shape {expected} needs N ≥ 1 rows")
     # float64 data into a float32 kernel is the user's explicit choice of precision (compile(dtype=...)).
     arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
-    if not np.isfinite(arr).all():
+    if not _all_finite(arr):
         rows, cols = np.nonzero(~np.isfinite(arr))
         raise ValueError(
             f"{name} has non-finite values ({rows.size} in all); the first is at row {rows[0]}, "
             f"column {cols[0]} ({model.data_names[cols[0]]}): {arr[rows[0], cols[0]]}"
         )
     return arr
+
+
+_FINITE_CHUNK = 1 << 16  # elements per check: the temporary boolean array stays in cache, whatever N is
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """np.isfinite(arr).all() without an array-sized temporary (a sum is finite iff every term is, except
+    for overflow, which falls back to the exact elementwise check)."""
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        chunk = flat[start : start + _FINITE_CHUNK]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(chunk, dtype=np.float64)):
+                continue
+        if not np.isfinite(chunk).all():
+            return False
+    return True
 
 
 def _as_real_array(value: Any, name: str, expected: str) -> np.ndarray:

@@ -478,9 +478,16 @@ def split_products(ir: KernelIR, *, min_products: int = 4) -> KernelIR:
     for e in [*ir.sums, *ir.outputs]:
         uses.update(e.free_symbols)
 
+    def expand(e: sp.Expr, depth: int = 0) -> sp.Expr:
+        """Look through temporaries used only here that are sums or products (not through functions)."""
+        if e in defs and uses[e] == 1 and isinstance(defs[e], (sp.Add, sp.Mul)) and depth < 4:
+            return expand(defs[e], depth + 1)
+        if isinstance(e, (sp.Add, sp.Mul)) and depth < 4:
+            return e.func(*[expand(a, depth + 1) for a in e.args])
+        return e
+
     def terms(e: sp.Expr) -> list[tuple[sp.Expr, list[sp.Expr]]] | None:
-        if e in defs and uses[e] == 1:  # a temporary used only here: look through it
-            e = defs[e]
+        e = sp.expand_mul(expand(e)) if e in defs else e
         out = []
         for term in sp.Add.make_args(e):
             coeff, factors = [], []

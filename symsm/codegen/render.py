@@ -74,8 +74,9 @@ def templates_digest() -> str:
         codegen.glob("*.py")
     )
     files += sorted((codegen.parent / "llvm").glob("*.py"))
-    files.append(codegen.parent / "derive.py")
+    files += [codegen.parent / "derive.py", codegen.parent / "graph.py", codegen.parent / "objectives.py"]
     for path in files:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+        if path.is_file():
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
     return h.hexdigest()
