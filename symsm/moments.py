@@ -19,10 +19,17 @@ import numpy as np
 
 from . import __version__, cache
 
-__all__ = ["moment_points", "moments"]
+__all__ = ["matching_points", "moment_points", "moments"]
+
+
+_MODULES: dict[tuple[int, str], ModuleType] = {}
 
 
 def _module(dim: int, dtype: np.dtype) -> ModuleType:
+    """The generated moments kernel for `dim` columns (through the cache once per process)."""
+    found = _MODULES.get((dim, np.dtype(dtype).name))
+    if found is not None:
+        return found
     from .codegen.numba_llvm import generate_moments_source
     from .codegen.render import templates_digest
 
@@ -30,6 +37,7 @@ def _module(dim: int, dtype: np.dtype) -> ModuleType:
         kind="second-moments", dim=dim, dtype=dtype.name, version=__version__, generator=templates_digest()
     )
     module, _, _ = cache.load_or_generate(key, lambda: generate_moments_source(dim, dtype=dtype, cache_key=key))
+    _MODULES[(dim, np.dtype(dtype).name)] = module
     return module
 
 
@@ -49,8 +57,15 @@ def moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def moment_points(X: np.ndarray) -> np.ndarray:
     """2d points (float64) whose mean and covariance (divisor 2d) equal those of the rows of X."""
-    d = X.shape[1]
-    mean, cov = moments(X)
+    return matching_points(*moments(X))
+
+
+def matching_points(mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """2d points (float64) with the given mean and covariance (divisor 2d): m ± √(d λ_j) v_j.
+
+    Separate from `moment_points` so moments gathered elsewhere (chunk by chunk on a cluster,
+    symsm/distributed.py) give the same points."""
+    d = mean.shape[0]
     lam, vecs = np.linalg.eigh(cov)
     offsets = (vecs * np.sqrt(d * np.clip(lam, 0.0, None))).T  # row j: √(d λ_j) v_j
     return np.ascontiguousarray(np.concatenate([mean + offsets, mean - offsets]))
