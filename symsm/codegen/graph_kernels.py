@@ -10,7 +10,6 @@ after the loop a second sweep carries those sums through the θ-only nodes to θ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import sympy as sp
@@ -21,6 +20,7 @@ from .kernels import KernelSet
 
 if TYPE_CHECKING:
     from ..model import Model
+    from ..objectives import Objective
 
 __all__ = ["ModelGraph", "build_graph_kernels"]
 
@@ -28,22 +28,32 @@ INLINE_LIMIT = 3000  # sections longer than this are not folded for readability 
 
 
 class ModelGraph:
-    """A model's log f, score, ∂ᵢ² log f and integrand as nodes of one expression graph."""
+    """A model's log f, score, ∂ᵢ² log f and an objective's integrand as nodes of one expression graph.
 
-    def __init__(self, model: Model) -> None:
+    Data leaves are the model's coordinates x (mask bits 0..d−1) followed by the objective's auxiliary
+    per-row inputs (random directions, noise: `aux`), which the kernels read as extra data columns.
+    """
+
+    def __init__(self, model: Model, objective: Objective | None = None) -> None:
+        from ..objectives import Exact
+
         self.model = model
-        g = self.graph = ExprGraph(model.dim)
+        self.objective = objective if objective is not None else Exact()
+        self.aux_symbols = tuple(self.objective.aux_symbols(model))
+        self.data_symbols = (*model.data, *self.aux_symbols)
+        g = self.graph = ExprGraph(len(self.data_symbols))
         self.x = [g.leaf(x, "data", i) for i, x in enumerate(model.data)]
+        self.aux = [g.leaf(a, "data", model.dim + j) for j, a in enumerate(self.aux_symbols)]
+        self.x_mask = (1 << model.dim) - 1
         self.theta = [g.leaf(p, "theta") for p in model.params]
         # Terms of θ alone (a normalising constant such as log |det W|) have zero x-derivatives: they drop
         # out here, exactly as in the derivation, and may use functions the graph does not differentiate.
         data = set(model.data)
         self.log_f = g.from_sympy(sp.Add(*[t for t in sp.Add.make_args(model.log_f) if t.free_symbols & data]))
-        stopped = g.reverse({self.log_f: g.ONE}, relevant=lambda n: bool(g.mask[n] & g.data_mask))
+        stopped = g.reverse({self.log_f: g.ONE}, relevant=lambda n: bool(g.mask[n] & self.x_mask))
         self.score = [stopped.get(x, g.ZERO) for x in self.x]
         self.hessian_diag = [g.tangent(s, i, {}) for i, s in enumerate(self.score)]
-        half = g.const(Fraction(1, 2))
-        self.integrand = g.add(*self.hessian_diag, g.mul(half, g.add(*[g.pow(s, 2) for s in self.score])))
+        self.integrand = self.objective.integrand(self)
 
     def degree_in_data(self) -> float:
         """Polynomial degree of the integrand in x (inf when not a polynomial)."""
@@ -121,7 +131,7 @@ _N_SAMPLES = sp.Dummy("n_samples")
 def _assemble(mg: ModelGraph, *, sums: list[tuple[int, int]], outputs: list[int], results: list[int]) -> KernelIR:
     g = mg.graph
     model = mg.model
-    ir = KernelIR(tuple(model.params), tuple(model.data))
+    ir = KernelIR(tuple(model.params), tuple(mg.data_symbols))
     ir.n_symbol = _N_SAMPLES
     per_sample_roots = [node for node, _ in sums] + outputs
     nodes = g.reachable([*per_sample_roots, *results], stop=lambda n: g.op[n] == "leaf")

@@ -13,6 +13,7 @@ from .ir import KernelIR, build_forward_ir, build_value_and_grad_ir
 
 if TYPE_CHECKING:
     from ..derive import Derivation
+    from ..objectives import Objective
 
 __all__ = ["KernelSet", "build_kernels", "build_kernels_sympy", "symbol_names"]
 
@@ -44,10 +45,12 @@ class KernelSet:
 SYMPY_BUDGET = 4000  # (graph nodes of log f) × d up to which kernels are built from sympy's derivation
 
 
-def build_kernels(derivation: Derivation) -> KernelSet:
+def build_kernels(derivation: Derivation, objective: Objective | None = None) -> KernelSet:
     """The kernels of the derivation's model.
 
-    Small models go through sympy's derivation (its rational tidying and CSE give the shortest kernels);
+    `objective` (default: the exact one) builds the per-sample integrand; see symsm/objectives.py. Small
+    models with the plain exact objective go through sympy's derivation (its rational tidying and CSE give
+    the shortest kernels);
     large ones — (size of log f) × d beyond SYMPY_BUDGET, where sympy's tree differentiation and CSE grow like
     d³ and worse — through automatic differentiation on the expression graph (symsm/graph.py), which
     builds ICA with d = 32 in seconds instead of about a minute. Both are exact; the tests check them
@@ -55,8 +58,9 @@ def build_kernels(derivation: Derivation) -> KernelSet:
     """
     from .graph_kernels import ModelGraph, build_graph_kernels
 
-    graph = ModelGraph(derivation.model)
-    if len(graph.graph.reachable([graph.log_f])) * derivation.model.dim <= SYMPY_BUDGET:
+    graph = ModelGraph(derivation.model, objective)
+    plain = graph.objective.exact and not graph.aux_symbols
+    if plain and len(graph.graph.reachable([graph.log_f])) * derivation.model.dim <= SYMPY_BUDGET:
         kernels = build_kernels_sympy(derivation)
     else:
         kernels = build_graph_kernels(derivation.model, graph)

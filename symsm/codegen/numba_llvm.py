@@ -115,7 +115,7 @@ def generate_numba_llvm_source(derivation: Derivation, kernels: Any, *, dtype: A
     return render_llvm_module(
         kernels.all(),
         theta=model.params,
-        data=model.data,
+        data=kernels.value_and_grad.data,  # the model's coordinates, then any auxiliary per-row inputs
         dtype=dtype,
         cache_key=cache_key,
         name=model.name,
