@@ -16,6 +16,7 @@ from .errors import ModelError
 if TYPE_CHECKING:
     from .derive import Derivation
     from .model import Model
+    from .objectives import Objective
 
 __all__ = ["BACKENDS", "CompiledLoss", "compile_model"]
 
@@ -31,12 +32,20 @@ def compile_model(
     dtype: Any = np.float64,
     *,
     derivation: Derivation | None = None,
+    objective: str | Objective = "exact",
+    seed: int = 0,
+    **objective_options: Any,
 ) -> CompiledLoss:
     """Generate (or load from the cache) and compile the kernels of `model` for `backend`.
 
-    On a cache hit nothing is derived or generated: the verified module is imported and numba loads its
-    own cached machine code.
+    `objective` (with its options, see symsm/objectives.py) chooses the score-matching objective; a
+    randomised objective draws its per-row inputs on the host from numpy.random.default_rng(seed), fixed for
+    the life of the loss (`loss.resample(seed)` draws new ones). On a cache hit nothing is derived or
+    generated: the verified module is imported and numba loads its own cached machine code.
     """
+    from .objectives import make_objective
+
+    objective_spec = make_objective(objective, **objective_options)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     try:
@@ -59,8 +68,8 @@ def compile_model(
         model=model.canonical(),
         backend=backend,
         dtype=dt.name,
-        objective="exact",
-        options={},
+        objective=objective_spec.name,
+        options=objective_spec.options(),
         version=__version__,
         generator=templates_digest(),
     )
@@ -76,10 +85,14 @@ def compile_model(
             from .codegen.numba_cpu import generate_numba_source as generator
         else:
             from .codegen.numba_llvm import generate_numba_llvm_source as generator
-        return generator(der, build_kernels(der), dtype=dt, cache_key=key)
+        return generator(der, build_kernels(der, objective_spec), dtype=dt, cache_key=key)
 
     module, path, source = cache.load_or_generate(key, generate)
-    return loss_class(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
+    loss = loss_class(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
+    loss.objective_spec = objective_spec
+    loss.objective = objective_spec.name
+    loss.seed = int(seed)
+    return loss
 
 
 class CompiledLoss:
@@ -108,15 +121,27 @@ class CompiledLoss:
         self.path = path
         self.source = source
         self._module = module
+        self.objective = "exact"  # the objective's name; compile_model sets the spec and the seed
+        self.objective_spec: Objective | None = None
+        self.seed = 0
+        self._draws: tuple[int, int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ evaluation
     def value(self, theta: Any, X: Any) -> float:
-        """J̃(θ) on the rows of X."""
+        """J̃(θ) on the rows of X (a dask array: per-chunk sums on its workers, symsm/distributed.py)."""
+        if hasattr(X, "__dask_graph__"):
+            from .distributed import value
+
+            return value(self, theta, X)
         th, data = self._inputs(theta, X)
         return float(self._module.value(th, self._reduced(data))[0])
 
     def value_and_grad(self, theta: Any, X: Any) -> tuple[float, np.ndarray]:
-        """(J̃(θ), ∇θ J̃(θ)) in one pass over X."""
+        """(J̃(θ), ∇θ J̃(θ)) in one pass over X (a dask array: per-chunk sums on its workers)."""
+        if hasattr(X, "__dask_graph__"):
+            from .distributed import value_and_grad
+
+            return value_and_grad(self, theta, X)
         th, data = self._inputs(theta, X)
         result = self._module.value_and_grad(th, self._reduced(data))
         return float(result[0]), np.array(result[1:], dtype=np.float64)
@@ -131,7 +156,7 @@ class CompiledLoss:
     def score(self, theta: Any, X: Any) -> np.ndarray:
         """The score ∂_i log f at every row, shape (N, d)."""
         th, data = self._inputs(theta, X)
-        out = np.empty(data.shape, dtype=np.float64)
+        out = np.empty((data.shape[0], self.model.dim), dtype=np.float64)
         self._module.score(th, data, out)
         return out
 
@@ -147,7 +172,22 @@ class CompiledLoss:
 
     def _inputs(self, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
         th = as_theta(self.model, theta).astype(self.dtype, copy=False)
-        return th, as_data(self.model, X, dtype=self.dtype)
+        return th, self._with_aux(as_data(self.model, X, dtype=self.dtype))
+
+    def _with_aux(self, data: np.ndarray) -> np.ndarray:
+        """The data with the objective's auxiliary per-row inputs appended as extra columns (if any)."""
+        spec = self.objective_spec
+        if spec is None or not spec.aux_symbols(self.model):
+            return data
+        n = data.shape[0]
+        if self._draws is None or self._draws[:2] != (n, self.seed):
+            self._draws = (n, self.seed, np.asarray(spec.draw(self.model, n, self.seed), dtype=self.dtype))
+        return np.ascontiguousarray(np.concatenate([data, self._draws[2]], axis=1))
+
+    def resample(self, seed: int) -> None:
+        """Draw new auxiliary inputs (random directions, noise) from numpy.random.default_rng(seed)."""
+        self.seed = int(seed)
+        self._draws = None
 
     # ------------------------------------------------------------------ fitting (host glue in symsm/accumulate.py)
     def quadratic_form(self, X: Any) -> tuple[np.ndarray, np.ndarray, float]:

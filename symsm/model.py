@@ -316,7 +316,8 @@ class Model:
         return Derivation(self, **options)
 
     def compile(self, backend: str = "numba", dtype: Any = np.float64, **options: Any) -> CompiledLoss:
-        """Generated, compiled kernels for J̃ and ∇θJ̃ (see `symsm.compiled.compile_model`)."""
+        """Generated, compiled kernels for J̃ and ∇θJ̃ (see `symsm.compiled.compile_model`; options include
+        `objective=` and its settings, and `seed=` for randomised objectives)."""
         from .compiled import compile_model
 
         return compile_model(self, backend=backend, dtype=dtype, **options)
