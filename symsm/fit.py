@@ -221,10 +221,12 @@ def fit(
 @dataclass(frozen=True)
 class _Data:
     """The data twice: `rows` as the loss's own methods take them (validated host array, or the device
-    array a CUDA loss was given), `host` as a validated host array for the fitting kernels."""
+    array a CUDA loss was given), `host` as a validated host array for the fitting kernels. For a dask
+    array (symsm/distributed.py), `host` is the dask array and `rows` the same array, or the 2d moment
+    matching points of all of it when the integrand is of degree ≤ 2 in x."""
 
     rows: Any
-    host: np.ndarray
+    host: Any
 
     @property
     def n(self) -> int:
@@ -234,6 +236,10 @@ class _Data:
 def _fit_data(loss: CompiledLoss, X: Any) -> _Data:
     """Validate X once. Device arrays (a CUDA loss's `to_device` handle, numba or CuPy arrays) stay on the
     device for the optimisation and are copied to the host once, for the fitting kernels."""
+    if hasattr(X, "__dask_graph__"):
+        from .distributed import fit_data
+
+        return _Data(*fit_data(loss, X))
     on_device = bool(getattr(X, "__cuda_ndarray__", False)) or hasattr(X, "__cuda_array_interface__")
     if not isinstance(X, np.ndarray) and (on_device or hasattr(X, "copy_to_host")):
         if hasattr(X, "copy_to_host"):
