@@ -116,7 +116,8 @@ def _require_quadratic(loss: CompiledLoss) -> None:
 def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
     """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X (A: P × P, symmetric).
 
-    A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k. Small models: one reduction kernel sums A's upper
+    A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k (mean Σᵢ hᵢ aᵢaᵢᵀ with the weights of a model on
+    [0, ∞)ᵈ). Small models: one reduction kernel sums A's upper
     triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
     """
     _require_quadratic(loss)
@@ -135,7 +136,8 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
         A[rows, cols] = means[: rows.size]
         A[cols, rows] = means[: rows.size]
         return A, means[rows.size : rows.size + P].copy(), float(means[-1])
-    width = d * P + P + 1
+    weighted = loss.derivation.weights is not None  # domain "nonnegative": rows end with h_0 … h_(d−1)
+    width = d * P + P + 1 + (d if weighted else 0)
     A = np.zeros((P, P))
     b = np.zeros(P)
     c = 0.0
@@ -145,10 +147,10 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
         module.quadratic_rows(unused_theta, data[start:stop], out)
         for i in range(d):
             F = out[:, i * P : (i + 1) * P]
-            A += F.T @ F
+            A += (F * out[:, d * P + P + 1 + i, None]).T @ F if weighted else F.T @ F
         sums = _column_sums(out)
         b += sums[d * P : d * P + P]
-        c += float(sums[-1])
+        c += float(sums[d * P + P])
     n = data.shape[0]
     A /= n
     A = (A + A.T) / 2  # exactly symmetric (BLAS may round the two triangles differently)

@@ -38,7 +38,8 @@ def as_theta(model: Model, theta: Any, *, name: str = "theta", check_positive: b
 
 
 def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -> np.ndarray:
-    """X as a C-contiguous (N, d) array of `dtype` with N ≥ 1 and finite values."""
+    """X as a C-contiguous (N, d) array of `dtype` with N ≥ 1 and finite values, inside the model's domain
+    (no negative entries for domain "nonnegative")."""
     d = model.dim
     expected = f"(N, {d}) with columns [{', '.join(model.data_names)}]"
     arr = _as_real_array(X, name, expected)
@@ -57,7 +58,27 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -
             f"{name} has non-finite values ({rows.size} in all); the first is at row {rows[0]}, "
             f"column {cols[0]} ({model.data_names[cols[0]]}): {arr[rows[0], cols[0]]}"
         )
+    if getattr(model, "domain", "real") == "nonnegative":
+        first = _first_negative(arr)
+        if first is not None:
+            row, col = divmod(first, d)
+            n_bad = int(np.count_nonzero(arr < 0))
+            raise ValueError(
+                f"{name} has values outside the model's domain [0, ∞)^{d} (domain='nonnegative'; {n_bad} negative "
+                f"in all); the first is at row {row}, column {col} ({model.data_names[col]}): {arr[row, col]}"
+            )
     return arr
+
+
+def _first_negative(arr: np.ndarray) -> int | None:
+    """Flat index of the first negative entry of a C-contiguous array, or None (chunked: no N × d temporary
+    unless there is one to report)."""
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        chunk = flat[start : start + _FINITE_CHUNK]
+        if np.minimum.reduce(chunk) < 0:
+            return start + int(np.argmax(chunk < 0))
+    return None
 
 
 _FINITE_CHUNK = 1 << 16  # elements per check: the temporary boolean array stays in cache, whatever N is

@@ -132,6 +132,8 @@ def _derive(args: argparse.Namespace) -> int:
             "score": [_sstr(e) for e in der.score],
             "hessian_diag": [_sstr(e) for e in der.hessian_diag],
             "objective": _sstr(der.objective),
+            "domain": model.domain,
+            "weight": None if model.weight_expr is None else _sstr(model.weight_expr),
             "quadratic_in_theta": der.is_quadratic,
         }
         if _show_gradient(args, der):
@@ -149,7 +151,11 @@ def _derive(args: argparse.Namespace) -> int:
     print("\nsecond derivatives ∂ᵢ² log f")
     for name, e in zip(x, der.hessian_diag, strict=True):
         print(f"  ∂²/∂{name}² log f = {show(e)}")
-    print("\nper-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
+    if der.weights is None:
+        print("\nper-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
+    else:  # domain "nonnegative": generalized score matching with the coordinate weight h
+        print(f"\ndomain [0, ∞)^{model.dim}, weight h(t) = {_sstr(model.weight_expr)}, hᵢ = h(xᵢ)")
+        print("per-sample objective Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f]  (J̃(θ) is its mean)")
     print(f"  {show(der.objective)}")
     quadratic = "yes: every score is affine in θ, so J̃ is quadratic and the fit is in closed form"
     print(f"\nquadratic in θ: {quadratic if der.is_quadratic else 'no (fitted by L-BFGS-B)'}")

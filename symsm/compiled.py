@@ -46,6 +46,7 @@ def compile_model(
     from .objectives import make_objective
 
     objective_spec = make_objective(objective, **objective_options)
+    objective_spec.check_model(model)  # e.g. an objective without the weighting for data on [0, ∞)^d
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     try:

@@ -8,6 +8,12 @@ For data x ∈ R^d and parameters θ ∈ R^P (Hyvärinen 2005):
     J̃(θ)           = mean over samples of the objective
     gradient_k     = ∂ objective / ∂θ_k
 
+On the non-negative orthant [0, ∞)ᵈ (`Model(domain="nonnegative")`) the integration by parts leaves a
+boundary term at xᵢ = 0, so the objective is the generalized one (Hyvärinen 2007; Yu, Drton & Shojaie
+2019) with the model's coordinate weight hᵢ = h(xᵢ):
+
+    objective      = Σ_i [h_i hessian_diag_i + ½ h_i score_i² + h_i′ score_i]
+
 Terms of log f that depend on θ alone (a normalising constant) have zero x-derivative and drop out
 here, exactly. `Derivation` also detects objectives that are quadratic in θ (every score affine in θ,
 i.e. exponential families) and gives the pieces of J̃ = ½θᵀAθ + bᵀθ + c₀ per sample.
@@ -32,13 +38,21 @@ class QuadraticParts:
     """Per-sample pieces of a quadratic objective: score_i = Σ_k coeffs[i][k] θ_k + offsets[i].
 
     Summed over i, the per-sample objective is ½θᵀA(x)θ + b(x)ᵀθ + c₀(x) with
-    A_kl = Σ_i a_ik a_il, b_k = Σ_i (∂_i a_ik + c_i a_ik), c₀ = Σ_i (∂_i c_i + ½ c_i²).
+    A_kl = Σ_i a_ik a_il, b_k = Σ_i (∂_i a_ik + c_i a_ik), c₀ = Σ_i (∂_i c_i + ½ c_i²); with coordinate
+    weights h_i (domain "nonnegative") A_kl = Σ_i h_i a_ik a_il, b_k = Σ_i [h_i(∂_i a_ik + c_i a_ik) + h_i′ a_ik],
+    c₀ = Σ_i [h_i(∂_i c_i + ½ c_i²) + h_i′ c_i].
     """
 
     coeffs: tuple[tuple[sp.Expr, ...], ...]  # a_ik, functions of x only (d × P)
     offsets: tuple[sp.Expr, ...]  # c_i, functions of x only (d)
     b_terms: tuple[sp.Expr, ...]  # per-sample b_k (P)
     c_term: sp.Expr  # per-sample c₀
+    weights: tuple[sp.Expr, ...] | None = None  # h_i(x_i) in A (None: all 1, the plain objective)
+
+    def a_term(self, k: int, l: int) -> sp.Expr:
+        """Per-sample A_kl = Σ_i h_i a_ik a_il."""
+        h = self.weights or (sp.Integer(1),) * len(self.coeffs)
+        return sp.Add(*[h_i * row[k] * row[l] for h_i, row in zip(h, self.coeffs, strict=True)])
 
 
 class Derivation:
@@ -53,7 +67,8 @@ class Derivation:
     ----------
     score : tuple of d sympy expressions ∂_i log f
     hessian_diag : tuple of d sympy expressions ∂_i² log f
-    objective : the per-sample integrand Σ_i [∂_i² log f + ½(∂_i log f)²]
+    objective : the per-sample integrand Σ_i [∂_i² log f + ½(∂_i log f)²] (on [0, ∞)ᵈ the weighted one)
+    weights, weight_derivatives : h(x_i) and h′(x_i) per coordinate (domain "nonnegative"), else None
     gradient : tuple of P expressions ∂θ_k of the integrand (computed on first access)
     """
 
@@ -71,9 +86,25 @@ class Derivation:
         return tuple(_tidy(sp.diff(s, xi)) for s, xi in zip(self.score, self.model.data, strict=True))
 
     @cached_property
+    def weights(self) -> tuple[sp.Expr, ...] | None:
+        """hᵢ = h(xᵢ) per coordinate for domain "nonnegative", None on Rᵈ (no weight)."""
+        return self.model.coordinate_weights()
+
+    @cached_property
+    def weight_derivatives(self) -> tuple[sp.Expr, ...] | None:
+        """hᵢ′ = dh/dt at t = xᵢ per coordinate (exact, by sympy), None on Rᵈ."""
+        if self.weights is None:
+            return None
+        return tuple(sp.diff(h, xi) for h, xi in zip(self.weights, self.model.data, strict=True))
+
+    @cached_property
     def objective(self) -> sp.Expr:
-        """The per-sample integrand Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]."""
-        return sp.Add(*self.hessian_diag) + sp.Rational(1, 2) * sp.Add(*[s**2 for s in self.score])
+        """The per-sample integrand Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]; on [0, ∞)ᵈ the generalized one,
+        Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] (integration by parts of hᵢ ∂ᵢ log f)."""
+        if self.weights is None:
+            return sp.Add(*self.hessian_diag) + sp.Rational(1, 2) * sp.Add(*[s**2 for s in self.score])
+        parts = zip(self.weights, self.weight_derivatives, self.hessian_diag, self.score, strict=True)
+        return sp.Add(*[h * hd + sp.Rational(1, 2) * h * s**2 + dh * s for h, dh, hd, s in parts])
 
     @property
     def data(self) -> tuple[sp.Symbol, ...]:
@@ -107,12 +138,28 @@ class Derivation:
         zero = dict.fromkeys(theta, 0)
         coeffs = tuple(tuple(sp.diff(s, p) for p in theta) for s in self.score)
         offsets = tuple(s.xreplace(zero) for s in self.score)
+        if self.weights is None:
+            b_terms = tuple(
+                sp.Add(*[sp.diff(coeffs[i][k], x[i]) + offsets[i] * coeffs[i][k] for i in range(len(x))])
+                for k in range(len(theta))
+            )
+            c_term = sp.Add(*[sp.diff(offsets[i], x[i]) + offsets[i] ** 2 / 2 for i in range(len(x))])
+            return QuadraticParts(coeffs, offsets, b_terms, c_term)
+        h, dh = self.weights, self.weight_derivatives
+        assert dh is not None
         b_terms = tuple(
-            sp.Add(*[sp.diff(coeffs[i][k], x[i]) + offsets[i] * coeffs[i][k] for i in range(len(x))])
+            sp.Add(
+                *[
+                    h[i] * (sp.diff(coeffs[i][k], x[i]) + offsets[i] * coeffs[i][k]) + dh[i] * coeffs[i][k]
+                    for i in range(len(x))
+                ]
+            )
             for k in range(len(theta))
         )
-        c_term = sp.Add(*[sp.diff(offsets[i], x[i]) + offsets[i] ** 2 / 2 for i in range(len(x))])
-        return QuadraticParts(coeffs, offsets, b_terms, c_term)
+        c_term = sp.Add(
+            *[h[i] * (sp.diff(offsets[i], x[i]) + offsets[i] ** 2 / 2) + dh[i] * offsets[i] for i in range(len(x))]
+        )
+        return QuadraticParts(coeffs, offsets, b_terms, c_term, weights=h)
 
     def to_latex(self, full_document: bool = False, **options: Any) -> str:
         """The derivation, step by step, as LaTeX (see `symsm.latex`)."""

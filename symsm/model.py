@@ -39,7 +39,14 @@ NON_SMOOTH_FUNCTIONS: tuple[type, ...] = (
     sp.Mod, sp.frac, sp.DiracDelta, sp.re, sp.im, sp.arg, sp.conjugate,
 )  # fmt: skip
 
-DOMAINS = ("real",)
+DOMAINS = ("real", "nonnegative")
+
+#: The argument of a coordinate weight h(t) as the model stores it: one fixed Symbol, so the canonical form
+#: (and the cache key) does not depend on the name the user gave the argument.
+WEIGHT_VARIABLE = sp.Symbol("t", real=True)
+
+#: Points t > 0 at which a weight must be positive when sympy cannot decide it symbolically.
+_WEIGHT_CHECK_POINTS = (*(10.0**k for k in range(-8, 9)), 0.5, 2.0, 3.0, 7.0)
 
 
 def matrix(name: str, rows: int, cols: int, **assumptions: Any) -> sp.ImmutableMatrix:
@@ -112,6 +119,14 @@ class Model:
         Free text shown in generated files, LaTeX and the CLI.
     init
         Starting values for fits: a mapping from group or parameter names to values.
+    domain
+        "real" (x ∈ Rᵈ, Hyvärinen 2005) or "nonnegative" (x ∈ [0, ∞)ᵈ: generalized score matching,
+        Hyvärinen 2007, Yu, Drton & Shojaie 2019, with the per-coordinate weight h).
+    weight
+        For domain "nonnegative": h(t), applied to each coordinate — a one-argument callable (called once
+        with a sympy Symbol), a sympy ``Lambda``, or a formula string in ``t`` (parsed through the
+        allow-list). Default t². It must be smooth, positive for t > 0, with h(0) = 0 and h′(0) finite,
+        so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes at 0.
     """
 
     def __init__(
@@ -124,6 +139,7 @@ class Model:
         description: str = "",
         init: Mapping[str, Any] | None = None,
         domain: str = "real",
+        weight: Any = None,
     ) -> None:
         self.log_f = _as_scalar_expr(log_f)
         self.data: tuple[sp.Symbol, ...] = _as_data_symbols(data)
@@ -131,9 +147,11 @@ class Model:
         self.params: tuple[sp.Symbol, ...] = tuple(s for g in self.groups for s in g.symbols)
         self.name = _as_name(name)
         self.description = _as_description(description)
-        if domain not in DOMAINS:
+        if not isinstance(domain, str) or domain not in DOMAINS:
             raise ModelError(f"domain must be one of {DOMAINS}, got {domain!r}")
         self.domain = domain
+        #: h(t) as an expression in `WEIGHT_VARIABLE` for domain "nonnegative" (default t²), None for "real"
+        self.weight_expr: sp.Expr | None = _as_weight(weight, domain)
         self._validate()
         self.positive: frozenset[sp.Symbol] = frozenset(p for p in self.params if p.is_positive)
         self.init: dict[str, Any] = dict(init or {})
@@ -152,6 +170,7 @@ class Model:
         description: str = "",
         init: Mapping[str, Any] | None = None,
         domain: str = "real",
+        weight: Any = None,
     ) -> Model:
         """Build a model from a formula string, parsed through an allow-list (never `eval`).
 
@@ -179,7 +198,9 @@ class Model:
                 symbols[str(s)] = s
         indexed = {name: g for name, g in groups.items() if isinstance(g, sp.MatrixBase)}
         log_f = parse_formula(formula, symbols, indexed=indexed)
-        return cls(log_f, data_syms, groups, name=name, description=description, init=init, domain=domain)
+        return cls(
+            log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -216,7 +237,20 @@ class Model:
         parts += [sp.srepr(x) for x in self.data]
         for g in self.groups:
             parts += [g.name, repr(g.shape), sp.srepr(g.template)]
+        if self.weight_expr is not None:  # (real models keep the form, and the cache keys, they always had)
+            parts += ["weight", sp.srepr(self.weight_expr)]
         return parts
+
+    @property
+    def weight(self) -> sp.Lambda | None:
+        """The coordinate weight h as a sympy Lambda (domain "nonnegative"), None on Rᵈ."""
+        return None if self.weight_expr is None else sp.Lambda(WEIGHT_VARIABLE, self.weight_expr)
+
+    def coordinate_weights(self) -> tuple[sp.Expr, ...] | None:
+        """hᵢ = h(xᵢ) for each data coordinate (domain "nonnegative"), None for the plain objective on Rᵈ."""
+        if self.weight_expr is None:
+            return None
+        return tuple(self.weight_expr.xreplace({WEIGHT_VARIABLE: x}) for x in self.data)
 
     # ------------------------------------------------------------------ θ packing
     def pack(self, values: Mapping[str, Any]) -> np.ndarray:
@@ -499,23 +533,146 @@ def _infer_group_name(symbols: Sequence[sp.Symbol]) -> str:
     return str(symbols[0])
 
 
-def _check_smooth(term: sp.Expr) -> None:
+def _check_smooth(term: sp.Expr, what: str = "log_f") -> None:
+    where = "in a term that depends on the data" if what == "log_f" else "(h(t))"
+    need = "score matching needs log f twice differentiable in x" if what == "log_f" else "h must be smooth"
     for node in sp.preorder_traversal(term):
         if isinstance(node, (sp.Symbol, sp.Number, sp.NumberSymbol, sp.Add, sp.Mul, sp.Pow)):
             continue
         if isinstance(node, NON_SMOOTH_FUNCTIONS):
-            raise ModelError(
-                f"log_f contains the non-smooth function {type(node).__name__} in a term that depends on the "
-                f"data: {node}; score matching needs log f twice differentiable in x"
-            )
+            raise ModelError(f"{what} contains the non-smooth function {type(node).__name__} {where}: {node}; {need}")
         if isinstance(node, SMOOTH_FUNCTIONS):
             continue
         if isinstance(node, sp.Function):
             raise ModelError(
-                f"log_f contains the function {type(node).__name__}, which symsm does not support in terms "
-                f"that depend on the data: {node}"
+                f"{what} contains the function {type(node).__name__}, which symsm does not support {where}: {node}"
             )
-        raise ModelError(f"log_f contains an unsupported expression {node} ({type(node).__name__})")
+        raise ModelError(f"{what} contains an unsupported expression {node} ({type(node).__name__})")
+
+
+def _as_weight(weight: Any, domain: str) -> sp.Expr | None:
+    """The coordinate weight h as an expression in `WEIGHT_VARIABLE`, validated (see `Model`'s ``weight``).
+
+    Generalized score matching on [0, ∞)ᵈ integrates by parts with hᵢ(xᵢ) p ∂ᵢ log f as the boundary term:
+    it vanishes at 0 for every density only when h(0) = 0, the objective needs h and h′ everywhere on
+    [0, ∞) (h′ finite at 0, where data may lie), and the weighted Fisher divergence is a divergence only if
+    h > 0 inside the domain. Each is checked here, with sympy where it decides and at a grid of points where
+    it does not.
+    """
+    if domain == "real":
+        if weight is not None:
+            raise ModelError(
+                "weight applies to domain='nonnegative' (generalized score matching on [0, ∞)^d); "
+                "the plain objective on R^d has no weight"
+            )
+        return None
+    t = WEIGHT_VARIABLE
+    if weight is None:
+        return t**2
+    if isinstance(weight, str):
+        from .parse import parse_formula
+
+        try:
+            expr = parse_formula(weight, {"t": t})
+        except ModelError as exc:
+            raise ModelError(f"weight: {exc} (a weight formula is h(t) in the variable t)") from None
+    elif isinstance(weight, sp.Lambda):
+        if len(weight.variables) != 1:
+            raise ModelError(
+                f"weight must be a function of one variable h(t), got a Lambda of {len(weight.variables)} variables"
+            )
+        expr = weight.expr.xreplace({weight.variables[0]: t})
+    elif callable(weight):
+        _check_arity(weight)
+        try:
+            expr = weight(t)
+        except Exception as exc:  # the callable is the user's: any failure is a bad weight, reported as such
+            raise ModelError(
+                f"weight: calling it with a sympy Symbol failed ({type(exc).__name__}: {exc}); write h(t) with "
+                "sympy operations (sympy.exp, sympy.log, ...), not numpy or comparisons"
+            ) from None
+    else:
+        raise ModelError(
+            f"weight must be a one-argument callable, a sympy Lambda or a formula in t, got {type(weight).__name__}"
+        )
+    if isinstance(expr, (int, float)) and not isinstance(expr, bool):
+        expr = sp.Float(expr) if isinstance(expr, float) else sp.Integer(expr)
+    if not isinstance(expr, sp.Expr):
+        raise ModelError(f"weight must give a sympy expression h(t), got {type(expr).__name__}")
+    if expr.has(sp.I, sp.zoo, sp.oo, -sp.oo, sp.nan):
+        raise ModelError(f"weight must be real and finite, got h(t) = {expr}")
+    others = expr.free_symbols - {t}
+    if others:
+        raise ModelError(f"weight must be a function of one variable: h(t) = {expr} also depends on {_names(others)}")
+    if t not in expr.free_symbols:
+        raise ModelError(
+            f"weight h(t) = {expr} is constant; it must vary with t and vanish at 0 (e.g. t**2), or the boundary "
+            "term h(0) p(0) ∂ᵢ log f(0) of the integration by parts does not vanish"
+        )
+    _check_smooth(expr, "weight")
+    at_zero = _limit_at_zero(expr)
+    if at_zero != 0:
+        raise ModelError(
+            f"weight must vanish at 0: h(t) = {expr} has h(0) = {at_zero}; the boundary term h(0) p(0) ∂ᵢ log f(0) "
+            "of the integration by parts vanishes for every density only when h(0) = 0"
+        )
+    slope = _limit_at_zero(sp.diff(expr, t))
+    if slope is None or not slope.is_finite:
+        raise ModelError(
+            f"weight h(t) = {expr} has h'(0) = {slope}: the objective uses h'(xᵢ) and data may lie at 0, so h must "
+            "be differentiable at 0 (e.g. t**2, t, 1 - exp(-t), t**2/(1 + t**2))"
+        )
+    _check_positive_weight(expr)
+    return expr
+
+
+def _check_arity(fn: Any) -> None:
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins and sympy functions (sympy.tanh) have no signature: the call decides
+    params = list(sig.parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in params if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+    if not positional or len(required) > 1:
+        raise ModelError(
+            f"weight must be a function of one variable h(t); {getattr(fn, '__name__', 'it')} takes "
+            f"{len(required) or 'no'} argument{'s' if len(required) != 1 else ''} ({sig})"
+        )
+
+
+def _limit_at_zero(expr: sp.Expr) -> sp.Expr | None:
+    """The value of expr(t) at t = 0, as the limit from the right where direct substitution fails."""
+    t = WEIGHT_VARIABLE
+    value = expr.xreplace({t: sp.Integer(0)})
+    if value.is_number and value.is_finite and not value.has(sp.nan, sp.zoo):
+        return sp.nsimplify(value) if value.is_Float else sp.simplify(value)
+    try:
+        return sp.limit(expr, t, 0, "+")
+    except Exception:  # sympy could not take the limit: nothing can be said
+        return None
+
+
+def _check_positive_weight(expr: sp.Expr) -> None:
+    """h(t) > 0 for t > 0: decided by sympy where it can, else at `_WEIGHT_CHECK_POINTS` (exact evaluation)."""
+    t = WEIGHT_VARIABLE
+    tp = sp.Dummy("t", positive=True)
+    positive = expr.xreplace({t: tp}).is_positive
+    if positive is True:
+        return
+    for point in _WEIGHT_CHECK_POINTS:
+        value = expr.xreplace({t: sp.Float(point)}).evalf(30)
+        if not (value.is_real and value.is_finite and value > 0):
+            raise ModelError(
+                f"weight must be positive for t > 0 (the weighted Fisher divergence is a divergence only then): "
+                f"h(t) = {expr} is {value.evalf(6)} at t = {point:g}"
+            )
+    if positive is False:
+        raise ModelError(f"weight must be positive for t > 0, but h(t) = {expr} is not")
 
 
 def _as_finite_float(value: Any, label: str) -> float:

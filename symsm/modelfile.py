@@ -8,7 +8,8 @@ A model file holds one model::
     params = ["m0", "m1", {name = "s", positive = true}, {name = "W", shape = [2, 2]},
               {name = "P", shape = [2, 2], symmetric = true}, {name = "b", shape = [2]}]
     log_f = "-(nu + 2)/2 * log(1 + ...)"      # the formula; W[0, 1] or W_0_1 name matrix entries
-    domain = "real"                           # optional
+    domain = "real"                           # optional: "real" or "nonnegative"
+    weight = "t**2/(1 + t**2)"                # optional, domain "nonnegative" only: h(t) (default t**2)
     [init]                                    # optional starting values
     s = 1.0
     W = [[1.0, 0.0], [0.0, 1.0]]
@@ -49,7 +50,7 @@ __all__ = [
 MAX_FILE_BYTES = 4_000_000  # a model file; the formula itself is limited to 1M characters by the parser
 MAX_DATA = 10_000  # data coordinates
 MAX_PARAMETERS = 100_000  # entries of θ (a 128 × 128 unmixing matrix has 16 384)
-KEYS = ("name", "description", "data", "params", "log_f", "domain", "init")
+KEYS = ("name", "description", "data", "params", "log_f", "domain", "weight", "init")
 REQUIRED = ("data", "params", "log_f")
 PARAM_KEYS = ("name", "shape", "symmetric", "positive")
 
@@ -132,6 +133,12 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
     domain = table.get("domain", "real")
     if not isinstance(domain, str) or domain not in DOMAINS:
         raise fail("domain", f"expected one of {', '.join(map(repr, DOMAINS))}, got {domain!r}")
+    weight = table.get("weight")
+    if weight is not None:
+        if not isinstance(weight, str):
+            raise fail("weight", f"expected a formula in t such as \"t**2/(1 + t**2)\", got {_kind(weight)}")
+        if domain != "nonnegative":
+            raise fail("weight", 'applies to domain = "nonnegative" only')
     init = table.get("init", {})
     if not isinstance(init, Mapping):
         raise fail("init", f"expected a table of starting values, got {_kind(init)}")
@@ -140,12 +147,19 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
 
     try:
         return Model.from_string(
-            log_f, data=data, params=specs, name=name, description=description, init=init, domain=domain
+            log_f,
+            data=data,
+            params=specs,
+            name=name,
+            description=description,
+            init=init,
+            domain=domain,
+            weight=weight,
         )
     except ModelError as exc:
         message = str(exc)
-        key = "init" if message.startswith("init") else "log_f"
-        raise fail(key, message.removeprefix("init: ")) from None
+        key = next((k for k in ("init", "weight") if message.startswith(k)), "log_f")
+        raise fail(key, message.removeprefix(f"{key}: ")) from None
 
 
 def _kind(value: Any) -> str:

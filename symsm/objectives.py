@@ -6,14 +6,15 @@ directions, noise) that are drawn on the host and fed to the kernels as extra da
 what of it enters a cache key (`options`): the draws themselves are data, so `loss.resample(seed)` needs
 no recompilation.
 
-The exact objective (Hyvärinen 2005) is Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²].
+The exact objective (Hyvärinen 2005) is Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]; for a model on [0, ∞)ᵈ it is
+weighted by the model's hᵢ = h(xᵢ) (see `Exact`). An objective lists the domains it handles (`domains`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import sympy as sp
@@ -30,6 +31,16 @@ class Objective:
     """Base class. Subclasses set `name` and implement `integrand`; randomised ones implement the aux hooks."""
 
     name = "objective"
+    #: the model domains whose boundary conditions this objective's integration by parts respects
+    domains: ClassVar[tuple[str, ...]] = ("real",)
+
+    def check_model(self, model: Model) -> None:
+        """Refuse a model whose domain this objective does not handle (its estimate would be biased)."""
+        if model.domain not in self.domains:
+            raise ValueError(
+                f"objective {self.name!r} supports the domains {self.domains}, not {model.domain!r} of model "
+                f"{model.name!r}; use objective='exact', which is weighted for [0, ∞)^d"
+            )
 
     def options(self) -> dict[str, Any]:
         """Everything that shapes the generated code (part of the cache key)."""
@@ -56,14 +67,22 @@ class Objective:
 
 @dataclass(frozen=True)
 class Exact(Objective):
-    """Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²] (Hyvärinen 2005)."""
+    """Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²] (Hyvärinen 2005); on [0, ∞)ᵈ the generalized objective
+    Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] with the model's weight hᵢ = h(xᵢ) (Hyvärinen 2007;
+    Yu, Drton & Shojaie 2019)."""
 
     name = "exact"
+    domains = ("real", "nonnegative")
 
     def integrand(self, mg: ModelGraph) -> int:
         g = mg.graph
         half = g.const(Fraction(1, 2))
-        return g.add(*mg.hessian_diag, g.mul(half, g.add(*[g.pow(s, 2) for s in mg.score])))
+        if mg.weight is None:
+            return g.add(*mg.hessian_diag, g.mul(half, g.add(*[g.pow(s, 2) for s in mg.score])))
+        terms = []
+        for h, dh, hd, s in zip(mg.weight, mg.weight_prime, mg.hessian_diag, mg.score, strict=True):
+            terms += [g.mul(h, g.add(hd, g.mul(half, g.pow(s, 2)))), g.mul(dh, s)]
+        return g.add(*terms)
 
     @property
     def exact(self) -> bool:

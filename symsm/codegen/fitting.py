@@ -7,8 +7,9 @@ so compiling a loss for evaluation costs no more than before:
   per row): the means of Σ_i a_ik a_il (k ≤ l), b_k and c₀ in one pass — J̃ = ½θᵀAθ + bᵀθ + c₀ from one
   reduction kernel, as fast as one evaluation of J̃.
 * ``quadratic_rows`` (larger quadratic objectives instead): per row t, the features
-  a_ik(x_t) = ∂score_i/∂θ_k (d·P values, i-major), the per-sample b_k(x_t) (P values) and c₀(x_t); A is
-  accumulated on the host with BLAS, chunk by chunk (d·P² terms per row would make a huge kernel).
+  a_ik(x_t) = ∂score_i/∂θ_k (d·P values, i-major), the per-sample b_k(x_t) (P values), c₀(x_t) and, on
+  [0, ∞)ᵈ, the weights h_i(x_t) (d values); A is accumulated on the host with BLAS, chunk by chunk
+  (d·P² terms per row would make a huge kernel).
 * ``grad_rows``: the θ-gradient of the per-sample integrand, one row per sample (reverse accumulation,
   every θ-only temporary chained back to θ per row): the blocks of per-sample gradients for the
   sandwich's V.
@@ -100,9 +101,8 @@ def build_hessian_kernels(derivation: Derivation) -> FitKernelSet:
 def build_quadratic_sums_ir(derivation: Derivation) -> KernelIR:
     """Sums over rows of [Σ_i a_ik a_il for k ≤ l (row-major upper triangle of A), b_0 … b_(P−1), c₀]."""
     parts = _quadratic_parts(derivation)
-    P, d = len(derivation.params), len(derivation.data)
-    a = parts.coeffs
-    A_terms = [sp.Add(*[a[i][k] * a[i][l] for i in range(d)]) for k in range(P) for l in range(k, P)]
+    P = len(derivation.params)
+    A_terms = [parts.a_term(k, l) for k in range(P) for l in range(k, P)]  # Σ_i h_i a_ik a_il (h_i = 1 on Rᵈ)
     return build_forward_ir([*A_terms, *parts.b_terms, parts.c_term], derivation.params, derivation.data, mode="sum")
 
 
@@ -114,11 +114,14 @@ def _quadratic_parts(derivation: Derivation) -> QuadraticParts:
 
 
 def build_quadratic_rows_ir(derivation: Derivation) -> KernelIR:
-    """Per-row outputs [a_00 … a_0(P−1), a_10 …, a_(d−1)(P−1), b_0 … b_(P−1), c₀] of a quadratic objective."""
+    """Per-row outputs [a_00 … a_0(P−1), a_10 …, a_(d−1)(P−1), b_0 … b_(P−1), c₀] of a quadratic objective,
+    followed by the coordinate weights [h_0 … h_(d−1)] when the model has them (domain "nonnegative"):
+    A = mean Σ_i h_i a_i a_iᵀ is then formed on the host."""
     parts = _quadratic_parts(derivation)
     features = [a for row in parts.coeffs for a in row]
+    weights = list(parts.weights or ())
     return build_forward_ir(
-        [*features, *parts.b_terms, parts.c_term], derivation.params, derivation.data, mode="per_sample"
+        [*features, *parts.b_terms, parts.c_term, *weights], derivation.params, derivation.data, mode="per_sample"
     )
 
 

@@ -28,7 +28,8 @@ INLINE_LIMIT = 3000  # sections longer than this are not folded for readability 
 
 
 class ModelGraph:
-    """A model's log f, score, ∂ᵢ² log f and an objective's integrand as nodes of one expression graph.
+    """A model's log f, score, ∂ᵢ² log f, coordinate weights (`weight`, `weight_prime`: hᵢ, hᵢ′ on [0, ∞)ᵈ,
+    None on Rᵈ) and an objective's integrand as nodes of one expression graph.
 
     Data leaves are the model's coordinates x (mask bits 0..d−1) followed by the objective's auxiliary
     per-row inputs (random directions, noise: `aux`), which the kernels read as extra data columns.
@@ -53,6 +54,14 @@ class ModelGraph:
         stopped = g.reverse({self.log_f: g.ONE}, relevant=lambda n: bool(g.mask[n] & self.x_mask))
         self.score = [stopped.get(x, g.ZERO) for x in self.x]
         self.hessian_diag = [g.tangent(s, i, {}) for i, s in enumerate(self.score)]
+        # Domain "nonnegative": the coordinate weights hᵢ = h(xᵢ) and hᵢ′ (a forward tangent: exact), else None.
+        self.objective.check_model(model)
+        weights = model.coordinate_weights()
+        self.weight: list[int] | None = None
+        self.weight_prime: list[int] | None = None
+        if weights is not None:
+            self.weight = [g.from_sympy(h) for h in weights]
+            self.weight_prime = [g.tangent(h, i, {}) for i, h in enumerate(self.weight)]
         self.integrand = self.objective.integrand(self)
 
     def degree_in_data(self) -> float:

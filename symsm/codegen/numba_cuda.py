@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sympy as sp
 
 from .. import __version__
 from .ir import KernelIR, build_forward_ir
@@ -77,18 +76,17 @@ class QuadraticFormKernels:
 
 
 def build_quadratic_form_kernels(derivation: Derivation) -> QuadraticFormKernels:
-    """For an objective quadratic in θ (score_i = Σ_k a_ik(x) θ_k + o_i(x)): Σ over rows of Σ_i a_ik a_il
-    (k ≤ l), of b_k and of c₀ — A, b, c of J̃ = ½θᵀAθ + bᵀθ + c in one reduction, no N × P matrix.
+    """For an objective quadratic in θ (score_i = Σ_k a_ik(x) θ_k + o_i(x)): Σ over rows of Σ_i h_i a_ik a_il
+    (k ≤ l; h_i the coordinate weights on [0, ∞)ᵈ, else 1), of b_k and of c₀ — A, b, c of
+    J̃ = ½θᵀAθ + bᵀθ + c in one reduction, no N × P matrix.
 
     On a GPU without BLAS, one kernel with P(P+1)/2 + P + 1 per-thread sums (structurally equal or zero
     products are shared or dropped by the IR) replaces the CPU backend's per-row features + FᵀF."""
     parts = derivation.quadratic_parts
     if parts is None:
         raise ValueError(f"model {derivation.model.name!r}: the objective is not quadratic in θ")
-    P, d = len(derivation.params), len(derivation.data)
-    products = [
-        sp.Add(*[parts.coeffs[i][k] * parts.coeffs[i][l] for i in range(d)]) for k in range(P) for l in range(k, P)
-    ]
+    P = len(derivation.params)
+    products = [parts.a_term(k, l) for k in range(P) for l in range(k, P)]  # Σ_i h_i a_ik a_il (h_i = 1 on Rᵈ)
     exprs = [*products, *parts.b_terms, parts.c_term]
     return QuadraticFormKernels(build_forward_ir(exprs, derivation.params, derivation.data, mode="sum"))
 

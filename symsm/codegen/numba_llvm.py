@@ -115,7 +115,8 @@ def generate_numba_llvm_source(derivation: Derivation, kernels: Any, *, dtype: A
     return render_llvm_module(
         kernels.all(),
         theta=model.params,
-        data=kernels.value_and_grad.data,  # the model's coordinates, then any auxiliary per-row inputs
+        # the model's coordinates, then any auxiliary per-row inputs (fitting kernel sets have no value_and_grad)
+        data=kernels.value_and_grad.data if hasattr(kernels, "value_and_grad") else model.data,
         dtype=dtype,
         cache_key=cache_key,
         name=model.name,
