@@ -12,6 +12,7 @@ import numpy as np
 from . import __version__, cache
 from .arrays import as_data, as_theta
 from .errors import ModelError
+from .progress import Progress
 
 if TYPE_CHECKING:
     from .derive import Derivation
@@ -34,6 +35,7 @@ def compile_model(
     derivation: Derivation | None = None,
     objective: str | Objective = "exact",
     seed: int = 0,
+    verbose: bool = False,
     **objective_options: Any,
 ) -> CompiledLoss:
     """Generate (or load from the cache) and compile the kernels of `model` for `backend`.
@@ -41,7 +43,9 @@ def compile_model(
     `objective` (with its options, see symsm/objectives.py) chooses the score-matching objective; a
     randomised objective draws its per-row inputs on the host from numpy.random.default_rng(seed), fixed for
     the life of the loss (`loss.resample(seed)` draws new ones). On a cache hit nothing is derived or
-    generated: the verified module is imported and numba loads its own cached machine code.
+    generated: the verified module is imported and numba loads its own cached machine code. `verbose=True`
+    reports each stage and its elapsed time on stderr; Ctrl-C stops a long derivation cleanly (nothing
+    partial is cached).
     """
     from .objectives import make_objective
 
@@ -63,17 +67,7 @@ def compile_model(
 
         import_cuda()  # before the generated module imports numba.cuda: a clear error without numba-cuda
         loss_class = CudaCompiledLoss
-    from .codegen.render import templates_digest
-
-    key = cache.cache_key(
-        model=model.canonical(),
-        backend=backend,
-        dtype=dt.name,
-        objective=objective_spec.name,
-        options=objective_spec.options(),
-        version=__version__,
-        generator=templates_digest(),
-    )
+    key = cache_key_for(model, backend, dt, objective_spec)
 
     def generate() -> str:
         from .codegen.kernels import build_kernels
@@ -86,14 +80,44 @@ def compile_model(
             from .codegen.numba_cpu import generate_numba_source as generator
         else:
             from .codegen.numba_llvm import generate_numba_llvm_source as generator
-        return generator(der, build_kernels(der, objective_spec), dtype=dt, cache_key=key)
+        with progress.stage(f"derivation and kernel IR (d = {model.dim}, P = {model.n_params})"):
+            kernels = build_kernels(der, objective_spec)
+        with progress.stage(f"code generation ({backend})"):
+            return generator(der, kernels, dtype=dt, cache_key=key)
 
-    module, path, source = cache.load_or_generate(key, generate)
+    progress = Progress(verbose)
+    with progress.stage(f"kernels of {model.name!r}: cache lookup or generation"):
+        module, path, source = cache.load_or_generate(key, generate)
+    if verbose:
+        progress.log(f"generated module {path}; machine code compiles on the first call of each kernel "
+                     "(numba's cache keeps it for later processes)")
     loss = loss_class(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
     loss.objective_spec = objective_spec
     loss.objective = objective_spec.name
-    loss.seed = int(seed)
+    loss.seed = _check_seed(seed)
     return loss
+
+
+def _check_seed(seed: Any) -> int:
+    """A seed for numpy.random.default_rng: a non-negative integer."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def cache_key_for(model: Model, backend: str, dtype: np.dtype, objective_spec: Objective) -> str:
+    """The cache key of a model's kernels: everything that determines the generated text."""
+    from .codegen.render import templates_digest
+
+    return cache.cache_key(
+        model=model.canonical(),
+        backend=backend,
+        dtype=np.dtype(dtype).name,
+        objective=objective_spec.name,
+        options=objective_spec.options(),
+        version=__version__,
+        generator=templates_digest(),
+    )
 
 
 class CompiledLoss:
@@ -177,17 +201,31 @@ class CompiledLoss:
 
     def _with_aux(self, data: np.ndarray) -> np.ndarray:
         """The data with the objective's auxiliary per-row inputs appended as extra columns (if any)."""
-        spec = self.objective_spec
-        if spec is None or not spec.aux_symbols(self.model):
+        draws = self.draws(data.shape[0])
+        if draws is None:
             return data
-        n = data.shape[0]
+        return np.ascontiguousarray(np.concatenate([data, draws], axis=1))
+
+    def draws(self, n: int) -> np.ndarray | None:
+        """The objective's auxiliary per-row inputs for n rows (random directions, noise), shape (n, k) in the
+        loss's dtype, or None for an objective without any. Drawn from numpy.random.default_rng(seed) once
+        per (n, seed) and kept, so every call on n rows sees the same draws until `resample`."""
+        spec = self.objective_spec
+        if spec is None:
+            return None
+        k = len(spec.aux_symbols(self.model))
+        if not k:
+            return None
         if self._draws is None or self._draws[:2] != (n, self.seed):
-            self._draws = (n, self.seed, np.asarray(spec.draw(self.model, n, self.seed), dtype=self.dtype))
-        return np.ascontiguousarray(np.concatenate([data, self._draws[2]], axis=1))
+            draws = np.asarray(spec.draw(self.model, n, self.seed))
+            if draws.shape != (n, k):
+                raise ValueError(f"objective {spec.name!r} drew shape {draws.shape} for {n} rows, expected {(n, k)}")
+            self._draws = (n, self.seed, np.ascontiguousarray(draws, dtype=self.dtype))
+        return self._draws[2]
 
     def resample(self, seed: int) -> None:
         """Draw new auxiliary inputs (random directions, noise) from numpy.random.default_rng(seed)."""
-        self.seed = int(seed)
+        self.seed = _check_seed(seed)
         self._draws = None
 
     # ------------------------------------------------------------------ fitting (host glue in symsm/accumulate.py)
