@@ -52,7 +52,6 @@ __all__ = [
     "exact_hessian",
     "fit_data",
     "gradient_moments",
-    "is_dask_collection",
     "moments",
     "quadratic_form",
     "threads_per_task",
@@ -64,11 +63,6 @@ SUPPORTED_BACKENDS = ("numba", "numba-python")  # CPU kernels: what a dask worke
 
 
 # ---------------------------------------------------------------------------------------------- public API
-def is_dask_collection(X: Any) -> bool:
-    """True for dask collections (the `__dask_graph__` protocol), without importing dask."""
-    return hasattr(type(X), "__dask_graph__") and callable(getattr(X, "__dask_graph__", None))
-
-
 def value_and_grad(loss: CompiledLoss, theta: Any, X: Any) -> tuple[float, np.ndarray]:
     """(J̃(θ), ∇θJ̃(θ)) over the rows of the dask array X: per-chunk sums on the workers, combined here."""
     th = as_theta(loss.model, theta)
@@ -166,8 +160,8 @@ def threads_per_task() -> int | None:
     when the worker's environment sets NUMBA_NUM_THREADS (e.g. ``dask worker --nthreads 1`` with
     NUMBA_NUM_THREADS=16 on a 16-core node), else 1 — dask's own convention, like the OMP_NUM_THREADS=1 its
     nanny sets, so a worker uses the cores it was given. In a thread of dask's local threaded scheduler:
-    numba's threads divided among the scheduler's threads. In the main thread (the synchronous scheduler):
-    None.
+    numba's threads divided among the scheduler's threads. In the main thread (the synchronous scheduler,
+    or the processes of dask's multiprocessing scheduler, which are not told how many there are): None.
     """
     import numba
 
