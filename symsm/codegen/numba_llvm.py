@@ -121,7 +121,8 @@ def generate_numba_llvm_source(derivation: Derivation, kernels: Any, *, dtype: A
         cache_key=cache_key,
         name=model.name,
         model_hash=model.hash,
-        formula=" ".join(str(model.log_f).split()),
+        # order="none": sympy's canonical printing order costs memory ~ terms × symbols on huge formulas
+        formula=" ".join(sp.sstr(model.log_f, order="none")[:2000].split()),
         quadratic_in_data=getattr(kernels, "data_degree", float("inf")) <= 2,
     )
 
