@@ -5,7 +5,10 @@ instantiates the steps of the standard integration-by-parts derivation (Hyvärin
 `Derivation`: the model (Step 0), its score written out component by component (Step 1), the Fisher
 divergence (Step 2), the expansion of the square (Step 3), integration by parts with the boundary
 condition for each coordinate (Step 4), and the empirical objective with ∂ᵢ² log f and the θ-gradient
-written out (Step 5). The narrative lives in ``templates/derivation.tex.j2``; everything instantiated
+written out (Step 5). For a model on the non-negative orthant (``domain="nonnegative"``) Steps 2–5 are
+those of generalized score matching (Hyvärinen 2007; Yu, Drton & Shojaie 2019): the Fisher divergence
+weighted by the model's h(xᵢ), integration by parts over [0, ∞) with the boundary condition at 0 and at ∞,
+and the weighted objective. The narrative lives in ``templates/derivation.tex.j2``; everything instantiated
 is computed here and handed to the template as strings and lists of strings.
 
 How expressions are shown:
@@ -63,9 +66,12 @@ __all__ = [
     "write_latex",
 ]
 
-#: Domains whose boundary condition the derivation states. A weighted objective for other domains
-#: (Hyvärinen 2007) has a different Step 4 and needs its own text.
-SUPPORTED_DOMAINS = ("real",)
+#: Domains whose boundary condition the derivation states: R^d (Hyvärinen 2005) and the non-negative orthant
+#: with the model's coordinate weight h (generalized score matching, Hyvärinen 2007; Yu, Drton & Shojaie 2019).
+SUPPORTED_DOMAINS = ("real", "nonnegative")
+
+#: Letters for the coordinate weight h, in order of preference; the first one the model does not use is taken.
+_WEIGHT_LETTERS = ("h", "w", "g", "q")
 
 #: Expressions up to this many lines are shown written out even when a form with sums is shorter.
 _EXPLICIT_LINES = 4
@@ -755,6 +761,10 @@ class _Builder:
         self.general: dict[str, sp.Expr] = {}  # verified general terms (Indexed form) by name
         stems = {(p[0] if (p := _parse_indices(n)) else n) for n in names}
         self.abbreviation_letter = next((c for c in _ABBREVIATION_LETTERS if c not in stems), r"\omega")
+        # domain "nonnegative": the coordinate weight h, printed with a letter the model does not use
+        self.weight: sp.Expr | None = getattr(model, "weight_expr", None)
+        taken = stems | {self.abbreviation_letter}
+        self.weight_letter = next((c for c in _WEIGHT_LETTERS if c not in taken), r"\varphi")
 
     # -- notation
     def sub(self, k: int) -> str:
@@ -870,6 +880,52 @@ class _Builder:
         lo, hi = self._index_range
         return rf"\sum_{{{self.tex(self.index)}={lo}}}^{{{hi}}}"
 
+    # -- the coordinate weight (domain "nonnegative")
+    def weight_name(self, k: int | None, prime: bool = False) -> str:
+        """h(x_k), or h'(x_k); k None: at the general coordinate x_i."""
+        return rf"{self.weight_letter}{chr(39) if prime else ''}({self.coord(k)})"
+
+    def weight_at(self, coordinate: sp.Expr, prime: bool = False) -> sp.Expr:
+        """h (or h′) at `coordinate`, an expression (a data Symbol, or the Indexed general coordinate)."""
+        from .model import WEIGHT_VARIABLE
+
+        assert self.weight is not None
+        expr = sp.diff(self.weight, WEIGHT_VARIABLE) if prime else self.weight
+        return expr.xreplace({WEIGHT_VARIABLE: coordinate})
+
+    def general_coordinate(self) -> sp.Expr:
+        """x_i as an expression: the Indexed entry when the coordinates roll, else a symbol printed as x_i."""
+        if self.rollable:
+            return IndexedBase(_parse_indices(self.model.data[0].name)[0])[self.index]  # type: ignore[index]
+        if self.d == 1:
+            return self.model.data[0]
+        sym = sp.Dummy("x_general", real=True)
+        self.printer._settings["symbol_names"][sym] = self.coord(None)
+        return sym
+
+    def weighted_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
+        """The pieces of the weighted derivation's text: h and h′ at x_i, and the boundary term of Step 4."""
+        vec, coord_i, score_i = self.vec, ctx["coord_i"], ctx["score_i"]
+        xg = self.general_coordinate()
+        h_i, hp_i = self.weight_name(None), self.weight_name(None, prime=True)
+        inner = rf"p_{{D}}({vec})\, {h_i}\, {score_i}({vec})"
+        if self.d == 1:
+            boundary = rf"\Bigl[{inner}\Bigr]_{{{vec}=0}}^{{{vec}=\infty}}"
+        else:
+            boundary = (
+                rf"\int \Bigl[{inner}\Bigr]_{{{coord_i}=0}}^{{{coord_i}=\infty}} "
+                rf"\prod_{{{self.other} \ne {ctx['i']}}} d{vec}_{{{self.other}}}"
+            )
+        return {
+            "h_i": h_i,
+            "hp_i": hp_i,
+            "letter": self.weight_letter,
+            "weight_lines": self.w.align(
+                [(h_i, self._printable(self.weight_at(xg))), (hp_i, self._printable(self.weight_at(xg, prime=True)))]
+            ),
+            "boundary_term": boundary,
+        }
+
     def partial(self, k: int | None, of: str = r"\log f") -> str:
         return rf"\frac{{\partial {of}}}{{\partial {self.coord(k)}}}"
 
@@ -911,12 +967,15 @@ class _Builder:
         ctx["model_name"] = rf"$\texttt{{{_escape_text(model.name)}}}$"
         ctx["description"] = [_escape_text(model.description)] if model.description else []
         # Step 0
+        space = r"\mathbf{R}" if self.weight is None else r"[0, \infty)"
         if d == 1:
-            ctx["data_vector"] = rf"${vec} \in \mathbf{{R}}$"
+            ctx["data_vector"] = rf"${vec} \in {space}$"
         else:
             coords = [self.tex(xi) for xi in x]
             shown = coords if d <= 4 else [coords[0], coords[1], r"\dots", coords[-1]]
-            ctx["data_vector"] = _inline_tuple(rf"{vec} = ", shown, rf" \in \mathbf{{R}}^{{{d}}}")
+            ctx["data_vector"] = _inline_tuple(rf"{vec} = ", shown, rf" \in {space}^{{{d}}}")
+        # Z integrates f over the domain: written out on [0, ∞)^d, left implicit on R^d (as it always was)
+        ctx["z_domain"] = "" if self.weight is None else (rf"_{{{space}}}" if d == 1 else rf"_{{{space}^{{{d}}}}}")
         ctx["d"] = str(d)
         params = [self.tex(p) for p in model.params]
         shown_p = params if len(params) <= 8 else [*params[:3], r"\dots", params[-1]]
@@ -954,6 +1013,14 @@ class _Builder:
             if d == 1
             else rf"\int \Bigl[p_{{D}}({vec})\, {ctx['score_i']}({vec})\Bigr]_{{{ctx['coord_i']}=-\infty}}"
             rf"^{{{ctx['coord_i']}=\infty}} \prod_{{{self.other} \ne {ctx['i']}}} d{vec}_{{{self.other}}}"
+        )
+        # the domain: R^d (plain score matching) or [0, ∞)^d with the weight h (one-element lists switch the text)
+        ctx["plain_domain"] = [True] if self.weight is None else []
+        ctx["weighted"] = [self.weighted_context(ctx)] if self.weight is not None else []
+        ctx["fisher_intro"] = (
+            f"For this model the squared norm has $d = {d}$ terms:"
+            if self.weight is None
+            else f"For this model the weighted sum has $d = {d}$ terms:"
         )
         ctx["log_f_lines"] = self.log_f_lines()
         theta_only = [t for t in sp.Add.make_args(model.log_f) if not (t.free_symbols & set(x))]
@@ -1038,8 +1105,13 @@ class _Builder:
         log_p = rf"\log p_{{D}}({vec})"
         terms = [rf"\Bigl({self.partial(k, of=log_p)} - {self.score_name(k)}({vec})\Bigr)^{{2}}" for k in range(self.d)]
         lhs = rf"\bigl\|\nabla_{{{vec}}} \log p_{{D}}({vec}) - s_{{\theta}}({vec})\bigr\|^{{2}}"
-        rows = [(lhs, " + ".join(terms[:2]))]
-        rows += [(None, "+ " + " + ".join(terms[k : k + 2])) for k in range(2, self.d, 2)]
+        if self.weight is not None:  # Σ_i h(x_i) (∂_i log p_D − s_i)²
+            terms = [rf"{self.weight_name(k)} {t}" for k, t in enumerate(terms)]
+            diff_i = rf"\Bigl({self.partial(None, of=log_p)} - {self.score_name(None)}({vec})\Bigr)^{{2}}"
+            lhs = rf"{self.sum_i()} {self.weight_name(None)} {diff_i}"
+        per_row = 2 if self.weight is None else 1  # the weighted terms and their Σ are wider
+        rows = [(lhs, " + ".join(terms[:per_row]))]
+        rows += [(None, "+ " + " + ".join(terms[k : k + per_row])) for k in range(per_row, self.d, per_row)]
         return [self.w.align(rows)]
 
     def boundary_lines(self) -> list[str]:
@@ -1050,13 +1122,18 @@ class _Builder:
             if k == self.d - 1 and len(shown) < self.d:
                 rows.append((r"\vdots", ""))
             s = self.der.score[k]
-            if self.w.width(s) <= o.line_width - 20:
+            if self.w.width(s) <= o.line_width - (20 if self.weight is None else 40):
                 body = self.tex(s)
                 if s.is_Add or s.could_extract_minus_sign():
                     body = rf"\Bigl({body}\Bigr)"
             else:
                 body = rf"{self.score_name(k)}({self.vec})"
-            rows.append((rf"\lim_{{|{self.coord(k)}| \to \infty}} p_{{D}}(x)\, {body}", "0"))
+            if self.weight is None:
+                rows.append((rf"\lim_{{|{self.coord(k)}| \to \infty}} p_{{D}}(x)\, {body}", "0"))
+                continue
+            h = self.weight_name(k)
+            rows.append((rf"\lim_{{{self.coord(k)} \to 0^{{+}}}} p_{{D}}(x)\, {h}\, {body}", "0"))
+            rows.append((rf"\lim_{{{self.coord(k)} \to \infty}} p_{{D}}(x)\, {h}\, {body}", "0"))
         return self.w.align(rows)
 
     def objective_lines(self) -> list[list[str]]:
@@ -1067,7 +1144,11 @@ class _Builder:
             # Σ_i [∂_i² log f + ½ (∂_i log f)²] from the general terms (each checked for every i)
             lo, hi = self._index_range
             hessian, score = self.general["hessian"], self.general["score"]
-            objective = self._printable(sp.Sum(hessian + score**2 / 2, (self.index, lo, hi)))
+            term = hessian + score**2 / 2
+            if self.weight is not None:  # h(x_i) [∂_i² log f + ½ (∂_i log f)²] + h'(x_i) ∂_i log f
+                xg = self.general_coordinate()
+                term = self.weight_at(xg) * term + self.weight_at(xg, prime=True) * score
+            objective = self._printable(sp.Sum(term, (self.index, lo, hi)))
         if self.w.n_lines(objective) <= self.options.max_lines:
             return [self.display([(lhs, objective)])]
         self.notes.append(
@@ -1079,18 +1160,18 @@ class _Builder:
     def gradient_parts(self) -> list[tuple[sp.Symbol, sp.Expr, sp.Expr]]:
         """(θ_k, ∂ℓ/∂θ_k with the score components as s_{θ,i}, the same written out) for the shown θ_k.
 
-        ∂ℓ/∂θ_k = Σ_i [∂θ_k ∂_i² log f + s_{θ,i} ∂θ_k s_{θ,i}], the chain rule applied to ℓ.
+        ∂ℓ/∂θ_k = Σ_i [∂θ_k ∂_i² log f + s_{θ,i} ∂θ_k s_{θ,i}], the chain rule applied to ℓ; with the weights of
+        a model on [0, ∞)ᵈ, Σ_i [h_i ∂θ_k ∂_i² log f + (h_i s_{θ,i} + h_i′) ∂θ_k s_{θ,i}].
         """
         der, model = self.der, self.model
+        d = self.d
+        weights = der.weights or (sp.Integer(1),) * d
+        slopes = der.weight_derivatives or (sp.Integer(0),) * d
         out = []
         for k in self._chosen_params():
             p = model.params[k]
-            chain = sp.Add(
-                *[
-                    sp.diff(h, p) + S * sp.diff(s, p)
-                    for h, s, S in zip(der.hessian_diag, der.score, self.score_symbols, strict=True)
-                ]
-            )
+            pieces = zip(der.hessian_diag, der.score, self.score_symbols, weights, slopes, strict=True)
+            chain = sp.Add(*[w * sp.diff(h, p) + (w * S + dw) * sp.diff(s, p) for h, s, S, w, dw in pieces])
             out.append((p, chain, chain.xreplace(dict(zip(self.score_symbols, der.score, strict=True)))))
         return out
 
@@ -1134,11 +1215,7 @@ class _Builder:
         n_params = model.n_params
         block: dict[str, Any] = {"matrices": []}
         if n_params <= _MAX_MATRIX:
-            A = sp.ImmutableMatrix(
-                n_params,
-                n_params,
-                lambda k, l: sp.Add(*[parts.coeffs[i][k] * parts.coeffs[i][l] for i in range(self.d)]),
-            )
+            A = sp.ImmutableMatrix(n_params, n_params, lambda k, l: parts.a_term(k, l))  # Σ_i h_i a_ik a_il
             b = sp.ImmutableMatrix(parts.b_terms)
             rows = [
                 ("A(x)", self.tex(A)),

@@ -9,6 +9,9 @@ What is checked, and against what:
 * the whole text of two small models against golden files in tests/golden/ — to regenerate them on
   purpose after an intended change, run ``SYMSM_UPDATE_GOLDEN=1 python -m pytest tests/test_latex.py``
   and review the diff;
+* on the non-negative orthant (``domain="nonnegative"``): the weighted Fisher divergence, the boundary conditions
+  at 0⁺ and ∞ for every coordinate, the weighted objective, and the displayed gradient against finite
+  differences of the hand-written weighted integrand of tests/domain_models.py;
 * the full documents of several models with the real pdflatex (skipped, with the reason, when pdflatex
   is not installed; .ci/run installs it): they compile, use amsmath only, and no line overflows the page.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
+from domain_models import WEIGHTS, nonnegative_ggm, truncated_normal
 from models import CASES, central_difference_gradient, gaussian_full, ica_logcosh, student_t
 
 import symsm
@@ -116,8 +120,8 @@ def test_options_are_validated():
 
 def test_unsupported_domain_is_refused():
     model = CASES["gaussian_normalised"]().model
-    model.domain = "nonnegative"  # a domain whose boundary term differs (weighted score matching)
-    with pytest.raises(LatexError, match="nonnegative"):
+    model.domain = "interval"  # a domain whose boundary condition the derivation does not state
+    with pytest.raises(LatexError, match="interval"):
         model.derive().to_latex()
 
 
@@ -286,6 +290,82 @@ def test_very_long_expressions_are_shortened_visibly():
     assert "the generated code uses them in full" in text
 
 
+# ------------------------------------------------------------------------------------------- domain [0, ∞)^d
+
+
+def test_nonnegative_domain_states_the_weighted_objective_and_the_boundary_conditions():
+    text = truncated_normal("t2").model.derive().to_latex()
+    plain = truncated_normal("t2", domain="real").model.derive().to_latex()
+    assert r"$x \in [0, \infty)$" in text and r"$x \in \mathbf{R}$" in plain
+    assert r"Z(\theta) = \int_{[0, \infty)} f(x;\theta)" in text
+    # Step 2: the weight, written out with its derivative, in the weighted Fisher divergence
+    assert "h(x) &= x^{2} \\\\\nh'(x) &= 2 x" in text
+    assert r"J(\theta) = \frac{1}{2} \int p_{D}(x)  h(x) \Bigl(\frac{\partial \log p_{D}(x)}{\partial x}" in text
+    assert "Generalized score matching" in text and "Generalized score matching" not in plain
+    assert "The distance between the two scores is the Fisher divergence" not in text
+    # Step 4: integration by parts over [0, ∞), the boundary term at 0 and ∞, one condition at each end
+    assert r"\Bigl[p_{D}(x)\, h(x)\, s_{\theta}(x)\Bigr]_{x=0}^{x=\infty}" in text
+    score = r"\Bigl(- \frac{x - \mu}{\sigma^{2}}\Bigr)"
+    assert rf"\lim_{{x \to 0^{{+}}}} p_{{D}}(x)\, h(x)\, {score} &= 0" in text
+    assert rf"\lim_{{x \to \infty}} p_{{D}}(x)\, h(x)\, {score} &= 0" in text
+    assert r"\lim_{|" not in text and plain.count(r"\lim_{|") == 1  # R's |x| → ∞ only on R
+    # Step 5: the weighted objective in the box, and this model's integrand
+    box = text.split(r"\boxed{")[1].split(r"\end{equation*}")[0]
+    assert r"h(x)\, \frac{\partial^{2} \log f(x;\theta)}{\partial x^{2}}" in box
+    assert r"+ h'(x)\, \frac{\partial \log f(x;\theta)}{\partial x}\Bigr]" in box
+    assert (
+        r"\ell(x;\theta) &= \frac{x^{2} \left(x - \mu\right)^{2}}{2 \sigma^{4}} - \frac{x^{2}}{\sigma^{2}} "
+        r"- \frac{2 x \left(x - \mu\right)}{\sigma^{2}}" in text
+    )
+    assert r"\bigl(h(x)\, s_{\theta} + h'(x)\bigr)" in text  # the weighted chain rule of ∂ℓ/∂θ_k
+
+
+def test_nonnegative_domain_with_d_coordinates_states_a_condition_at_each_end_of_each():
+    case = nonnegative_ggm("t2_bounded")
+    text = case.model.derive().to_latex()
+    assert r"$x = (x_{0}$, $x_{1}$, $x_{2}) \in [0, \infty)^{3}$" in text
+    assert r"h(x_{i}) &= \frac{x_{i}^{2}}{x_{i}^{2} + 1}" in text  # the weight at the general coordinate
+    assert r"\sum_{i=0}^{2} h(x_{i}) \Bigl(\frac{\partial \log p_{D}(x)}{\partial x_{i}}" in text
+    assert (
+        r"\int \Bigl[p_{D}(x)\, h(x_{i})\, s_{\theta,i}(x)\Bigr]_{x_{i}=0}^{x_{i}=\infty} \prod_{j \ne i} dx_{j}"
+        in text
+    )
+    for i in range(3):
+        assert rf"\lim_{{x_{{{i}}} \to 0^{{+}}}} p_{{D}}(x)\, h(x_{{{i}}})\, s_{{\theta,{i}}}(x) &= 0" in text
+        assert rf"\lim_{{x_{{{i}}} \to \infty}} p_{{D}}(x)\, h(x_{{{i}}})\, s_{{\theta,{i}}}(x) &= 0" in text
+    assert text.count(r"\to 0^{+}}") == 3 and text.count(r"\to \infty}") == 3
+    assert "(an exponential family)" in text  # the closed form is announced on [0, ∞)^d too
+
+
+def test_weight_letter_avoids_the_models_own_symbols():
+    x, h = sp.Symbol("x", real=True), sp.Symbol("h", real=True)
+    model = symsm.Model(-(x**2) / 2 + h * x, [x], [h], name="uses_h", domain="nonnegative")
+    text = model.derive().to_latex()
+    assert "w(x) &= x^{2}" in text and r"\lim_{x \to 0^{+}} p_{D}(x)\, w(x)" in text
+    assert "h(x) &=" not in text
+
+
+@pytest.mark.parametrize("weight", sorted(WEIGHTS))
+def test_displayed_weighted_gradient_matches_finite_differences_of_the_reference(weight):
+    case = truncated_normal(weight)
+    der = case.model.derive()
+    b = _builder(der, max_params=case.model.n_params)
+    x = case.X[:12]
+    symbols = [*case.model.data, *case.model.params]
+    parts = b.gradient_parts()
+    assert len(parts) == case.model.n_params
+    for p, _chain, full in parts:
+        k = case.model.params.index(p)
+        got = np.broadcast_to(sp.lambdify(symbols, full, "numpy")(*x.T, *case.theta), (len(x),))
+        for row in range(len(x)):
+
+            def ell(theta, row=row):
+                return float(case.integrand(theta, x[row : row + 1])[0])
+
+            want = central_difference_gradient(ell, case.theta)[k]
+            assert got[row] == pytest.approx(want, rel=1e-6, abs=1e-8)
+
+
 # ------------------------------------------------------------------------------------------- golden files
 
 
@@ -339,6 +419,8 @@ def test_pdflatex_error_is_reported(tmp_path):
 def _pdf_models() -> dict:
     models = {name: make for name, make in CASES.items()}
     models["ica_4"] = lambda: ica_logcosh(4)
+    models["truncated_normal"] = lambda: truncated_normal("one_minus_exp")  # domain [0, ∞)
+    models["nonnegative_ggm"] = lambda: nonnegative_ggm("t2_bounded")  # [0, ∞)^3
     return models
 
 
