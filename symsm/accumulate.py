@@ -10,7 +10,11 @@ first use, so compiling a loss for evaluation does not pay for them. Everything 
   float64 sums, in a fixed chunk order whose boundaries depend only on N and the block width, so results
   are reproducible run to run;
 * the fitting kernels compute in float64 whatever the loss's dtype: solving normal equations or forming a
-  covariance in float32 would lose half the digits that matter.
+  covariance in float32 would lose half the digits that matter;
+* a variant objective (sliced, denoising: symsm/objectives.py) gets fitting kernels built on the expression
+  graph from its own integrand (``value_and_grad`` in float64 and ``grad_rows``), fed the loss's own
+  auxiliary draws; its quadratic form (when J̃ is quadratic in θ) comes from P + 1 float64 gradient passes,
+  and its Hessian from central differences of the exact gradient.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ __all__ = [
     "central_difference_hessian",
     "exact_hessian",
     "gradient_moments",
+    "is_quadratic",
+    "is_variant",
     "load_fit_module",
     "per_sample_grad",
     "quadratic_form",
@@ -53,11 +59,8 @@ def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
 
     if kind not in ("fit", "hessian"):
         raise ValueError(f"kind must be 'fit' or 'hessian', got {kind!r}")
-    objective = getattr(loss, "objective", "exact")
-    if objective != "exact":
-        raise NotImplementedError(
-            f"the fitting kernels (per-sample gradients, Hessian) exist for objective='exact' only, not {objective!r}"
-        )
+    if is_variant(loss):
+        return _load_objective_fit_module(loss, kind)
     from .codegen.fitting import build_fit_kernels, build_hessian_kernels, quadratic_layout
 
     model = loss.model
@@ -86,6 +89,97 @@ def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
     return module
 
 
+def is_variant(loss: CompiledLoss) -> bool:
+    """True for a loss whose objective is not the exact one (sliced, denoising, ...): its fitting kernels are
+    built on the expression graph from the objective's integrand, and read its auxiliary draws."""
+    spec = getattr(loss, "objective_spec", None)
+    return spec is not None and not spec.exact
+
+
+def is_quadratic(loss: CompiledLoss) -> bool:
+    """True when the loss's J̃ is exactly quadratic in θ: every ∂ᵢ log f is affine in θ (an exponential family)
+    and the objective keeps that (the exact, sliced and denoising objectives do)."""
+    spec = getattr(loss, "objective_spec", None)
+    return (spec is None or spec.keeps_quadratic) and loss.derivation.is_quadratic
+
+
+def _load_objective_fit_module(loss: CompiledLoss, kind: str) -> ModuleType:
+    """The fitting kernels of a variant objective: ``value_and_grad`` (float64 sums) and ``grad_rows``, built
+    on the expression graph from the same integrand as the loss's kernels (symsm/objectives.py)."""
+    from .codegen.fitting import build_objective_fit_kernels
+    from .codegen.render import templates_digest
+
+    spec = loss.objective_spec
+    assert spec is not None
+    if kind == "hessian":
+        raise _no_exact_hessian(loss)
+    model = loss.model
+    generator = "numba-python" if loss.backend == "numba-python" else "numba"
+    key = cache.cache_key(
+        model=model.canonical(),
+        backend=generator,
+        dtype="float64",
+        objective=spec.name,
+        options=spec.options(),
+        kernels="objective_fit",
+        version=__version__,
+        generator=templates_digest(),
+    )
+
+    def generate() -> str:
+        kernels = build_objective_fit_kernels(model, spec)
+        if generator == "numba-python":
+            from .codegen.numba_cpu import generate_numba_source as generate_source
+        else:
+            from .codegen.numba_llvm import generate_numba_llvm_source as generate_source
+        return generate_source(loss.derivation, kernels, dtype=np.float64, cache_key=key)
+
+    module, _, _ = cache.load_or_generate(key, generate)
+    return module
+
+
+def _no_exact_hessian(loss: CompiledLoss) -> ValueError:
+    return ValueError(
+        f"no exact θ-Hessian kernel is generated for objective {loss.objective!r}: use central differences of its "
+        "exact gradient (central_difference_hessian; symsm.fit does so), or A for a quadratic objective"
+    )
+
+
+def _with_draws(loss: CompiledLoss, data: np.ndarray) -> np.ndarray:
+    """Host rows (float64) with the loss's auxiliary draws appended — the very draws its own kernels see (in
+    its dtype), converted to float64 for the fitting kernels. The rows themselves when there are none."""
+    draws = loss.draws(data.shape[0]) if hasattr(loss, "draws") else None
+    if draws is None:
+        return data
+    return np.ascontiguousarray(np.concatenate([data, draws.astype(np.float64)], axis=1))
+
+
+def _objective_quadratic_form(loss: CompiledLoss, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, b, c) of a variant objective that is quadratic in θ, from P + 1 float64 passes of its exact
+    value_and_grad kernel: the gradient Aθ + b is affine in θ, so its differences at unit steps are the
+    columns of A exactly (up to rounding; no truncation error), and b, c follow at the base point."""
+    rows = _with_draws(loss, data)
+    module = loss.fit_module
+    model = loss.model
+    base = np.array([1.0 if p.is_positive else 0.0 for p in model.params])  # inside every parameter's domain
+
+    def value_and_grad(th: np.ndarray) -> tuple[float, np.ndarray]:
+        result = np.asarray(module.value_and_grad(th, rows), dtype=np.float64)
+        return float(result[0]), result[1:]
+
+    value, grad = value_and_grad(base)
+    P = model.n_params
+    A = np.empty((P, P))
+    for k in range(P):
+        step = base.copy()
+        step[k] += 1.0
+        A[:, k] = value_and_grad(step)[1] - grad
+    A = (A + A.T) / 2
+    b = grad - A @ base
+    c = value - 0.5 * base @ A @ base - b @ base
+    return A, b, float(c)
+
+
 def _chunks(n: int, width: int) -> Iterator[tuple[int, int]]:
     """Row ranges [start, stop) covering 0..n, each with at most CHUNK_BYTES of float64 outputs."""
     rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, width)))
@@ -106,7 +200,7 @@ def _column_sums(block: np.ndarray) -> np.ndarray:
 
 
 def _require_quadratic(loss: CompiledLoss) -> None:
-    if not loss.derivation.is_quadratic:
+    if not is_quadratic(loss):
         raise ValueError(
             f"model {loss.model.name!r}: the objective is not quadratic in θ (some ∂ᵢ log f is not affine in θ), "
             "so it has no (A, b, c) form; use value_and_grad, or symsm.fit(..., method='lbfgs')"
@@ -125,6 +219,8 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
         from .distributed import quadratic_form as distributed_quadratic_form
 
         return distributed_quadratic_form(loss, X)
+    if is_variant(loss):
+        return _objective_quadratic_form(loss, as_data(loss.model, X))
     data = as_data(loss.model, X)
     d, P = loss.model.dim, loss.model.n_params
     module = loss.fit_module
@@ -200,7 +296,7 @@ def gradient_moments(loss: CompiledLoss, theta: Any, X: Any) -> tuple[np.ndarray
         from .distributed import gradient_moments as distributed_gradient_moments
 
         return distributed_gradient_moments(loss, th, X)
-    data = as_data(model, X)
+    data = _with_draws(loss, as_data(model, X))
     P = model.n_params
     moments = _Moments(P)
     module = loss.fit_module
@@ -216,7 +312,7 @@ def per_sample_grad(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
     """The θ-gradient of the integrand at every row, shape (N, P) (forms the whole matrix: small data)."""
     model = loss.model
     th = as_theta(model, theta)
-    data = as_data(model, X)
+    data = _with_draws(loss, as_data(model, X))
     out = np.empty((data.shape[0], model.n_params))
     loss.fit_module.grad_rows(th, data, out)
     return out
@@ -230,8 +326,10 @@ def exact_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
     """
     model = loss.model
     th = as_theta(model, theta)
-    if loss.derivation.is_quadratic:
+    if is_quadratic(loss):
         return quadratic_form(loss, X)[0]
+    if is_variant(loss):
+        raise _no_exact_hessian(loss)
     from .codegen.fitting import HESSIAN_MAX_PARAMS
 
     if model.n_params > HESSIAN_MAX_PARAMS:

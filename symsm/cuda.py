@@ -214,7 +214,17 @@ class CudaCompiledLoss(CompiledLoss):
         Computed in float64 whatever the loss's dtype (normal equations in float32 would lose the digits
         that matter), by a kernel of its own generated on first use (`build_quadratic_form_kernels`).
         """
-        if getattr(self, "objective", "exact") != "exact" or not self.derivation.is_quadratic:
+        from .accumulate import is_quadratic, is_variant
+
+        if is_variant(self) and is_quadratic(self):
+            # A variant objective (sliced, denoising): the float64 host kernels built from its own integrand,
+            # fed the same draws as this loss's kernels (symsm/accumulate.py); the rows come to the host once.
+            from .accumulate import quadratic_form
+
+            cuda = import_cuda()
+            host = self._device_rows(cuda, X).copy_to_host() if isinstance(X, DeviceData) or _is_device_array(X) else X
+            return quadratic_form(self, host)
+        if is_variant(self) or not is_quadratic(self):
             raise ValueError(
                 f"model {self.model.name!r}: the objective is not quadratic in θ (some ∂ᵢ log f is not affine in "
                 "θ), so it has no (A, b, c) form; use value_and_grad, or symsm.fit(..., method='lbfgs')"
@@ -257,7 +267,7 @@ class CudaCompiledLoss(CompiledLoss):
         mod = mod or self._module
         dtype = np.dtype(mod.DTYPE)
         params = self._params(mod, name, theta)
-        rows = self._rows(cuda, X, dtype)
+        rows = self._rows(cuda, X, dtype, aux=mod is self._module)
         n = int(rows.shape[0])
         n_sums = mod.LAYOUT[name][1]
         blocks = self._blocks(n, self.max_blocks)
@@ -306,18 +316,42 @@ class CudaCompiledLoss(CompiledLoss):
             )
         return cache[key]
 
-    def _rows(self, cuda: ModuleType, X: Any, dtype: np.dtype) -> Any:
+    def _rows(self, cuda: ModuleType, X: Any, dtype: np.dtype, aux: bool = True) -> Any:
         """X as a device array of `dtype`: used in place if it is one, else validated and copied.
 
         A device array of the loss's dtype but another kernel dtype (float32 data for the float64
         quadratic-form kernel) goes through the host once: it is a one-off pass, not a fit's inner loop.
+        With `aux`, the objective's auxiliary draws (random directions, noise) follow as extra columns: the
+        loss's kernels read them after the model's coordinates.
         """
         if isinstance(X, DeviceData) or _is_device_array(X):
             arr = self._device_rows(cuda, X)
             if np.dtype(arr.dtype) != dtype:
                 arr = cuda.to_device(arr.copy_to_host().astype(dtype))
-            return arr
-        return cuda.to_device(as_data(self.model, X, dtype=dtype))
+            return self._append_draws(cuda, arr) if aux else arr
+        host = as_data(self.model, X, dtype=dtype)
+        return cuda.to_device(self._with_aux(host) if aux else host)
+
+    def _append_draws(self, cuda: ModuleType, rows: Any) -> Any:
+        """Device rows with the draws appended (a new device array), or the rows themselves without draws.
+
+        The draws are copied to the device once per (N, seed) and kept; the columns are joined by a small
+        kernel on the device, so data resident on the GPU never travels back to the host.
+        """
+        n = int(rows.shape[0])
+        draws = self.draws(n)
+        if draws is None:
+            return rows
+        cached = getattr(self._local, "device_draws", None)
+        if cached is None or cached[0] is not draws:
+            cached = self._local.device_draws = (draws, cuda.to_device(draws))
+        device_draws = cached[1]
+        out = cuda.device_array((n, rows.shape[1] + draws.shape[1]), dtype=self.dtype)
+        blocks = self._blocks(n, self.max_blocks_output)
+        from .cuda_columns import join_columns
+
+        join_columns[blocks, self._threads](rows, device_draws, out)
+        return out
 
     def _device_rows(self, cuda: ModuleType, X: Any) -> Any:
         arr = X.array if isinstance(X, DeviceData) else X

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .accumulate import central_difference_hessian, exact_hessian, gradient_moments
+from .accumulate import central_difference_hessian, exact_hessian, gradient_moments, is_quadratic, is_variant
 from .arrays import as_data, as_theta
 from .compiled import CompiledLoss, compile_model
 from .errors import IdentificationError
 from .model import Model
+from .objectives import Objective
 
 __all__ = ["METHODS", "FitResult", "fit"]
 
@@ -140,6 +141,8 @@ def fit(
     callback: Callable[[np.ndarray, float], bool | None] | None = None,
     options: Mapping[str, Any] | None = None,
     hessian: str = "auto",
+    objective: str | Objective = "exact",
+    seed: int = 0,
 ) -> FitResult:
     """Estimate θ by minimising the score-matching objective J̃ on the rows of X.
 
@@ -164,7 +167,13 @@ def fit(
         How H (for the standard errors and the Newton steps) is obtained when the objective is not
         quadratic: "auto" (the exact symbolic Hessian kernel for P ≤ 30, else central differences),
         "exact" or "central_differences" (of the exact gradient: 2P passes over X, no extra kernel to
-        derive and compile). Quadratic objectives use A, which is exact.
+        derive and compile). Quadratic objectives use A, which is exact. Variant objectives (sliced,
+        denoising) have no exact Hessian kernel: "auto" uses central differences for them.
+    objective, seed
+        The score-matching objective a `Model` is compiled with ("exact", "sliced", "sliced_vr",
+        "denoising", or a `symsm.objectives` instance carrying its options) and the seed of its draws; a
+        `CompiledLoss` brings its own. The closed form applies to every one of them when the scores are
+        affine in θ.
 
     Raises
     ------
@@ -178,14 +187,23 @@ def fit(
     if hessian not in HESSIAN_METHODS:
         raise ValueError(f"hessian must be one of {HESSIAN_METHODS}, got {hessian!r}")
     if isinstance(model, CompiledLoss):
+        if objective != "exact" or seed != 0:
+            raise ValueError(
+                "objective and seed are fixed by the compiled loss: pass them to model.compile(...) instead"
+            )
         loss = model
     elif isinstance(model, Model):
-        loss = compile_model(model, backend=backend)
+        loss = compile_model(model, backend=backend, objective=objective, seed=seed)
     else:
         raise TypeError(f"model must be a symsm.Model or a CompiledLoss, got {type(model).__name__}")
     mdl = loss.model
+    if hessian == "exact" and is_variant(loss) and not is_quadratic(loss):
+        raise ValueError(
+            f"hessian='exact': no exact Hessian kernel is generated for objective {loss.objective!r}; "
+            "use 'auto' or 'central_differences'"
+        )
     data = _fit_data(loss, X)
-    quadratic = loss.derivation.is_quadratic
+    quadratic = is_quadratic(loss)
     if method == "closed_form" and not quadratic:
         raise ValueError(
             f"method='closed_form' needs an objective quadratic in θ, but model {mdl.name!r} has a score that is "
@@ -381,9 +399,9 @@ def _hessian(loss: CompiledLoss, theta: np.ndarray, data: _Data, how: str) -> tu
     """The mean θ-Hessian of J̃ and how it was obtained (see `fit`'s ``hessian``)."""
     from .codegen.fitting import HESSIAN_MAX_PARAMS
 
-    if how != "central_differences" and loss.derivation.is_quadratic:
+    if how != "central_differences" and is_quadratic(loss):
         return loss.quadratic_form(data.rows)[0], "quadratic_form"
-    if how == "exact" or (how == "auto" and loss.model.n_params <= HESSIAN_MAX_PARAMS):
+    if how == "exact" or (how == "auto" and loss.model.n_params <= HESSIAN_MAX_PARAMS and not is_variant(loss)):
         return exact_hessian(loss, theta, data.host), "exact"
     return central_difference_hessian(loss, theta, data.rows), "central_differences"
 

@@ -519,6 +519,70 @@ class ExprGraph:
         memo[n] = out
         return out
 
+    def directional(self, n: int, seeds: dict[int, int], memo: dict[int, int]) -> int:
+        """d n(x + t·v) / dt at t = 0, forward mode: data leaf L moves with tangent node `seeds[L]`.
+
+        `tangent` with several leaves seeded at once, each by a node (a direction v_j, itself a data leaf
+        that does not move): for log f it gives the directional derivative vᵀ∇ log f, applied to that
+        vᵀHv — a Hessian-vector product without the d × d Hessian. Visits only nodes that depend on a
+        seeded leaf; `memo` is per seed set.
+        """
+        flag = 0
+        for leaf in seeds:
+            flag |= self.mask[leaf]
+        return self._directional(n, seeds, flag, memo)
+
+    def _directional(self, n: int, seeds: dict[int, int], flag: int, memo: dict[int, int]) -> int:
+        if not self.mask[n] & flag:
+            return self.ZERO
+        found = memo.get(n)
+        if found is not None:
+            return found
+        op = self.op[n]
+        if op == "leaf":
+            out = seeds.get(n, self.ZERO)
+        elif op == "add":
+            out = self.add(*[self._directional(a, seeds, flag, memo) for a in self.args[n] if self.mask[a] & flag])
+        else:
+            terms = []
+            for a, local in self.local_derivatives_lazy(n, flag):
+                ta = self._directional(a, seeds, flag, memo)
+                if ta != self.ZERO:
+                    terms.append(self.mul(local(), ta))
+            out = self.add(*terms) if terms else self.ZERO
+        memo[n] = out
+        return out
+
+    def substitute(self, n: int, mapping: dict[int, int], memo: dict[int, int]) -> int:
+        """Node n with the data leaves in `mapping` replaced by the given nodes (e.g. x → x + σε).
+
+        Only nodes that depend on a replaced leaf are rebuilt, through the same constructors (so the
+        rewrites of construction apply to the new nodes too); `memo` is per mapping.
+        """
+        flag = 0
+        for leaf in mapping:
+            flag |= self.mask[leaf]
+        order = [m for m in self.reachable([n]) if self.mask[m] & flag and m not in memo]
+        for m in order:  # ascending ids: arguments before their users
+            op, args = self.op[m], self.args[m]
+            if op == "leaf":
+                memo[m] = mapping.get(m, m)
+                continue
+            new = [memo.get(a, a) for a in args]
+            if op == "add":
+                memo[m] = self.add(*new)
+            elif op == "mul":
+                memo[m] = self.mul(*new)
+            elif op == "pow":
+                memo[m] = self.pow(new[0], self.payload[m])
+            elif op == "powv":
+                memo[m] = self.powv(new[0], new[1])
+            elif op == "fn":
+                memo[m] = self.fn(self.payload[m], new[0])
+            else:
+                raise CodegenError(f"cannot substitute into node {op}")
+        return memo.get(n, n)
+
     def local_derivatives_lazy(self, n: int, flag: int) -> list[tuple[int, Any]]:
         """Like local_derivatives, restricted to arguments with mask `flag`, each derivative built on demand."""
         args = self.args[n]

@@ -30,14 +30,18 @@ from .ir import KernelIR, _finish, _local_derivatives, _prepare, build_forward_i
 
 if TYPE_CHECKING:
     from ..derive import Derivation, QuadraticParts
+    from ..model import Model
+    from ..objectives import Objective
 
 __all__ = [
     "HESSIAN_MAX_PARAMS",
     "QUADRATIC_SUMS_MAX_TERMS",
     "FitKernelSet",
+    "ObjectiveFitKernelSet",
     "build_fit_kernels",
     "build_hessian_ir",
     "build_hessian_kernels",
+    "build_objective_fit_kernels",
     "build_per_sample_grad_ir",
     "build_quadratic_rows_ir",
     "build_quadratic_sums_ir",
@@ -65,6 +69,27 @@ class FitKernelSet:
             "hessian": self.hessian,
         }
         return {name: ir for name, ir in kernels.items() if ir is not None}
+
+
+@dataclass
+class ObjectiveFitKernelSet:
+    """The fitting kernels of a variant objective (symsm/objectives.py), built on the expression graph:
+    ``value_and_grad`` (J̃ and ∇θJ̃ in float64, for the quadratic form) and ``grad_rows`` (per-row θ-gradients,
+    for the sandwich's V). Both read the model's coordinates followed by the objective's auxiliary columns."""
+
+    value_and_grad: KernelIR
+    grad_rows: KernelIR
+
+    def all(self) -> dict[str, KernelIR]:
+        return {"value_and_grad": self.value_and_grad, "grad_rows": self.grad_rows}
+
+
+def build_objective_fit_kernels(model: Model, objective: Objective) -> ObjectiveFitKernelSet:
+    """`ObjectiveFitKernelSet` for `objective` on `model`, from the same integrand as the loss's kernels."""
+    from .graph_kernels import ModelGraph, grad_rows_ir, value_and_grad_ir
+
+    mg = ModelGraph(model, objective)
+    return ObjectiveFitKernelSet(value_and_grad=value_and_grad_ir(mg), grad_rows=grad_rows_ir(mg))
 
 
 def quadratic_layout(d: int, P: int) -> str:

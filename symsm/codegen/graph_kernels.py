@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..model import Model
     from ..objectives import Objective
 
-__all__ = ["ModelGraph", "build_graph_kernels"]
+__all__ = ["ModelGraph", "build_graph_kernels", "grad_rows_ir"]
 
 INLINE_LIMIT = 3000  # sections longer than this are not folded for readability (it costs time, not speed)
 
@@ -105,6 +105,15 @@ def value_and_grad_ir(mg: ModelGraph) -> KernelIR:
     after = g.reverse(seeds, relevant=lambda n: g.theta_dep[n]) if seeds else {}
     grads = [after.get(t, g.ZERO) for t in mg.theta]
     return _assemble(mg, sums=totals, outputs=[], results=[summed[0], *grads])
+
+
+def grad_rows_ir(mg: ModelGraph) -> KernelIR:
+    """∂θ_k of the integrand at every row (outputs, one per θ_k): one reverse sweep carried through every node
+    to θ, per row (nothing is summed, so θ-only nodes are chained inside the loop; their local derivatives
+    are θ-only and end up in the prologue)."""
+    g = mg.graph
+    adjoints = g.reverse({mg.integrand: g.ONE}, relevant=lambda n: g.theta_dep[n])
+    return _assemble(mg, sums=[], outputs=[adjoints.get(t, g.ZERO) for t in mg.theta], results=[])
 
 
 def _totals(mg: ModelGraph, per_sample: list[int]) -> tuple[list[tuple[int, int]], list[int]]:

@@ -40,7 +40,8 @@ def generate_numba_source(
 ) -> str:
     model = derivation.model
     irs = kernels.all()
-    names = symbol_names(model.params, model.data, *irs.values())
+    data = next(iter(irs.values())).data  # the model's coordinates, then any auxiliary per-row inputs
+    names = symbol_names(model.params, data, *irs.values())
     printer = ScalarMathPrinter(names, dtype)
 
     def assignments(ir_list: list[Any]) -> list[str]:
@@ -71,7 +72,7 @@ def generate_numba_source(
     rendered = [kernel(name, ir) for name, ir in irs.items()]
     dtype_name = np.dtype(dtype).name
     theta_loads = [f"{names[p]} = theta[{k}]" for k, p in enumerate(model.params)]
-    data_loads = [f"{names[x]} = X[i_row, {k}]" for k, x in enumerate(model.data)]
+    data_loads = [f"{names[x]} = X[i_row, {k}]" for k, x in enumerate(data)]
     op_counts = [f"{name}: {ir.operation_count()}" for name, ir in irs.items()]
     return render(
         "numba_cpu.py.j2",

@@ -31,6 +31,8 @@ from .printers import ScalarMathPrinter
 from .render import render
 
 if TYPE_CHECKING:
+    import sympy as sp
+
     from ..derive import Derivation
     from .ir import Assign
 
@@ -104,7 +106,8 @@ def generate_cuda_source(
     """The text of the generated CUDA module for `kernels` (the IR of `derivation`) in `dtype`."""
     model = derivation.model
     irs = kernels.all()
-    names = symbol_names(model.params, model.data, *irs.values())
+    data = _data_columns(irs)  # the model's coordinates, then any auxiliary per-row inputs of the objective
+    names = symbol_names(model.params, data, *irs.values())
     printer = CudaMathPrinter(names, dtype)
     n_params = model.n_params
     zero = printer.doprint(0)  # a typed zero: float32 accumulators must not start as float64
@@ -160,10 +163,18 @@ def generate_cuda_source(
         signatures=[(name, _signature(np.dtype(dtype).name, name, ir)) for name, ir in irs.items()],
         constants=sorted(printer.constants.items()),
         theta_loads=[f"{names[p]} = params[{k}]" for k, p in enumerate(model.params)],
-        data_loads=[f"{names[x]} = X[i_row, {k}]" for k, x in enumerate(model.data)],
+        data_loads=[f"{names[x]} = X[i_row, {k}]" for k, x in enumerate(data)],
         op_counts=op_counts,
         kernels=rendered,
     )
+
+
+def _data_columns(irs: dict[str, KernelIR]) -> tuple[sp.Symbol, ...]:
+    """The data tuple every kernel of a module reads: X's columns, in order (the same for all kernels)."""
+    columns = {ir.data for ir in irs.values()}
+    if len(columns) != 1:
+        raise ValueError("the kernels of one module must read the same data columns")
+    return columns.pop()
 
 
 def _one_line(text: str, limit: int = 400) -> str:
