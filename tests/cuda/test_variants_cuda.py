@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from models import CASES
 
+import symsm
 from symsm.objectives import Denoising, Sliced, SlicedVR
 
 N_ROWS = 48  # small: the simulator runs ~30k elements/s and the sliced kernels are several times the exact one
@@ -118,3 +119,15 @@ def test_quadratic_form_of_a_variant_equals_the_cpu_one(losses):
     value, grad = gpu.value_and_grad(theta, X)
     assert 0.5 * theta @ A @ theta + b @ theta + c == pytest.approx(value, rel=1e-10)
     np.testing.assert_allclose(A @ theta + b, grad, rtol=1e-9, atol=1e-10)
+
+
+def test_closed_form_fit_of_a_variant_on_cuda_equals_the_cpu_fit(losses):
+    """symsm.fit on the CUDA loss (rows resident on the device) gives the CPU fit: same draws, same closed form,
+    same sandwich standard errors (per-row gradients of the variant's fitting kernel, draws included)."""
+    case, cpu, gpu = losses("polynomial_exp_family", "sliced")
+    X = case.X[:N_ROWS]
+    on_cpu = symsm.fit(cpu, X)
+    on_gpu = symsm.fit(gpu, gpu.to_device(X))
+    assert on_gpu.method == on_cpu.method == "closed_form"
+    np.testing.assert_allclose(on_gpu.theta, on_cpu.theta, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(on_gpu.se, on_cpu.se, rtol=1e-8)
