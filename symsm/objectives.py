@@ -165,11 +165,19 @@ class Sliced(Objective):
         return rng.standard_normal(shape)
 
     def directional_terms(self, mg: ModelGraph, m: int) -> tuple[int, int]:
-        """(g′(0), g″(0)) = (vᵀs, vᵀHv) for direction m, as nodes of `mg.graph`."""
+        """(g′(0), g″(0)) = (vᵀs, vᵀHv) for direction m, as nodes of `mg.graph`.
+
+        Both are forward tangents along v, g′ of log f and g″ of g′ (one memo: a node's tangent along v is the
+        same in both sweeps). Not vᵀs from the score's nodes: the score comes from a reverse sweep, and its
+        tangent would repeat that sweep's work (for ICA, s = −Wᵀ tanh(Wx) costs d² per row and its tangent d²
+        more, where g′(0) = −Σₖ tanh(yₖ)(Wv)ₖ needs only Wv).
+        """
         g, d = mg.graph, mg.model.dim
         v = mg.aux[m * d : (m + 1) * d]
-        first = g.add(*[g.mul(vi, si) for vi, si in zip(v, mg.score, strict=True)])
-        second = g.directional(first, dict(zip(mg.x, v, strict=True)), {})
+        seeds = dict(zip(mg.x, v, strict=True))
+        memo: dict[int, int] = {}
+        first = g.directional(mg.log_f, seeds, memo)
+        second = g.directional(first, seeds, memo)
         return first, second
 
     def integrand(self, mg: ModelGraph) -> int:
