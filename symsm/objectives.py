@@ -126,9 +126,9 @@ class Sliced(Objective):
     vᵀ(∇ₓ² log f)v + ½ (vᵀ∇ₓ log f)², an unbiased estimate of the exact integrand whenever E[vvᵀ] = I
     (Hutchinson: E[vᵀHv] = tr H = Σᵢ ∂ᵢ² log f, E[(vᵀs)²] = ‖s‖²).
 
-    Both terms are derivatives of g(t) = log f(x + t v) at t = 0: g′(0) = vᵀs from the score and
-    g″(0) = vᵀHv by one forward tangent of g′ along v on the expression graph — a Hessian-vector product,
-    never the d × d Hessian, so a direction costs about as much as one score evaluation.
+    Both terms are derivatives of g(t) = log f(x + t v) at t = 0, forward tangents along v on the expression
+    graph: g′(0) = vᵀs of log f, g″(0) = vᵀHv of g′ — a Hessian-vector product, never the d × d Hessian, so a
+    direction costs about as much as one score evaluation.
 
     Directions are **per sample** (each row t gets its own v_t1 … v_tM, an M·d block of auxiliary columns:
     column m·d + i of the block is coordinate i of direction m). Shared directions (the same M vectors for
