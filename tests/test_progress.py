@@ -28,6 +28,10 @@ def test_verbose_reports_each_stage(tmp_path, monkeypatch, capsys):
 
 SLOW = textwrap.dedent(
     """
+    import signal
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when the test runner itself was started with
+    # SIGINT ignored (a background job): the child would inherit SIG_IGN and never see the signal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import sympy as sp, symsm
     d = 26
     x = sp.symbols(f"x0:{d}", real=True); W = symsm.matrix("W", d, d); y = W * sp.Matrix(x)
