@@ -145,13 +145,18 @@ class ExprGraph:
             parts.append(rest if c == self.ONE else self.mul(c, rest))
         if constant != 0 or not parts:
             parts.append(self.const(constant))
+        return self._combine("add", parts)
+
+    def _combine(self, op: str, parts: list[int]) -> int:
+        """`parts` as one `op` node ("add" or "mul"; sorted, the canonical order hash-consing relies on), or the
+        single part itself."""
         if len(parts) == 1:
             return parts[0]
         parts.sort()
         mask = 0
         for p in parts:
             mask |= self.mask[p]
-        return self._node("add", tuple(parts), None, mask)
+        return self._node(op, tuple(parts), None, mask)
 
     def _add_invariant(self, coeffs: list[int]) -> int:
         """Sum of coefficient nodes (numbers or θ-only): flattened, constants folded, like terms collected."""
@@ -182,13 +187,7 @@ class ExprGraph:
         parts = [r if scale[r] == 1 else self.mul(self.const(scale[r]), r) for r in order if scale[r] != 0]
         if constant != 0 or not parts:
             parts.append(self.const(constant))
-        if len(parts) == 1:
-            return parts[0]
-        parts.sort()
-        mask = 0
-        for p in parts:
-            mask |= self.mask[p]
-        return self._node("add", tuple(parts), None, mask)
+        return self._combine("add", parts)
 
     def _split_coefficient(self, t: int) -> tuple[int, int]:
         """t = coeff · rest, coeff the product of t's factors that do not depend on the data."""
@@ -235,13 +234,7 @@ class ExprGraph:
                 parts.append(self.pow(base, e))
         if coeff != 1 or not parts:
             parts.append(self.const(coeff))
-        if len(parts) == 1:
-            return parts[0]
-        parts.sort()
-        mask = 0
-        for p in parts:
-            mask |= self.mask[p]
-        return self._node("mul", tuple(parts), None, mask)
+        return self._combine("mul", parts)
 
     def _hyperbolic(self, powers: dict[int, Number], order: list[int]) -> None:
         """sinh(u)^a · cosh(u)^(−b) → tanh(u)^min(a,b) · ... (exact; derivatives of log cosh stay short)."""
