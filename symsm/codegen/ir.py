@@ -30,7 +30,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from ..errors import CodegenError
 
-__all__ = ["Assign", "KernelIR", "build_forward_ir", "build_value_and_grad_ir", "hoist_invariants"]
+__all__ = ["Assign", "KernelIR", "build_forward_ir", "build_value_and_grad_ir", "data_columns", "hoist_invariants"]
 
 
 @dataclass(frozen=True)
@@ -268,6 +268,15 @@ def _cse(exprs: Sequence[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], lis
     names = sp.numbered_symbols("cse_", cls=sp.Dummy)
     replacements, reduced = sp.cse(list(exprs), symbols=names, order="none")
     return replacements, reduced
+
+
+def data_columns(irs: dict[str, KernelIR]) -> tuple[sp.Symbol, ...]:
+    """The data tuple every kernel of one generated module reads: X's columns in order — the model's coordinates,
+    then any auxiliary per-row inputs of the objective (the same for all kernels of a module)."""
+    columns = {ir.data for ir in irs.values()}
+    if len(columns) != 1:
+        raise ValueError("the kernels of one module must read the same data columns")
+    return columns.pop()
 
 
 def _prepare(exprs: Sequence[sp.Expr], data: set[sp.Symbol]) -> tuple[Tape, Tape, list[sp.Expr]]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
+from .ir import data_columns
 from .kernels import KernelSet, symbol_names
 from .printers import ScalarMathPrinter
 from .render import render
@@ -40,7 +41,7 @@ def generate_numba_source(
 ) -> str:
     model = derivation.model
     irs = kernels.all()
-    data = next(iter(irs.values())).data  # the model's coordinates, then any auxiliary per-row inputs
+    data = data_columns(irs)
     names = symbol_names(model.params, data, *irs.values())
     printer = ScalarMathPrinter(names, dtype)
 

@@ -25,14 +25,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
-from .ir import KernelIR, build_forward_ir
+from .ir import KernelIR, build_forward_ir, data_columns
 from .kernels import KernelSet, symbol_names
 from .printers import ScalarMathPrinter
 from .render import render
 
 if TYPE_CHECKING:
-    import sympy as sp
-
     from ..derive import Derivation
     from .ir import Assign
 
@@ -106,7 +104,7 @@ def generate_cuda_source(
     """The text of the generated CUDA module for `kernels` (the IR of `derivation`) in `dtype`."""
     model = derivation.model
     irs = kernels.all()
-    data = _data_columns(irs)  # the model's coordinates, then any auxiliary per-row inputs of the objective
+    data = data_columns(irs)
     names = symbol_names(model.params, data, *irs.values())
     printer = CudaMathPrinter(names, dtype)
     n_params = model.n_params
@@ -167,14 +165,6 @@ def generate_cuda_source(
         op_counts=op_counts,
         kernels=rendered,
     )
-
-
-def _data_columns(irs: dict[str, KernelIR]) -> tuple[sp.Symbol, ...]:
-    """The data tuple every kernel of a module reads: X's columns, in order (the same for all kernels)."""
-    columns = {ir.data for ir in irs.values()}
-    if len(columns) != 1:
-        raise ValueError("the kernels of one module must read the same data columns")
-    return columns.pop()
 
 
 def _one_line(text: str, limit: int = 400) -> str:

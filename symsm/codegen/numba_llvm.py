@@ -14,7 +14,7 @@ import numpy as np
 import sympy as sp
 
 from .. import __version__
-from .ir import build_forward_ir, split_products
+from .ir import build_forward_ir, data_columns, split_products
 from .kernels import symbol_names
 from .numba_cpu import MAX_BLOCKS, ROW_MATRIX_KERNELS, ROWS_PER_BLOCK
 from .render import render
@@ -112,11 +112,11 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
 
 def generate_numba_llvm_source(derivation: Derivation, kernels: Any, *, dtype: Any, cache_key: str) -> str:
     model = derivation.model
+    irs = kernels.all()
     return render_llvm_module(
-        kernels.all(),
+        irs,
         theta=model.params,
-        # the model's coordinates, then any auxiliary per-row inputs (fitting kernel sets have no value_and_grad)
-        data=kernels.value_and_grad.data if hasattr(kernels, "value_and_grad") else model.data,
+        data=data_columns(irs),
         dtype=dtype,
         cache_key=cache_key,
         name=model.name,
