@@ -89,8 +89,10 @@ def compile_model(
     with progress.stage(f"kernels of {model.name!r}: cache lookup or generation"):
         module, path, source = cache.load_or_generate(key, generate)
     if verbose:
-        progress.log(f"generated module {path}; machine code compiles on the first call of each kernel "
-                     "(numba's cache keeps it for later processes)")
+        progress.log(
+            f"generated module {path}; machine code compiles on the first call of each kernel "
+            "(numba's cache keeps it for later processes)"
+        )
     loss = loss_class(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
     loss.objective_spec = objective_spec
     loss.objective = objective_spec.name

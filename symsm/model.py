@@ -451,7 +451,7 @@ def _as_name(name: Any) -> str:
         return "model"
     if not isinstance(name, str) or not name.strip():
         raise ModelError(f"name must be a non-empty string, got {name!r}")
-    bad = [ch for ch in name if not ch.isprintable() or ch in "\"\\"]
+    bad = [ch for ch in name if not ch.isprintable() or ch in '"\\']
     if bad or len(name) > 200:
         why = f"contains {bad[0]!r}" if bad else f"is {len(name)} characters long"
         raise ModelError(

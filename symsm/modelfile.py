@@ -136,7 +136,7 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
     weight = table.get("weight")
     if weight is not None:
         if not isinstance(weight, str):
-            raise fail("weight", f"expected a formula in t such as \"t**2/(1 + t**2)\", got {_kind(weight)}")
+            raise fail("weight", f'expected a formula in t such as "t**2/(1 + t**2)", got {_kind(weight)}')
         if domain != "nonnegative":
             raise fail("weight", 'applies to domain = "nonnegative" only')
     init = table.get("init", {})
