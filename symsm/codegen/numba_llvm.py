@@ -8,6 +8,7 @@ table that `symsm.llvm.kernels` turns into LLVM IR, SIMD across rows. See symsm/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,14 @@ def _table(code: list[tuple[Any, ...]]) -> list[str]:
     return [repr(tuple(ins)) + "," for ins in code]
 
 
+def _assign_numbered(printer: TacPrinter, prefix: str, exprs: Sequence[sp.Expr]) -> list[str]:
+    """Assign each expression to a variable named prefix0, prefix1, ... (the names the kernel reads back)."""
+    names = [f"{prefix}{k}" for k in range(len(exprs))]
+    for name, expr in zip(names, exprs, strict=True):
+        printer.assign(name, expr)
+    return names
+
+
 def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta: tuple, data: tuple) -> dict:
     if not ir.outputs:
         ir = split_products(ir)
@@ -57,22 +66,13 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
     body = TacPrinter(names, prefix="bv")
     for a in ir.body:
         body.assign(names[a.target], a.expr)
-    sum_names = []
-    for k, e in enumerate(ir.sums):
-        sum_names.append(f"s{k}")
-        body.assign(f"s{k}", e)
-    out_names = []
-    for k, e in enumerate(ir.outputs):
-        out_names.append(f"o{k}")
-        body.assign(f"o{k}", e)
+    sum_names = _assign_numbered(body, "s", ir.sums)
+    out_names = _assign_numbered(body, "o", ir.outputs)
 
     epilogue = TacPrinter(names, prefix="ev")
     for a in ir.epilogue:
         epilogue.assign(names[a.target], a.expr)
-    results = []
-    for k, e in enumerate(ir.results):
-        results.append(f"r{k}")
-        epilogue.assign(f"r{k}", e / ir.n_symbol)
+    results = _assign_numbered(epilogue, "r", [e / ir.n_symbol for e in ir.results])
     totals = [*ir.sum_symbols, *ir.product_symbols]
     sum_inputs = {names[s]: ("totals", k) for k, s in enumerate(totals)}
     factors: list[sp.Expr] = []
