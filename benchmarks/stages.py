@@ -27,6 +27,22 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+# The model of size d (`kind`, `d` defined) and the rows of the first call, shared by the cold and warm
+# children: `_with_shared` puts them where the children say # <MODEL> and # <ROWS>.
+MODEL = r"""
+if kind == "ica":
+    x = sp.symbols(f"x0:{d}", real=True); W = symsm.matrix("W", d, d); y = W * sp.Matrix(x)
+    model = symsm.Model(sum(-sp.log(sp.cosh(y[k])) for k in range(d)), x, {"W": W}, name=f"ica_{d}")
+else:
+    xv = sp.Matrix(sp.symbols(f"x0:{d}", real=True)); mu = sp.Matrix(sp.symbols(f"mu0:{d}", real=True))
+    M = symsm.symmetric("M", d)
+    model = symsm.Model(-((xv - mu).T * M * (xv - mu))[0, 0] / 2, list(xv), {"mu": mu, "M": M}, name=f"gauss_{d}")
+"""
+ROWS = r"""
+rng = np.random.default_rng(0)
+X = rng.standard_normal((1000, d)); theta = model.default_theta() + 0.1 * rng.standard_normal(model.n_params)
+"""
+
 CHILD = r"""
 import json, sys, time
 t_start = time.perf_counter()
@@ -37,13 +53,7 @@ t_import = time.perf_counter()
 kind, d, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 out = {"import": t_import - t_start}
 t = time.perf_counter()
-if kind == "ica":
-    x = sp.symbols(f"x0:{d}", real=True); W = symsm.matrix("W", d, d); y = W * sp.Matrix(x)
-    model = symsm.Model(sum(-sp.log(sp.cosh(y[k])) for k in range(d)), x, {"W": W}, name=f"ica_{d}")
-else:
-    xv = sp.Matrix(sp.symbols(f"x0:{d}", real=True)); mu = sp.Matrix(sp.symbols(f"mu0:{d}", real=True))
-    M = symsm.symmetric("M", d)
-    model = symsm.Model(-((xv - mu).T * M * (xv - mu))[0, 0] / 2, list(xv), {"mu": mu, "M": M}, name=f"gauss_{d}")
+# <MODEL>
 out["construct"] = time.perf_counter() - t
 from symsm.codegen import kernels as K
 from symsm.codegen.graph_kernels import ModelGraph, build_graph_kernels
@@ -78,8 +88,7 @@ out["rendering"] = calls["render"]
 t = time.perf_counter()
 module, _, _ = cache.load_or_generate(key, lambda: src)
 out["import_module"] = time.perf_counter() - t
-rng = np.random.default_rng(0)
-X = rng.standard_normal((1000, d)); theta = model.default_theta() + 0.1 * rng.standard_normal(model.n_params)
+# <ROWS>
 t = time.perf_counter()
 module.value_and_grad(theta, X)
 out["compile_first_call"] = time.perf_counter() - t
@@ -101,21 +110,21 @@ import numpy as np, sympy as sp, symsm
 from symsm import cache
 t_import = time.perf_counter() - t0
 kind, d = sys.argv[1], int(sys.argv[2])
-if kind == "ica":
-    x = sp.symbols(f"x0:{d}", real=True); W = symsm.matrix("W", d, d); y = W * sp.Matrix(x)
-    model = symsm.Model(sum(-sp.log(sp.cosh(y[k])) for k in range(d)), x, {"W": W}, name=f"ica_{d}")
-else:
-    xv = sp.Matrix(sp.symbols(f"x0:{d}", real=True)); mu = sp.Matrix(sp.symbols(f"mu0:{d}", real=True))
-    M = symsm.symmetric("M", d)
-    model = symsm.Model(-((xv - mu).T * M * (xv - mu))[0, 0] / 2, list(xv), {"mu": mu, "M": M}, name=f"gauss_{d}")
+# <MODEL>
 loss = model.compile()
-rng = np.random.default_rng(0)
-X = rng.standard_normal((1000, d)); theta = model.default_theta() + 0.1 * rng.standard_normal(model.n_params)
+# <ROWS>
 loss.value_and_grad(theta, X)
 kinds = [e.kind for e in cache.events()]
 total = time.perf_counter() - t0
 print("RESULT " + json.dumps({"warm_total": total, "warm_after_import": total - t_import, "events": kinds}))
 """
+
+
+def _with_shared(code: str) -> str:
+    return code.replace("# <MODEL>\n", MODEL.lstrip("\n")).replace("# <ROWS>\n", ROWS.lstrip("\n"))
+
+
+CHILD, WARM = _with_shared(CHILD), _with_shared(WARM)
 
 STAGES = [
     "construct",
