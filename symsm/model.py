@@ -513,9 +513,11 @@ def _make_group(name: str | None, value: Any) -> ParamGroup:
     else:
         raise ModelError(f"parameters must be sympy Symbols or Matrices, got {value!r} ({type(value).__name__})")
     symbols: list[sp.Symbol] = []
+    seen: set[sp.Symbol] = set()  # a list lookup here made a 128 × 128 matrix take minutes
     for entry in template:
         if isinstance(entry, sp.Symbol):
-            if entry not in symbols:
+            if entry not in seen:
+                seen.add(entry)
                 symbols.append(entry)
         elif not (isinstance(entry, sp.Expr) and entry.is_number and entry.is_finite):
             raise ModelError(f"matrix parameter entries must be Symbols or constants, got {entry}")
