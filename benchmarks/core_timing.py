@@ -4,7 +4,7 @@
 
 Stages of a cold start (a fresh, empty kernel cache in a temporary directory): model construction,
 ``model.compile()`` (the exact derivatives — lazy until then —, kernel IR, printing, rendering, import),
-the first ``value_and_grad`` (numba compiles the generated sections, then one pass over the data), and the
+the first ``value_and_grad`` (LLVM IR built and compiled to machine code, then one pass over the data), and the
 steady-state time (median of `--repeats` calls). In the same process: JAX jit ``value_and_grad`` of the mean
 integrand written by hand in jax.numpy (score and ∂ᵢ² log f derived by hand, JAX differentiates in θ only —
 benchmarks/models.py), and the autodiff form (JAX differentiates log f in x by forward-over-reverse). Values

@@ -260,8 +260,9 @@ def markdown(result: dict[str, Any]) -> str:
         "Cold: in this process with a fresh, empty SYMSM_CACHE_DIR (sympy's cache cleared first): derive = "
         "`Derivation(model)` + building the kernel IR (`symsm.codegen.kernels.build_kernels`: the "
         "differentiation and the IR passes); codegen = the rest of `compile_model` (instruction tables, "
-        "rendering, writing and importing the module); compile = the first `value_and_grad` (numba compiles "
-        "what it calls; on 1000 rows). Warm: a new process on the cache the cold run filled: import symsm, "
+        "rendering, writing and importing the module); compile = the first `value_and_grad` (LLVM IR built "
+        "and compiled to machine code for what it calls; on 1000 rows). Warm: a new process on the cache the "
+        "cold run filled: import symsm, "
         "`model.compile()` (a cache hit), first `value_and_grad`.",
         "",
         "| model | P | cold: derive s | codegen s | compile s | cold total s | warm: import s | load s "

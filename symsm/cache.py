@@ -1,7 +1,8 @@
 """Content-addressed cache of generated kernel modules.
 
-Generated modules are Python code that symsm imports, and numba keeps pickled machine code next to
-them, so whoever can write the cache directory can run code in every process that uses it. The cache
+Generated modules are Python code that symsm imports, and the machine code of their kernels is kept next to
+them (symsm/llvm/native.py: object files with a verified header; numba's pickles for the numba-python
+backend), so whoever can write the cache directory can run code in every process that uses it. The cache
 is therefore private and verified:
 
 * The key is a sha256 of everything that determines the generated text: the canonical model, the
@@ -226,6 +227,27 @@ def _record(kind: str, key: str, path: Path, start: float) -> None:
     _events.append(CacheEvent(kind, key, str(path), time.perf_counter() - start))
 
 
+def record(kind: str, key: str, path: Path, start: float) -> None:
+    """Add an event (e.g. machine code compiled or loaded, symsm/llvm/native.py) to this process's record."""
+    with _lock:
+        _record(kind, key, path, start)
+
+
+def read_private_file(path: Path) -> bytes | None:
+    """The bytes of `path` if it is a plain file (not a link) in the cache, else None."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (temporary file 0600 in the same directory, then rename)."""
+    _atomic_write(path, data)
+
+
 def _with_hash(source: str) -> str:
     return f"{HASH_PREFIX}{hashlib.sha256(source.encode()).hexdigest()}\n{source}"
 
@@ -255,11 +277,11 @@ def _read_verified(path: Path, key: str) -> str | None:
     return source if _records_key(source, key) else None
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")  # 0600
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
+            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -319,6 +341,7 @@ def info() -> dict[str, Any]:
         out["status"] = f"refused: {exc}"
     files = _own_files(directory) if directory.is_dir() else []
     out["modules"] = sum(1 for p in files if p.parent == directory and p.name.endswith(".py"))
+    out["object_files"] = sum(1 for p in files if p.parent == directory and p.suffix == ".o")
     out["numba_files"] = sum(1 for p in files if p.parent.name == "__pycache__")
     out["bytes"] = sum(p.lstat().st_size for p in files)
     if _fallback_dir is not None:

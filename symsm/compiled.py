@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["BACKENDS", "CompiledLoss", "compile_model"]
 
 BACKENDS = ("numba", "numba-python", "cuda")
-# "numba": instruction tables compiled to SIMD code through numba intrinsics (fast to compile and to run);
+# "numba": instruction tables compiled to SIMD machine code with llvmlite (fast to compile and to run);
 # "numba-python": the same kernel IR printed as plain numba Python (readable reference, slow to compile).
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -43,7 +43,7 @@ def compile_model(
     `objective` (with its options, see symsm/objectives.py) chooses the score-matching objective; a
     randomised objective draws its per-row inputs on the host from numpy.random.default_rng(seed), fixed for
     the life of the loss (`loss.resample(seed)` draws new ones). On a cache hit nothing is derived or
-    generated: the verified module is imported and numba loads its own cached machine code. `verbose=True`
+    generated: the verified module is imported and each kernel loads its cached machine code. `verbose=True`
     reports each stage and its elapsed time on stderr; Ctrl-C stops a long derivation cleanly (nothing
     partial is cached).
     """
@@ -89,9 +89,10 @@ def compile_model(
     with progress.stage(f"kernels of {model.name!r}: cache lookup or generation"):
         module, path, source = cache.load_or_generate(key, generate)
     if verbose:
+        kept = {"numba": "kept next to the module", "numba-python": "numba's cache", "cuda": "numba-cuda"}[backend]
         progress.log(
             f"generated module {path}; machine code compiles on the first call of each kernel "
-            "(numba's cache keeps it for later processes)"
+            f"({kept} for later processes)"
         )
     loss = loss_class(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
     loss.objective_spec = objective_spec
@@ -278,7 +279,7 @@ class CompiledLoss:
 
     @property
     def kernels(self) -> dict[str, Any]:
-        """The compiled numba dispatchers by name."""
+        """The compiled kernels by name (native SumKernel/RowKernel objects, or numba dispatchers for numba-python)."""
         return {n: getattr(self._module, n) for n in ("value_and_grad", "value", "per_sample", "score")}
 
     def __repr__(self) -> str:

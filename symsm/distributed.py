@@ -21,9 +21,9 @@ fourth moments) and an exact Hessian of a non-quadratic objective take one more 
 Workers get the generated code, not a recompilation: the task ships the model (a small pickle) and the
 verified text of every generated module it needs with its cache key. A worker writes a text it does not
 have into its own cache directory (`SYMSM_CACHE_DIR` of the worker process, checked like any cache file),
-imports it once per process (a per-process memo) and numba compiles or loads its cached machine code next
-to that file, once per worker process. Each task runs the numba kernels with `threads_per_task()` threads,
-so the worker's dask threads and numba's threads do not oversubscribe its cores.
+imports it once per process (a per-process memo) and each kernel compiles or loads its cached machine code
+next to that file, once per worker process. Each task runs the kernels with `threads_per_task()` threads,
+so the worker's dask threads and the kernels' threads do not oversubscribe its cores.
 
 Dask is an optional dependency (`pip install "symsm[distributed]"`), imported only when a dask array is
 given. With a `distributed.Client` active, passes run on its cluster; without one, on dask's local

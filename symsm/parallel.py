@@ -1,20 +1,25 @@
 """Running a kernel's blocks of rows on several threads.
 
-The generated CPU kernels are `@njit(nogil=True)` functions over a range of blocks; this module calls them
-from a small pool of Python threads, one contiguous range of blocks per thread. The split into blocks
-depends only on the number of rows and the blocks' partial sums are combined in a fixed order, so results do
-not depend on the number of threads. (numba's `prange` would do the threading too, but its parallel
-lowering compiles the kernel body into several linked modules that LLVM optimises again each time, which
-quadruples the compile time of large kernels.)
+The generated CPU kernels are machine code called through ctypes (which releases the GIL) over a range of
+blocks; this module calls them from a small pool of Python threads, one contiguous range of blocks per
+thread. The split into blocks depends only on the number of rows and the blocks' partial sums are combined
+in a fixed order, so results do not depend on the number of threads. (numba's `prange` would do the
+threading too, but its parallel lowering compiles the kernel body into several linked modules that LLVM
+optimises again each time, which quadruples the compile time of large kernels.)
 
-The number of threads follows numba's (`numba.set_num_threads`, `NUMBA_NUM_THREADS`).
+The number of threads follows numba's (`numba.set_num_threads`, `NUMBA_NUM_THREADS`) when numba is
+imported; otherwise `NUMBA_NUM_THREADS` or the CPUs this process may run on (numba's default), so that a
+process that only loads cached kernels never pays for importing numba.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 __all__ = ["run_blocks", "threads"]
@@ -25,10 +30,22 @@ _lock = threading.Lock()
 
 
 def threads() -> int:
-    """Threads used for one kernel call: numba's current thread count."""
-    import numba
+    """Threads used for one kernel call: numba's current thread count (see the module docstring)."""
+    numba = sys.modules.get("numba")
+    if numba is not None and hasattr(numba, "get_num_threads"):
+        return max(1, int(numba.get_num_threads()))
+    return _default_threads()
 
-    return max(1, int(numba.get_num_threads()))
+
+@cache
+def _default_threads() -> int:
+    configured = os.environ.get("NUMBA_NUM_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:

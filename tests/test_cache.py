@@ -18,6 +18,7 @@ import pytest
 import symsm
 from symsm import cache
 from symsm.errors import CacheError
+from symsm.llvm import native
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,16 +33,14 @@ COMPILE_SCRIPT = textwrap.dedent(
     loss = model.compile()
     X = np.linspace(-2, 2, 101).reshape(-1, 1)
     value, grad = loss.value_and_grad(np.array([0.3, 1.2]), X)
-    dispatchers = [f for f in vars(loss._module).values() if hasattr(f, "stats") and hasattr(f, "py_func")]
-    hits = sum(sum(f.stats.cache_hits.values()) for f in dispatchers)
-    misses = sum(sum(f.stats.cache_misses.values()) for f in dispatchers)
     print(json.dumps({
-        "events": [e.kind for e in cache.events()],
+        "events": [e.kind for e in cache.events() if "/" not in e.key],
+        "code_events": [e.kind for e in cache.events() if "/" in e.key],
+        "objects": sorted(p.name for p in loss.path.parent.glob(loss.path.stem + ".*.o")),
         "path": str(loss.path),
         "value": value,
         "grad": grad.tolist(),
-        "numba_cache_hits": hits,
-        "numba_cache_misses": misses,
+        "numba_imported": "numba" in sys.modules,
     }))
     """
 )
@@ -60,8 +59,11 @@ def test_second_process_neither_regenerates_nor_recompiles(tmp_path):
     assert first["events"] == ["generated"]
     assert second["events"] == ["loaded"]
     assert first["path"] == second["path"]
-    assert first["numba_cache_misses"] >= 1
-    assert second["numba_cache_hits"] >= 1 and second["numba_cache_misses"] == 0
+    # machine code: compiled once (one object file for the one kernel called), loaded by the second process
+    assert first["code_events"] == ["machine code compiled"] and second["code_events"] == ["machine code loaded"]
+    assert len(first["objects"]) == 1 and first["objects"] == second["objects"]
+    assert first["objects"][0].startswith(Path(first["path"]).stem + ".value_and_grad.")
+    assert not second["numba_imported"]  # a warm start needs neither numba nor its compiler
     assert first["value"] == second["value"] and first["grad"] == second["grad"]
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700 or tmp_path.stat().st_uid == os.getuid()
 
@@ -86,6 +88,31 @@ def test_corrupt_truncated_and_foreign_files_are_regenerated(tmp_path):
     result = run_probe(tmp_path)
     assert result["events"] == ["rejected", "generated"] and result["value"] == reference["value"]
     assert path.read_text() == good
+
+
+@pytest.mark.slow
+def test_corrupt_or_foreign_object_files_are_recompiled_not_loaded(tmp_path):
+    reference = run_probe(tmp_path)
+    (obj,) = Path(reference["path"]).parent.glob(Path(reference["path"]).stem + ".*.o")
+    good = obj.read_bytes()
+    header, _, payload = good.partition(b"\n")
+    # one flipped byte of machine code: the recorded sha256 no longer matches
+    flipped = bytearray(payload)
+    flipped[len(flipped) // 2] ^= 0xFF
+    obj.write_bytes(header + b"\n" + bytes(flipped))
+    again = run_probe(tmp_path)
+    assert again["code_events"] == ["machine code compiled"] and again["value"] == reference["value"]
+    assert obj.read_bytes() == good
+    # a consistent hash over other code, recorded for another kernel: not ours, not loaded
+    foreign = b"\x7fELF not a kernel"
+    obj.write_bytes(native._object_header("symsm_other.value target", foreign) + foreign)
+    again = run_probe(tmp_path)
+    assert again["code_events"] == ["machine code compiled"] and again["value"] == reference["value"]
+    # a symbolic link in its place is not followed
+    obj.unlink()
+    (tmp_path / "elsewhere.o").write_bytes(good)
+    obj.symlink_to(tmp_path / "elsewhere.o")
+    assert run_probe(tmp_path)["code_events"] == ["machine code compiled"]
 
 
 def test_cache_dir_is_private(tmp_path, monkeypatch):
@@ -292,12 +319,13 @@ def test_clear_removes_only_symsm_files(tmp_path, monkeypatch):
     cache.load_or_generate(key, lambda: _trivial_source(key, 1))
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / f"symsm_{key[:32]}.value-10.py311.nbi").write_bytes(b"index")
+    (tmp_path / f"symsm_{key[:32]}.value.0123456789abcdef.o").write_bytes(b"object")
     (tmp_path / "notes.txt").write_text("the user's own file")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "symsm_lookalike.py").write_text("not in the cache's own folders")
     info = cache.info()
-    assert (info["modules"], info["numba_files"], info["status"]) == (1, 1, "ok")
-    assert cache.clear() == 2
+    assert (info["modules"], info["object_files"], info["numba_files"], info["status"]) == (1, 1, 1, "ok")
+    assert cache.clear() == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other"]
     assert (tmp_path / "other" / "symsm_lookalike.py").exists()
 

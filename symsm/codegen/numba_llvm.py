@@ -1,9 +1,11 @@
-"""The numba CPU backend: instruction tables compiled to vectorised LLVM IR through numba intrinsics.
+"""The default CPU backend ("numba"): instruction tables compiled to vectorised machine code with llvmlite.
 
 The kernel IR is printed as three-address code (`symsm.codegen.tac.TacPrinter`) into
-`templates/numba_llvm.py.j2`, whose host functions are ordinary numba code: a θ-only prologue, `prange` over
-blocks of rows with a fixed-order reduction, an epilogue. The straight-line arithmetic of each section is a
-table that `symsm.llvm.kernels` turns into LLVM IR, SIMD across rows. See symsm/llvm/kernels.py for why.
+`templates/numba_llvm.py.j2`: per kernel a θ-only prologue, the per-row body and an epilogue after the
+fixed-order reduction, each an instruction table. `symsm.llvm.kernels` turns the tables into LLVM IR (SIMD
+across rows) and `symsm.llvm.native` compiles, caches and calls it; see those modules for why.
+(The backend keeps its name "numba": it is the numba-compatible default of DESIGN.md, and
+`backend="numba-python"` is the same kernel IR printed as numba Python.)
 """
 
 from __future__ import annotations
@@ -89,13 +91,8 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
         "doc": _DOCS.get(name, name),
         "reduces": not ir.outputs,
         "out_ndim": 2 if name in ROW_MATRIX_KERNELS else 1,
-        "n_consts": len(consts),
-        "n_sums": len(ir.sums),
-        "n_totals": len(totals),
         "factors": repr(tuple(names[f] for f in factors)),
-        "n_factors": len(factors),
         "products": repr(tuple(products)),
-        "n_results": len(ir.results),
         "prologue": _table(prologue.code),
         "prologue_inputs": repr(theta_inputs),
         "consts": repr(tuple(consts)),

@@ -1,6 +1,6 @@
 """Three-address code: the printer that turns kernel IR assignments into instruction tables.
 
-The LLVM CPU backend (symsm/llvm/) builds machine code from these tables through numba intrinsics, so
+The LLVM CPU backend (symsm/llvm/) builds machine code from these tables with llvmlite, so
 numba's Python front end never sees the (possibly very long) straight-line kernel bodies. An instruction
 is a tuple ``(dst, op, *operands)``; an operand is a name (str) or a float constant. Ops:
 

@@ -1,1 +1,1 @@
-"""LLVM IR emission for the CPU kernels (used through numba intrinsics)."""
+"""LLVM IR emission (kernels.py, vecmath.py) and native compilation (native.py) for the CPU kernels."""

@@ -1,39 +1,39 @@
-"""numba intrinsics that compile three-address-code tables (symsm/codegen/tac.py) to LLVM IR.
+"""LLVM IR for the CPU kernels, built from three-address-code tables (symsm/codegen/tac.py).
 
-A generated CPU module keeps numba as its host — `@njit(parallel=True, cache=True)` functions, `prange`
-over blocks of rows, a fixed-order reduction — and calls these intrinsics for the arithmetic:
+Each function has a plain C signature; symsm/llvm/native.py compiles a module of them to machine code
+(cached as an object file next to the generated module) and calls them through ctypes. `T` is the kernel's
+dtype (double or float):
 
-* `section_kernel`: straight-line scalar code once per call (the θ-only prologue, the epilogue).
-* `sum_block_kernel`: a loop over rows [start, stop) of X, `LANES` rows at a time in SIMD registers,
-  accumulating the per-row sums in float64 vectors; the last, partial group of rows is masked (its extra
-  lanes recompute the last row and contribute nothing). The lanes are added in a fixed order at the end.
-* `row_block_kernel`: the same loop writing per-row outputs.
+* `build_section`: straight-line scalar code once per call — the θ-only prologue
+  `void f(T* theta, T* consts)` and the epilogue `void f(T* theta, T* consts, double* totals, double n,
+  double* result)`.
+* `build_sum_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, T* buf, double* out)`, a loop
+  over rows [start, stop) of X, `LANES` rows at a time in SIMD registers, accumulating the per-row sums in
+  float64 vectors; the last, partial group of rows is masked (its extra lanes recompute the last row and
+  contribute nothing). The lanes are added in a fixed order at the end.
+* `build_row_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, double* out)`, the same loop
+  writing per-row outputs.
 
-numba's type inference and lowering cost about a millisecond per Python operation, so a 10 000-operation
-kernel body written as Python takes minutes to compile; built here it takes well under a second before
-LLVM's optimiser. The tables are data in the generated module; the IR is built only when numba compiles
-(on a cache miss).
+Building the IR here rather than through numba's Python front end matters: numba's type inference and
+lowering cost about a millisecond per Python operation, so a 10 000-operation kernel body written as Python
+takes minutes to compile, and numba's O3 pipeline re-optimises code that is already in SSA form, common
+subexpressions shared, with nothing left to vectorise.
 
 Arithmetic carries LLVM's `contract` flag (multiply-adds may fuse into FMAs: fewer roundings, never more);
 exp, expm1, log, log1p and tanh use the vectorised implementations of `symsm.llvm.vecmath`; other functions
-call numba's scalar implementations lane by lane.
+call the C library lane by lane.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.core.typing import signature
-from numba.extending import intrinsic
 
 from .vecmath import VECTOR_FUNCTIONS, declare_intrinsic, vector_function
 
-__all__ = ["LANES", "row_block_kernel", "section_kernel", "sum_block_kernel"]
+__all__ = ["LANES", "build_row_block", "build_section", "build_sum_block", "chunk_rows"]
 
 LANES = {"float64": 4, "float32": 8}  # one AVX2 register of either type
 I64 = ir.IntType(64)
@@ -41,6 +41,8 @@ I32 = ir.IntType(32)
 F64 = ir.DoubleType()
 F32 = ir.FloatType()
 _ARITH = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
+Table = Sequence[Sequence[Any]]
+Inputs = Mapping[str, tuple[str, int]]
 
 
 def _llvm_type(dtype: str) -> ir.Type:
@@ -50,8 +52,7 @@ def _llvm_type(dtype: str) -> ir.Type:
 class _Emitter:
     """Emits instructions of a table; scalar (width 1) or on vectors of `width` lanes."""
 
-    def __init__(self, context: Any, builder: ir.IRBuilder, ctype: ir.Type, width: int, loader: Any) -> None:
-        self.context = context
+    def __init__(self, builder: ir.IRBuilder, ctype: ir.Type, width: int, loader: Any) -> None:
         self.b = builder
         self.ctype = ctype  # compute type (double or float)
         self.width = width
@@ -121,16 +122,29 @@ class _Emitter:
         return out
 
     def _scalar_call(self, name: str, values: list[ir.Value]) -> ir.Value:
-        nbty = types.float64 if self.ctype == F64 else types.float32
-        impl = self.context.get_function(getattr(math, name), signature(nbty, *([nbty] * len(values))))
-        return impl(self.b, values)
+        """The C library's function (`name`, or `namef` in float32), resolved when the object is loaded."""
+        symbol = name if self.ctype == F64 else f"{name}f"
+        fn = self.b.module.globals.get(symbol)
+        if fn is None:
+            fn = ir.Function(self.b.module, ir.FunctionType(self.ctype, [self.ctype] * len(values)), symbol)
+            fn.attributes.add("nounwind")
+        return self.b.call(fn, values)
 
 
-# ---------------------------------------------------------------------- helpers over numba arrays
+# ---------------------------------------------------------------------- helpers
 
 
-def _data(context: Any, builder: ir.IRBuilder, ty: types.Array, value: ir.Value) -> ir.Value:
-    return context.make_array(ty)(context, builder, value).data
+def _function(module: ir.Module, symbol: str, args: Sequence[tuple[str, ir.Type]]) -> tuple[ir.Function, dict]:
+    """A new external function `void symbol(args...)`; pointer arguments do not alias each other."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ty for _, ty in args]), symbol)
+    fn.attributes.add("nounwind")
+    values = {}
+    for (name, ty), arg in zip(args, fn.args, strict=True):
+        arg.name = name
+        if isinstance(ty, ir.PointerType):
+            arg.add_attribute("noalias")
+        values[name] = arg
+    return fn, values
 
 
 def _load(builder: ir.IRBuilder, ptr: ir.Value, index: ir.Value | int, to: ir.Type) -> ir.Value:
@@ -152,23 +166,8 @@ def _convert(builder: ir.IRBuilder, value: ir.Value, to: ir.Type) -> ir.Value:
     return builder.fpext(value, to) if to == F64 else builder.fptrunc(value, to)
 
 
-def _check_array(ty: Any, what: str, ndim: int) -> None:
-    if not (
-        isinstance(ty, types.Array)
-        and ty.ndim == ndim
-        and ty.layout == "C"
-        and ty.dtype in (types.float64, types.float32)
-    ):
-        raise TypeError(f"{what} must be a C-contiguous {ndim}-D float array, got {ty}")
-
-
 def _scalar_loader(
-    context: Any,
-    builder: ir.IRBuilder,
-    sources: Mapping[str, tuple[ir.Value, ir.Type]],
-    inputs: Mapping[str, tuple[str, int]],
-    ctype: ir.Type,
-    scalars: Mapping[str, ir.Value],
+    builder: ir.IRBuilder, values: Mapping[str, ir.Value], inputs: Inputs, ctype: ir.Type, scalars: Sequence[str]
 ):
     def load(name: str) -> ir.Value:
         try:
@@ -176,68 +175,50 @@ def _scalar_loader(
         except KeyError:
             raise ValueError(f"the table reads {name!r}, which nothing defines") from None
         if source in scalars:
-            return _convert(builder, scalars[source], ctype)
-        return _load(builder, sources[source], index, ctype)
+            return _convert(builder, values[source], ctype)
+        return _load(builder, values[source], index, ctype)
 
     return load
+
+
+def _alloca_zero(builder: ir.IRBuilder, ty: ir.Type) -> ir.Value:
+    """A stack slot in the entry block (SROA turns it into registers), set to zero here."""
+    with builder.goto_entry_block():
+        slot = builder.alloca(ty)
+    builder.store(ir.Constant(ty, None), slot)
+    return slot
 
 
 # ---------------------------------------------------------------------- section: straight-line scalar code
 
 
-def section_kernel(
-    code: Sequence[Sequence[Any]],
-    inputs: Mapping[str, tuple[str, int]],
+def build_section(
+    module: ir.Module,
+    symbol: str,
+    code: Table,
+    inputs: Inputs,
     outputs: Sequence[str],
     dtype: str,
-    array_args: Sequence[str],
-    scalar_args: Sequence[str] = (),
-) -> Any:
-    """An intrinsic f(*arrays, *scalars, out) running `code` once; `out[k] = outputs[k]`.
+    pointers: Sequence[tuple[str, str]],
+    scalars: Sequence[str] = (),
+    out_dtype: str = "float64",
+) -> ir.Function:
+    """`void symbol(*pointers, *scalars, out)` running `code` once in `dtype`; `out[k] = outputs[k]`.
 
-    `inputs` maps names the table reads to (argument name, index); a scalar argument is read whole.
+    `pointers` are (argument name, element dtype); `inputs` maps names the table reads to (argument name,
+    index); a scalar (double) argument is read whole.
     """
     ctype = _llvm_type(dtype)
-    code = tuple(tuple(i) for i in code)
-
-    def typer(typingctx: Any, *args: Any) -> Any:
-        for name, ty in zip(array_args, args, strict=False):
-            _check_array(ty, name, 1)
-        _check_array(args[-1], "out", 1)
-
-        def codegen(context: Any, builder: ir.IRBuilder, sig: Any, llargs: Any) -> Any:
-            sources = {
-                name: _data(context, builder, ty, v) for name, ty, v in zip(array_args, sig.args, llargs, strict=False)
-            }
-            scalars = {name: llargs[len(array_args) + k] for k, name in enumerate(scalar_args)}
-            loader = _scalar_loader(context, builder, sources, inputs, ctype, scalars)
-            emitter = _Emitter(context, builder, ctype, 1, loader)
-            emitter.run(code)
-            out = _data(context, builder, sig.args[-1], llargs[-1])
-            for k, name in enumerate(outputs):
-                _store(builder, emitter.operand(name), out, k)
-            return context.get_dummy_value()
-
-        return signature(types.void, *args), codegen
-
-    return _intrinsic_of_arity(len(array_args) + len(scalar_args) + 1, typer)
-
-
-def _intrinsic_of_arity(n: int, typer: Any) -> Any:
-    """numba intrinsics need explicit parameters (no *args): wrap `typer` for n arguments."""
-    if n == 2:
-
-        def two(typingctx: Any, a: Any, b: Any) -> Any:
-            return typer(typingctx, a, b)
-
-        return intrinsic(two)
-    if n == 5:
-
-        def five(typingctx: Any, a: Any, b: Any, c: Any, d: Any, e: Any) -> Any:
-            return typer(typingctx, a, b, c, d, e)
-
-        return intrinsic(five)
-    raise ValueError(f"no section kernel with {n} arguments")
+    args = [(name, ir.PointerType(_llvm_type(dt))) for name, dt in pointers]
+    args += [(name, F64) for name in scalars] + [("out", ir.PointerType(_llvm_type(out_dtype)))]
+    fn, values = _function(module, symbol, args)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    emitter = _Emitter(b, ctype, 1, _scalar_loader(b, values, inputs, ctype, scalars))
+    emitter.run(code)
+    for k, name in enumerate(outputs):
+        _store(b, emitter.operand(name), values["out"], k)
+    b.ret_void()
+    return fn
 
 
 # ---------------------------------------------------------------------- blocks of rows, SIMD across rows
@@ -251,6 +232,16 @@ def chunk_rows(n_factors: int, dtype: str) -> int:
     width = LANES[dtype]
     rows = BUFFER_BYTES // (8 * max(1, n_factors))
     return max(8 * width, min(1024, rows - rows % width))
+
+
+def buffer_size(n_factors: int, dtype: str) -> int:
+    """Elements of the `buf` argument of a sum block with `n_factors` product factors."""
+    return chunk_rows(n_factors, dtype) * n_factors if n_factors else 1
+
+
+def _block_args(dtype: str, last: list[tuple[str, ir.Type]]) -> list[tuple[str, ir.Type]]:
+    pt = ir.PointerType(_llvm_type(dtype))
+    return [("theta", pt), ("consts", pt), ("X", pt), ("start", I64), ("stop", I64), *last]
 
 
 class _Rows:
@@ -351,24 +342,25 @@ def _horizontal_sum(builder: ir.IRBuilder, vec: ir.Value, width: int) -> ir.Valu
     return total
 
 
-def sum_block_kernel(
-    code: Sequence[Sequence[Any]],
-    inputs: Mapping[str, tuple[str, int]],
+def build_sum_block(
+    module: ir.Module,
+    symbol: str,
+    code: Table,
+    inputs: Inputs,
     sums: Sequence[str],
     dim: int,
     dtype: str,
     factors: Sequence[str] = (),
     products: Sequence[tuple[int, int]] = (),
-) -> Any:
-    """f(theta, consts, X, start, stop, buf, out) over rows [start, stop):
+) -> ir.Function:
+    """`void symbol(theta, consts, X, start, stop, buf, out)` over rows [start, stop) of X (row stride `dim`):
     out[k] = Σ sums[k] for k < len(sums), then out[len(sums) + p] = Σ factors[u]·factors[v] for (u, v) = products[p].
 
-    Rows are processed in chunks; each chunk's factor values go to `buf` (len ≥ chunk_rows × len(factors)),
-    then every product is summed over the chunk in register tiles of TILE accumulators.
+    Rows are processed in chunks; each chunk's factor values go to `buf` (`buffer_size(len(factors))`
+    elements), then every product is summed over the chunk in register tiles of TILE accumulators.
     """
     ctype = _llvm_type(dtype)
     width = LANES[dtype]
-    code = tuple(tuple(i) for i in code)
     n_factors = len(factors)
     chunk = chunk_rows(n_factors, dtype) if products else 1 << 40
     tiles: list[tuple[int, list[tuple[int, int]]]] = []  # (u, [(v, product index)...])
@@ -379,84 +371,67 @@ def sum_block_kernel(
         for k in range(0, len(vs), TILE):
             tiles.append((u, vs[k : k + TILE]))
 
-    @intrinsic
-    def kernel(typingctx: Any, theta: Any, consts: Any, X: Any, start: Any, stop: Any, buf: Any, out: Any) -> Any:
-        _check_array(theta, "theta", 1)
-        _check_array(consts, "consts", 1)
-        _check_array(X, "X", 2)
-        _check_array(buf, "buf", 1)
-        _check_array(out, "out", 1)
+    cvec = ir.VectorType(ctype, width)
+    fn, values = _function(
+        module, symbol, _block_args(dtype, [("buf", ir.PointerType(ctype)), ("out", ir.PointerType(F64))])
+    )
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ptrs = {name: values[name] for name in ("theta", "consts", "X")}
+    buf_p, out_p, start_v, stop_v = values["buf"], values["out"], values["start"], values["stop"]
+    acc_ty = ir.VectorType(F64, width)
+    zero_acc = ir.Constant(acc_ty, [0.0] * width)
+    zero_c = ir.Constant(cvec, [0.0] * width)
+    accs = [_alloca_zero(b, acc_ty) for _ in sums]
+    paccs = [_alloca_zero(b, acc_ty) for _ in products]
+    rows = _Rows(b, width)
+    chunk_c = ir.Constant(I64, chunk)
+    buf_vec = ir.PointerType(cvec)
 
-        def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
-            b = builder
-            ptrs = {
-                name: _data(context, b, sig.args[k], args[k]) for k, name in ((0, "theta"), (1, "consts"), (2, "X"))
-            }
-            buf_p = _data(context, b, sig.args[5], args[5])
-            out_p = _data(context, b, sig.args[6], args[6])
-            start_v = context.cast(b, args[3], sig.args[3], types.int64)
-            stop_v = context.cast(b, args[4], sig.args[4], types.int64)
-            acc_ty = ir.VectorType(F64, width)
-            cvec = ir.VectorType(ctype, width)
-            zero_acc = ir.Constant(acc_ty, [0.0] * width)
-            zero_c = ir.Constant(cvec, [0.0] * width)
-            accs = [cgutils.alloca_once_value(b, zero_acc) for _ in sums]
-            paccs = [cgutils.alloca_once_value(b, zero_acc) for _ in products]
-            rows = _Rows(b, width)
-            chunk_c = ir.Constant(I64, chunk)
-            buf_vec = ir.PointerType(cvec)
+    def chunk_body(c: ir.Value, _mask: ir.Value, _rows: ir.Value) -> None:
+        c_end = b.select(b.icmp_signed("<", b.add(c, chunk_c), stop_v), b.add(c, chunk_c), stop_v)
 
-            def chunk_body(c: ir.Value, _mask: ir.Value, _rows: ir.Value) -> None:
-                c_end = b.select(b.icmp_signed("<", b.add(c, chunk_c), stop_v), b.add(c, chunk_c), stop_v)
+        def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
+            ref: list[_Emitter] = []
+            emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype))
+            ref.append(emitter)
+            emitter.run(code)
+            for acc, name in zip(accs, sums, strict=True):
+                value = _convert(b, emitter.operand(name), acc_ty)
+                b.store(b.fadd(b.load(acc), b.select(mask, value, zero_acc)), acc)
+            offset = b.sub(i, c)
+            for f, name in enumerate(factors):
+                value = b.select(mask, emitter.operand(name), zero_c)  # padding lanes contribute 0
+                at = b.gep(buf_p, [b.add(offset, ir.Constant(I64, f * chunk))])
+                b.store(value, b.bitcast(at, buf_vec), align=8)
 
-                def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
-                    ref: list[_Emitter] = []
-                    emitter = _Emitter(
-                        context, b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype)
-                    )
-                    ref.append(emitter)
-                    emitter.run(code)
-                    for acc, name in zip(accs, sums, strict=True):
-                        value = _convert(b, emitter.operand(name), acc_ty)
-                        b.store(b.fadd(b.load(acc), b.select(mask, value, zero_acc)), acc)
-                    offset = b.sub(i, c)
-                    for f, name in enumerate(factors):
-                        value = b.select(mask, emitter.operand(name), zero_c)  # padding lanes contribute 0
-                        at = b.gep(buf_p, [b.add(offset, ir.Constant(I64, f * chunk))])
-                        b.store(value, b.bitcast(at, buf_vec), align=8)
+        rows.loop(c, c_end, row_body, "rows")
+        if not products:
+            return
+        n_rows = b.sub(c_end, c)
+        fma = declare_intrinsic(b.module, "llvm.fma", acc_ty, 3)
+        for u, vs in tiles:
+            regs = [_alloca_zero(b, acc_ty) for _ in vs]
 
-                rows.loop(c, c_end, row_body, "rows")
-                if not products:
-                    return
-                n_rows = b.sub(c_end, c)
-                for u, vs in tiles:
-                    regs = [cgutils.alloca_once_value(b, zero_acc) for _ in vs]
+            def tile_body(
+                t: ir.Value, _m: ir.Value, _r: ir.Value, u: int = u, vs: list = vs, regs: list = regs
+            ) -> None:
+                def vec_at(f: int) -> ir.Value:
+                    at = b.gep(buf_p, [b.add(t, ir.Constant(I64, f * chunk))])
+                    return _convert(b, b.load(b.bitcast(at, buf_vec), align=8), acc_ty)
 
-                    def tile_body(
-                        t: ir.Value, _m: ir.Value, _r: ir.Value, u: int = u, vs: list = vs, regs: list = regs
-                    ) -> None:
-                        def vec_at(f: int) -> ir.Value:
-                            at = b.gep(buf_p, [b.add(t, ir.Constant(I64, f * chunk))])
-                            return _convert(b, b.load(b.bitcast(at, buf_vec), align=8), acc_ty)
+                uv = vec_at(u)
+                for reg, (v, _) in zip(regs, vs, strict=True):
+                    b.store(b.call(fma, [uv, vec_at(v), b.load(reg)]), reg)
 
-                        uv = vec_at(u)
-                        for reg, (v, _) in zip(regs, vs, strict=True):
-                            fma = declare_intrinsic(b.module, "llvm.fma", acc_ty, 3)
-                            b.store(b.call(fma, [uv, vec_at(v), b.load(reg)]), reg)
+            rows.loop(ir.Constant(I64, 0), n_rows, tile_body, "tile")
+            for reg, (_, p) in zip(regs, vs, strict=True):
+                b.store(b.fadd(b.load(paccs[p]), b.load(reg)), paccs[p])
 
-                    rows.loop(ir.Constant(I64, 0), n_rows, tile_body, "tile")
-                    for reg, (_, p) in zip(regs, vs, strict=True):
-                        b.store(b.fadd(b.load(paccs[p]), b.load(reg)), paccs[p])
-                        b.store(zero_acc, reg)
-
-            _ChunkLoop(b, chunk).run(start_v, stop_v, chunk_body)
-            for k, acc in enumerate([*accs, *paccs]):
-                _store(b, _horizontal_sum(b, b.load(acc), width), out_p, k)
-            return context.get_dummy_value()
-
-        return signature(types.void, theta, consts, X, start, stop, buf, out), codegen
-
-    return kernel
+    _ChunkLoop(b, chunk).run(start_v, stop_v, chunk_body)
+    for k, acc in enumerate([*accs, *paccs]):
+        _store(b, _horizontal_sum(b, b.load(acc), width), out_p, k)
+    b.ret_void()
+    return fn
 
 
 class _ChunkLoop:
@@ -484,58 +459,38 @@ class _ChunkLoop:
         b.position_at_end(done)
 
 
-def row_block_kernel(
-    code: Sequence[Sequence[Any]],
-    inputs: Mapping[str, tuple[str, int]],
+def build_row_block(
+    module: ir.Module,
+    symbol: str,
+    code: Table,
+    inputs: Inputs,
     outputs: Sequence[str],
     dim: int,
     dtype: str,
-    out_ndim: int,
-) -> Any:
-    """f(theta, consts, X, start, stop, out): out[row] (1-D) or out[row, k] (2-D) = outputs[k]."""
+) -> ir.Function:
+    """`void symbol(theta, consts, X, start, stop, out)`: out[row·K + k] = outputs[k] (K = len(outputs)),
+    for rows [start, stop) of X (row stride `dim`), in float64."""
     ctype = _llvm_type(dtype)
     width = LANES[dtype]
-    code = tuple(tuple(i) for i in code)
+    fn, values = _function(module, symbol, _block_args(dtype, [("out", ir.PointerType(F64))]))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ptrs = {name: values[name] for name in ("theta", "consts", "X")}
+    out_p = values["out"]
+    n_out = ir.Constant(I64, len(outputs))
 
-    @intrinsic
-    def kernel(typingctx: Any, theta: Any, consts: Any, X: Any, start: Any, stop: Any, out: Any) -> Any:
-        _check_array(theta, "theta", 1)
-        _check_array(consts, "consts", 1)
-        _check_array(X, "X", 2)
-        _check_array(out, "out", out_ndim)
+    def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
+        ref: list[_Emitter] = []
+        emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype))
+        ref.append(emitter)
+        emitter.run(code)
+        for k, name in enumerate(outputs):
+            value = emitter.operand(name)
+            for lane in range(width):
+                idx = ir.Constant(I32, lane)
+                with b.if_then(b.extract_element(mask, idx), likely=True):
+                    row = b.extract_element(rows_v, idx)
+                    _store(b, b.extract_element(value, idx), out_p, b.add(b.mul(row, n_out), ir.Constant(I64, k)))
 
-        def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
-            b = builder
-            ptrs = {
-                name: _data(context, b, sig.args[k], args[k]) for k, name in ((0, "theta"), (1, "consts"), (2, "X"))
-            }
-            out_p = _data(context, b, sig.args[5], args[5])
-            start_v = context.cast(b, args[3], sig.args[3], types.int64)
-            stop_v = context.cast(b, args[4], sig.args[4], types.int64)
-
-            def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
-                ref: list[_Emitter] = []
-                emitter = _Emitter(
-                    context, b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype)
-                )
-                ref.append(emitter)
-                emitter.run(code)
-                for k, name in enumerate(outputs):
-                    value = emitter.operand(name)
-                    for lane in range(width):
-                        idx = ir.Constant(I32, lane)
-                        with cgutils.if_likely(b, b.extract_element(mask, idx)):
-                            row = b.extract_element(rows_v, idx)
-                            at = (
-                                row
-                                if out_ndim == 1
-                                else b.add(b.mul(row, ir.Constant(I64, len(outputs))), ir.Constant(I64, k))
-                            )
-                            _store(b, b.extract_element(value, idx), out_p, at)
-
-            _Rows(b, width).loop(start_v, stop_v, row_body, "rows")
-            return context.get_dummy_value()
-
-        return signature(types.void, theta, consts, X, start, stop, out), codegen
-
-    return kernel
+    _Rows(b, width).loop(values["start"], values["stop"], row_body, "rows")
+    b.ret_void()
+    return fn
