@@ -383,6 +383,9 @@ def build_sum_block(
     zero_c = ir.Constant(cvec, [0.0] * width)
     accs = [_alloca_zero(b, acc_ty) for _ in sums]
     paccs = [_alloca_zero(b, acc_ty) for _ in products]
+    # one set of tile registers for all tiles, allocated while the entry block is still open (an alloca
+    # added later is inserted before the entry's terminator, a lookup that grows with the block)
+    regs_pool = [_alloca_zero(b, acc_ty) for _ in range(min(TILE, len(products)))]
     rows = _Rows(b, width)
     chunk_c = ir.Constant(I64, chunk)
     buf_vec = ir.PointerType(cvec)
@@ -410,7 +413,9 @@ def build_sum_block(
         n_rows = b.sub(c_end, c)
         fma = declare_intrinsic(b.module, "llvm.fma", acc_ty, 3)
         for u, vs in tiles:
-            regs = [_alloca_zero(b, acc_ty) for _ in vs]
+            regs = regs_pool[: len(vs)]
+            for reg in regs:
+                b.store(zero_acc, reg)
 
             def tile_body(
                 t: ir.Value, _m: ir.Value, _r: ir.Value, u: int = u, vs: list = vs, regs: list = regs
