@@ -181,6 +181,10 @@ def count_kernel_ops(module: Any, kernel: str = "value_and_grad") -> dict[str, A
     body = getattr(module, f"{upper}_BODY", None)
     if body is None:
         return None
+    if isinstance(body, str):  # tables are kept as text in generated modules
+        from symsm.llvm.native import parse_table
+
+        body = parse_table(body)
     products = getattr(module, f"{upper}_PRODUCTS", ())
     ops: Counter[str] = Counter()
     calls: Counter[str] = Counter()

@@ -102,7 +102,7 @@ t = time.perf_counter()
 model.compile().value_and_grad(theta, X)
 out["other_modules"] = time.perf_counter() - t
 out["total"] = time.perf_counter() - t_start
-out["body_ops"] = len(module.VALUE_AND_GRAD_BODY)
+out["body_ops"] = module.value_and_grad.ops
 out["P"] = model.n_params
 print("RESULT " + json.dumps(out))
 """

@@ -42,7 +42,11 @@ class KernelSet:
         }
 
 
-SYMPY_BUDGET = 4000  # (graph nodes of log f) × d up to which kernels are built from sympy's derivation
+# (graph nodes of log f) × d up to which kernels are built from sympy's derivation. Measured at d = 8
+# (benchmarks/stages.py, --path sympy against graph): ICA log cosh (1352) 2.0 s of derivation and kernel IR
+# against 0.6 s, with kernels of the same length and speed; below ~1000 sympy costs well under a second and
+# its rational tidying can give shorter kernels (Student-t d = 8, 584: 144 against 200 operations per row).
+SYMPY_BUDGET = 1000
 
 
 def build_kernels(derivation: Derivation, objective: Objective | None = None) -> KernelSet:

@@ -17,6 +17,7 @@ import numpy as np
 import sympy as sp
 
 from .. import __version__
+from ..errors import CodegenError
 from .ir import build_forward_ir, data_columns, split_products
 from .kernels import symbol_names
 from .numba_cpu import MAX_BLOCKS, ROW_MATRIX_KERNELS, ROWS_PER_BLOCK
@@ -37,8 +38,22 @@ _DOCS = {
 }
 
 
+def _word(operand: Any) -> str:
+    """An operand in the text form of symsm.llvm.native.parse_table: a name, or `#<float>` for a constant."""
+    if isinstance(operand, float):
+        return f"#{operand!r}"
+    if not operand or operand[0] == "#" or any(c.isspace() for c in operand):
+        raise CodegenError(f"cannot write the name {operand!r} into an instruction table")
+    return operand
+
+
 def _table(code: list[tuple[Any, ...]]) -> list[str]:
-    return [repr(tuple(ins)) + "," for ins in code]
+    """Instruction tables as text, one instruction per line (parsed only when a kernel is compiled)."""
+    return [" ".join(_word(w) for w in ins) for ins in code]
+
+
+def _inputs(inputs: dict[str, tuple[str, int]]) -> list[str]:
+    return [f"{_word(name)} {source} {index}" for name, (source, index) in inputs.items()]
 
 
 def _assign_numbered(printer: TacPrinter, prefix: str, exprs: Sequence[sp.Expr]) -> list[str]:
@@ -94,14 +109,14 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
         "factors": repr(tuple(names[f] for f in factors)),
         "products": repr(tuple(products)),
         "prologue": _table(prologue.code),
-        "prologue_inputs": repr(theta_inputs),
+        "prologue_inputs": _inputs(theta_inputs),
         "consts": repr(tuple(consts)),
         "body": _table(body.code),
-        "body_inputs": repr({**theta_inputs, **const_inputs, **data_inputs}),
+        "body_inputs": _inputs({**theta_inputs, **const_inputs, **data_inputs}),
         "sums": repr(tuple(sum_names)),
         "outputs": repr(tuple(out_names)),
         "epilogue": _table(epilogue.code),
-        "epilogue_inputs": repr(epilogue_inputs),
+        "epilogue_inputs": _inputs(epilogue_inputs),
         "results": repr(tuple(results)),
         "ops": len(body.code),
     }

@@ -39,7 +39,16 @@ from .. import cache as symsm_cache
 from ..parallel import run_blocks
 from .kernels import buffer_size
 
-__all__ = ["HUGE_KERNEL", "RowKernel", "SumKernel", "codegen_opt", "compile_module", "target_description"]
+__all__ = [
+    "HUGE_KERNEL",
+    "RowKernel",
+    "SumKernel",
+    "codegen_opt",
+    "compile_module",
+    "parse_inputs",
+    "parse_table",
+    "target_description",
+]
 
 CODEGEN_OPT = 1
 HUGE_KERNEL = 60_000  # table instructions per row beyond which code generation runs at -O0
@@ -131,6 +140,36 @@ def _load_object(obj: bytes, symbols: Sequence[str]) -> dict[str, int]:
                     raise RuntimeError(f"compiled kernel object has no function {name!r}")
                 addresses[name] = address
         return {name: addresses[name] for name in symbols}
+
+
+# ---------------------------------------------------------------------- tables as text
+
+
+def parse_table(text: str) -> tuple[tuple[Any, ...], ...]:
+    """Instructions from their text form, one per line: `dst op operand...`, a constant written `#<float>`.
+
+    Generated modules keep their tables as text so that importing one costs next to nothing (Python compiles
+    a tuple literal of 10⁵ instructions in seconds); only a kernel that must be compiled parses its table.
+    """
+    return tuple(
+        tuple(float(word[1:]) if word[0] == "#" else word for word in line.split())
+        for line in text.splitlines()
+        if line.strip()
+    )
+
+
+def parse_inputs(text: str) -> dict[str, tuple[str, int]]:
+    """The names a table reads and where from, one per line: `name source index`."""
+    out = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, source, index = line.split()
+            out[name] = (source, int(index))
+    return out
+
+
+def table_length(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
 
 
 # ---------------------------------------------------------------------- object files
@@ -238,6 +277,17 @@ class _Native:
         return X
 
 
+def _parsed(tables: Mapping[str, Any]) -> dict[str, Any]:
+    """The kernel's tables with their text parts parsed (instruction tables and input maps)."""
+    out = dict(tables)
+    for name, value in tables.items():
+        if name.endswith("_inputs"):
+            out[name] = parse_inputs(value)
+        elif name in ("prologue", "body", "epilogue"):
+            out[name] = parse_table(value)
+    return out
+
+
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
@@ -261,21 +311,21 @@ class SumKernel(_Native):
         dtype: str,
         dim: int,
         n_params: int,
-        prologue: Sequence[Sequence[Any]],
-        prologue_inputs: Mapping[str, tuple[str, int]],
+        prologue: str,
+        prologue_inputs: str,
         consts: Sequence[str],
-        body: Sequence[Sequence[Any]],
-        body_inputs: Mapping[str, tuple[str, int]],
+        body: str,
+        body_inputs: str,
         sums: Sequence[str],
         factors: Sequence[str],
         products: Sequence[tuple[int, int]],
-        epilogue: Sequence[Sequence[Any]],
-        epilogue_inputs: Mapping[str, tuple[str, int]],
+        epilogue: str,
+        epilogue_inputs: str,
         results: Sequence[str],
         rows_per_block: int,
         max_blocks: int,
     ) -> None:
-        super().__init__(module_file, key, kernel, dtype, len(body))
+        super().__init__(module_file, key, kernel, dtype, table_length(body))
         self.dim, self.n_params = dim, n_params
         self.tables = dict(
             prologue=prologue,
@@ -297,7 +347,7 @@ class SumKernel(_Native):
     def build(self, module: Any) -> None:
         from .kernels import build_section, build_sum_block
 
-        t, dt = self.tables, self.dtype.name
+        t, dt = _parsed(self.tables), self.dtype.name
         build_section(
             module, self.symbol("prologue"), t["prologue"], t["prologue_inputs"], t["consts"], dt,
             [("theta", dt)], out_dtype=dt,
@@ -352,17 +402,17 @@ class RowKernel(_Native):
         dtype: str,
         dim: int,
         n_params: int,
-        prologue: Sequence[Sequence[Any]],
-        prologue_inputs: Mapping[str, tuple[str, int]],
+        prologue: str,
+        prologue_inputs: str,
         consts: Sequence[str],
-        body: Sequence[Sequence[Any]],
-        body_inputs: Mapping[str, tuple[str, int]],
+        body: str,
+        body_inputs: str,
         outputs: Sequence[str],
         out_ndim: int,
         rows_per_block: int,
         max_blocks: int,
     ) -> None:
-        super().__init__(module_file, key, kernel, dtype, len(body))
+        super().__init__(module_file, key, kernel, dtype, table_length(body))
         self.dim, self.n_params, self.out_ndim = dim, n_params, out_ndim
         self.tables = dict(
             prologue=prologue,
@@ -377,7 +427,7 @@ class RowKernel(_Native):
     def build(self, module: Any) -> None:
         from .kernels import build_row_block, build_section
 
-        t, dt = self.tables, self.dtype.name
+        t, dt = _parsed(self.tables), self.dtype.name
         build_section(
             module, self.symbol("prologue"), t["prologue"], t["prologue_inputs"], t["consts"], dt,
             [("theta", dt)], out_dtype=dt,
