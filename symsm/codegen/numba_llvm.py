@@ -42,14 +42,24 @@ def _word(operand: Any) -> str:
     """An operand in the text form of symsm.llvm.native.parse_table: a name, or `#<float>` for a constant."""
     if isinstance(operand, float):
         return f"#{operand!r}"
-    if not operand or operand[0] == "#" or any(c.isspace() for c in operand):
+    if not operand or operand[0] == "#" or len(operand.split()) != 1:
         raise CodegenError(f"cannot write the name {operand!r} into an instruction table")
     return operand
 
 
 def _table(code: list[tuple[Any, ...]]) -> list[str]:
     """Instruction tables as text, one instruction per line (parsed only when a kernel is compiled)."""
-    return [" ".join(_word(w) for w in ins) for ins in code]
+    words: dict[Any, str] = {}  # names recur many times: check each once
+    lines = []
+    for ins in code:
+        line = []
+        for w in ins:
+            word = words.get(w) if not isinstance(w, float) else None
+            if word is None:
+                word = words[w] = _word(w)
+            line.append(word)
+        lines.append(" ".join(line))
+    return lines
 
 
 def _inputs(inputs: dict[str, tuple[str, int]]) -> list[str]:
@@ -92,12 +102,12 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
     results = _assign_numbered(epilogue, "r", [e / ir.n_symbol for e in ir.results])
     totals = [*ir.sum_symbols, *ir.product_symbols]
     sum_inputs = {names[s]: ("totals", k) for k, s in enumerate(totals)}
-    factors: list[sp.Expr] = []
+    factor_index: dict[sp.Expr, int] = {}  # first-seen order; a list lookup here was quadratic in P
     for pair in ir.products:
         for atom in pair:
-            if atom not in factors:
-                factors.append(atom)
-    products = [(factors.index(u), factors.index(v)) for u, v in ir.products]
+            factor_index.setdefault(atom, len(factor_index))
+    factors = list(factor_index)
+    products = [(factor_index[u], factor_index[v]) for u, v in ir.products]
     epilogue_inputs = {**theta_inputs, **const_inputs, **sum_inputs, names[ir.n_symbol]: ("n", 0)}
 
     return {

@@ -205,12 +205,29 @@ def _object_path(module_file: str, kernel: str, opt: int) -> Path:
 class _Native:
     """The machine code of one kernel of a generated module: built, compiled or loaded on first use."""
 
-    def __init__(self, module_file: str, key: str, kernel: str, dtype: str, ops: int) -> None:
+    def __init__(
+        self,
+        module_file: str,
+        key: str,
+        kernel: str,
+        *,
+        dtype: str,
+        dim: int,
+        n_params: int,
+        rows_per_block: int,
+        max_blocks: int,
+        **tables: Any,
+    ) -> None:
+        """`tables`: the kernel's instruction tables and input maps as text (see `parse_table`), its constant,
+        sum, factor, product, output and result names."""
         self.module_file = module_file
         self.key = key
         self.kernel = kernel
         self.dtype = np.dtype(dtype)
-        self.ops = ops
+        self.dim, self.n_params = dim, n_params
+        self.rows_per_block, self.max_blocks = rows_per_block, max_blocks
+        self.tables = tables
+        self.ops = table_length(tables["body"])
         self._functions: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self.timings: dict[str, float] = {}  # seconds of the last build: "llvm_ir", "machine_code", "load"
@@ -220,6 +237,25 @@ class _Native:
 
     def build(self, module: Any) -> None:  # filled in by subclasses
         raise NotImplementedError
+
+    def _build_prologue(self, module: Any, tables: Mapping[str, Any]) -> None:
+        from .kernels import build_section
+
+        dt = self.dtype.name
+        build_section(
+            module, self.symbol("prologue"), tables["prologue"], tables["prologue_inputs"], tables["consts"], dt,
+            [("theta", dt)], out_dtype=dt,
+        )  # fmt: skip
+
+    def _start(self, theta: Any, X: Any) -> tuple[dict[str, Any], np.ndarray, int]:
+        """Check the arguments, run the prologue: (functions, consts, number of blocks of rows)."""
+        self._theta(theta, self.n_params)
+        self._data(X, self.dim)
+        fns = self.functions()
+        consts = np.empty(max(1, len(self.tables["consts"])), dtype=self.dtype)
+        fns["prologue"](theta.ctypes.data, consts.ctypes.data)
+        n_blocks = max(1, min(self.max_blocks, (X.shape[0] + self.rows_per_block - 1) // self.rows_per_block))
+        return fns, consts, n_blocks
 
     def signatures(self) -> dict[str, list[Any]]:
         raise NotImplementedError
@@ -293,65 +329,22 @@ _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
 
 
-def _n_blocks(n: int, rows_per_block: int, max_blocks: int) -> int:
-    return max(1, min(max_blocks, (n + rows_per_block - 1) // rows_per_block))
-
-
 class SumKernel(_Native):
     """f(theta, X) → results: a θ-only prologue, sums over the rows of X in blocks on several threads
     (symsm.parallel: the split depends only on the number of rows and the partial sums are added in block
     order, so the result does not depend on the thread count), then an epilogue on the totals."""
 
-    def __init__(
-        self,
-        module_file: str,
-        key: str,
-        kernel: str,
-        *,
-        dtype: str,
-        dim: int,
-        n_params: int,
-        prologue: str,
-        prologue_inputs: str,
-        consts: Sequence[str],
-        body: str,
-        body_inputs: str,
-        sums: Sequence[str],
-        factors: Sequence[str],
-        products: Sequence[tuple[int, int]],
-        epilogue: str,
-        epilogue_inputs: str,
-        results: Sequence[str],
-        rows_per_block: int,
-        max_blocks: int,
-    ) -> None:
-        super().__init__(module_file, key, kernel, dtype, table_length(body))
-        self.dim, self.n_params = dim, n_params
-        self.tables = dict(
-            prologue=prologue,
-            prologue_inputs=prologue_inputs,
-            consts=consts,
-            body=body,
-            body_inputs=body_inputs,
-            sums=sums,
-            factors=factors,
-            products=products,
-            epilogue=epilogue,
-            epilogue_inputs=epilogue_inputs,
-            results=results,
-        )
-        self.n_totals = len(sums) + len(products)
-        self.buffer = buffer_size(len(factors) if products else 0, self.dtype.name)
-        self.rows_per_block, self.max_blocks = rows_per_block, max_blocks
+    def __init__(self, module_file: str, key: str, kernel: str, **options: Any) -> None:
+        super().__init__(module_file, key, kernel, **options)
+        t = self.tables
+        self.n_totals = len(t["sums"]) + len(t["products"])
+        self.buffer = buffer_size(len(t["factors"]) if t["products"] else 0, self.dtype.name)
 
     def build(self, module: Any) -> None:
         from .kernels import build_section, build_sum_block
 
         t, dt = _parsed(self.tables), self.dtype.name
-        build_section(
-            module, self.symbol("prologue"), t["prologue"], t["prologue_inputs"], t["consts"], dt,
-            [("theta", dt)], out_dtype=dt,
-        )  # fmt: skip
+        self._build_prologue(module, t)
         build_sum_block(
             module, self.symbol("block"), t["body"], t["body_inputs"], t["sums"], self.dim, dt,
             t["factors"], t["products"],
@@ -365,12 +358,8 @@ class SumKernel(_Native):
         return {"prologue": [_P, _P], "block": [_P, _P, _P, _I64, _I64, _P, _P], "epilogue": [_P, _P, _P, _F64, _P]}
 
     def __call__(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
-        theta, X = self._theta(theta, self.n_params), self._data(X, self.dim)
-        fns = self.functions()
+        fns, consts, n_blocks = self._start(theta, X)
         n = X.shape[0]
-        consts = np.empty(max(1, len(self.tables["consts"])), dtype=self.dtype)
-        fns["prologue"](theta.ctypes.data, consts.ctypes.data)
-        n_blocks = _n_blocks(n, self.rows_per_block, self.max_blocks)
         partial = np.zeros((n_blocks, max(1, self.n_totals)))
         block = fns["block"]
         th, co, xs = theta.ctypes.data, consts.ctypes.data, X.ctypes.data
@@ -386,69 +375,37 @@ class SumKernel(_Native):
         for row in partial:  # block order: deterministic
             totals += row
         result = np.empty(len(self.tables["results"]))
-        fns["epilogue"](theta.ctypes.data, consts.ctypes.data, totals.ctypes.data, float(n), result.ctypes.data)
+        fns["epilogue"](th, co, totals.ctypes.data, float(n), result.ctypes.data)
         return result
 
 
 class RowKernel(_Native):
     """f(theta, X, out): per-row outputs (out[t] or out[t, k], float64) from a prologue and a row loop."""
 
-    def __init__(
-        self,
-        module_file: str,
-        key: str,
-        kernel: str,
-        *,
-        dtype: str,
-        dim: int,
-        n_params: int,
-        prologue: str,
-        prologue_inputs: str,
-        consts: Sequence[str],
-        body: str,
-        body_inputs: str,
-        outputs: Sequence[str],
-        out_ndim: int,
-        rows_per_block: int,
-        max_blocks: int,
-    ) -> None:
-        super().__init__(module_file, key, kernel, dtype, table_length(body))
-        self.dim, self.n_params, self.out_ndim = dim, n_params, out_ndim
-        self.tables = dict(
-            prologue=prologue,
-            prologue_inputs=prologue_inputs,
-            consts=consts,
-            body=body,
-            body_inputs=body_inputs,
-            outputs=outputs,
-        )
-        self.rows_per_block, self.max_blocks = rows_per_block, max_blocks
+    def __init__(self, module_file: str, key: str, kernel: str, *, out_ndim: int, **options: Any) -> None:
+        super().__init__(module_file, key, kernel, **options)
+        self.out_ndim = out_ndim
 
     def build(self, module: Any) -> None:
-        from .kernels import build_row_block, build_section
+        from .kernels import build_row_block
 
-        t, dt = _parsed(self.tables), self.dtype.name
-        build_section(
-            module, self.symbol("prologue"), t["prologue"], t["prologue_inputs"], t["consts"], dt,
-            [("theta", dt)], out_dtype=dt,
-        )  # fmt: skip
-        build_row_block(module, self.symbol("rows"), t["body"], t["body_inputs"], t["outputs"], self.dim, dt)
+        t = _parsed(self.tables)
+        self._build_prologue(module, t)
+        build_row_block(
+            module, self.symbol("rows"), t["body"], t["body_inputs"], t["outputs"], self.dim, self.dtype.name
+        )
 
     def signatures(self) -> dict[str, list[Any]]:
         return {"prologue": [_P, _P], "rows": [_P, _P, _P, _I64, _I64, _P]}
 
     def __call__(self, theta: np.ndarray, X: np.ndarray, out: np.ndarray) -> None:
-        theta, X = self._theta(theta, self.n_params), self._data(X, self.dim)
+        fns, consts, n_blocks = self._start(theta, X)
         n, k = X.shape[0], len(self.tables["outputs"])
         shape = (n,) if self.out_ndim == 1 else (n, k)
         if not (
             isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == shape and out.flags.c_contiguous
         ):
             raise TypeError(f"out must be a C-contiguous float64 array of shape {shape}")
-        fns = self.functions()
-        consts = np.empty(max(1, len(self.tables["consts"])), dtype=self.dtype)
-        fns["prologue"](theta.ctypes.data, consts.ctypes.data)
-        n_blocks = _n_blocks(n, self.rows_per_block, self.max_blocks)
         rows = fns["rows"]
         th, co, xs, o = theta.ctypes.data, consts.ctypes.data, X.ctypes.data, out.ctypes.data
 
