@@ -69,13 +69,18 @@ def _llvm() -> Any:
     return llvm
 
 
-@cache
-def _target_machine(opt: int) -> Any:
+def _new_target_machine(opt: int) -> Any:
     llvm = _llvm()
     target = llvm.Target.from_triple(llvm.get_process_triple())
     return target.create_target_machine(
         cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=opt, codemodel="jitdefault"
     )
+
+
+@cache
+def _target_machine(opt: int) -> Any:
+    """The target machine that compiles kernels (one per level, kept; never handed to an execution engine)."""
+    return _new_target_machine(opt)
 
 
 @cache
@@ -128,7 +133,8 @@ def _load_object(obj: bytes, symbols: Sequence[str]) -> dict[str, int]:
     with _lock:
         if digest not in _loaded:
             llvm = _llvm()
-            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine(CODEGEN_OPT))
+            # an engine takes ownership of its target machine (and frees it): each gets its own
+            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _new_target_machine(CODEGEN_OPT))
             engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
             engine.finalize_object()
             _loaded[digest] = (engine, {})
