@@ -259,11 +259,8 @@ def _records_key(source: str, key: str) -> bool:
 
 def _read_verified(path: Path, key: str) -> str | None:
     """The source in `path` if the sha256 of its bytes matches its first line and its header names `key`."""
-    try:
-        if not stat.S_ISREG(path.lstat().st_mode):
-            return None  # a symlink or anything but a plain file is not ours
-        data = path.read_bytes()
-    except OSError:
+    data = read_private_file(path)  # a symlink or anything but a plain file is not ours
+    if data is None:
         return None
     first, sep, rest = data.partition(b"\n")
     if not sep or not first.startswith(HASH_PREFIX.encode()):

@@ -189,10 +189,7 @@ def _object_header(tag: str, payload: bytes) -> bytes:
 
 def _read_object(path: Path, tag: str) -> bytes | None:
     """The object code in `path` if its header names `tag` and the sha256 of its bytes matches."""
-    try:
-        data = symsm_cache.read_private_file(path)
-    except OSError:
-        return None
+    data = symsm_cache.read_private_file(path)
     if data is None:
         return None
     header, sep, payload = data.partition(b"\n")
@@ -257,8 +254,22 @@ class _Native:
 
     def _start(self, theta: Any, X: Any) -> tuple[dict[str, Any], np.ndarray, int]:
         """Check the arguments, run the prologue: (functions, consts, number of blocks of rows)."""
-        self._theta(theta, self.n_params)
-        self._data(X, self.dim)
+        # the machine code trusts its pointers: nothing but arrays it can read may reach it
+        if not (
+            isinstance(theta, np.ndarray)
+            and theta.dtype == self.dtype
+            and theta.shape == (self.n_params,)
+            and theta.flags.c_contiguous
+        ):
+            raise TypeError(f"theta must be a contiguous {self.dtype} array of shape ({self.n_params},)")
+        if not (
+            isinstance(X, np.ndarray)
+            and X.dtype == self.dtype
+            and X.ndim == 2
+            and X.shape[1] == self.dim
+            and X.flags.c_contiguous
+        ):
+            raise TypeError(f"X must be a C-contiguous {self.dtype} array of shape (n, {self.dim})")
         fns = self.functions()
         consts = np.empty(max(1, len(self.tables["consts"])), dtype=self.dtype)
         fns["prologue"](theta.ctypes.data, consts.ctypes.data)
@@ -301,24 +312,6 @@ class _Native:
         return {
             part: ctypes.CFUNCTYPE(None, *argtypes)(addresses[self.symbol(part)]) for part, argtypes in sigs.items()
         }
-
-    # argument checks: the machine code trusts its pointers, so nothing else may reach it
-    def _theta(self, theta: Any, n_params: int) -> np.ndarray:
-        if not (
-            isinstance(theta, np.ndarray)
-            and theta.dtype == self.dtype
-            and theta.shape == (n_params,)
-            and theta.flags.c_contiguous
-        ):
-            raise TypeError(f"theta must be a contiguous {self.dtype} array of shape ({n_params},)")
-        return theta
-
-    def _data(self, X: Any, dim: int) -> np.ndarray:
-        if not (isinstance(X, np.ndarray) and X.dtype == self.dtype and X.ndim == 2 and X.shape[1] == dim):
-            raise TypeError(f"X must be a C-contiguous {self.dtype} array of shape (n, {dim})")
-        if not X.flags.c_contiguous:
-            raise TypeError(f"X must be a C-contiguous {self.dtype} array of shape (n, {dim})")
-        return X
 
 
 def _parsed(tables: Mapping[str, Any]) -> dict[str, Any]:
