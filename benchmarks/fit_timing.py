@@ -21,7 +21,7 @@ import numpy as np
 import sympy as sp
 
 import symsm
-from symsm.accumulate import gradient_moments
+from symsm.runtime.accumulate import gradient_moments
 
 
 def polynomial_family() -> symsm.Model:

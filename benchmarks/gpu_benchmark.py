@@ -54,7 +54,7 @@ if not hasattr(np, "row_stack"):  # numba-cuda 0.30 registers an overload for it
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/gpu_benchmark.py` from anywhere
 
 import symsm
-from symsm.cuda import device_name, import_cuda, require_device, simulator_enabled
+from symsm.runtime.device import device_name, import_cuda, require_device, simulator_enabled
 
 GOALS = {"gauss": 10.0, "ica": 25.0}  # float64: symsm at least this many times faster than JAX (issue 5)
 

@@ -190,7 +190,7 @@ def markdown(result: dict[str, Any]) -> str:
         "row are counted in the generated module's instruction tables (numba backend): add/sub/mul/div/sqrt 1 "
         "(fusable mul+add pairs still 2), neg/copy 0, each per-row sum accumulated 1, each product accumulated "
         "in the register tiles 2 (one FMA), each vectorised elementary function the flops of its "
-        "implementation in symsm.llvm.vecmath (integer and select operations 0). Divisions are listed apart: "
+        "implementation in symsm.backends.llvm.vecmath (integer and select operations 0). Divisions are listed apart: "
         "their throughput is a fraction of the peak. For integrands quadratic in x (the Gaussian) symsm reads "
         "the rows once for their moments and evaluates the model's kernel on 2d points, so the moments kernel "
         "is counted. 'read X' is the read kernel timed on this X; 'kernel only' is symsm's generated kernel "
@@ -258,7 +258,7 @@ def markdown(result: dict[str, Any]) -> str:
         "## First call (derive + codegen + compile)",
         "",
         "Cold: in this process with a fresh, empty SYMSM_CACHE_DIR (sympy's cache cleared first): derive = "
-        "`Derivation(model)` + building the kernel IR (`symsm.codegen.kernels.build_kernels`: the "
+        "`Derivation(model)` + building the kernel IR (`symsm.ir.kernels.build_kernels`: the "
         "differentiation and the IR passes); codegen = the rest of `compile_model` (instruction tables, "
         "rendering, writing and importing the module); compile = the first `value_and_grad` (LLVM IR built "
         "and compiled to machine code for what it calls; on 1000 rows). Warm: a new process on the cache the "

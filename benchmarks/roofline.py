@@ -8,7 +8,7 @@
 * Flops per row are counted from the instruction tables of the generated module (numba backend): every
   add, sub, mul, div and sqrt of the row body counts 1 (a mul and an add that LLVM fuses into an FMA still
   count 2); neg and copy count 0; each per-row sum the block accumulates counts 1 (its add), each product
-  accumulated by the register tiles counts 2 (its FMA); an elementary function that symsm.llvm.vecmath
+  accumulated by the register tiles counts 2 (its FMA); an elementary function that symsm.backends.llvm.vecmath
   vectorises counts the flops of its implementation (fadd/fsub/fmul/fdiv 1, llvm.fma 2, integer bit
   operations, selects, min/max and comparisons 0); any other call counts 0 and is listed as a scalar call.
   Divisions are also listed on their own: their throughput is far below the peak rate, so a body with many
@@ -159,7 +159,7 @@ def _vecmath_flops() -> dict[str, int]:
     try:
         from llvmlite import ir
 
-        from symsm.llvm.vecmath import VECTOR_FUNCTIONS, vector_function
+        from symsm.backends.llvm.vecmath import VECTOR_FUNCTIONS, vector_function
     except ImportError:
         return {}
     counts = {}
@@ -182,7 +182,7 @@ def count_kernel_ops(module: Any, kernel: str = "value_and_grad") -> dict[str, A
     if body is None:
         return None
     if isinstance(body, str):  # tables are kept as text in generated modules
-        from symsm.llvm.native import parse_table
+        from symsm.backends.llvm.native import parse_table
 
         body = parse_table(body)
     products = getattr(module, f"{upper}_PRODUCTS", ())
@@ -234,7 +234,7 @@ def model_ops_per_row(loss: Any, n: int) -> dict[str, Any] | None:
     d = loss.model.dim
     if getattr(module, "QUADRATIC_IN_DATA", False) and n > 2 * d:
         try:
-            from symsm.moments import _module as moments_module
+            from symsm.runtime.moments import _module as moments_module
 
             counts = count_kernel_ops(moments_module(d, np.dtype(loss.dtype)), "moments")
         except (ImportError, AttributeError):

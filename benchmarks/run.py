@@ -269,15 +269,15 @@ class Runner:
 
     # -- symsm first call, cold (fresh cache directory, in this process)
     def cold_first_call(self, bm: BenchModel) -> tuple[Any, dict]:
-        """derive = Derivation(model) + the kernel IR (symsm.codegen.kernels.build_kernels: the differentiation
+        """derive = Derivation(model) + the kernel IR (symsm.ir.kernels.build_kernels: the differentiation
         and the IR passes); codegen = the rest of compile_model (instruction tables, rendering, writing and
         importing the module); compile = the first value_and_grad, which makes numba compile what it calls."""
         from sympy.core.cache import clear_cache
 
-        import symsm.codegen.kernels as kernels_mod
-        from symsm import cache
-        from symsm.compiled import compile_model
-        from symsm.derive import Derivation
+        import symsm.ir.kernels as kernels_mod
+        from symsm.core import cache
+        from symsm.derive.derivation import Derivation
+        from symsm.runtime.compiled import compile_model
 
         cache_dir = self.tmp / f"cache-{bm.name}"
         cache_dir.mkdir(mode=0o700)

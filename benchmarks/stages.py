@@ -7,8 +7,8 @@
 Each (model, d) runs in a fresh process with an empty cache directory (a cold start), timing: model
 construction; derivatives (score, ∂ᵢ² log f, integrand); kernel IR (θ-gradient, hoisting, CSE / hash-consing,
 invariant motion); printing (three-address tables); rendering (template); importing the generated module;
-building the LLVM IR of value_and_grad (symsm/llvm/kernels.py) and compiling it to machine code
-(symsm/llvm/native.py); the first value_and_grad on N = 1000 rows; and then a warm start (a new process,
+building the LLVM IR of value_and_grad (symsm/backends/llvm/kernels.py) and compiling it to machine code
+(symsm/backends/llvm/native.py); the first value_and_grad on N = 1000 rows; and then a warm start (a new process,
 cache filled: import, cache hit, machine code loaded, first value_and_grad). Growth exponents are
 least-squares slopes of log time against log d. `--path` chooses how kernels are built: "auto" (what
 symsm does), "sympy" or "graph". Results go to benchmarks/STAGES.md (and .json).
@@ -49,15 +49,15 @@ import json, sys, time
 t_start = time.perf_counter()
 import numpy as np, sympy as sp
 import symsm
-from symsm import cache
+from symsm.core import cache
 t_import = time.perf_counter()
 kind, d, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 out = {"import": t_import - t_start}
 t = time.perf_counter()
 # <MODEL>
 out["construct"] = time.perf_counter() - t
-from symsm.codegen import kernels as K
-from symsm.codegen.graph_kernels import ModelGraph, build_graph_kernels
+from symsm.ir import kernels as K
+from symsm.ir.graph_kernels import ModelGraph, build_graph_kernels
 der = model.derive()
 t = time.perf_counter()
 mg = ModelGraph(model)
@@ -70,18 +70,18 @@ t = time.perf_counter()
 kernels = K.build_kernels_sympy(der) if use_sympy else build_graph_kernels(model, mg)
 kernels.data_degree = mg.degree_in_data()
 out["kernel_ir"] = time.perf_counter() - t
-from symsm.codegen import numba_llvm
-from symsm.codegen.render import templates_digest
+from symsm.backends.llvm import generate as numba_llvm
+from symsm.runtime.loader import generator_digest
 calls = {"render": 0.0}
 real_render = numba_llvm.render
 def timed_render(*a, **k):
     s = time.perf_counter(); r = real_render(*a, **k); calls["render"] += time.perf_counter() - s; return r
 numba_llvm.render = timed_render
-from symsm.compiled import cache_key_for
-from symsm.objectives import Exact
+from symsm.runtime.compiled import cache_key_for
+from symsm.derive.objectives import Exact
 # the key model.compile() uses, so the warm run below is a real cache hit ("auto" only; others get their own)
 key = cache_key_for(model, "numba", np.dtype(np.float64), Exact()) if path == "auto" else cache.cache_key(
-    stage_probe=model.canonical(), path=path, generator=templates_digest())
+    stage_probe=model.canonical(), path=path, generator=generator_digest())
 t = time.perf_counter()
 src = numba_llvm.generate_numba_llvm_source(der, kernels, dtype=np.float64, cache_key=key)
 out["printing"] = time.perf_counter() - t - calls["render"]
@@ -111,7 +111,7 @@ WARM = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np, sympy as sp, symsm
-from symsm import cache
+from symsm.core import cache
 t_import = time.perf_counter() - t0
 kind, d = sys.argv[1], int(sys.argv[2])
 # <MODEL>

@@ -49,7 +49,7 @@ def _maxrss_kib() -> int:
 def warm(name: str) -> dict:
     t0 = time.perf_counter()
     importlib.import_module("symsm")  # timed: what a new process pays before it can use a loss
-    from symsm import cache
+    from symsm.core import cache
 
     t1 = time.perf_counter()
     from benchmarks.models import make_model

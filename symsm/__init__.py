@@ -1,13 +1,17 @@
-"""symsm — exact symbolic derivation and compiled kernels for score matching."""
+"""symsm — exact symbolic derivation and compiled kernels for score matching.
+
+The pipeline is one subpackage per stage, each importing only from the stages before it (an import-linter
+contract in CI keeps it so; see the README's "How symsm is built"):
+
+    core → model → derive → ir → backends → runtime → fitting → latex / cli
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import CacheError, CodegenError, IdentificationError, ModelError, SymsmError
-from .fit import FitResult, fit
-from .model import Model, ParamGroup, matrix, symmetric
-from .modelfile import load_model
+from ._version import __version__
+from .core.errors import CacheError, CodegenError, IdentificationError, ModelError, SymsmError
+from .fitting import FitResult, fit
+from .model import Model, ParamGroup, load_model, matrix, symmetric
 
 __all__ = [
     "CacheError",

@@ -1,5 +1,5 @@
-"""The fitting kernels and their chunked host-side accumulations (symsm/accumulate.py,
-symsm/codegen/fitting.py), against the hand-written numpy references of tests/models.py."""
+"""The fitting kernels and their chunked host-side accumulations (symsm/runtime/accumulate.py,
+symsm/ir/fit_kernels.py), against the hand-written numpy references of tests/models.py."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sympy as sp
 from models import CASES
 
 import symsm
-from symsm import accumulate
-from symsm.codegen import fitting
+from symsm.ir import fit_kernels as fitting
+from symsm.runtime import accumulate
 
 
 @pytest.fixture(params=sorted(CASES))

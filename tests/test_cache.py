@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import symsm
-from symsm import cache
-from symsm.errors import CacheError
-from symsm.llvm import native
+from symsm.backends.llvm import native
+from symsm.core import cache
+from symsm.core.errors import CacheError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ COMPILE_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np, sympy as sp
     import symsm
-    from symsm import cache
+    from symsm.core import cache
     x = sp.Symbol("x", real=True); m = sp.Symbol("m", real=True); s = sp.Symbol("s", positive=True)
     model = symsm.Model(-(x - m)**2 / (2*s**2) - sp.log(1 + x**2) * m**2, [x], [m, s], name="cache_probe")
     loss = model.compile()

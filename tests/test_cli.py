@@ -21,7 +21,7 @@ import pytest
 import sympy as sp
 
 import symsm
-from symsm.parse import parse_formula
+from symsm.model.parse import parse_formula
 
 COMMANDS = ("derive", "codegen", "fit", "latex", "demo", "cache")
 
@@ -261,7 +261,7 @@ def test_fit_prints_estimates_standard_errors_and_convergence(gaussian_data):
 
 @pytest.mark.slow
 def test_fit_iterative_model_from_csv(tmp_path):
-    from symsm.demo import TRUE_THETA, demo_data
+    from symsm.cli.demo import TRUE_THETA, demo_data
 
     np.savetxt(tmp_path / "t.csv", demo_data(20_000), delimiter=",", header="x0,x1", comments="")
     out = run("fit", "student_t_2d", "--data", str(tmp_path / "t.csv"), "--method", "lbfgs", "--json")
@@ -370,7 +370,7 @@ def test_demo_derives_compiles_and_evaluates(tmp_path):
     path = re.search(r"generated source \((\w+)\): (\S+)", text)
     assert path and path.group(1) == "generated" and os.path.isfile(path.group(2))
     value = float(re.search(r"J̃\(θ₀\) = (\S+)", text).group(1))
-    from symsm.demo import demo_data, demo_model
+    from symsm.cli.demo import demo_data, demo_model
 
     model = demo_model()
     loss = model.compile()

@@ -9,10 +9,10 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from symsm.codegen.ir import Tape, build_forward_ir, build_value_and_grad_ir, hoist_invariants
-from symsm.codegen.printers import ScalarMathPrinter
-from symsm.codegen.render import render, template_dir
-from symsm.errors import CodegenError
+from symsm.backends.printers import ScalarMathPrinter
+from symsm.core.errors import CodegenError
+from symsm.core.templates import render, template_dir
+from symsm.ir.ir import Tape, build_forward_ir, build_value_and_grad_ir, hoist_invariants
 
 x0, x1 = sp.symbols("x0 x1", real=True)
 a, b, c = sp.symbols("a b c", real=True)
@@ -113,5 +113,5 @@ def test_printer_float32_constants_and_strictness():
 
 def test_templates_are_strict():
     with pytest.raises(jinja2.UndefinedError):
-        render("numba_cpu.py.j2")
-    assert (template_dir() / "numba_cpu.py.j2").is_file()
+        render("symsm.backends.numba_python", "numba_python.py.j2")
+    assert (template_dir("symsm.backends.numba_python") / "numba_python.py.j2").is_file()

@@ -102,7 +102,7 @@ def test_generated_source_header(compiled_cases):
 
 
 def test_hoisting_keeps_theta_only_work_out_of_the_row_loop():
-    from symsm.codegen.kernels import build_kernels
+    from symsm.ir.kernels import build_kernels
 
     case = CASES["student_t"]()
     ir = build_kernels(case.model.derive()).value_and_grad

@@ -21,7 +21,7 @@ import sympy as sp
 from models import CASES
 
 import symsm
-from symsm.cuda import CudaUnavailableError, import_cuda, simulator_enabled
+from symsm.runtime.device import CudaUnavailableError, import_cuda, simulator_enabled
 
 pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed: pip install 'symsm[cuda]'")
 pytestmark = pytest.mark.skipif(
@@ -149,7 +149,7 @@ def test_ptx_checks_the_compute_capability(cuda_losses):
 NO_DEVICE = textwrap.dedent(
     """
     import sys, numpy as np, symsm
-    from symsm.cuda import CudaUnavailableError, device_available, import_cuda
+    from symsm.runtime.device import CudaUnavailableError, device_available, import_cuda
     if device_available():
         print("HAS-GPU")
         sys.exit(0)
@@ -185,7 +185,7 @@ def test_without_gpu_or_simulator_a_call_raises_a_clear_error(tmp_path):
 def test_missing_numba_cuda_names_the_extra(monkeypatch):
     import importlib.util
 
-    from symsm import cuda
+    from symsm.runtime import device as cuda
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba_cuda" else real(name, *a))

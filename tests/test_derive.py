@@ -7,7 +7,7 @@ import sympy as sp
 from models import CASES
 
 import symsm
-from symsm.derive import theta_degree
+from symsm.derive.derivation import theta_degree
 
 
 def test_gaussian_score_and_hessian_exact():

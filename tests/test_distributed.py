@@ -1,4 +1,4 @@
-"""symsm/distributed.py on a real dask LocalCluster: 2 worker processes on 127.0.0.1, started and closed here.
+"""symsm/runtime/dask.py on a real dask LocalCluster: 2 worker processes on 127.0.0.1, started and closed here.
 
 The distributed results are compared with the in-memory computation (itself checked against hand-written
 numpy references and finite differences in test_compiled.py / test_fit.py) and, for the value, directly with
@@ -21,9 +21,9 @@ import pytest
 from models import CASES
 
 import symsm
-from symsm import distributed as sd
-from symsm.accumulate import gradient_moments
-from symsm.moments import moments as in_memory_moments
+from symsm.runtime import dask as sd
+from symsm.runtime.accumulate import gradient_moments
+from symsm.runtime.moments import moments as in_memory_moments
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -232,14 +232,12 @@ def test_worker_with_an_empty_cache_loads_the_shipped_module(client, tmp_path):
             loss.value_and_grad(case.theta * 1.01, _four_chunks(X))
 
         def state(key):
-            from symsm import cache
+            from symsm.core import cache
 
             return (
                 str(cache.cache_dir()),
                 [e.kind for e in cache.events() if e.key == key],
-                sorted(
-                    m for m in sys.modules if m.startswith(("symsm.codegen.kernels", "symsm.graph", "symsm.derive"))
-                ),
+                sorted(m for m in sys.modules if m.startswith(("symsm.ir.kernels", "symsm.graph", "symsm.derive"))),
             )
 
         ((directory, kinds, generators),) = own.run(state, loss.key).values()

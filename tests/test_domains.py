@@ -37,9 +37,9 @@ from domain_models import (
 from models import central_difference_gradient
 
 import symsm
-from symsm.errors import ModelError
-from symsm.model import WEIGHT_VARIABLE
-from symsm.modelfile import ModelFileError, load_model
+from symsm.core.errors import ModelError
+from symsm.model.model import WEIGHT_VARIABLE
+from symsm.model.modelfile import ModelFileError, load_model
 
 MU, SIGMA, N_TRUNCATED, SEED = 0.5, 1.0, 1000, 2024
 BACKENDS = ["numba", "numba-python"]
@@ -351,7 +351,7 @@ def test_cli_derive_and_fit_follow_the_domain(tmp_path):
     s = sp.Symbol("sigma", positive=True)
     h, dh = x**2 / (1 + x**2), sp.diff(x**2 / (1 + x**2), x)
     want = h * (-1 / s**2) + h * (x - mu) ** 2 / (2 * s**4) - dh * (x - mu) / s**2  # written out by hand
-    from symsm.parse import parse_formula
+    from symsm.model.parse import parse_formula
 
     got = parse_formula(data["objective"], {"x": x, "mu": mu, "sigma": s})
     assert sp.simplify(got - want) == 0
@@ -368,7 +368,7 @@ def test_cli_derive_and_fit_follow_the_domain(tmp_path):
 @pytest.mark.slow
 def test_weighted_cuda_kernels_compile_to_ptx():
     pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed: pip install 'symsm[cuda]'")
-    from symsm.cuda import simulator_enabled
+    from symsm.runtime.device import simulator_enabled
 
     if simulator_enabled():
         pytest.skip("PTX needs numba-cuda's real compiler (NUMBA_ENABLE_CUDASIM is set)")

@@ -14,8 +14,8 @@ import sympy as sp
 from models import CASES
 
 import symsm
-from symsm.codegen import fitting
-from symsm.fit import POSITIVE_LOWER_BOUND
+from symsm.fitting.fit import POSITIVE_LOWER_BOUND
+from symsm.ir import fit_kernels as fitting
 
 x, y = sp.symbols("x y", real=True)
 
@@ -225,7 +225,7 @@ def test_bad_input_gives_clear_errors(quartic, compiled_cases):
 
 
 def test_fit_starts_from_the_model_init():
-    from symsm.demo import TRUE_THETA, demo_data, demo_model
+    from symsm.cli.demo import TRUE_THETA, demo_data, demo_model
 
     model = demo_model()
     X = demo_data(4000)
@@ -243,8 +243,8 @@ def test_fit_starts_from_the_model_init():
 
 
 def test_demo_prints_the_fit(capsys):
-    from symsm.cli import main
-    from symsm.demo import TRUE_THETA
+    from symsm.cli.demo import TRUE_THETA
+    from symsm.cli.main import main
 
     assert main(["demo", "--n", "20000", "--repeat", "1"]) == 0
     text = capsys.readouterr().out
@@ -257,7 +257,7 @@ def test_demo_prints_the_fit(capsys):
 
 
 def test_float32_loss_fits_to_its_precision():
-    from symsm.demo import demo_data, demo_model
+    from symsm.cli.demo import demo_data, demo_model
 
     model = demo_model()
     X = demo_data(20000)

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from models import CASES, central_difference_gradient
 from test_formulas import smooth_expr
 
-from symsm import cache
-from symsm.codegen.graph_kernels import ModelGraph, build_graph_kernels
-from symsm.codegen.numba_llvm import generate_numba_llvm_source
-from symsm.graph import ExprGraph
+from symsm.backends.llvm.generate import generate_numba_llvm_source
+from symsm.core import cache
+from symsm.derive.graph import ExprGraph
+from symsm.ir.graph_kernels import ModelGraph, build_graph_kernels
 
 
 def _point(model):

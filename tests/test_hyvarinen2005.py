@@ -15,7 +15,7 @@ import pytest
 import sympy as sp
 
 import symsm
-from symsm.demo import demo_model
+from symsm.cli.demo import demo_model
 
 
 def gaussian_models(d: int) -> tuple[symsm.Model, symsm.Model]:
@@ -95,7 +95,7 @@ def ica_error(W: np.ndarray, A: np.ndarray) -> float:
     return float(np.sum(B**2) - B.shape[0])
 
 
-def ica_fit_error(loss: symsm.compiled.CompiledLoss, T: int, seed: int) -> tuple[float, symsm.FitResult]:
+def ica_fit_error(loss: symsm.runtime.compiled.CompiledLoss, T: int, seed: int) -> tuple[float, symsm.FitResult]:
     """Logistic sources (unit variance), a random normal mixing A; the data are whitened (z = Vx, V = S^−½)
     — standard ICA preprocessing; without it J̃ is not equivariant in A and L-BFGS-B from one start
     stops in local minima — W̃ is fitted from the identity and Ŵ = W̃V."""

@@ -1,4 +1,4 @@
-"""The LaTeX derivation (symsm/latex.py, templates/derivation.tex.j2).
+"""The LaTeX derivation (symsm/latex/latex.py, templates/derivation.tex.j2).
 
 What is checked, and against what:
 
@@ -30,7 +30,7 @@ from domain_models import WEIGHTS, nonnegative_ggm, truncated_normal
 from models import CASES, central_difference_gradient, gaussian_full, ica_logcosh, student_t
 
 import symsm
-from symsm.latex import (
+from symsm.latex.latex import (
     LatexError,
     SymsmLatexPrinter,
     _Builder,

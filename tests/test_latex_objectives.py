@@ -19,8 +19,8 @@ import sympy as sp
 from models import CASES, gaussian_full, ica_logcosh, polynomial_exp_family, student_t
 
 import symsm
-from symsm.latex import compile_pdf, derivation_latex, objective_latex
-from symsm.objectives import Denoising, Sliced
+from symsm.derive.objectives import Denoising, Sliced
+from symsm.latex.latex import compile_pdf, derivation_latex, objective_latex
 
 needs_pdflatex = pytest.mark.skipif(
     shutil.which("pdflatex") is None,

@@ -12,9 +12,9 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 import symsm
-from symsm import cache
-from symsm.llvm import native
-from symsm.llvm.vecmath import VECTOR_FUNCTIONS, vector_function
+from symsm.backends.llvm import native
+from symsm.backends.llvm.vecmath import VECTOR_FUNCTIONS, vector_function
+from symsm.core import cache
 
 WIDTH = 4
 
@@ -121,7 +121,7 @@ def test_float32_simd_kernel(compiled_cases):
     np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5 * np.abs(g64).max())
 
 
-# ---------------------------------------------------------------------- symsm.llvm.native: machine code, calls
+# ---------------------------------------------------------------------- symsm.backends.llvm.native: machine code, calls
 
 
 def _scalar_call_model():

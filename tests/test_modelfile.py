@@ -15,7 +15,7 @@ import pytest
 import sympy as sp
 
 import symsm
-from symsm.modelfile import ModelFileError, example_models, load_data, load_model
+from symsm.model.modelfile import ModelFileError, example_models, load_data, load_model
 
 FULL = """
 name = "full_example"
@@ -191,8 +191,8 @@ def test_a_model_name_cannot_inject_code_into_generated_modules(tmp_path, monkey
         with pytest.raises(symsm.ModelError, match="name must be printable text"):
             symsm.Model.from_string("-x**2*m", data="x", params="m", name=name)
     # Allowed but awkward characters stay inside the comment and the docstring of the generated module.
-    from symsm.codegen.kernels import build_kernels
-    from symsm.codegen.numba_cpu import generate_numba_source
+    from symsm.backends.numba_python.generate import generate_numba_source
+    from symsm.ir.kernels import build_kernels
 
     def module_tree(name: str) -> str:
         der = symsm.Model.from_string("-x**2*m + m*x", data="x", params="m", name=name).derive()

@@ -1,4 +1,4 @@
-"""symsm.moments: matching points reproduce mean and covariance; losses quadratic in x use them exactly."""
+"""symsm.runtime.moments: matching points reproduce mean and covariance; losses quadratic in x use them exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from models import CASES
 
-from symsm.moments import moment_points, moments
+from symsm.runtime.moments import moment_points, moments
 
 
 @pytest.mark.parametrize("d", [1, 3, 8])

@@ -1,4 +1,4 @@
-"""symsm.objectives: the objective extension point, with auxiliary per-row inputs drawn on the host."""
+"""symsm.derive.objectives: the objective extension point, with auxiliary per-row inputs drawn on the host."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import sympy as sp
 from models import CASES, central_difference_gradient
 
-from symsm.objectives import OBJECTIVES, Exact, Objective, make_objective
+from symsm.derive.objectives import OBJECTIVES, Exact, Objective, make_objective
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""symsm.parse: the allow-list parser builds exact sympy expressions and refuses everything else."""
+"""symsm.model.parse: the allow-list parser builds exact sympy expressions and refuses everything else."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from symsm import ModelError
-from symsm.parse import parse_formula
+from symsm.model.parse import parse_formula
 
 x, mu = sp.symbols("x mu", real=True)
 s = sp.Symbol("s", positive=True)
@@ -267,7 +267,7 @@ def test_bounds_are_reported_with_the_limit():
 
 
 def test_the_work_budget_refuses_re_wrapping_a_large_sum(monkeypatch):
-    import symsm.parse as parse
+    import symsm.model.parse as parse
 
     inner = " + ".join(f"mu**{i}*x" for i in range(1, 300))
     once = f"2*(1 + {inner})"

@@ -1,4 +1,4 @@
-"""Objective variants (symsm/objectives.py): sliced, variance-reduced sliced and denoising score matching.
+"""Objective variants (symsm/derive/objectives.py): sliced, variance-reduced sliced and denoising score matching.
 
 Every value is checked against hand-written numpy: the score of tests/models.py and, for the sliced terms,
 Hessian-vector products vᵀHv written out by hand per model (or, for models without one, central differences
@@ -14,9 +14,9 @@ import sympy as sp
 from models import CASES, Case, central_difference_gradient
 
 import symsm
-from symsm.codegen.graph_kernels import ModelGraph
-from symsm.graph import ExprGraph
-from symsm.objectives import MAX_DIRECTIONS, Denoising, Exact, Sliced, SlicedVR, make_objective
+from symsm.derive.graph import ExprGraph
+from symsm.derive.objectives import MAX_DIRECTIONS, Denoising, Exact, Sliced, SlicedVR, make_objective
+from symsm.ir.graph_kernels import ModelGraph
 
 # ------------------------------------------------------------------ hand-written references
 
@@ -403,7 +403,7 @@ def test_fit_compiles_a_model_with_the_objective():
 
 def test_variant_cuda_kernels_compile_to_ptx():
     pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed")
-    from symsm.cuda import import_cuda, simulator_enabled
+    from symsm.runtime.device import import_cuda, simulator_enabled
 
     if simulator_enabled():
         pytest.skip("PTX needs numba-cuda's compiler, which the simulator replaces")
@@ -414,7 +414,7 @@ def test_variant_cuda_kernels_compile_to_ptx():
     assert all(".entry" in text for text in ptx.values())
     assert "X[i_row, 5]" in loss.source  # 2 coordinates + 2 directions × 2: the last auxiliary column is read
     cuda = import_cuda()
-    from symsm.cuda_columns import join_columns
+    from symsm.backends.cuda.columns import join_columns
 
     for t in ("float64", "float32"):
         text, _ = cuda.compile_ptx(join_columns.py_func, f"void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1])", cc=(8, 0))

@@ -11,7 +11,7 @@ import importlib.util
 
 import pytest
 
-from symsm.cuda import device_available, simulator_enabled
+from symsm.runtime.device import device_available, simulator_enabled
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

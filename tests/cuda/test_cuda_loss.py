@@ -1,4 +1,4 @@
-"""The CUDA backend (symsm/cuda.py, symsm/codegen/numba_cuda.py) against the numba CPU backend.
+"""The CUDA backend (symsm/runtime/device.py, symsm/backends/cuda/generate.py) against the numba CPU backend.
 
 Run by tests/run_all.sh under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1, its own process); on a machine with
 a GPU, `pytest tests/cuda` runs the same tests on the GPU (and the ones marked `gpu`).
@@ -21,7 +21,7 @@ import sympy as sp
 from models import CASES
 
 import symsm
-from symsm.cuda import CudaUnavailableError, DeviceData, import_cuda, simulator_enabled
+from symsm.runtime.device import CudaUnavailableError, DeviceData, import_cuda, simulator_enabled
 
 TOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 1e-4}
 N_ROWS = 96  # small: the simulator is slow

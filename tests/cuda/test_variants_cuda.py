@@ -17,7 +17,7 @@ import pytest
 from models import CASES
 
 import symsm
-from symsm.objectives import Denoising, Sliced, SlicedVR
+from symsm.derive.objectives import Denoising, Sliced, SlicedVR
 
 N_ROWS = 48  # small: the simulator runs ~30k elements/s and the sliced kernels are several times the exact one
 SMALL_LAUNCH = {"threads_per_block": 16, "max_blocks": 2, "max_blocks_output": 2}  # several rows per thread

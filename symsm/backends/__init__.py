@@ -1,0 +1,1 @@
+"""Stage 4 — backends: one package per backend (printer, templates, generator, kernel runtime)."""

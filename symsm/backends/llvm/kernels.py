@@ -1,0 +1,501 @@
+"""LLVM IR for the CPU kernels, built from three-address-code tables (symsm/backends/llvm/tac.py).
+
+Each function has a plain C signature; symsm/backends/llvm/native.py compiles a module of them to machine code
+(cached as an object file next to the generated module) and calls them through ctypes. `T` is the kernel's
+dtype (double or float):
+
+* `build_section`: straight-line scalar code once per call — the θ-only prologue
+  `void f(T* theta, T* consts)` and the epilogue `void f(T* theta, T* consts, double* totals, double n,
+  double* result)`.
+* `build_sum_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, T* buf, double* out)`, a loop
+  over rows [start, stop) of X, `LANES` rows at a time in SIMD registers, accumulating the per-row sums in
+  float64 vectors; the last, partial group of rows is masked (its extra lanes recompute the last row and
+  contribute nothing). The lanes are added in a fixed order at the end.
+* `build_row_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, double* out)`, the same loop
+  writing per-row outputs.
+
+Building the IR here rather than through numba's Python front end matters: numba's type inference and
+lowering cost about a millisecond per Python operation, so a 10 000-operation kernel body written as Python
+takes minutes to compile, and numba's O3 pipeline re-optimises code that is already in SSA form, common
+subexpressions shared, with nothing left to vectorise.
+
+Arithmetic carries LLVM's `contract` flag (multiply-adds may fuse into FMAs: fewer roundings, never more);
+exp, expm1, log, log1p and tanh use the vectorised implementations of `symsm.backends.llvm.vecmath`; other functions
+call the C library lane by lane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llvmlite import ir
+
+from .vecmath import VECTOR_FUNCTIONS, declare_intrinsic, vector_function
+
+__all__ = ["LANES", "build_row_block", "build_section", "build_sum_block", "chunk_rows"]
+
+LANES = {"float64": 4, "float32": 8}  # one AVX2 register of either type
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+F64 = ir.DoubleType()
+F32 = ir.FloatType()
+_ARITH = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
+Table = Sequence[Sequence[Any]]
+Inputs = Mapping[str, tuple[str, int]]
+
+
+def _llvm_type(dtype: str) -> ir.Type:
+    return {"float64": F64, "float32": F32}[dtype]
+
+
+class _Emitter:
+    """Emits instructions of a table; scalar (width 1) or on vectors of `width` lanes."""
+
+    def __init__(self, builder: ir.IRBuilder, ctype: ir.Type, width: int, loader: Any) -> None:
+        self.b = builder
+        self.ctype = ctype  # compute type (double or float)
+        self.width = width
+        self.ty = ir.VectorType(ctype, width) if width > 1 else ctype
+        self.env: dict[str, ir.Value] = {}
+        self.loader = loader  # name → value, for names no instruction defines
+
+    def const(self, value: float) -> ir.Constant:
+        if self.width == 1:
+            return ir.Constant(self.ctype, value)
+        return ir.Constant(self.ty, [value] * self.width)
+
+    def splat(self, scalar: ir.Value) -> ir.Value:
+        if self.width == 1:
+            return scalar
+        undef = ir.Constant(self.ty, ir.Undefined)
+        first = self.b.insert_element(undef, scalar, ir.Constant(I32, 0))
+        mask = ir.Constant(ir.VectorType(I32, self.width), [0] * self.width)
+        return self.b.shuffle_vector(first, undef, mask)
+
+    def operand(self, x: Any) -> ir.Value:
+        if isinstance(x, float):
+            return self.const(x)
+        value = self.env.get(x)
+        if value is None:
+            value = self.loader(x)
+            self.env[x] = value
+        return value
+
+    def run(self, code: Sequence[Sequence[Any]]) -> None:
+        for dst, op, *args in code:
+            self.env[dst] = self._instruction(op, args)
+
+    def _instruction(self, op: str, args: list[Any]) -> ir.Value:
+        b = self.b
+        if op in _ARITH:
+            instr = getattr(b, _ARITH[op])(self.operand(args[0]), self.operand(args[1]))
+            instr.flags.append("contract")
+            return instr
+        if op == "neg":
+            return b.fneg(self.operand(args[0]))
+        if op == "copy":
+            return self.operand(args[0])
+        if op == "sqrt":
+            return b.call(declare_intrinsic(b.module, "llvm.sqrt", self.ty, 1), [self.operand(args[0])])
+        if op == "call":
+            return self._call(args[0], [self.operand(args[1])])
+        if op == "pow":
+            return self._call("pow", [self.operand(args[0]), self.operand(args[1])])
+        raise ValueError(f"unknown instruction {op!r}")
+
+    def _call(self, name: str, values: list[ir.Value]) -> ir.Value:
+        b = self.b
+        if self.width > 1 and name in VECTOR_FUNCTIONS:
+            fn = vector_function(b.module, name, self.width)
+            if self.ctype == F64:
+                return b.call(fn, values)
+            wide = ir.VectorType(F64, self.width)
+            return b.fptrunc(b.call(fn, [b.fpext(values[0], wide)]), self.ty)
+        if self.width == 1:
+            return self._scalar_call(name, values)
+        out = ir.Constant(self.ty, ir.Undefined)
+        for lane in range(self.width):
+            idx = ir.Constant(I32, lane)
+            lane_args = [b.extract_element(v, idx) for v in values]
+            out = b.insert_element(out, self._scalar_call(name, lane_args), idx)
+        return out
+
+    def _scalar_call(self, name: str, values: list[ir.Value]) -> ir.Value:
+        """The C library's function (`name`, or `namef` in float32), resolved when the object is loaded."""
+        symbol = name if self.ctype == F64 else f"{name}f"
+        fn = self.b.module.globals.get(symbol)
+        if fn is None:
+            fn = ir.Function(self.b.module, ir.FunctionType(self.ctype, [self.ctype] * len(values)), symbol)
+            fn.attributes.add("nounwind")
+        return self.b.call(fn, values)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _function(module: ir.Module, symbol: str, args: Sequence[tuple[str, ir.Type]]) -> tuple[ir.Function, dict]:
+    """A new external function `void symbol(args...)`; pointer arguments do not alias each other."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ty for _, ty in args]), symbol)
+    fn.attributes.add("nounwind")
+    values = {}
+    for (name, ty), arg in zip(args, fn.args, strict=True):
+        arg.name = name
+        if isinstance(ty, ir.PointerType):
+            arg.add_attribute("noalias")
+        values[name] = arg
+    return fn, values
+
+
+def _load(builder: ir.IRBuilder, ptr: ir.Value, index: ir.Value | int, to: ir.Type) -> ir.Value:
+    idx = ir.Constant(I64, index) if isinstance(index, int) else index
+    return _convert(builder, builder.load(builder.gep(ptr, [idx])), to)
+
+
+def _store(builder: ir.IRBuilder, value: ir.Value, ptr: ir.Value, index: ir.Value | int) -> None:
+    idx = ir.Constant(I64, index) if isinstance(index, int) else index
+    target = builder.gep(ptr, [idx])
+    builder.store(_convert(builder, value, target.type.pointee), target)
+
+
+def _convert(builder: ir.IRBuilder, value: ir.Value, to: ir.Type) -> ir.Value:
+    if value.type == to:
+        return value
+    if isinstance(to, ir.VectorType):
+        return builder.fpext(value, to) if to.element == F64 else builder.fptrunc(value, to)
+    return builder.fpext(value, to) if to == F64 else builder.fptrunc(value, to)
+
+
+def _scalar_loader(
+    builder: ir.IRBuilder, values: Mapping[str, ir.Value], inputs: Inputs, ctype: ir.Type, scalars: Sequence[str]
+):
+    def load(name: str) -> ir.Value:
+        try:
+            source, index = inputs[name]
+        except KeyError:
+            raise ValueError(f"the table reads {name!r}, which nothing defines") from None
+        if source in scalars:
+            return _convert(builder, values[source], ctype)
+        return _load(builder, values[source], index, ctype)
+
+    return load
+
+
+def _alloca_zero(builder: ir.IRBuilder, ty: ir.Type) -> ir.Value:
+    """A stack slot in the entry block (SROA turns it into registers), set to zero here."""
+    with builder.goto_entry_block():
+        slot = builder.alloca(ty)
+    builder.store(ir.Constant(ty, None), slot)
+    return slot
+
+
+# ---------------------------------------------------------------------- section: straight-line scalar code
+
+
+def build_section(
+    module: ir.Module,
+    symbol: str,
+    code: Table,
+    inputs: Inputs,
+    outputs: Sequence[str],
+    dtype: str,
+    pointers: Sequence[tuple[str, str]],
+    scalars: Sequence[str] = (),
+    out_dtype: str = "float64",
+) -> ir.Function:
+    """`void symbol(*pointers, *scalars, out)` running `code` once in `dtype`; `out[k] = outputs[k]`.
+
+    `pointers` are (argument name, element dtype); `inputs` maps names the table reads to (argument name,
+    index); a scalar (double) argument is read whole.
+    """
+    ctype = _llvm_type(dtype)
+    args = [(name, ir.PointerType(_llvm_type(dt))) for name, dt in pointers]
+    args += [(name, F64) for name in scalars] + [("out", ir.PointerType(_llvm_type(out_dtype)))]
+    fn, values = _function(module, symbol, args)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    emitter = _Emitter(b, ctype, 1, _scalar_loader(b, values, inputs, ctype, scalars))
+    emitter.run(code)
+    for k, name in enumerate(outputs):
+        _store(b, emitter.operand(name), values["out"], k)
+    b.ret_void()
+    return fn
+
+
+# ---------------------------------------------------------------------- blocks of rows, SIMD across rows
+
+TILE = 12  # products accumulated in registers at once (AVX2 has 16 vector registers)
+BUFFER_BYTES = 16384  # the per-chunk buffer of product factors stays well inside L1 (measured: 32 KiB spills to L2)
+
+
+def chunk_rows(n_factors: int, dtype: str) -> int:
+    """Rows per chunk for a kernel with `n_factors` product factors: a multiple of the lane count."""
+    width = LANES[dtype]
+    rows = BUFFER_BYTES // (8 * max(1, n_factors))
+    return max(8 * width, min(1024, rows - rows % width))
+
+
+def buffer_size(n_factors: int, dtype: str) -> int:
+    """Elements of the `buf` argument of a sum block with `n_factors` product factors."""
+    return chunk_rows(n_factors, dtype) * n_factors if n_factors else 1
+
+
+def _block_args(dtype: str, last: list[tuple[str, ir.Type]]) -> list[tuple[str, ir.Type]]:
+    pt = ir.PointerType(_llvm_type(dtype))
+    return [("theta", pt), ("consts", pt), ("X", pt), ("start", I64), ("stop", I64), *last]
+
+
+class _Rows:
+    """Emits `for i in range(lo, hi, width)` with the lane mask and clamped row numbers of each step."""
+
+    def __init__(self, builder: ir.IRBuilder, width: int) -> None:
+        self.b = builder
+        self.width = width
+        self.vi = ir.VectorType(I64, width)
+
+    def splat(self, value: ir.Value) -> ir.Value:
+        undef = ir.Constant(self.vi, ir.Undefined)
+        first = self.b.insert_element(undef, value, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(first, undef, ir.Constant(ir.VectorType(I32, self.width), [0] * self.width))
+
+    def loop(self, lo: ir.Value, hi: ir.Value, body: Any, name: str) -> None:
+        b = self.b
+        head = b.append_basic_block(f"{name}.head")
+        block = b.append_basic_block(f"{name}.body")
+        done = b.append_basic_block(f"{name}.done")
+        before = b.block
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, f"{name}.i")
+        i.add_incoming(lo, before)
+        b.cbranch(b.icmp_signed("<", i, hi), block, done)
+        b.position_at_end(block)
+        iv = b.add(self.splat(i), ir.Constant(self.vi, list(range(self.width))))
+        hiv = self.splat(hi)
+        mask = b.icmp_signed("<", iv, hiv)
+        rows = b.select(mask, iv, b.sub(hiv, ir.Constant(self.vi, [1] * self.width)))
+        body(i, mask, rows)
+        i.add_incoming(b.add(i, ir.Constant(I64, self.width)), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+
+def _row_loader(
+    builder: ir.IRBuilder,
+    emitter_ref: list,
+    inputs: Mapping[str, tuple[str, int]],
+    ptrs: dict,
+    rows: ir.Value,
+    dim: int,
+    width: int,
+    ctype: ir.Type,
+) -> Any:
+    """Loads table inputs for one step of the row loop: θ and constants splatted, data columns per lane.
+
+    With 4 lanes of float64, four consecutive columns are read as four row vectors and transposed with
+    shuffles (12 instructions for 16 values instead of 16 scalar loads and 12 inserts).
+    """
+    vty = ir.VectorType(ctype, width)
+    offsets = builder.mul(rows, ir.Constant(ir.VectorType(I64, width), [dim] * width))
+    lane_offsets = [builder.extract_element(offsets, ir.Constant(I32, lane)) for lane in range(width)]
+    columns: dict[int, ir.Value] = {}
+    transpose = width == 4 and ctype == F64
+
+    def load_group(first: int) -> None:
+        row_vecs = []
+        for off in lane_offsets:
+            at = builder.gep(ptrs["X"], [builder.add(off, ir.Constant(I64, first))])
+            row_vecs.append(builder.load(builder.bitcast(at, ir.PointerType(vty)), align=8))
+        r0, r1, r2, r3 = row_vecs
+
+        def shuffle(a: ir.Value, b: ir.Value, mask: list[int]) -> ir.Value:
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, 4), mask))
+
+        t0, t1 = shuffle(r0, r1, [0, 4, 2, 6]), shuffle(r0, r1, [1, 5, 3, 7])
+        t2, t3 = shuffle(r2, r3, [0, 4, 2, 6]), shuffle(r2, r3, [1, 5, 3, 7])
+        columns[first] = shuffle(t0, t2, [0, 1, 4, 5])
+        columns[first + 1] = shuffle(t1, t3, [0, 1, 4, 5])
+        columns[first + 2] = shuffle(t0, t2, [2, 3, 6, 7])
+        columns[first + 3] = shuffle(t1, t3, [2, 3, 6, 7])
+
+    def load(name: str) -> ir.Value:
+        source, index = inputs[name]
+        if source == "X":
+            if index in columns:
+                return columns[index]
+            if transpose and index < dim - dim % 4:
+                load_group(index - index % 4)
+                return columns[index]
+            vec = ir.Constant(vty, ir.Undefined)
+            for lane, off in enumerate(lane_offsets):
+                at = builder.add(off, ir.Constant(I64, index))
+                vec = builder.insert_element(vec, _load(builder, ptrs["X"], at, ctype), ir.Constant(I32, lane))
+            return vec
+        return emitter_ref[0].splat(_load(builder, ptrs[source], index, ctype))
+
+    return load
+
+
+def _horizontal_sum(builder: ir.IRBuilder, vec: ir.Value, width: int) -> ir.Value:
+    total = builder.extract_element(vec, ir.Constant(I32, 0))
+    for lane in range(1, width):  # fixed order: deterministic
+        total = builder.fadd(total, builder.extract_element(vec, ir.Constant(I32, lane)))
+    return total
+
+
+def build_sum_block(
+    module: ir.Module,
+    symbol: str,
+    code: Table,
+    inputs: Inputs,
+    sums: Sequence[str],
+    dim: int,
+    dtype: str,
+    factors: Sequence[str] = (),
+    products: Sequence[tuple[int, int]] = (),
+) -> ir.Function:
+    """`void symbol(theta, consts, X, start, stop, buf, out)` over rows [start, stop) of X (row stride `dim`):
+    out[k] = Σ sums[k] for k < len(sums), then out[len(sums) + p] = Σ factors[u]·factors[v] for (u, v) = products[p].
+
+    Rows are processed in chunks; each chunk's factor values go to `buf` (`buffer_size(len(factors))`
+    elements), then every product is summed over the chunk in register tiles of TILE accumulators.
+    """
+    ctype = _llvm_type(dtype)
+    width = LANES[dtype]
+    n_factors = len(factors)
+    chunk = chunk_rows(n_factors, dtype) if products else 1 << 40
+    tiles: list[tuple[int, list[tuple[int, int]]]] = []  # (u, [(v, product index)...])
+    by_u: dict[int, list[tuple[int, int]]] = {}
+    for p, (u, v) in enumerate(products):
+        by_u.setdefault(u, []).append((v, p))
+    for u, vs in by_u.items():
+        for k in range(0, len(vs), TILE):
+            tiles.append((u, vs[k : k + TILE]))
+
+    cvec = ir.VectorType(ctype, width)
+    fn, values = _function(
+        module, symbol, _block_args(dtype, [("buf", ir.PointerType(ctype)), ("out", ir.PointerType(F64))])
+    )
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ptrs = {name: values[name] for name in ("theta", "consts", "X")}
+    buf_p, out_p, start_v, stop_v = values["buf"], values["out"], values["start"], values["stop"]
+    acc_ty = ir.VectorType(F64, width)
+    zero_acc = ir.Constant(acc_ty, [0.0] * width)
+    zero_c = ir.Constant(cvec, [0.0] * width)
+    accs = [_alloca_zero(b, acc_ty) for _ in sums]
+    paccs = [_alloca_zero(b, acc_ty) for _ in products]
+    # one set of tile registers for all tiles, allocated while the entry block is still open (an alloca
+    # added later is inserted before the entry's terminator, a lookup that grows with the block)
+    regs_pool = [_alloca_zero(b, acc_ty) for _ in range(min(TILE, len(products)))]
+    rows = _Rows(b, width)
+    chunk_c = ir.Constant(I64, chunk)
+    buf_vec = ir.PointerType(cvec)
+
+    def chunk_body(c: ir.Value, _mask: ir.Value, _rows: ir.Value) -> None:
+        c_end = b.select(b.icmp_signed("<", b.add(c, chunk_c), stop_v), b.add(c, chunk_c), stop_v)
+
+        def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
+            ref: list[_Emitter] = []
+            emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype))
+            ref.append(emitter)
+            emitter.run(code)
+            for acc, name in zip(accs, sums, strict=True):
+                value = _convert(b, emitter.operand(name), acc_ty)
+                b.store(b.fadd(b.load(acc), b.select(mask, value, zero_acc)), acc)
+            offset = b.sub(i, c)
+            for f, name in enumerate(factors):
+                value = b.select(mask, emitter.operand(name), zero_c)  # padding lanes contribute 0
+                at = b.gep(buf_p, [b.add(offset, ir.Constant(I64, f * chunk))])
+                b.store(value, b.bitcast(at, buf_vec), align=8)
+
+        rows.loop(c, c_end, row_body, "rows")
+        if not products:
+            return
+        n_rows = b.sub(c_end, c)
+        fma = declare_intrinsic(b.module, "llvm.fma", acc_ty, 3)
+        for u, vs in tiles:
+            regs = regs_pool[: len(vs)]
+            for reg in regs:
+                b.store(zero_acc, reg)
+
+            def tile_body(
+                t: ir.Value, _m: ir.Value, _r: ir.Value, u: int = u, vs: list = vs, regs: list = regs
+            ) -> None:
+                def vec_at(f: int) -> ir.Value:
+                    at = b.gep(buf_p, [b.add(t, ir.Constant(I64, f * chunk))])
+                    return _convert(b, b.load(b.bitcast(at, buf_vec), align=8), acc_ty)
+
+                uv = vec_at(u)
+                for reg, (v, _) in zip(regs, vs, strict=True):
+                    b.store(b.call(fma, [uv, vec_at(v), b.load(reg)]), reg)
+
+            rows.loop(ir.Constant(I64, 0), n_rows, tile_body, "tile")
+            for reg, (_, p) in zip(regs, vs, strict=True):
+                b.store(b.fadd(b.load(paccs[p]), b.load(reg)), paccs[p])
+
+    _ChunkLoop(b, chunk).run(start_v, stop_v, chunk_body)
+    for k, acc in enumerate([*accs, *paccs]):
+        _store(b, _horizontal_sum(b, b.load(acc), width), out_p, k)
+    b.ret_void()
+    return fn
+
+
+class _ChunkLoop:
+    """for c in range(lo, hi, chunk) (no lanes)."""
+
+    def __init__(self, builder: ir.IRBuilder, chunk: int) -> None:
+        self.b = builder
+        self.chunk = chunk
+
+    def run(self, lo: ir.Value, hi: ir.Value, body: Any) -> None:
+        b = self.b
+        head = b.append_basic_block("chunk.head")
+        block = b.append_basic_block("chunk.body")
+        done = b.append_basic_block("chunk.done")
+        before = b.block
+        b.branch(head)
+        b.position_at_end(head)
+        c = b.phi(I64, "chunk.c")
+        c.add_incoming(lo, before)
+        b.cbranch(b.icmp_signed("<", c, hi), block, done)
+        b.position_at_end(block)
+        body(c, None, None)
+        c.add_incoming(b.add(c, ir.Constant(I64, self.chunk)), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+
+def build_row_block(
+    module: ir.Module,
+    symbol: str,
+    code: Table,
+    inputs: Inputs,
+    outputs: Sequence[str],
+    dim: int,
+    dtype: str,
+) -> ir.Function:
+    """`void symbol(theta, consts, X, start, stop, out)`: out[row·K + k] = outputs[k] (K = len(outputs)),
+    for rows [start, stop) of X (row stride `dim`), in float64."""
+    ctype = _llvm_type(dtype)
+    width = LANES[dtype]
+    fn, values = _function(module, symbol, _block_args(dtype, [("out", ir.PointerType(F64))]))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ptrs = {name: values[name] for name in ("theta", "consts", "X")}
+    out_p = values["out"]
+    n_out = ir.Constant(I64, len(outputs))
+
+    def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
+        ref: list[_Emitter] = []
+        emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype))
+        ref.append(emitter)
+        emitter.run(code)
+        for k, name in enumerate(outputs):
+            value = emitter.operand(name)
+            for lane in range(width):
+                idx = ir.Constant(I32, lane)
+                with b.if_then(b.extract_element(mask, idx), likely=True):
+                    row = b.extract_element(rows_v, idx)
+                    _store(b, b.extract_element(value, idx), out_p, b.add(b.mul(row, n_out), ir.Constant(I64, k)))
+
+    _Rows(b, width).loop(values["start"], values["stop"], row_body, "rows")
+    b.ret_void()
+    return fn

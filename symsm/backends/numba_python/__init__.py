@@ -1,0 +1,1 @@
+"""The numba_python backend."""

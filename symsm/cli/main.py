@@ -1,0 +1,351 @@
+"""The `symsm` command line. It only parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sympy as sp
+
+from .._version import __version__
+from ..core.errors import SymsmError
+
+if TYPE_CHECKING:
+    from ..model.model import Model
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Derive, print, generate, compile and evaluate a bivariate Student-t model on embedded data."""
+    import sympy as sp
+
+    from ..core import cache
+    from ..fitting.fit import fit
+    from .demo import TRUE_THETA, demo_data, demo_model
+
+    out = sys.stdout
+    t0 = time.perf_counter()
+    model = demo_model()
+    der = model.derive()
+    t_derive = time.perf_counter() - t0
+    print(f"symsm {__version__} demo: {model.name} — {model.description}", file=out)
+    print(f"\nlog f(x; θ) = {sp.sstr(model.log_f)}", file=out)
+    print(f"θ = ({', '.join(model.param_names)}), d = {model.dim}, P = {model.n_params}\n", file=out)
+    for i, (s, h) in enumerate(zip(der.score, der.hessian_diag, strict=True)):
+        print(f"∂{i} log f   = {sp.sstr(s)}", file=out)
+        print(f"∂{i}² log f  = {sp.sstr(h)}", file=out)
+    print("\nper-sample objective Σ_i [∂_i² log f + ½ (∂_i log f)²]; J̃(θ) is its mean over the data.", file=out)
+
+    t1 = time.perf_counter()
+    loss = model.compile(derivation=der)
+    t_codegen = time.perf_counter() - t1
+    kind = cache.events()[-1].kind if cache.events() else "?"
+    print(f"\ngenerated source ({kind}): {loss.path}", file=out)
+
+    X = demo_data(args.n)
+    theta = model.default_theta()
+    t2 = time.perf_counter()
+    value, grad = loss.value_and_grad(theta, X)
+    t_first = time.perf_counter() - t2
+    times = []
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        loss.value_and_grad(theta, X)
+        times.append(time.perf_counter() - t)
+    print(f"\nembedded data: N = {X.shape[0]} samples from a bivariate t (seeded), evaluated at θ₀ = init", file=out)
+    print(f"J̃(θ₀) = {value:.12g}", file=out)
+    for name, g in zip(model.param_names, grad, strict=True):
+        print(f"  ∂J̃/∂{name:<4} = {g: .12g}", file=out)
+
+    t3 = time.perf_counter()
+    res = fit(loss, X)
+    t_fit = time.perf_counter() - t3
+    status = "converged" if res.converged else "NOT converged"
+    print(f"\nfit: {res.method}, {res.n_iter} iterations, {status}; estimate ± standard error (sandwich)", file=out)
+    for name, value, se in zip(res.param_names, res.theta, res.se, strict=True):
+        print(f"  {name:<4} = {value: .6f} ± {se:.6f}   (true value {TRUE_THETA[name]:g})", file=out)
+    print("\ntimings", file=out)
+    print(f"  derive                 {t_derive * 1e3:9.1f} ms", file=out)
+    print(f"  codegen + cache        {t_codegen * 1e3:9.1f} ms", file=out)
+    print(f"  first value_and_grad   {t_first * 1e3:9.1f} ms (includes numba compile or cache load)", file=out)
+    print(f"  steady value_and_grad  {np.median(times) * 1e3:9.2f} ms (median of {args.repeat})", file=out)
+    print(f"  fit                    {t_fit * 1e3:9.1f} ms (first use includes the fitting kernels)", file=out)
+    return 0
+
+
+def _model(args: argparse.Namespace) -> Model:
+    from ..model.modelfile import load_model
+
+    return load_model(args.model)
+
+
+def _order(expr: Any) -> str | None:
+    # sympy's default ordering of a sum costs terms × symbols in time and memory: fine for a small model,
+    # gigabytes for a long polynomial in thousands of parameters, which is printed unordered instead.
+    return None if len(expr.free_symbols) <= 64 else "none"
+
+
+def _sstr(expr: Any) -> str:
+    return sp.sstr(expr, order=_order(expr))
+
+
+GRADIENT_PRINT_NODES = 1000  # objectives larger than this get their symbolic θ-gradient only on request
+
+
+def _show_gradient(args: argparse.Namespace, der: Any) -> bool:
+    """--gradient: always; --no-gradient: never; else only for objectives small enough to differentiate quickly.
+
+    The symbolic θ-gradient of a nested objective grows much faster than the objective (a 16-level nest of
+    exp takes tens of seconds and prints a megabyte), so a short hostile file must not hang `derive`.
+    """
+    if args.gradient is not None:
+        return args.gradient
+    return _nodes_at_most(der.objective, GRADIENT_PRINT_NODES)
+
+
+def _nodes_at_most(expr: Any, limit: int) -> bool:
+    return all(count < limit for count, _ in enumerate(sp.preorder_traversal(expr)))
+
+
+def _derive(args: argparse.Namespace) -> int:
+    """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient."""
+    model = _model(args)
+    der = model.derive()
+    show = (lambda e: sp.pretty(e, use_unicode=True, order=_order(e))) if args.pretty else _sstr
+    if args.json:
+        out = {
+            "model": model.name,
+            "description": model.description,
+            "data": model.data_names,
+            "params": model.param_names,
+            "log_f": _sstr(model.log_f),
+            "score": [_sstr(e) for e in der.score],
+            "hessian_diag": [_sstr(e) for e in der.hessian_diag],
+            "objective": _sstr(der.objective),
+            "domain": model.domain,
+            "weight": None if model.weight_expr is None else _sstr(model.weight_expr),
+            "quadratic_in_theta": der.is_quadratic,
+        }
+        if _show_gradient(args, der):
+            out["gradient"] = [_sstr(e) for e in der.gradient]
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    x = model.data_names
+    print(f"model {model.name}" + (f" — {model.description}" if model.description else ""))
+    print(f"data x = ({', '.join(x)}), d = {model.dim}; parameters θ = ({', '.join(model.param_names)}), "
+          f"P = {model.n_params}")  # fmt: skip
+    print(f"\nlog f(x; θ) = {show(model.log_f)}")
+    print("\nscore ∂ᵢ log f")
+    for name, e in zip(x, der.score, strict=True):
+        print(f"  ∂/∂{name} log f = {show(e)}")
+    print("\nsecond derivatives ∂ᵢ² log f")
+    for name, e in zip(x, der.hessian_diag, strict=True):
+        print(f"  ∂²/∂{name}² log f = {show(e)}")
+    if der.weights is None:
+        print("\nper-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
+    else:  # domain "nonnegative": generalized score matching with the coordinate weight h
+        print(f"\ndomain [0, ∞)^{model.dim}, weight h(t) = {_sstr(model.weight_expr)}, hᵢ = h(xᵢ)")
+        print("per-sample objective Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f]  (J̃(θ) is its mean)")
+    print(f"  {show(der.objective)}")
+    quadratic = "yes: every score is affine in θ, so J̃ is quadratic and the fit is in closed form"
+    print(f"\nquadratic in θ: {quadratic if der.is_quadratic else 'no (fitted by L-BFGS-B)'}")
+    if _show_gradient(args, der):
+        print("\ngradient of the per-sample objective ∂/∂θₖ")
+        for name, e in zip(model.param_names, der.gradient, strict=True):
+            print(f"  ∂/∂{name} = {show(e)}")
+    elif args.gradient is None:
+        print(
+            f"\nthe θ-gradient is not printed: the objective has more than {GRADIENT_PRINT_NODES} nodes, so its "
+            "symbolic gradient is slow to form and very long (the kernels compute it by reverse accumulation); "
+            "--gradient prints it anyway"
+        )
+    return 0
+
+
+def _codegen(args: argparse.Namespace) -> int:
+    """Generate (or load from the cache) the kernels for a backend and write the module to a folder."""
+    model = _model(args)
+    loss = model.compile(backend=args.backend, dtype=args.dtype, verbose=args.verbose)
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"-o {out_dir}: is a file; codegen writes into a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", model.name).strip("_") or "model"  # a file name, never a path
+    target = out_dir / f"{stem}_{args.backend.replace('-', '_')}_{args.dtype}.py"
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(loss.source, encoding="utf-8")
+    os.replace(tmp, target)
+    print(target)
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    """Fit the model to a data file and print the estimates, standard errors and convergence."""
+    from ..fitting.fit import fit
+    from ..model.modelfile import load_data
+
+    model = _model(args)
+    X = load_data(args.data, model)
+    target = model.compile(backend=args.backend, verbose=True) if args.verbose else model
+    res = fit(target, X, backend=args.backend, method=args.method)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2))
+    else:
+        print(repr(res))
+    if not res.converged:
+        print(f"symsm: warning: the fit did not converge: {_one_line(res.message)}", file=sys.stderr)
+    return 0
+
+
+def _latex(args: argparse.Namespace) -> int:
+    """Write the derivation as a LaTeX document (and compile it to PDF)."""
+    from ..latex.latex import write_latex
+
+    model = _model(args)
+    files = write_latex(model, args.output, pdf=args.pdf)
+    print(files.tex)
+    if files.pdf is not None:
+        print(files.pdf)
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    """Show or empty the cache of generated modules."""
+    from ..core import cache
+
+    if args.action == "clear":
+        removed = cache.clear()
+        print(f"removed {removed} file(s) from {cache.default_location()}")
+        return 0
+    info = cache.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _examples() -> str:
+    from ..model.modelfile import example_models
+
+    return ", ".join(example_models())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    model_help = f"a model file (.toml), or the name of a bundled example ({_examples()})"
+    parser = argparse.ArgumentParser(
+        prog="symsm",
+        description="Exact score matching: derive, generate, compile, fit.",
+        epilog="Exit status: 0 success, 1 error in a model or data file (one line on stderr), 2 usage error.",
+        parents=[debug],
+    )
+    parser.add_argument("--version", action="version", version=f"symsm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("derive", parents=[debug], help="print the exact derivation of a model file")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--pretty", action="store_true", help="two-dimensional (unicode) formulas")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    grad = p.add_mutually_exclusive_group()
+    grad.add_argument(
+        "--gradient", dest="gradient", action="store_true", default=None, help="print the θ-gradient even if large"
+    )
+    grad.add_argument(
+        "--no-gradient",
+        dest="gradient",
+        action="store_false",
+        help=f"skip the θ-gradient (default: shown when the objective has at most {GRADIENT_PRINT_NODES} nodes)",
+    )
+    p.set_defaults(func=_derive)
+
+    from ..runtime.compiled import BACKENDS
+
+    p = sub.add_parser("codegen", parents=[debug], help="write the generated kernel module for a backend")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--backend", choices=BACKENDS, default="numba", help="code generator (default numba)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="(default float64)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the module to")
+    p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.set_defaults(func=_codegen)
+
+    from ..fitting.fit import METHODS
+
+    p = sub.add_parser("fit", parents=[debug], help="fit a model to data: estimates, standard errors")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--data", required=True, metavar="FILE", help="data (N, d) as .npy or .csv")
+    p.add_argument("--method", choices=METHODS, default="auto", help="(default auto: closed form when possible)")
+    p.add_argument("--backend", choices=BACKENDS, default="numba", help="(default numba)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.set_defaults(func=_fit)
+
+    p = sub.add_parser("latex", parents=[debug], help="write the derivation as a LaTeX document")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.tex", type=_tex_path, help="the .tex to write")
+    p.add_argument("--pdf", action="store_true", help="also compile it with pdflatex")
+    p.set_defaults(func=_latex)
+
+    demo = sub.add_parser("demo", parents=[debug], help="derive, compile and evaluate a real model on embedded data")
+    demo.add_argument("--n", type=int, default=200_000, help="number of embedded samples (default 200000)")
+    demo.add_argument("--repeat", type=int, default=10, help="steady-state repetitions (default 10)")
+    demo.set_defaults(func=_demo)
+
+    p = sub.add_parser("cache", parents=[debug], help="show (info) or empty (clear) the generated-code cache")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("--json", action="store_true", help="machine-readable output (info)")
+    p.set_defaults(func=_cache)
+    return parser
+
+
+def _tex_path(text: str) -> str:
+    if not text.endswith(".tex"):
+        raise argparse.ArgumentTypeError(f"must end in .tex, got {text!r}")
+    return text
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split()) or "(no message)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if not debug:
+        warnings.showwarning = _warning_line
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("symsm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `symsm derive m.toml | head`: the reader has gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        kind = "" if isinstance(exc, (SymsmError, ValueError, OSError)) else f"internal error ({type(exc).__name__}): "
+        hint = " (run with --debug for the traceback)" if kind else ""
+        print(f"symsm: error: {kind}{_one_line(exc)}{hint}", file=sys.stderr)
+        return 1
+
+
+def _warning_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"symsm: warning: {_one_line(message)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Validation and conversion of the arrays users pass in (θ and the data X).
+
+Every error names the argument and the expected shape. Conversions are exact: integers beyond 2**53
+and dtypes that would lose precision are refused instead of silently rounded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..model.model import Model
+
+_EXACT_INT_LIMIT = 2**53
+
+
+def as_theta(model: Model, theta: Any, *, name: str = "theta", check_positive: bool = True) -> np.ndarray:
+    """θ as a contiguous float64 vector of length P, finite, positive where the model says so."""
+    P = model.n_params
+    if isinstance(theta, dict):
+        raise TypeError(f"{name} must be an array of length {P}; use model.pack({{...}}) to build it from a dict")
+    arr = _as_real_array(theta, name, f"({P},)")
+    if arr.ndim != 1 or arr.shape[0] != P:
+        raise ValueError(
+            f"{name} must have shape ({P},) for parameters [{', '.join(model.param_names)}], got shape {arr.shape}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        bad = [model.param_names[k] for k in np.flatnonzero(~np.isfinite(arr))]
+        raise ValueError(f"{name} has non-finite values for {', '.join(bad)}")
+    if check_positive:
+        bad = [str(p) for p, v in zip(model.params, arr, strict=True) if p.is_positive and v <= 0]
+        if bad:
+            raise ValueError(f"{name}: parameters declared positive must be > 0: {', '.join(bad)}")
+    return arr
+
+
+def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -> np.ndarray:
+    """X as a C-contiguous (N, d) array of `dtype` with N ≥ 1 and finite values, inside the model's domain
+    (no negative entries for domain "nonnegative")."""
+    d = model.dim
+    expected = f"(N, {d}) with columns [{', '.join(model.data_names)}]"
+    arr = _as_real_array(X, name, expected)
+    if arr.ndim != 2:
+        hint = " (for one coordinate use X.reshape(-1, 1))" if arr.ndim == 1 and d == 1 else ""
+        raise ValueError(f"{name} must be a 2-D array of shape {expected}, got shape {arr.shape}{hint}")
+    if arr.shape[1] != d:
+        raise ValueError(f"{name} must have shape {expected}, got {arr.shape[1]} columns")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {expected} needs N ≥ 1 rows")
+    # float64 data into a float32 kernel is the user's explicit choice of precision (compile(dtype=...)).
+    arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
+    if not _all_finite(arr):
+        rows, cols = np.nonzero(~np.isfinite(arr))
+        raise ValueError(
+            f"{name} has non-finite values ({rows.size} in all); the first is at row {rows[0]}, "
+            f"column {cols[0]} ({model.data_names[cols[0]]}): {arr[rows[0], cols[0]]}"
+        )
+    if getattr(model, "domain", "real") == "nonnegative":
+        first = _first_negative(arr)
+        if first is not None:
+            row, col = divmod(first, d)
+            n_bad = int(np.count_nonzero(arr < 0))
+            raise ValueError(
+                f"{name} has values outside the model's domain [0, ∞)^{d} (domain='nonnegative'; {n_bad} negative "
+                f"in all); the first is at row {row}, column {col} ({model.data_names[col]}): {arr[row, col]}"
+            )
+    return arr
+
+
+def _first_negative(arr: np.ndarray) -> int | None:
+    """Flat index of the first negative entry of a C-contiguous array, or None (chunked: no N × d temporary
+    unless there is one to report)."""
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        chunk = flat[start : start + _FINITE_CHUNK]
+        if np.minimum.reduce(chunk) < 0:
+            return start + int(np.argmax(chunk < 0))
+    return None
+
+
+_FINITE_CHUNK = 1 << 16  # elements per check: the temporary boolean array stays in cache, whatever N is
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """np.isfinite(arr).all() without an array-sized temporary (a sum is finite iff every term is, except
+    for overflow, which falls back to the exact elementwise check)."""
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        chunk = flat[start : start + _FINITE_CHUNK]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(chunk, dtype=np.float64)):
+                continue
+        if not np.isfinite(chunk).all():
+            return False
+    return True
+
+
+def _as_real_array(value: Any, name: str, expected: str) -> np.ndarray:
+    if hasattr(value, "__cuda_array_interface__") and not hasattr(value, "__array__"):
+        raise TypeError(f"{name} is a GPU array; the numba (CPU) backend needs a host array of shape {expected}")
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of shape {expected}: {exc}") from None
+    kind = arr.dtype.kind
+    if kind == "b":
+        raise ValueError(f"{name} must hold real numbers, got booleans (shape {expected} expected)")
+    if kind in "iu":
+        if arr.size and (arr.max() > _EXACT_INT_LIMIT or arr.min() < -_EXACT_INT_LIMIT):
+            raise ValueError(f"{name} has integers beyond 2**53 that float64 cannot represent exactly")
+        return arr
+    if kind == "f":
+        if arr.dtype.itemsize > 8:
+            raise ValueError(
+                f"{name} has dtype {arr.dtype}; symsm computes in float64 and will not silently round "
+                "extended precision — convert it explicitly"
+            )
+        return arr
+    if kind == "O":
+        try:
+            return np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"{name} must hold real numbers (shape {expected}), got dtype {arr.dtype}")

@@ -1,1 +1,0 @@
-"""LLVM IR emission (kernels.py, vecmath.py) and native compilation (native.py) for the CPU kernels."""

@@ -1,0 +1,377 @@
+"""Accumulations over the data that fitting needs, in chunks of rows of bounded size.
+
+The fitting kernels (`symsm.ir.fit_kernels`: the quadratic form of a quadratic objective, per-row
+θ-gradients, the mean exact θ-Hessian) live in generated modules of their own, loaded from the cache on
+first use, so compiling a loss for evaluation does not pay for them. Everything here is host-side glue:
+
+* per-row outputs are produced in chunks of rows whose block is at most `CHUNK_BYTES`, so memory stays
+  bounded whatever N is (never an N × P matrix for the whole data);
+* each chunk's block is reduced with BLAS (GᵀG for V; FᵢᵀFᵢ for the A of large quadratic objectives) into
+  float64 sums, in a fixed chunk order whose boundaries depend only on N and the block width, so results
+  are reproducible run to run;
+* the fitting kernels compute in float64 whatever the loss's dtype: solving normal equations or forming a
+  covariance in float32 would lose half the digits that matter;
+* a variant objective (sliced, denoising: symsm/derive/objectives.py) gets fitting kernels built on the expression
+  graph from its own integrand (``value_and_grad`` in float64 and ``grad_rows``), fed the loss's own
+  auxiliary draws; its quadratic form (when J̃ is quadratic in θ) comes from P + 1 float64 gradient passes,
+  and its Hessian from central differences of the exact gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._version import __version__
+from ..core import cache
+from ..core.arrays import as_data, as_theta
+
+if TYPE_CHECKING:
+    from .compiled import CompiledLoss
+
+__all__ = [
+    "CHUNK_BYTES",
+    "central_difference_hessian",
+    "exact_hessian",
+    "gradient_moments",
+    "is_quadratic",
+    "is_variant",
+    "load_fit_module",
+    "per_sample_grad",
+    "quadratic_form",
+]
+
+CHUNK_BYTES = 16 * 2**20  # a chunk's block of per-row outputs holds at most this many bytes
+MIN_CHUNK_ROWS = 256  # ... unless a row alone is wider than CHUNK_BYTES / MIN_CHUNK_ROWS
+
+
+def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
+    """A generated module of fitting kernels for `loss.model` (CPU, float64), from the cache.
+
+    kind "fit": ``quadratic_rows`` (quadratic objectives) or ``grad_rows``; kind "hessian": the exact
+    ``hessian`` kernel (P ≤ HESSIAN_MAX_PARAMS). Separate modules, so a fit that does not need the exact
+    Hessian never pays for deriving and compiling it. The "numba-python" backend's losses get readable
+    numba Python; every other backend gets the LLVM-table CPU kernels (the data are on the host here).
+    """
+    from .loader import generator_digest
+
+    if kind not in ("fit", "hessian"):
+        raise ValueError(f"kind must be 'fit' or 'hessian', got {kind!r}")
+    if is_variant(loss):
+        return _load_objective_fit_module(loss, kind)
+    from ..ir.fit_kernels import build_fit_kernels, build_hessian_kernels, quadratic_layout
+
+    model = loss.model
+    generator = "numba-python" if loss.backend == "numba-python" else "numba"
+    der = loss.derivation
+    layout = quadratic_layout(model.dim, model.n_params) if kind == "fit" and der.is_quadratic else None
+    key = cache.cache_key(
+        model=model.canonical(),
+        backend=generator,
+        dtype="float64",
+        objective="exact",
+        options={"kernels": kind, "quadratic": layout},
+        version=__version__,
+        generator=generator_digest(),
+    )
+
+    def generate() -> str:
+        kernels = build_fit_kernels(der, layout) if kind == "fit" else build_hessian_kernels(der)
+        if generator == "numba-python":
+            from ..backends.numba_python.generate import generate_numba_source as generate_source
+        else:
+            from ..backends.llvm.generate import generate_numba_llvm_source as generate_source
+        return generate_source(der, kernels, dtype=np.float64, cache_key=key)
+
+    module, _, _ = cache.load_or_generate(key, generate)
+    return module
+
+
+def is_variant(loss: CompiledLoss) -> bool:
+    """True for a loss whose objective is not the exact one (sliced, denoising, ...): its fitting kernels are
+    built on the expression graph from the objective's integrand, and read its auxiliary draws."""
+    spec = getattr(loss, "objective_spec", None)
+    return spec is not None and not spec.exact
+
+
+def is_quadratic(loss: CompiledLoss) -> bool:
+    """True when the loss's J̃ is exactly quadratic in θ: every ∂ᵢ log f is affine in θ (an exponential family)
+    and the objective keeps that (the exact, sliced and denoising objectives do)."""
+    spec = getattr(loss, "objective_spec", None)
+    return (spec is None or spec.keeps_quadratic) and loss.derivation.is_quadratic
+
+
+def _load_objective_fit_module(loss: CompiledLoss, kind: str) -> ModuleType:
+    """The fitting kernels of a variant objective: ``value_and_grad`` (float64 sums) and ``grad_rows``, built
+    on the expression graph from the same integrand as the loss's kernels (symsm/derive/objectives.py)."""
+    from ..ir.fit_kernels import build_objective_fit_kernels
+    from .loader import generator_digest
+
+    spec = loss.objective_spec
+    assert spec is not None
+    if kind == "hessian":
+        raise _no_exact_hessian(loss)
+    model = loss.model
+    generator = "numba-python" if loss.backend == "numba-python" else "numba"
+    key = cache.cache_key(
+        model=model.canonical(),
+        backend=generator,
+        dtype="float64",
+        objective=spec.name,
+        options=spec.options(),
+        kernels="objective_fit",
+        version=__version__,
+        generator=generator_digest(),
+    )
+
+    def generate() -> str:
+        kernels = build_objective_fit_kernels(model, spec)
+        if generator == "numba-python":
+            from ..backends.numba_python.generate import generate_numba_source as generate_source
+        else:
+            from ..backends.llvm.generate import generate_numba_llvm_source as generate_source
+        return generate_source(loss.derivation, kernels, dtype=np.float64, cache_key=key)
+
+    module, _, _ = cache.load_or_generate(key, generate)
+    return module
+
+
+def _no_exact_hessian(loss: CompiledLoss) -> ValueError:
+    return ValueError(
+        f"no exact θ-Hessian kernel is generated for objective {loss.objective!r}: use central differences of its "
+        "exact gradient (central_difference_hessian; symsm.fit does so), or A for a quadratic objective"
+    )
+
+
+def _with_draws(loss: CompiledLoss, data: np.ndarray) -> np.ndarray:
+    """Host rows (float64) with the loss's auxiliary draws appended — the very draws its own kernels see (in
+    its dtype), converted to float64 for the fitting kernels. The rows themselves when there are none."""
+    draws = loss.draws(data.shape[0]) if hasattr(loss, "draws") else None
+    if draws is None:
+        return data
+    return np.ascontiguousarray(np.concatenate([data, draws.astype(np.float64)], axis=1))
+
+
+def _objective_quadratic_form(loss: CompiledLoss, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, b, c) of a variant objective that is quadratic in θ, from P + 1 float64 passes of its exact
+    value_and_grad kernel: the gradient Aθ + b is affine in θ, so its differences at unit steps are the
+    columns of A exactly (up to rounding; no truncation error), and b, c follow at the base point."""
+    rows = _with_draws(loss, data)
+    module = loss.fit_module
+    model = loss.model
+    base = np.array([1.0 if p.is_positive else 0.0 for p in model.params])  # inside every parameter's domain
+
+    def value_and_grad(th: np.ndarray) -> tuple[float, np.ndarray]:
+        result = np.asarray(module.value_and_grad(th, rows), dtype=np.float64)
+        return float(result[0]), result[1:]
+
+    value, grad = value_and_grad(base)
+    P = model.n_params
+    A = np.empty((P, P))
+    for k in range(P):
+        step = base.copy()
+        step[k] += 1.0
+        A[:, k] = value_and_grad(step)[1] - grad
+    A = (A + A.T) / 2
+    b = grad - A @ base
+    c = value - 0.5 * base @ A @ base - b @ base
+    return A, b, float(c)
+
+
+def _chunks(n: int, width: int) -> Iterator[tuple[int, int]]:
+    """Row ranges [start, stop) covering 0..n, each with at most CHUNK_BYTES of float64 outputs."""
+    rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, width)))
+    for start in range(0, n, rows):
+        yield start, min(n, start + rows)
+
+
+def _buffer(n: int, width: int) -> np.ndarray:
+    """One chunk's output block, reused for every chunk."""
+    rows = min(n, max(MIN_CHUNK_ROWS, CHUNK_BYTES // (8 * max(1, width))))
+    return np.empty((rows, width), dtype=np.float64)
+
+
+def _column_sums(block: np.ndarray) -> np.ndarray:
+    """Σ over rows of a (rows, k) block, as one BLAS product with a vector of ones (numpy's own reduction
+    along axis 0 of a wide-strided block is several times slower)."""
+    return np.ones(block.shape[0]) @ block
+
+
+def _require_quadratic(loss: CompiledLoss) -> None:
+    if not is_quadratic(loss):
+        raise ValueError(
+            f"model {loss.model.name!r}: the objective is not quadratic in θ (some ∂ᵢ log f is not affine in θ), "
+            "so it has no (A, b, c) form; use value_and_grad, or symsm.fit(..., method='lbfgs')"
+        )
+
+
+def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X (A: P × P, symmetric).
+
+    A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k (mean Σᵢ hᵢ aᵢaᵢᵀ with the weights of a model on
+    [0, ∞)ᵈ). Small models: one reduction kernel sums A's upper
+    triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
+    """
+    _require_quadratic(loss)
+    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk sums on its workers (symsm/runtime/dask.py)
+        from .dask import quadratic_form as distributed_quadratic_form
+
+        return distributed_quadratic_form(loss, X)
+    if is_variant(loss):
+        return _objective_quadratic_form(loss, as_data(loss.model, X))
+    data = as_data(loss.model, X)
+    d, P = loss.model.dim, loss.model.n_params
+    module = loss.fit_module
+    unused_theta = np.zeros(P)  # the features do not depend on θ; the kernel signature takes it anyway
+    if hasattr(module, "quadratic_sums"):
+        means = np.asarray(module.quadratic_sums(unused_theta, data), dtype=np.float64)
+        A = np.empty((P, P))
+        rows, cols = np.triu_indices(P)
+        A[rows, cols] = means[: rows.size]
+        A[cols, rows] = means[: rows.size]
+        return A, means[rows.size : rows.size + P].copy(), float(means[-1])
+    weighted = loss.derivation.weights is not None  # domain "nonnegative": rows end with h_0 … h_(d−1)
+    width = d * P + P + 1 + (d if weighted else 0)
+    A = np.zeros((P, P))
+    b = np.zeros(P)
+    c = 0.0
+    buf = _buffer(data.shape[0], width)
+    for start, stop in _chunks(data.shape[0], width):
+        out = buf[: stop - start]
+        module.quadratic_rows(unused_theta, data[start:stop], out)
+        for i in range(d):
+            F = out[:, i * P : (i + 1) * P]
+            A += (F * out[:, d * P + P + 1 + i, None]).T @ F if weighted else F.T @ F
+        sums = _column_sums(out)
+        b += sums[d * P : d * P + P]
+        c += float(sums[d * P + P])
+    n = data.shape[0]
+    A /= n
+    A = (A + A.T) / 2  # exactly symmetric (BLAS may round the two triangles differently)
+    return A, b / n, c / n
+
+
+class _Moments:
+    """Mean and covariance (divisor N) of per-sample vectors arriving in blocks.
+
+    Sums are taken about a shift (the first row seen), so a mean far from zero does not cancel digits in
+    Σ(g − s)(g − s)ᵀ − N(ḡ − s)(ḡ − s)ᵀ. Each block is shifted in place (it is a reused buffer).
+    """
+
+    def __init__(self, P: int) -> None:
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.s1 = np.zeros(P)
+        self.s2 = np.zeros((P, P))
+        self._ones = np.empty(0)
+
+    def add(self, G: np.ndarray) -> None:
+        if self.shift is None:
+            self.shift = G[0].copy()
+        if self._ones.shape[0] < G.shape[0]:
+            self._ones = np.ones(G.shape[0])
+        G -= self.shift
+        self.s1 += self._ones[: G.shape[0]] @ G
+        self.s2 += G.T @ G
+        self.n += G.shape[0]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.shift is not None
+        m = self.s1 / self.n
+        cov = self.s2 / self.n - np.outer(m, m)
+        return self.shift + m, (cov + cov.T) / 2
+
+
+def gradient_moments(loss: CompiledLoss, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance with divisor N) of the per-sample θ-gradients of the integrand at θ.
+
+    Accumulated chunk by chunk (chunk × P blocks of the grad_rows kernel, multiplied with BLAS); never an
+    N × P matrix for the whole data.
+    """
+    model = loss.model
+    th = as_theta(model, theta)
+    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk moments on its workers, combined exactly
+        from .dask import gradient_moments as distributed_gradient_moments
+
+        return distributed_gradient_moments(loss, th, X)
+    data = _with_draws(loss, as_data(model, X))
+    P = model.n_params
+    moments = _Moments(P)
+    module = loss.fit_module
+    buf = _buffer(data.shape[0], P)
+    for start, stop in _chunks(data.shape[0], P):
+        out = buf[: stop - start]
+        module.grad_rows(th, data[start:stop], out)
+        moments.add(out)
+    return moments.result()
+
+
+def per_sample_grad(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
+    """The θ-gradient of the integrand at every row, shape (N, P) (forms the whole matrix: small data)."""
+    model = loss.model
+    th = as_theta(model, theta)
+    data = _with_draws(loss, as_data(model, X))
+    out = np.empty((data.shape[0], model.n_params))
+    loss.fit_module.grad_rows(th, data, out)
+    return out
+
+
+def exact_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
+    """The mean over rows of the exact θ-Hessian of the integrand (P × P).
+
+    A for a quadratic objective; otherwise the generated kernel of symbolic second derivatives, which
+    exists for P ≤ `symsm.ir.fit_kernels.HESSIAN_MAX_PARAMS` (a clear error otherwise).
+    """
+    model = loss.model
+    th = as_theta(model, theta)
+    if is_quadratic(loss):
+        return quadratic_form(loss, X)[0]
+    if is_variant(loss):
+        raise _no_exact_hessian(loss)
+    from ..ir.fit_kernels import HESSIAN_MAX_PARAMS
+
+    if model.n_params > HESSIAN_MAX_PARAMS:
+        raise ValueError(
+            f"model {model.name!r} has P = {model.n_params} > {HESSIAN_MAX_PARAMS} parameters: no exact Hessian "
+            "kernel is generated; use central_difference_hessian"
+        )
+    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk sums on its workers (symsm/runtime/dask.py)
+        from .dask import exact_hessian as distributed_exact_hessian
+
+        return distributed_exact_hessian(loss, th, X)
+    module = loss.hessian_module
+    data = as_data(model, X)
+    upper = np.asarray(module.hessian(th, data), dtype=np.float64)
+    P = model.n_params
+    H = np.empty((P, P))
+    rows, cols = np.triu_indices(P)
+    H[rows, cols] = upper
+    H[cols, rows] = upper
+    return H
+
+
+def central_difference_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
+    """The mean θ-Hessian by central differences of the exact gradient (2P passes over X), symmetrised.
+
+    Steps h_k = ε^(1/3)·max(1, |θ_k|) balance truncation (O(h²)) and rounding (O(ε/h)) errors; a positive
+    parameter's step is capped at θ_k/2 so both evaluations stay inside its domain. X goes to the loss's
+    own `value_and_grad` as given (any backend, device arrays included).
+    """
+    model = loss.model
+    th = as_theta(model, theta)
+    P = model.n_params
+    H = np.empty((P, P))
+    base = np.finfo(loss.dtype).eps ** (1 / 3)  # the gradient's own precision
+    for k, p in enumerate(model.params):
+        h = base * max(1.0, abs(th[k]))
+        if p.is_positive:
+            h = min(h, th[k] / 2)
+        up, down = th.copy(), th.copy()
+        up[k] += h
+        down[k] -= h
+        h_eff = up[k] - down[k]  # the step actually taken, after rounding of θ ± h
+        H[:, k] = (loss.value_and_grad(up, X)[1] - loss.value_and_grad(down, X)[1]) / h_eff
+    return (H + H.T) / 2

@@ -1,0 +1,406 @@
+"""The CUDA backend at run time: device detection, data resident on the GPU, and the CUDA `CompiledLoss`.
+
+numba-cuda is an optional dependency (``pip install 'symsm[cuda]'``) imported on first use, so symsm works
+without it. Generating and compiling the kernels (and `CudaCompiledLoss.ptx`) needs no GPU; evaluating
+them needs an NVIDIA GPU with a working driver, or numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` in
+the environment before numba is imported — slow, for tests and small data). Without either, every call that
+needs a device raises `CudaUnavailableError` saying so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import threading
+from functools import cached_property
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..core.arrays import as_data, as_theta
+from ..core.errors import SymsmError
+from .compiled import CompiledLoss
+
+if TYPE_CHECKING:
+    from ..model.model import Model
+
+__all__ = [
+    "SIMULATOR_ENV",
+    "CudaCompiledLoss",
+    "CudaUnavailableError",
+    "DeviceData",
+    "device_available",
+    "device_name",
+    "import_cuda",
+    "simulator_enabled",
+]
+
+SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
+
+
+class CudaUnavailableError(SymsmError, RuntimeError):
+    """A CUDA kernel was to run, but there is neither a usable GPU nor the CUDA simulator."""
+
+
+def import_cuda() -> ModuleType:
+    """`numba.cuda` from the numba-cuda package, imported on first use.
+
+    numba-cuda 0.30 registers an overload for `np.row_stack`, which numpy 2.5 removed; the alias restores
+    the name (to the function it always was an alias of) before numba-cuda is imported.
+    """
+    if importlib.util.find_spec("numba_cuda") is None:
+        raise ImportError(
+            "symsm's CUDA backend needs the numba-cuda package: pip install 'symsm[cuda]' "
+            "(numba-cuda[cu13]); the numba.cuda built into numba is deprecated and not used"
+        )
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+    from numba import cuda
+
+    return cuda
+
+
+def simulator_enabled() -> bool:
+    """True when numba's CUDA simulator replaces the GPU (NUMBA_ENABLE_CUDASIM=1 when numba was imported)."""
+    import_cuda()
+    from numba.cuda.core import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+def device_available() -> bool:
+    """True when kernels can run: a working CUDA GPU, or the simulator."""
+    return bool(import_cuda().is_available())
+
+
+def device_name() -> str:
+    """The GPU kernels run on ("CUDA simulator" under the simulator)."""
+    cuda = require_device()
+    if simulator_enabled():
+        return "CUDA simulator"
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def require_device() -> ModuleType:
+    """`numba.cuda`, after checking that kernels can run; else `CudaUnavailableError` with what to do."""
+    cuda = import_cuda()
+    if cuda.is_available():
+        return cuda
+    reason = " ".join(str(cuda.cuda_error() or "no CUDA device was found").split())
+    raise CudaUnavailableError(
+        f"symsm's CUDA backend found no usable GPU ({reason}). Running its kernels needs an NVIDIA GPU with "
+        f"a working driver. Without one, set {SIMULATOR_ENV}=1 in the environment before Python starts "
+        "(before numba is imported) to run the same kernels in numba's CUDA simulator — slow, for tests and "
+        "small data — or compile with backend='numba'. Compiling and loss.ptx() need no GPU."
+    )
+
+
+def _is_device_array(obj: Any) -> bool:
+    """numba device arrays (real or simulated) and anything exporting __cuda_array_interface__."""
+    return bool(getattr(obj, "__cuda_ndarray__", False)) or hasattr(obj, "__cuda_array_interface__")
+
+
+class DeviceData:
+    """Rows of data resident on the GPU, validated once: made by `CudaCompiledLoss.to_device(X)`.
+
+    Pass it wherever X is accepted; a fit that reuses it copies the data to the device once instead of on
+    every evaluation. `array` is the numba device array (also exported as `__cuda_array_interface__`).
+    """
+
+    def __init__(self, array: Any, data_names: tuple[str, ...], *, validated: bool) -> None:
+        self.array = array
+        self.data_names = tuple(data_names)
+        #: True when the values were checked to be finite on the host before the copy
+        self.validated = validated
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return self.array.__cuda_array_interface__
+
+    def copy_to_host(self) -> np.ndarray:
+        """The rows as a numpy array (a device-to-host copy)."""
+        return self.array.copy_to_host()
+
+    def __repr__(self) -> str:
+        return f"DeviceData(shape={self.shape}, dtype={self.dtype.name}, columns={list(self.data_names)})"
+
+
+class CudaCompiledLoss(CompiledLoss):
+    """The `CompiledLoss` interface on an NVIDIA GPU (numba-cuda), plus `ptx()` and `to_device()`.
+
+    X may be a numpy array (validated, converted to the loss's dtype and copied to the device on every
+    call), a `DeviceData` from `to_device` (copied once, reused), or any 2-D array exporting
+    `__cuda_array_interface__` (numba device arrays, CuPy, PyTorch) of the loss's dtype, used in place. Arrays
+    already on the device are checked for shape and dtype but not for non-finite values (that would cost a
+    pass over them); `to_device` checks a host array once before copying it.
+
+    Results come back as numpy float64, as on the CPU backend. Reductions are deterministic: the launch
+    configuration depends only on N (and `threads_per_block`, `max_blocks`), each thread sums its rows in
+    order, blocks reduce in a fixed tree and the per-block rows are summed on the host in block order.
+    """
+
+    def __init__(self, model: Model, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        mod = self._module
+        self._threads = int(mod.THREADS_PER_BLOCK)
+        #: most blocks a reduction is launched with (the per-block rows copied back are max_blocks × sums)
+        self.max_blocks = int(mod.MAX_BLOCKS)
+        #: most blocks a per-row kernel (per_sample, score) is launched with; a grid-stride loop does the rest
+        self.max_blocks_output = int(mod.MAX_BLOCKS_OUTPUT)
+        self._local = threading.local()
+        self._ptx: dict[tuple[int, int], dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ launch configuration
+    @property
+    def threads_per_block(self) -> int:
+        """Threads per block: a power of two, at most the generated THREADS_PER_BLOCK (the shared buffer)."""
+        return self._threads
+
+    @threads_per_block.setter
+    def threads_per_block(self, value: int) -> None:
+        limit = int(self._module.THREADS_PER_BLOCK)
+        if not isinstance(value, (int, np.integer)) or value < 1 or value > limit or value & (value - 1):
+            raise ValueError(f"threads_per_block must be a power of two between 1 and {limit}, got {value!r}")
+        self._threads = int(value)
+
+    def _blocks(self, n: int, limit: int) -> int:
+        if not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise ValueError(f"the block limit must be a positive integer, got {limit!r}")
+        return max(1, min(int(limit), math.ceil(n / self._threads)))
+
+    # ------------------------------------------------------------------ evaluation
+    def value(self, theta: Any, X: Any) -> float:
+        """J̃(θ) on the rows of X."""
+        return float(self._reduce("value", theta, X)[0])
+
+    def value_and_grad(self, theta: Any, X: Any) -> tuple[float, np.ndarray]:
+        """(J̃(θ), ∇θ J̃(θ)) in one pass over X."""
+        result = self._reduce("value_and_grad", theta, X)
+        return float(result[0]), np.array(result[1:], dtype=np.float64)
+
+    def per_sample(self, theta: Any, X: Any) -> np.ndarray:
+        """The integrand Σ_i [∂_i² log f + ½ (∂_i log f)²] at every row, shape (N,)."""
+        return self._per_row("per_sample", theta, X, lambda n: (n,))
+
+    def score(self, theta: Any, X: Any) -> np.ndarray:
+        """The score ∂_i log f at every row, shape (N, d)."""
+        return self._per_row("score", theta, X, lambda n: (n, self.model.dim))
+
+    def to_device(self, X: Any) -> DeviceData:
+        """X validated, converted to the loss's dtype and copied to the GPU once; pass it wherever X goes."""
+        cuda = require_device()
+        if isinstance(X, DeviceData) or _is_device_array(X):
+            return DeviceData(self._device_rows(cuda, X), self.model.data_names, validated=False)
+        host = as_data(self.model, X, dtype=self.dtype)
+        return DeviceData(cuda.to_device(host), self.model.data_names, validated=True)
+
+    def quadratic_form(self, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X on the GPU.
+
+        Only for objectives quadratic in θ (`derivation.is_quadratic`); other models raise `ValueError`.
+        Computed in float64 whatever the loss's dtype (normal equations in float32 would lose the digits
+        that matter), by a kernel of its own generated on first use (`build_quadratic_form_kernels`).
+        """
+        from .accumulate import is_quadratic, is_variant
+
+        if is_variant(self) and is_quadratic(self):
+            # A variant objective (sliced, denoising): the float64 host kernels built from its own integrand,
+            # fed the same draws as this loss's kernels (symsm/runtime/accumulate.py); the rows come to the host once.
+            from .accumulate import quadratic_form
+
+            cuda = import_cuda()
+            host = self._device_rows(cuda, X).copy_to_host() if isinstance(X, DeviceData) or _is_device_array(X) else X
+            return quadratic_form(self, host)
+        if is_variant(self) or not is_quadratic(self):
+            raise ValueError(
+                f"model {self.model.name!r}: the objective is not quadratic in θ (some ∂ᵢ log f is not affine in "
+                "θ), so it has no (A, b, c) form; use value_and_grad, or symsm.fit(..., method='lbfgs')"
+            )
+        mod = self._quadratic_module
+        P = self.model.n_params
+        result = self._reduce("quadratic_form", self.model.default_theta(), X, mod)  # θ is not read
+        n_upper = P * (P + 1) // 2
+        A = np.empty((P, P))
+        rows, cols = np.triu_indices(P)
+        A[rows, cols] = result[:n_upper]
+        A[cols, rows] = result[:n_upper]
+        return A, np.array(result[n_upper : n_upper + P]), float(result[-1])
+
+    @cached_property
+    def _quadratic_module(self) -> ModuleType:
+        from .._version import __version__
+        from ..backends.cuda.generate import build_quadratic_form_kernels, generate_cuda_source
+        from ..core import cache
+        from .loader import generator_digest
+
+        key = cache.cache_key(
+            model=self.model.canonical(),
+            backend="cuda",
+            dtype="float64",
+            objective="exact",
+            options={"kernels": "quadratic_form"},
+            version=__version__,
+            generator=generator_digest(),
+        )
+
+        def generate() -> str:
+            der = self.derivation
+            return generate_cuda_source(der, build_quadratic_form_kernels(der), dtype=np.float64, cache_key=key)
+
+        return cache.load_or_generate(key, generate)[0]
+
+    def _reduce(self, name: str, theta: Any, X: Any, mod: ModuleType | None = None) -> np.ndarray:
+        """Kernel `name` of `mod` (default: the loss's module): host prologue, kernel, host epilogue."""
+        cuda = require_device()
+        mod = mod or self._module
+        dtype = np.dtype(mod.DTYPE)
+        params = self._params(mod, name, theta)
+        rows = self._rows(cuda, X, dtype, aux=mod is self._module)
+        n = int(rows.shape[0])
+        n_sums = mod.LAYOUT[name][1]
+        blocks = self._blocks(n, self.max_blocks)
+        partial, d_partial, d_params = self._scratch(cuda, mod, name, blocks)
+        if n_sums:
+            d_params.copy_to_device(params)
+            getattr(mod, f"{name}_kernel")[blocks, self._threads](d_params, rows, d_partial)
+            d_partial.copy_to_host(partial)
+        return getattr(mod, f"{name}_epilogue")(params, partial, n)
+
+    def _per_row(self, name: str, theta: Any, X: Any, shape: Any) -> np.ndarray:
+        cuda = require_device()
+        mod = self._module
+        params = self._params(mod, name, theta)
+        rows = self._rows(cuda, X, self.dtype)
+        n = int(rows.shape[0])
+        out = cuda.device_array(shape(n), dtype=self.dtype)
+        blocks = self._blocks(n, self.max_blocks_output)
+        getattr(mod, f"{name}_kernel")[blocks, self._threads](cuda.to_device(params), rows, out)
+        return out.copy_to_host().astype(np.float64)
+
+    def _params(self, mod: ModuleType, name: str, theta: Any) -> np.ndarray:
+        """θ followed by the θ-only constants of kernel `name` (the host prologue), in the module's dtype."""
+        dtype = np.dtype(mod.DTYPE)
+        th = as_theta(self.model, theta).astype(dtype, copy=False)
+        params = np.empty(mod.LAYOUT[name][0], dtype=dtype)
+        getattr(mod, f"{name}_prologue")(th, params)
+        return params
+
+    def _scratch(self, cuda: ModuleType, mod: ModuleType, name: str, blocks: int) -> tuple[Any, ...]:
+        """Per-thread buffers reused across calls: (pinned host partials, device partials, device params)."""
+        cache = getattr(self._local, "buffers", None)
+        if cache is None:
+            cache = self._local.buffers = {}
+        key = (mod.__name__, name, blocks)
+        if key not in cache:
+            if len(cache) >= 8:  # a few launch shapes at a time: a fit keeps N fixed
+                cache.clear()
+            n_values, n_sums = mod.LAYOUT[name]
+            dtype = np.dtype(mod.DTYPE)
+            shape = (blocks, n_sums)
+            cache[key] = (
+                cuda.pinned_array(shape, dtype=dtype) if n_sums else np.empty(shape, dtype=dtype),
+                cuda.device_array(shape, dtype=dtype) if n_sums else None,
+                cuda.device_array(max(1, n_values), dtype=dtype),
+            )
+        return cache[key]
+
+    def _rows(self, cuda: ModuleType, X: Any, dtype: np.dtype, aux: bool = True) -> Any:
+        """X as a device array of `dtype`: used in place if it is one, else validated and copied.
+
+        A device array of the loss's dtype but another kernel dtype (float32 data for the float64
+        quadratic-form kernel) goes through the host once: it is a one-off pass, not a fit's inner loop.
+        With `aux`, the objective's auxiliary draws (random directions, noise) follow as extra columns: the
+        loss's kernels read them after the model's coordinates.
+        """
+        if isinstance(X, DeviceData) or _is_device_array(X):
+            arr = self._device_rows(cuda, X)
+            if np.dtype(arr.dtype) != dtype:
+                arr = cuda.to_device(arr.copy_to_host().astype(dtype))
+            return self._append_draws(cuda, arr) if aux else arr
+        host = as_data(self.model, X, dtype=dtype)
+        return cuda.to_device(self._with_aux(host) if aux else host)
+
+    def _append_draws(self, cuda: ModuleType, rows: Any) -> Any:
+        """Device rows with the draws appended (a new device array), or the rows themselves without draws.
+
+        The draws are copied to the device once per (N, seed) and kept; the columns are joined by a small
+        kernel on the device, so data resident on the GPU never travels back to the host.
+        """
+        n = int(rows.shape[0])
+        draws = self.draws(n)
+        if draws is None:
+            return rows
+        cached = getattr(self._local, "device_draws", None)
+        if cached is None or cached[0] is not draws:
+            cached = self._local.device_draws = (draws, cuda.to_device(draws))
+        device_draws = cached[1]
+        out = cuda.device_array((n, rows.shape[1] + draws.shape[1]), dtype=self.dtype)
+        blocks = self._blocks(n, self.max_blocks_output)
+        from ..backends.cuda.columns import join_columns
+
+        join_columns[blocks, self._threads](rows, device_draws, out)
+        return out
+
+    def _device_rows(self, cuda: ModuleType, X: Any) -> Any:
+        arr = X.array if isinstance(X, DeviceData) else X
+        if not getattr(arr, "__cuda_ndarray__", False):
+            if not hasattr(cuda, "as_cuda_array"):
+                raise TypeError("X: arrays exporting __cuda_array_interface__ need a real GPU, not the simulator")
+            arr = cuda.as_cuda_array(arr)
+        d = self.model.dim
+        expected = f"(N, {d}) with columns [{', '.join(self.model.data_names)}]"
+        if len(arr.shape) != 2 or arr.shape[1] != d:
+            raise ValueError(f"X on the GPU must have shape {expected}, got shape {tuple(arr.shape)}")
+        if arr.shape[0] == 0:
+            raise ValueError(f"X on the GPU is empty: shape {expected} needs N ≥ 1 rows")
+        if np.dtype(arr.dtype) != self.dtype:
+            raise ValueError(
+                f"X on the GPU has dtype {np.dtype(arr.dtype).name} but this loss computes in {self.dtype.name}; "
+                f"convert it on the device, or compile with dtype=np.{np.dtype(arr.dtype).name}"
+            )
+        return arr
+
+    # ------------------------------------------------------------------ introspection
+    def ptx(self, cc: tuple[int, int] = (8, 0)) -> dict[str, str]:
+        """{kernel name: PTX text} for compute capability `cc`, compiled by numba-cuda — no GPU needed.
+
+        The kernels are compiled for C-contiguous arrays of the loss's dtype (the module's SIGNATURES).
+        """
+        if (
+            not isinstance(cc, tuple)
+            or len(cc) != 2
+            or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in cc)
+        ):
+            raise ValueError(f"cc must be a compute capability (major, minor) such as (8, 0), got {cc!r}")
+        cuda = import_cuda()
+        if simulator_enabled():
+            raise CudaUnavailableError(
+                f"loss.ptx() needs numba-cuda's compiler, which the CUDA simulator replaces; "
+                f"run it in a process without {SIMULATOR_ENV}=1 (no GPU is needed)"
+            )
+        key = (int(cc[0]), int(cc[1]))
+        if key not in self._ptx:
+            out = {}
+            for name in self._module.SIGNATURES:
+                kernel = getattr(self._module, f"{name}_kernel")
+                out[name], _ = cuda.compile_ptx(kernel.py_func, self._module.SIGNATURES[name], cc=key)
+            self._ptx[key] = out
+        return dict(self._ptx[key])
+
+    @property
+    def kernels(self) -> dict[str, Any]:
+        """The numba-cuda kernel dispatchers by name."""
+        return {n: getattr(self._module, f"{n}_kernel") for n in self._module.SIGNATURES}
