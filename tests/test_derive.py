@@ -80,3 +80,28 @@ def test_theta_degree():
     assert theta_degree(sp.exp(a) * x, th) == float("inf")
     assert theta_degree(x / a, th) == float("inf")
     assert theta_degree((a + x) ** 2, th) == 2
+
+
+def test_derive_takes_the_derivation_path():
+    x, a = sp.symbols("x a", real=True)
+    model = symsm.Model(a * x - x**4, [x], [a])
+    assert model.derive().path == "auto"
+    for path in ("sympy", "graph"):
+        der = model.derive(path=path)
+        assert der.path == path and f"path={path!r}" in repr(der)
+        assert sp.simplify(der.score[0] - (a - 4 * x**3)) == 0  # the expressions do not depend on the path
+    with pytest.raises(ValueError, match=r"path must be one of \('auto', 'sympy', 'graph'\), got 'fast'"):
+        model.derive(path="fast")
+    with pytest.raises(TypeError, match="simplify"):  # an option derive does not have is refused by name
+        model.derive(simplify=False)
+
+
+def test_compile_follows_the_derivation_path():
+    x, a = sp.symbols("x a", real=True)
+    model = symsm.Model(a * x - x**4, [x], [a])
+    sympy_loss = model.compile(path="sympy")
+    graph_loss = model.compile(derivation=model.derive(path="graph"))
+    assert sympy_loss.key != graph_loss.key  # the path is part of the cache key
+    assert (sympy_loss.derivation.path, graph_loss.derivation.path) == ("sympy", "graph")
+    with pytest.raises(ValueError, match="differs from the derivation's path"):
+        model.compile(path="sympy", derivation=model.derive(path="graph"))

@@ -118,6 +118,7 @@ class Derivation:
         Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] (integration by parts of hᵢ ∂ᵢ log f)."""
         if self.weights is None:
             return sp.Add(*self.hessian_diag) + sp.Rational(1, 2) * sp.Add(*[s**2 for s in self.score])
+        assert self.weight_derivatives is not None  # computed from the weights
         parts = zip(self.weights, self.weight_derivatives, self.hessian_diag, self.score, strict=True)
         return sp.Add(*[h * hd + sp.Rational(1, 2) * h * s**2 + dh * s for h, dh, hd, s in parts])
 

@@ -86,6 +86,7 @@ class Exact(Objective):
         half = g.const(Fraction(1, 2))
         if mg.weight is None:
             return g.add(*mg.hessian_diag, g.mul(half, g.add(*[g.pow(s, 2) for s in mg.score])))
+        assert mg.weight_prime is not None  # set with the weight
         terms = []
         for h, dh, hd, s in zip(mg.weight, mg.weight_prime, mg.hessian_diag, mg.score, strict=True):
             terms += [g.mul(h, g.add(hd, g.mul(half, g.pow(s, 2)))), g.mul(dh, s)]

@@ -477,6 +477,7 @@ def _as_description(description: Any) -> str:
 def _as_groups(params: Any) -> tuple[ParamGroup, ...]:
     if isinstance(params, (sp.Symbol, sp.MatrixBase)):
         params = [params]
+    items: list[tuple[str | None, Any]]
     if isinstance(params, Mapping):
         items = [(str(k), v) for k, v in params.items()]
         for k, _ in items:
@@ -728,7 +729,7 @@ def _param_specs(params: Any, positive: set[str]) -> list[dict[str, Any]]:
             specs.append(spec)
         else:
             raise ModelError(f"params entries must be names or specs, got {item!r}")
-    names = [s["name"] for s in specs]
+    names = [str(s["name"]) for s in specs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ModelError(f"params: names repeated: {', '.join(sorted(dup))}")
