@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs symsm with its test extras, then runs
-#   1. ruff and the main pytest suite,
+#   1. ruff, the layering contract (import-linter), mypy and the main pytest suite,
 #   2. the CUDA tests under the CUDA simulator, in their own process (the simulator is chosen at import),
 #   3. every notebook, executed.
 # Set SYMSM_SKIP_INSTALL=1 to skip the pip step when the environment is already set up.
@@ -17,6 +17,12 @@ fi
 
 echo "== ruff"
 "$PY" -m ruff check symsm tests benchmarks
+
+echo "== import-linter (each stage imports only from the stages before it)"
+lint-imports --no-cache
+
+echo "== mypy"
+"$PY" -m mypy
 
 echo "== main suite"
 "$PY" -m pytest tests --ignore=tests/cuda -q
