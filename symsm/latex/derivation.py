@@ -102,11 +102,11 @@ class _Builder:
             self.indexing.add_family(_SCORE_STEM, dict(zip(self.score_symbols, self.labels, strict=True)))
         self.abbreviations: dict[sp.Basic, sp.Symbol] = {}
         self.general: dict[str, sp.Expr] = {}  # verified general terms (Indexed form) by name
-        stems = {(p[0] if (p := _parse_indices(n)) else n) for n in names}
-        self.abbreviation_letter = next((c for c in _ABBREVIATION_LETTERS if c not in stems), r"\omega")
+        self.stems = {(p[0] if (p := _parse_indices(n)) else n) for n in names}  # letters the model uses
+        self.abbreviation_letter = next((c for c in _ABBREVIATION_LETTERS if c not in self.stems), r"\omega")
         # domain "nonnegative": the coordinate weight h, printed with a letter the model does not use
         self.weight: sp.Expr | None = getattr(model, "weight_expr", None)
-        taken = stems | {self.abbreviation_letter}
+        taken = self.stems | {self.abbreviation_letter}
         self.weight_letter = next((c for c in _WEIGHT_LETTERS if c not in taken), r"\varphi")
 
     # -- notation
@@ -123,8 +123,12 @@ class _Builder:
         if k is not None or self.d == 1:
             return self.tex(self.model.data[k or 0])
         if self.rollable:
-            return self.tex(IndexedBase(_parse_indices(self.model.data[0].name)[0])[self.index])  # type: ignore[index]
+            return self.tex(self.indexed_coordinate(self.index))
         return rf"{self.vec}_{{{self.tex(self.index)}}}"
+
+    def indexed_coordinate(self, index: sp.Symbol) -> Indexed:
+        """The coordinate with index `index` as an Indexed entry (x[i]); only when the coordinates roll."""
+        return IndexedBase(_parse_indices(self.model.data[0].name)[0])[index]  # type: ignore[index]
 
     def tex(self, expr: sp.Basic) -> str:
         return self.w.tex(self._printable(expr))
@@ -239,7 +243,7 @@ class _Builder:
     def general_coordinate(self) -> sp.Expr:
         """x_i as an expression: the Indexed entry when the coordinates roll, else a symbol printed as x_i."""
         if self.rollable:
-            return IndexedBase(_parse_indices(self.model.data[0].name)[0])[self.index]  # type: ignore[index]
+            return self.indexed_coordinate(self.index)
         if self.d == 1:
             return self.model.data[0]
         sym = sp.Dummy("x_general", real=True)
@@ -277,7 +281,6 @@ class _Builder:
         self, exprs: Sequence[sp.Expr], lhs: Callable[[int | None], str], what: str, key: str
     ) -> tuple[list[list[str]], list[str]]:
         """([general-term lines] or [], component lines) for d expressions, one per coordinate."""
-        o = self.options
         general_lines: list[list[str]] = []
         rolled = [self.indexing.reroll(self.indexing.indexed(e)) for e in exprs] if self.rollable else None
         if rolled is not None:
@@ -285,7 +288,7 @@ class _Builder:
             if general is not None:
                 self.general[key] = general
                 general_lines = [self.display([(lhs(None), self._printable(general))])]
-        shown = list(range(self.d)) if self.d <= o.max_components else [*range(o.max_components - 1), self.d - 1]
+        shown = self.shown_components()
         rows: list[tuple[str | None, sp.Expr | str]] = []
         for k in shown:
             if k == self.d - 1 and len(shown) < self.d:
@@ -301,6 +304,11 @@ class _Builder:
         self.notes += notes
         return general_lines, self.display(rows)
 
+    def shown_components(self) -> list[int]:
+        """All d coordinates, or for large d the first max_components − 1 and the last one."""
+        o = self.options
+        return list(range(self.d)) if self.d <= o.max_components else [*range(o.max_components - 1), self.d - 1]
+
     # -- the pieces of each step
     def context(self) -> dict[str, Any]:
         der, model = self.der, self.model
@@ -311,18 +319,11 @@ class _Builder:
         ctx["description"] = [_escape_text(model.description)] if model.description else []
         # Step 0
         space = r"\mathbf{R}" if self.weight is None else r"[0, \infty)"
-        if d == 1:
-            ctx["data_vector"] = rf"${vec} \in {space}$"
-        else:
-            coords = [self.tex(xi) for xi in x]
-            shown = coords if d <= 4 else [coords[0], coords[1], r"\dots", coords[-1]]
-            ctx["data_vector"] = _inline_tuple(rf"{vec} = ", shown, rf" \in {space}^{{{d}}}")
+        ctx["data_vector"] = self.data_vector(space)
         # Z integrates f over the domain: written out on [0, ∞)^d, left implicit on R^d (as it always was)
         ctx["z_domain"] = "" if self.weight is None else (rf"_{{{space}}}" if d == 1 else rf"_{{{space}^{{{d}}}}}")
         ctx["d"] = str(d)
-        params = [self.tex(p) for p in model.params]
-        shown_p = params if len(params) <= 8 else [*params[:3], r"\dots", params[-1]]
-        ctx["param_vector"] = _inline_tuple(r"\theta = ", shown_p, rf" \in \mathbf{{R}}^{{{model.n_params}}}")
+        ctx["param_vector"] = self.param_vector()
         ctx["param_groups"] = self.group_descriptions()
         positive = [self.tex(p) for p in model.params if p in model.positive]
         ctx["constraints"] = [rf"${', '.join(positive)} > 0$"] if positive else []
@@ -393,12 +394,28 @@ class _Builder:
         ctx["gradient_lines"] = grad_lines
         ctx["gradient_notes"] = grad_notes + self._take_notes()
         ctx["quadratic"] = self.quadratic_block()
-        ctx["shortened"] = (
-            ["Expressions marked (shortened) are cut for the page; the generated code uses them in full."]
-            if self.w.shortened
-            else []
-        )
+        ctx["shortened"] = self.shortened_note()
         return ctx
+
+    def data_vector(self, space: str) -> str:
+        """``x ∈ space`` or ``x = (x_0, …, x_{d-1}) ∈ space^d`` as inline math (a long tuple with ``\\dots``)."""
+        if self.d == 1:
+            return rf"${self.vec} \in {space}$"
+        coords = [self.tex(xi) for xi in self.model.data]
+        shown = coords if self.d <= 4 else [coords[0], coords[1], r"\dots", coords[-1]]
+        return _inline_tuple(rf"{self.vec} = ", shown, rf" \in {space}^{{{self.d}}}")
+
+    def param_vector(self) -> str:
+        """``θ = (θ_1, …, θ_P) ∈ R^P`` as inline math (a long tuple with ``\\dots``)."""
+        params = [self.tex(p) for p in self.model.params]
+        shown = params if len(params) <= 8 else [*params[:3], r"\dots", params[-1]]
+        return _inline_tuple(r"\theta = ", shown, rf" \in \mathbf{{R}}^{{{self.model.n_params}}}")
+
+    def shortened_note(self) -> list[str]:
+        """The note under a document in which some expression had to be cut, else nothing."""
+        if not self.w.shortened:
+            return []
+        return ["Expressions marked (shortened) are cut for the page; the generated code uses them in full."]
 
     def _take_notes(self) -> list[str]:
         notes, self.notes = self.notes, []
@@ -459,7 +476,7 @@ class _Builder:
 
     def boundary_lines(self) -> list[str]:
         o = self.options
-        shown = list(range(self.d)) if self.d <= o.max_components else [*range(o.max_components - 1), self.d - 1]
+        shown = self.shown_components()
         rows: list[tuple[str, sp.Expr | str]] = []
         for k in shown:
             if k == self.d - 1 and len(shown) < self.d:
@@ -631,6 +648,18 @@ def derivation_latex(
     from ..core.templates import render
 
     return render("symsm.latex", "derivation.tex.j2", **ctx)
+
+
+def _as_derivation(derivation: Derivation | Model) -> Derivation:
+    """`derivation`, or the derivation of a `Model`; anything else is a TypeError."""
+    from ..derive.derivation import Derivation
+    from ..model.model import Model
+
+    if isinstance(derivation, Model):
+        derivation = derivation.derive()
+    if not isinstance(derivation, Derivation):
+        raise TypeError(f"derivation must be a Derivation or a Model, got {type(derivation).__name__}")
+    return derivation
 
 
 def _document_frame(full_document: bool, title: str) -> dict[str, Any]:

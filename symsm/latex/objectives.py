@@ -9,11 +9,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sympy as sp
-from sympy.tensor.indexed import IndexedBase
 
-from .derivation import _Builder, _document_frame, _header_lines
-from .layout import _check_int, _inline_tuple, _Options
-from .printer import _escape_text, _make_printer, _parse_indices
+from .derivation import _as_derivation, _Builder, _document_frame, _header_lines
+from .layout import _check_int, _Options
+from .printer import _escape_text, _make_printer
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
@@ -44,14 +43,9 @@ def objective_latex(
     `objective` is a name with its options (``n_directions=``, ``directions=``, ``noise_scale=``) or a
     `symsm.derive.objectives.Objective`; the other options are those of `derivation_latex`.
     """
-    from ..derive.derivation import Derivation
     from ..derive.objectives import Denoising, Sliced, SlicedVR, make_objective
-    from ..model.model import Model
 
-    if isinstance(derivation, Model):
-        derivation = derivation.derive()
-    if not isinstance(derivation, Derivation):
-        raise TypeError(f"derivation must be a Derivation or a Model, got {type(derivation).__name__}")
+    derivation = _as_derivation(derivation)
     spec = make_objective(objective, **objective_options)
     if not isinstance(spec, (Sliced, Denoising)):
         raise ValueError(
@@ -71,12 +65,11 @@ def objective_latex(
     b = _Builder(model, _make_printer(model, symbol_names), options, derivation)
     names = b.printer._settings["symbol_names"]
     d, vec, x, score = b.d, b.vec, model.data, list(derivation.score)
-    stems = {(p[0] if (p := _parse_indices(s.name)) else s.name) for s in (*x, *model.params)}
     i_tex = b.tex(b.index)
 
     def letter(candidates: Sequence[str], fallback: str) -> str:
         """The first candidate the model (and the abbreviations) do not use."""
-        return next((c for c in candidates if c.lstrip("\\") not in stems and c != b.abbreviation_letter), fallback)
+        return next((c for c in candidates if c.lstrip("\\") not in b.stems and c != b.abbreviation_letter), fallback)
 
     ctx: dict[str, Any] = {
         "model_name": rf"$\texttt{{{_escape_text(model.name)}}}$",
@@ -87,15 +80,8 @@ def objective_latex(
         "score_i": b.score_name(None),
         "log_f_lines": b.log_f_lines(),
     }
-    coords = [b.tex(xi) for xi in x]
-    shown = coords if d <= 4 else [coords[0], coords[1], r"\dots", coords[-1]]
-    space = r"\mathbf{R}"
-    ctx["data_vector"] = (
-        rf"${vec} \in {space}$" if d == 1 else _inline_tuple(rf"{vec} = ", shown, rf" \in {space}^{{{d}}}")
-    )
-    params = [b.tex(p) for p in model.params]
-    shown_p = params if len(params) <= 8 else [*params[:3], r"\dots", params[-1]]
-    ctx["param_vector"] = _inline_tuple(r"\theta = ", shown_p, rf" \in \mathbf{{R}}^{{{model.n_params}}}")
+    ctx["data_vector"] = b.data_vector(r"\mathbf{R}")
+    ctx["param_vector"] = b.param_vector()
     _, ctx["score_lines"] = b.components(score, lambda k: rf"{b.score_name(k)}({vec})", "the score", "score")
     ctx["score_notes"] = b._take_notes()
     ctx["sliced"], ctx["denoising"] = [], []
@@ -109,7 +95,7 @@ def objective_latex(
         if d == 1:
             coord_j = b.coord(None)
         elif b.rollable:
-            coord_j = b.tex(IndexedBase(_parse_indices(x[0].name)[0])[sp.Symbol(b.other, integer=True)])  # type: ignore[index]
+            coord_j = b.tex(b.indexed_coordinate(sp.Symbol(b.other, integer=True)))
         else:
             coord_j = rf"{vec}_{{{b.other}}}"
         first = sp.Add(*[vk * sk for vk, sk in zip(v, score, strict=True)])
@@ -177,11 +163,7 @@ def objective_latex(
         if derivation.is_quadratic
         else []
     )
-    ctx["shortened"] = (
-        ["Expressions marked (shortened) are cut for the page; the generated code uses them in full."]
-        if b.w.shortened
-        else []
-    )
+    ctx["shortened"] = b.shortened_note()
     header = full_document if header is None else bool(header)
     ctx["header_lines"] = [*_header_lines(model), f"% objective: {spec.name} {spec.options()}"] if header else []
     default = f"{spec.name.replace('_', ' ')} score matching for the model {model.name}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .derivation import derivation_latex
+from .derivation import _as_derivation, derivation_latex
 from .printer import LatexError
 
 if TYPE_CHECKING:
@@ -93,13 +93,7 @@ def write_latex(
     `derivation_latex`. The file is written to a temporary name and renamed, so a reader never sees
     half a file.
     """
-    from ..derive.derivation import Derivation
-    from ..model.model import Model
-
-    if isinstance(derivation, Model):
-        derivation = derivation.derive()
-    if not isinstance(derivation, Derivation):
-        raise TypeError(f"derivation must be a Derivation or a Model, got {type(derivation).__name__}")
+    derivation = _as_derivation(derivation)
     path = Path(path)
     if path.suffix != ".tex":
         raise ValueError(f"path must end in .tex, got {str(path)!r}")
