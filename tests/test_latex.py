@@ -1,4 +1,4 @@
-"""The LaTeX derivation (symsm/latex/latex.py, templates/derivation.tex.j2).
+"""The LaTeX derivation (the symsm.latex package, templates/derivation.tex.j2).
 
 What is checked, and against what:
 
@@ -30,18 +30,18 @@ from domain_models import WEIGHTS, nonnegative_ggm, truncated_normal
 from models import CASES, central_difference_gradient, gaussian_full, ica_logcosh, student_t
 
 import symsm
-from symsm.latex.latex import (
+from symsm.latex import (
     LatexError,
     SymsmLatexPrinter,
-    _Builder,
-    _make_printer,
-    _Options,
     compile_pdf,
     derivation_latex,
     latex_symbol_name,
     model_latex,
     write_latex,
 )
+from symsm.latex.derivation import _Builder
+from symsm.latex.layout import _Options
+from symsm.latex.printer import _make_printer
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("SYMSM_UPDATE_GOLDEN") == "1"

@@ -20,7 +20,7 @@ from models import CASES, gaussian_full, ica_logcosh, polynomial_exp_family, stu
 
 import symsm
 from symsm.derive.objectives import Denoising, Sliced
-from symsm.latex.latex import compile_pdf, derivation_latex, objective_latex
+from symsm.latex import compile_pdf, derivation_latex, objective_latex
 
 needs_pdflatex = pytest.mark.skipif(
     shutil.which("pdflatex") is None,

@@ -209,7 +209,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _latex(args: argparse.Namespace) -> int:
     """Write the derivation as a LaTeX document (and compile it to PDF)."""
-    from ..latex.latex import write_latex
+    from ..latex.pdf import write_latex
 
     model = _model(args)
     files = write_latex(model, args.output, pdf=args.pdf)

@@ -179,7 +179,7 @@ class Derivation:
 
     def to_latex(self, full_document: bool = False, **options: Any) -> str:
         """The derivation, step by step, as LaTeX (see `symsm.latex`)."""
-        from ..latex.latex import derivation_latex
+        from ..latex.derivation import derivation_latex
 
         return derivation_latex(self, full_document=full_document, **options)
 

@@ -399,7 +399,7 @@ class Model:
 
     def _repr_latex_(self) -> str:
         """log f typeset for a notebook, with mathematicians' symbol names (see `symsm.latex.model_latex`)."""
-        from ..latex.latex import model_latex
+        from ..latex.derivation import model_latex
 
         return model_latex(self)
 
