@@ -60,7 +60,7 @@ class _Builder:
     """Computes every instantiated piece of the template for one model (and its derivation)."""
 
     def __init__(self, model: Model, printer: SymsmLatexPrinter, options: _Options, der: Derivation | None) -> None:
-        self.der = der  # needed by `context`, not by `log_f_lines`
+        self._der = der  # needed by `context`, not by `log_f_lines`
         self.model = model
         self.printer = printer
         self.options = options
@@ -110,6 +110,13 @@ class _Builder:
         self.weight_letter = next((c for c in _WEIGHT_LETTERS if c not in taken), r"\varphi")
 
     # -- notation
+
+    @property
+    def der(self) -> Derivation:
+        """The derivation (given to every builder that writes more than log f)."""
+        assert self._der is not None, "this builder was made for log f only"
+        return self._der
+
     def sub(self, k: int) -> str:
         return str(self.labels[k])
 
@@ -470,7 +477,7 @@ class _Builder:
             diff_i = rf"\Bigl({self.partial(None, of=log_p)} - {self.score_name(None)}({vec})\Bigr)^{{2}}"
             lhs = rf"{self.sum_i()} {self.weight_name(None)} {diff_i}"
         per_row = 2 if self.weight is None else 1  # the weighted terms and their Σ are wider
-        rows = [(lhs, " + ".join(terms[:per_row]))]
+        rows: list[tuple[str | None, str]] = [(lhs, " + ".join(terms[:per_row]))]
         rows += [(None, "+ " + " + ".join(terms[k : k + per_row])) for k in range(per_row, self.d, per_row)]
         return [self.w.align(rows)]
 
@@ -572,6 +579,7 @@ class _Builder:
         if not der.is_quadratic:
             return []
         parts = der.quadratic_parts
+        assert parts is not None  # the derivation is quadratic
         n_params = model.n_params
         block: dict[str, Any] = {"matrices": []}
         if n_params <= _MAX_MATRIX:

@@ -51,7 +51,7 @@ class _Indexing:
             if len(g.shape) == 2 and g.shape[0] == g.shape[1] and g.template == g.template.T:
                 stems = {(p := _parse_indices(s.name)) and p[0] for s in g.symbols}
                 if len(stems) == 1 and None not in stems:
-                    self.symmetric |= stems
+                    self.symmetric |= {str(stem) for stem in stems}
         self.var = sp.Dummy("v", integer=True)
         names = {s.name for s in (*model.data, *model.params)} | set(families) | reserved
         self.letters = [c for c in _SUM_LETTERS if c not in names]
@@ -220,17 +220,21 @@ class _Indexing:
 
     def _roll(self, members: list[sp.Expr]) -> sp.Expr | None:
         first = members[0]
-        template, va, values = None, None, []
+        template: sp.Expr | None = None
+        va: sp.Expr | None = None
+        values: list[sp.Expr] = []
         for m in members[1:]:
             r = self.antiunify(first, m, None)
             if r is None or r[1] is None:
                 return None
-            t, (a, b) = r
+            t, (a, b) = r[0], r[1]
             if template is None:
                 template, va = t, a
             elif a != va:
                 return None
             values.append(b)
+        if template is None:
+            return None
         values = [va, *values]
         ints = sorted(int(v) for v in values)
         if ints != list(range(ints[0], ints[0] + len(ints))):
@@ -241,7 +245,8 @@ class _Indexing:
         if letter is None:
             return None
         # factors that do not depend on the index stand in front of the sum
-        inside, outside = [], []
+        inside: list[sp.Expr] = []
+        outside: list[sp.Expr] = []
         for factor in sp.Mul.make_args(template):
             (inside if factor.has(self.var) else outside).append(factor)
         body = sp.Mul(*inside).xreplace({self.var: letter})

@@ -481,7 +481,7 @@ def _as_groups(params: Any) -> tuple[ParamGroup, ...]:
     if isinstance(params, Mapping):
         items = [(str(k), v) for k, v in params.items()]
         for k, _ in items:
-            if not k.isidentifier():
+            if not str(k).isidentifier():
                 raise ModelError(f"parameter group names must be identifiers, got {k!r}")
     elif isinstance(params, (str, bytes)) or not isinstance(params, Iterable):
         raise ModelError("params must be a sequence of Symbols/Matrices or a mapping name → Symbol | Matrix")
