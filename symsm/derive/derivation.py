@@ -34,8 +34,10 @@ __all__ = ["PATHS", "Derivation", "QuadraticParts", "theta_degree"]
 
 # How a model's kernels are derived: "sympy" (sympy's diff, CSE and rational tidying: the shortest kernels for
 # small models), "graph" (exact automatic differentiation on the hash-consed expression graph: scales to large
-# d), or "auto" (sympy below a size budget, the graph beyond it; symsm.ir.kernels.SYMPY_BUDGET).
-PATHS = ("auto", "sympy", "graph")
+# d), or "auto" (sympy below a size budget, the graph beyond it; symsm.ir.kernels.SYMPY_BUDGET), or "structured"
+# (models written with vectors and matrices: block-level tensor programs, symsm/derive/structured.py; "auto" keeps
+# the scalar paths for them for now).
+PATHS = ("auto", "sympy", "graph", "structured")
 
 
 def check_path(path: object) -> str:
@@ -89,6 +91,15 @@ class Derivation:
         #: the derivation path the kernels are built by (see PATHS); the sympy expressions of this object are
         #: the same whatever the path
         self.path = check_path(path)
+        if self.path == "structured":
+            self.structured  # noqa: B018 — a model outside the supported class is refused here, clearly
+
+    @cached_property
+    def structured(self) -> Any:
+        """The structured derivation (symsm/derive/structured.py: block-level programs, no scalar expansion)."""
+        from .structured import derive_structured
+
+        return derive_structured(self.model)
 
     @cached_property
     def score(self) -> tuple[sp.Expr, ...]:
@@ -142,6 +153,8 @@ class Derivation:
         Decided structurally (degree in θ of each score ≤ 1); a model whose θ-nonlinearity cancels only
         after simplification is reported as not quadratic, which is safe (the iterative fit is used).
         """
+        if self.path == "structured":
+            return False  # no quadratic-form kernels on the structured path yet: fits iterate (safe, see above)
         return all(theta_degree(s, set(self.model.params)) <= 1 for s in self.score)
 
     @cached_property

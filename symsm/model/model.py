@@ -129,6 +129,14 @@ class Model:
         so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes at 0.
     """
 
+    def __new__(cls, log_f: Any = None, *args: Any, **kwargs: Any) -> Model:
+        # A log f written with vectors and matrices (symsm/model/tensor.py) keeps its structure: StructuredModel.
+        if cls is Model and type(log_f).__name__ == "TensorExpr":
+            from .structured import StructuredModel
+
+            return super().__new__(StructuredModel)
+        return super().__new__(cls)
+
     def __init__(
         self,
         log_f: sp.Expr | sp.MatrixBase,
@@ -162,7 +170,7 @@ class Model:
     def from_string(
         cls,
         formula: str,
-        data: str | Sequence[str],
+        data: str | Sequence[str] | Mapping[str, Any],
         params: str | Sequence[str | Mapping[str, Any]],
         *,
         positive: str | Iterable[str] = (),
@@ -180,6 +188,13 @@ class Model:
         """
         from .parse import parse_formula
 
+        if isinstance(data, Mapping):  # a data vector {"name": "x", "size": d}: a model written with vectors
+            from .structured import structured_from_string
+
+            return structured_from_string(
+                formula, data, params, positive=positive, name=name, description=description, init=init,
+                domain=domain, weight=weight,
+            )  # fmt: skip
         data_names = _split_names(data, "data")
         positive_names = set(_split_names(positive, "positive")) if positive else set()
         specs = _param_specs(params, positive_names)

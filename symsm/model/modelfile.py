@@ -112,6 +112,8 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
     except ModelError as exc:
         raise fail("description", str(exc)) from None
 
+    if isinstance(table["data"], Mapping):  # a data vector {name = "x", size = d}: a model written with vectors
+        return _vector_model(table, name, description, fail)
     data = _names(table["data"], "data", fail)
     if len(data) > MAX_DATA:
         raise fail("data", f"has {len(data)} coordinates; the limit is {MAX_DATA}")
@@ -159,6 +161,52 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
     except ModelError as exc:
         message = str(exc)
         key = next((k for k in ("init", "weight") if message.startswith(k)), "log_f")
+        raise fail(key, message.removeprefix(f"{key}: ")) from None
+
+
+def _vector_model(table: Mapping[str, Any], name: str, description: str, fail: Any) -> Model:
+    """A model file whose data is a vector ``{name = "x", size = d}``: the formula names whole vectors and
+    matrices (``sum(-2*log(cosh(W @ x)))``, symsm/model/tensor_parse.py)."""
+    data = table["data"]
+    unknown = sorted(set(data) - {"name", "size"})
+    if unknown:
+        raise fail(f"data.{unknown[0]}", "unknown key (a data vector has name and size)")
+    if not isinstance(data.get("name"), str):
+        raise fail("data.name", f"expected a name, got {_kind(data.get('name'))}" if "name" in data else "is missing")
+    size = data.get("size")
+    if type(size) is not int or not 1 <= size <= MAX_DATA:
+        raise fail("data.size", f"expected a positive integer of at most {MAX_DATA}, got {size!r}")
+    specs = _param_specs(table["params"], fail)
+    total = 0
+    for k, spec in enumerate(specs):
+        if spec["name"] == data["name"]:
+            raise fail(f"params[{k}]", f"declares {spec['name']!r}, which is already the data name")
+        total += _size(spec)
+        if total > MAX_PARAMETERS:
+            raise fail(f"params[{k}]", f"brings the number of parameters above the limit {MAX_PARAMETERS}")
+    log_f = table["log_f"]
+    if not isinstance(log_f, str):
+        raise fail("log_f", f"expected a formula string, got {_kind(log_f)}")
+    domain = table.get("domain", "real")
+    if domain != "real" or "weight" in table:
+        raise fail("domain", 'models written with vectors support domain = "real" only (and no weight)')
+    init = table.get("init", {})
+    if not isinstance(init, Mapping):
+        raise fail("init", f"expected a table of starting values, got {_kind(init)}")
+    for key, value in init.items():
+        _check_numbers(value, f"init.{key}", fail)
+    try:
+        return Model.from_string(
+            log_f,
+            data={"name": data["name"], "size": size},
+            params=specs,
+            name=name,
+            description=description,
+            init=init,
+        )
+    except ModelError as exc:
+        message = str(exc)
+        key = "init" if message.startswith("init") else "log_f"
         raise fail(key, message.removeprefix(f"{key}: ")) from None
 
 

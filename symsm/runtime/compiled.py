@@ -70,6 +70,8 @@ def compile_model(
     path = check_path(path)
     if derivation is not None and derivation.path != path:
         raise ValueError(f"path={path!r} differs from the derivation's path {derivation.path!r}")
+    if path == "structured" and (backend == "cuda" or not objective_spec.exact):
+        raise ValueError("path='structured' runs the exact objective on the CPU (backend 'numba') for now")
     loss_class = CompiledLoss
     if backend == "cuda":
         from .device import CudaCompiledLoss, import_cuda
@@ -83,6 +85,13 @@ def compile_model(
         from ..ir.kernels import build_kernels
 
         der = derivation if derivation is not None else Derivation(model, path=path)
+        if path == "structured":  # block programs run by the numpy reference executor (symsm/backends/blocks_numpy)
+            from ..backends.blocks_numpy.generate import generate_blocks_source
+            from ..ir.blocks import build_block_programs
+
+            with progress.stage(f"structured derivation and block programs (d = {model.dim}, P = {model.n_params})"):
+                programs = build_block_programs(der.structured, model)
+                return generate_blocks_source(model, programs, dtype=dt, cache_key=key)
         if backend == "cuda":
             from ..backends.cuda.generate import generate_cuda_source as generator
         elif backend == "numba-python":

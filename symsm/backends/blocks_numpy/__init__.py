@@ -1,0 +1,6 @@
+"""The numpy reference executor of block programs (symsm/ir/blocks.py): exact, memory-bounded, not fast."""
+
+from .executor import BlockKernel
+from .generate import generate_blocks_source
+
+__all__ = ["BlockKernel", "generate_blocks_source"]

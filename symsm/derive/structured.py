@@ -1,0 +1,491 @@
+"""The structured derivation: the score, Σᵢ∂ᵢ² log f and ∇θJ̃ of a model written with vectors and matrices,
+exactly, as matrix-level operations on blocks of rows (``path="structured"``).
+
+Forward Laplacian. Every node u of the tensor expression (symsm/model/tensor.py) that depends on the data
+carries, per row, its value, its x-Jacobian and its Laplacian Σᵢ∂ᵢ²u:
+
+* a vector u ∈ Rⁿ: Jacobian in factored form J_u = Σ_t diag(a_t(x)) M_t(θ), each M_t an n×d matrix of θ
+  only (the identity for x itself) and each a_t an elementwise expression per row; the Laplacian a vector;
+* a scalar s: a dense gradient ∇s ∈ Rᵈ per row (an expression of width d) and a scalar Laplacian.
+
+For u = φ(y, z, …) elementwise: J_u = Σ diag(φ_y) J_y, lap_u = Σ φ_y lap_y + Σ φ_yz rowdot(J_y, J_z), where
+rowdot(J_y, J_z) = Σ a_t ⊙ b_s ⊙ rowdot(M_t, N_s) and rowdot(M, N)ᵢ = Σⱼ MᵢⱼNᵢⱼ is θ-only (computed once
+per call: ‖wₖ‖² for ICA). W @ u with u affine in x is a matrix product per block (X Wᵀ) whose Jacobian is
+W·M (θ-only). sum(u) is a scalar with gradient Σ_t M_tᵀ a_t (a matrix product per block) and Laplacian
+rowsum(lap_u). Scalars combine by the same rules with dense gradients (Student-t's log(1 + ‖x−μ‖²/ν)).
+The per-row integrand is L = lap + ½‖∇ log f‖², the score is ∇ log f.
+
+Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
+block is two matrix products (Ā = S̄ P for S = A Pᵀ, and P̄ += S̄ᵀ A into a float64 accumulator); adjoints of
+elementwise expressions are elementwise (sympy differentiates the scalar expressions, which are small:
+they never depend on d); θ-vectors and scalars used per row accumulate column sums. The θ-only part
+(rowdot(W, W), W·M, …) gets its adjoints once per call after the loop (symsm/ir/blocks.py writes that
+epilogue). For ICA the block program is 5 matrix products per block, ≈ 10·d² flops per row.
+
+Supported class: log f a scalar built from the data vector, parameters and constants by elementwise
++ − * / ** and the smooth functions, ``@`` (a parameter matrix times a vector affine in x, or vectors),
+``.T`` and ``sum``, where every vector that depends on x enters through elementwise operations with
+θ-vectors and θ-scalars and every scalar that depends on x combines only with scalars. Outside it (a
+parameter matrix times a nonlinear function of x, an x-dependent scalar times an x-dependent vector) a
+`ModelError` says which subexpression; the scalar paths ("sympy", "graph") take every model.
+
+The result is a `StructuredDerivation`: θ-level nodes (`TNode`), row-level nodes (`RNode`: the data X,
+matrix products and row sums per block), expressions over their placeholders (sympy Symbols named as the
+block program's arrays), the outputs (score, L) and the accumulations of ∇θ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sympy as sp
+
+from ..core.errors import ModelError
+from ..model.tensor import TensorExpr, _shape_text, _text
+
+__all__ = ["RNode", "StructuredDerivation", "TNode", "derive_structured"]
+
+_FUNCTIONS = {
+    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
+    "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh, "atan": sp.atan, "asinh": sp.asinh, "atanh": sp.atanh,
+    "erf": sp.erf, "erfc": sp.erfc,
+}  # fmt: skip
+
+
+def _function(name: str) -> Any:
+    if name in _FUNCTIONS:
+        return _FUNCTIONS[name]
+    from sympy.codegen.cfunctions import expm1, log1p
+
+    return {"log1p": log1p, "expm1": expm1}[name]
+
+
+@dataclass(eq=False)
+class TNode:
+    """A θ-only array (computed once per call): a parameter or one operation on θ-only arrays.
+
+    kinds: "param" (``leaf``), "gemm" (op(A) @ op(B), ``flags`` = (transpose A, transpose B); 1-D operands as
+    numpy), "transpose", "rowdot" (Σⱼ MᵢⱼNᵢⱼ), "diag", "colsum" (Σᵢ Mᵢⱼ), "sum" (all entries),
+    "scale_rows" (diag(c) M), "diagmat" (diag(c) as a matrix), "ewise" (``expr`` over the arguments'
+    symbols, numpy broadcasting of scalars).
+    """
+
+    kind: str
+    args: tuple[TNode, ...]
+    shape: tuple[int, ...]
+    name: str
+    index: int
+    symbol: sp.Symbol
+    flags: tuple[bool, bool] = (False, False)
+    expr: sp.Expr | None = None
+    leaf: TensorExpr | None = None
+
+
+@dataclass(eq=False)
+class RNode:
+    """An array per block of rows: "X" (the data, width d), "matmul" (``input`` @ Pᵀ if ``transpose`` else
+    ``input`` @ P, P a TNode) or "rowsum" (Σ over the row of ``input``, a row scalar: width 0)."""
+
+    kind: str
+    width: int
+    name: str
+    index: int
+    symbol: sp.Symbol
+    input: sp.Expr | None = None
+    input_width: int = 0
+    P: TNode | None = None
+    transpose: bool = False
+
+
+@dataclass
+class Accumulation:
+    """Σ over rows into a θ-array's float64 adjoint: "outer" (acc += aᵀc: a, c of widths n, m), "colsum"
+    (acc += Σ_rows a, width n) or "sum" (acc += Σ a over rows and entries)."""
+
+    kind: str
+    target: TNode
+    a: sp.Expr
+    a_width: int
+    c: sp.Expr | None = None
+    c_width: int = 0
+
+
+@dataclass
+class StructuredDerivation:
+    """The structured derivation of one model (see the module docstring)."""
+
+    dim: int
+    tnodes: list[TNode] = field(default_factory=list)
+    rnodes: list[RNode] = field(default_factory=list)
+    by_symbol: dict[sp.Symbol, TNode | RNode] = field(default_factory=dict)
+    score: sp.Expr = sp.S.Zero  # width d
+    integrand: sp.Expr = sp.S.Zero  # L, a row scalar
+    accumulations: list[Accumulation] = field(default_factory=list)
+    n_forward: int = 0  # rnodes[:n_forward] are the forward program (the rest compute adjoints)
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def params(self) -> list[TNode]:
+        return [t for t in self.tnodes if t.kind == "param"]
+
+    # ------------------------------------------------------------------ θ-level nodes (hash-consed)
+    def tnode(self, kind: str, args: tuple[TNode, ...], shape: tuple[int, ...], **kw: Any) -> TNode:
+        key = ("t", kind, tuple(a.index for a in args), kw.get("flags"), kw.get("expr"), id(kw.get("leaf")))
+        if key in self._memo:
+            return self._memo[key]
+        index = len(self.tnodes)
+        leaf = kw.get("leaf")
+        name = leaf.name if leaf is not None else f"t{index}"
+        node = TNode(kind, args, shape, name, index, sp.Symbol(name, real=True), **kw)
+        self.tnodes.append(node)
+        self.by_symbol[node.symbol] = node
+        self._memo[key] = node
+        return node
+
+    def rnode(self, kind: str, width: int, **kw: Any) -> RNode:
+        p = kw.get("P")
+        key = ("r", kind, width, kw.get("input"), kw.get("input_width"), p.index if p else None, kw.get("transpose"))
+        if key in self._memo:
+            return self._memo[key]
+        index = len(self.rnodes)
+        name = "X" if kind == "X" else f"r{index}"
+        node = RNode(kind, width, name, index, sp.Symbol(name, real=True), **kw)
+        self.rnodes.append(node)
+        self.by_symbol[node.symbol] = node
+        self._memo[key] = node
+        return node
+
+    def is_row(self, expr: sp.Expr) -> bool:
+        """Whether `expr` depends on the row (holds a row-level placeholder)."""
+        return any(isinstance(self.by_symbol.get(s), RNode) for s in expr.free_symbols)
+
+    def matmul(self, expr: sp.Expr, width: int, P: TNode, transpose: bool) -> RNode:
+        out = P.shape[0] if transpose else P.shape[1]
+        return self.rnode("matmul", out, input=expr, input_width=width, P=P, transpose=transpose)
+
+    def rowsum(self, expr: sp.Expr, width: int) -> sp.Expr:
+        if width == 0:
+            return expr
+        if not self.is_row(expr) and not expr.free_symbols:
+            return expr * width  # a constant per entry
+        return self.rnode("rowsum", 0, input=expr, input_width=width).symbol
+
+
+# ---------------------------------------------------------------------------------------------- forward values
+IDENTITY = "I"  # the Jacobian of x itself (d × d)
+
+
+@dataclass
+class _Theta:
+    """A θ-only value: an expression over θ-level placeholders (not yet an array) and its shape."""
+
+    expr: sp.Expr
+    shape: tuple[int, ...]
+
+
+@dataclass
+class _Vec:
+    """A vector that depends on x: value (width n), Jacobian {M: a} meaning Σ diag(a) M, Laplacian."""
+
+    value: sp.Expr
+    width: int
+    jac: dict[Any, tuple[Any, sp.Expr]]  # key → (M: TNode | IDENTITY, coefficient a)
+    lap: sp.Expr
+
+
+@dataclass
+class _Sca:
+    """A scalar that depends on x: value, gradient (width d), Laplacian."""
+
+    value: sp.Expr
+    grad: sp.Expr
+    lap: sp.Expr
+
+
+class _Forward:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.d = model.dim
+        self.g = StructuredDerivation(dim=self.d)
+        self.X = self.g.rnode("X", self.d)
+
+    # -- θ-level helpers
+    def as_node(self, th: _Theta) -> TNode:
+        """The θ array holding `th` (an "ewise" node unless it is already one array)."""
+        node = self.g.by_symbol.get(th.expr) if isinstance(th.expr, sp.Symbol) else None
+        if isinstance(node, TNode) and node.shape == th.shape:
+            return node
+        args = tuple(sorted((self.g.by_symbol[s] for s in th.expr.free_symbols), key=lambda t: t.index))
+        return self.g.tnode("ewise", args, th.shape, expr=th.expr)  # type: ignore[arg-type]
+
+    def as_symbol(self, th: _Theta) -> sp.Expr:
+        """`th` for use inside a per-row expression: a number or one θ-array's placeholder."""
+        if not th.expr.free_symbols:
+            return th.expr
+        return self.as_node(th).symbol
+
+    def scaled(self, m: Any, coef: sp.Expr, n: int) -> Any:
+        """diag(coef) M for a θ-only coefficient (scalar or n-vector), as a θ matrix (IDENTITY if it stays I)."""
+        if coef == 1:
+            return m
+        c = self.as_node(_Theta(coef, () if self._scalar(coef) else (n,)))
+        if c.shape == ():
+            c = self._broadcast(c, n)
+        if m == IDENTITY:
+            return self.g.tnode("diagmat", (c,), (n, n))
+        return self.g.tnode("scale_rows", (c, m), m.shape)
+
+    def _broadcast(self, c: TNode, n: int) -> TNode:
+        return self.g.tnode("ewise", (c,), (n,), expr=c.symbol)
+
+    def _scalar(self, expr: sp.Expr) -> bool:
+        return all(self.g.by_symbol[s].shape == () for s in expr.free_symbols)
+
+    def matrix_sum(self, terms: list[Any], n: int) -> Any:
+        """Σ of θ matrices (IDENTITY allowed when it is the only term)."""
+        if len(terms) == 1:
+            return terms[0]
+        nodes = [self.g.tnode("diagmat", (self._broadcast(self.as_node(_Theta(sp.S.One, ())), n),), (n, n))
+                 if t == IDENTITY else t for t in terms]  # fmt: skip
+        expr = sp.Add(*[t.symbol for t in nodes])
+        return self.as_node(_Theta(expr, nodes[0].shape))
+
+    def rowdot(self, m: Any, n_: Any) -> sp.Expr:
+        """rowdot(M, N) as an expression of width n (θ-only)."""
+        if m == IDENTITY and n_ == IDENTITY:
+            return sp.S.One
+        if m == IDENTITY or n_ == IDENTITY:
+            other = n_ if m == IDENTITY else m
+            return self.g.tnode("diag", (other,), (other.shape[0],)).symbol
+        a, b = sorted((m, n_), key=lambda t: t.index)
+        return self.g.tnode("rowdot", (a, b), (a.shape[0],)).symbol
+
+    def jac_dot(self, ju: dict[Any, tuple[Any, sp.Expr]], jv: dict[Any, tuple[Any, sp.Expr]]) -> sp.Expr:
+        return sp.Add(*[a * b * self.rowdot(m, n) for m, a in ju.values() for n, b in jv.values()])
+
+    # -- the pass
+    def run(self, e: TensorExpr) -> Any:
+        values: dict[int, Any] = {}
+        for node in e.walk():
+            values[id(node)] = self.visit(node, [values[id(a)] for a in node.args])
+        return values[id(e)]
+
+    def visit(self, node: TensorExpr, args: list[Any]) -> Any:
+        op = node.op
+        if op == "data":
+            return _Vec(self.X.symbol, self.d, {IDENTITY: (IDENTITY, sp.S.One)}, sp.S.Zero)
+        if op == "param":
+            return _Theta(self.g.tnode("param", (), node.shape, leaf=node).symbol, node.shape)
+        if op == "const":
+            return _Theta(sp.sympify(node.value), ())
+        if op == "add":
+            return self.apply(node, lambda a, b: a + b, args)
+        if op == "sub":
+            return self.apply(node, lambda a, b: a - b, args)
+        if op == "mul":
+            return self.apply(node, lambda a, b: a * b, args)
+        if op == "div":
+            return self.apply(node, lambda a, b: a / b, args)
+        if op == "pow":
+            return self.apply(node, sp.Pow, args)
+        if op == "neg":
+            return self.apply(node, lambda a: -a, args)
+        if op == "func":
+            fn = _function(node.name)
+            return self.apply(node, fn, args)
+        if op == "transpose":
+            (a,) = args
+            if isinstance(a, _Theta) and len(a.shape) == 2:
+                t = self.as_node(a)
+                return _Theta(
+                    self.g.tnode("transpose", (t,), (a.shape[1], a.shape[0])).symbol, (a.shape[1], a.shape[0])
+                )
+            return a
+        if op == "sum":
+            return self.total(node, args[0])
+        if op == "matmul":
+            return self.matmul(node, *args)
+        raise ModelError(f"the structured derivation does not support the operation {op!r}")
+
+    def unsupported(self, node: TensorExpr, why: str) -> ModelError:
+        return ModelError(
+            f"path='structured' does not support {_text(node)} (shape {_shape_text(node.shape)}): {why}; "
+            "the scalar paths ('sympy', 'graph', 'auto') derive every model"
+        )
+
+    def apply(self, node: TensorExpr, fn: Any, args: list[Any]) -> Any:
+        """An elementwise φ of the operands, by the chain rule on values, Jacobians and Laplacians."""
+        if all(isinstance(a, _Theta) for a in args):
+            shape = max((a.shape for a in args), key=len)
+            return _Theta(fn(*[a.expr for a in args]), shape)
+        xs = [a for a in args if not isinstance(a, _Theta)]
+        kinds = {type(a) for a in xs}
+        if len(kinds) > 1:
+            raise self.unsupported(node, "it combines a data-dependent scalar with a data-dependent vector")
+        zs = [sp.Dummy(f"z{k}", real=True) for k in range(len(args))]
+        operands = []
+        for z, a in zip(zs, args, strict=True):
+            if isinstance(a, _Theta):
+                if isinstance(xs[0], _Sca) and a.shape:
+                    raise self.unsupported(node, "a data-dependent scalar is broadcast over a parameter vector")
+                if len(a.shape) == 2:
+                    raise self.unsupported(node, "a parameter matrix enters elementwise with the data")
+                operands.append(self.as_symbol(a))
+            else:
+                operands.append(z)
+        f = fn(*operands)
+        xi = [k for k, a in enumerate(args) if not isinstance(a, _Theta)]
+        sub = {zs[k]: args[k].value for k in xi}
+        first = {k: f.diff(zs[k]) for k in xi}
+        second = {(k, m): first[k].diff(zs[m]) for k in xi for m in xi if m >= k}
+        value = f.xreplace(sub)
+        d1 = {k: v.xreplace(sub) for k, v in first.items()}
+        d2 = {km: v.xreplace(sub) for km, v in second.items()}
+        if isinstance(xs[0], _Vec):
+            n = xs[0].width
+            jac: dict[Any, tuple[Any, sp.Expr]] = {}
+            lap = sp.S.Zero
+            for k in xi:
+                if d1[k] == 0:
+                    continue
+                for key, (m, a) in args[k].jac.items():
+                    old = jac.get(key, (m, sp.S.Zero))[1]
+                    jac[key] = (m, old + d1[k] * a)
+                lap += d1[k] * args[k].lap
+            for (k, m), v in d2.items():
+                if v != 0:
+                    lap += (1 if k == m else 2) * v * self.jac_dot(args[k].jac, args[m].jac)
+            jac = {key: (m, a) for key, (m, a) in jac.items() if a != 0}
+            return _Vec(value, n, jac, lap)
+        grad = sp.Add(*[d1[k] * args[k].grad for k in xi])
+        lap = sp.Add(*[d1[k] * args[k].lap for k in xi])
+        for (k, m), v in d2.items():
+            if v != 0:
+                dot = self.g.rowsum(args[k].grad * args[m].grad, self.d)
+                lap += (1 if k == m else 2) * v * dot
+        return _Sca(value, grad, lap)
+
+    def total(self, node: TensorExpr, a: Any) -> Any:
+        if isinstance(a, _Theta):
+            if not a.shape:
+                return a
+            return _Theta(self.g.tnode("sum", (self.as_node(a),), ()).symbol, ())
+        if isinstance(a, _Sca):
+            return a
+        value = self.g.rowsum(a.value, a.width)
+        grad = sp.S.Zero
+        for m, coef in a.jac.values():
+            if m == IDENTITY:
+                grad += coef
+            elif coef == 1:
+                grad += self.g.tnode("colsum", (m,), (self.d,)).symbol
+            elif not self.g.is_row(coef):
+                c = self.as_node(_Theta(coef, (a.width,)))
+                if c.shape == ():
+                    c = self._broadcast(c, a.width)
+                grad += self.g.tnode("gemm", (m, c), (self.d,), flags=(True, False)).symbol
+            else:
+                grad += self.g.matmul(coef, a.width, m, transpose=False).symbol
+        lap = self.g.rowsum(a.lap, a.width) if a.lap != 0 else sp.S.Zero
+        return _Sca(value, grad, lap)
+
+    def affine_jacobian(self, node: TensorExpr, u: _Vec) -> Any:
+        """The θ-only Jacobian of a vector affine in x (a matrix, or IDENTITY), else a clear error."""
+        if u.lap != 0 or any(self.g.is_row(a) for _, a in u.jac.values()):
+            raise self.unsupported(
+                node, "a parameter matrix multiplies a vector that is not affine in the data (apply the matrix first)"
+            )
+        return self.matrix_sum([self.scaled(m, a, u.width) for m, a in u.jac.values()], u.width)
+
+    def matmul(self, node: TensorExpr, a: Any, b: Any) -> Any:
+        if isinstance(a, _Theta) and isinstance(b, _Theta):
+            shape = node.shape
+            return _Theta(self.g.tnode("gemm", (self.as_node(a), self.as_node(b)), shape).symbol, shape)
+        if (
+            (isinstance(a, _Theta) and len(a.shape) == 1)
+            or (isinstance(b, _Theta) and len(b.shape) == 1)
+            or (not isinstance(a, _Theta) and not isinstance(b, _Theta))
+        ):
+            # u @ v of two vectors: sum(u * v)
+            return self.total(node, self.apply(node, lambda p, q: p * q, [a, b]))
+        if isinstance(a, _Theta):  # A (n, k) @ u (k)
+            A = self.as_node(a)
+            m = self.affine_jacobian(node, b)
+            y = self.g.matmul(b.value, b.width, A, transpose=True)
+            jac = A if m == IDENTITY else self.g.tnode("gemm", (A, m), (A.shape[0], self.d))
+            return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero)
+        A = self.as_node(b)
+        m = self.affine_jacobian(node, a)
+        y = self.g.matmul(a.value, a.width, A, transpose=False)
+        if m == IDENTITY:
+            jac = self.g.tnode("transpose", (A,), (A.shape[1], A.shape[0]))
+        else:
+            jac = self.g.tnode("gemm", (A, m), (A.shape[1], self.d), flags=(True, False))
+        return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero)
+
+
+# ---------------------------------------------------------------------------------------------- reverse mode
+def _reverse(g: StructuredDerivation) -> None:
+    """Adjoints of Σ_rows L for every θ-array used per row, as accumulations (and adjoint row nodes)."""
+    g.n_forward = len(g.rnodes)
+    adjoint: dict[int, list[sp.Expr]] = {}
+
+    def propagate(expr: sp.Expr, width: int, bar: sp.Expr) -> None:
+        for s in sorted(expr.free_symbols, key=str):
+            node = g.by_symbol.get(s)
+            if node is None:
+                continue
+            partial = bar * expr.diff(s)
+            if partial == 0:
+                continue
+            if isinstance(node, RNode):
+                if node.kind == "X":
+                    continue
+                if node.width == width:
+                    adjoint.setdefault(node.index, []).append(partial)
+                else:  # a row scalar broadcast along the row
+                    adjoint.setdefault(node.index, []).append(g.rowsum(partial, width))
+            elif node.shape == ():
+                g.accumulations.append(Accumulation("sum", node, partial, width))
+            else:
+                g.accumulations.append(Accumulation("colsum", node, partial, width))
+
+    propagate(g.integrand, 0, sp.S.One)
+    for node in reversed(g.rnodes[: g.n_forward]):
+        terms = adjoint.pop(node.index, None)
+        if not terms or node.kind == "X":
+            continue
+        bar = sp.Add(*terms)
+        assert node.input is not None
+        if node.kind == "rowsum":
+            propagate(node.input, node.input_width, bar)
+            continue
+        P = node.P
+        assert P is not None
+        if node.transpose:  # out = A Pᵀ: P̄ += outᵀ A, Ā = out̄ P
+            g.accumulations.append(Accumulation("outer", P, bar, node.width, node.input, node.input_width))
+        else:  # out = A P: P̄ += Aᵀ out̄, Ā = out̄ Pᵀ
+            g.accumulations.append(Accumulation("outer", P, node.input, node.input_width, bar, node.width))
+        if any(g.by_symbol.get(s) is not None and s.name != "X" for s in node.input.free_symbols):
+            a_bar = g.matmul(bar, node.width, P, transpose=not node.transpose)
+            propagate(node.input, node.input_width, a_bar.symbol)
+
+
+def derive_structured(model: Any) -> StructuredDerivation:
+    """The structured derivation of a model written with vectors and matrices (see the module docstring)."""
+    structure = getattr(model, "structure", None)
+    if not isinstance(structure, TensorExpr):
+        raise ModelError(
+            "path='structured' needs a model written with vectors and matrices (symsm.data_vector, "
+            "symsm.param_matrix, ...); this model is written with scalars — use path 'sympy', 'graph' or 'auto'"
+        )
+    fwd = _Forward(model)
+    root = fwd.run(structure)
+    if not isinstance(root, _Sca):
+        raise ModelError("log_f does not depend on the data; score matching needs a density in x")
+    g = fwd.g
+    g.score = root.grad
+    g.integrand = root.lap + g.rowsum(root.grad**2, g.dim) / 2
+    _reverse(g)
+    return g
