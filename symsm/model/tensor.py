@@ -37,14 +37,30 @@ __all__ = [
     "ELEMENTWISE",
     "TensorExpr",
     "as_tensor",
+    "asinh",
+    "atan",
+    "atanh",
+    "cos",
+    "cosh",
     "data_vector",
     "dot",
+    "erf",
+    "erfc",
+    "exp",
+    "expm1",
+    "log",
+    "log1p",
     "param",
     "param_matrix",
     "param_scalar",
     "param_symmetric",
     "param_vector",
     "quad",
+    "sin",
+    "sinh",
+    "sqrt",
+    "tan",
+    "tanh",
     "tsum",
 ]
 
@@ -305,9 +321,22 @@ def _func(name: str) -> Any:
     return apply
 
 
-for _name in ELEMENTWISE:
-    globals()[_name] = _func(_name)
-__all__ += list(ELEMENTWISE)
+exp = _func("exp")
+log = _func("log")
+sqrt = _func("sqrt")
+sin = _func("sin")
+cos = _func("cos")
+tan = _func("tan")
+sinh = _func("sinh")
+cosh = _func("cosh")
+tanh = _func("tanh")
+atan = _func("atan")
+asinh = _func("asinh")
+atanh = _func("atanh")
+log1p = _func("log1p")
+expm1 = _func("expm1")
+erf = _func("erf")
+erfc = _func("erfc")
 
 
 def tsum(u: Any) -> TensorExpr:
