@@ -25,21 +25,13 @@ from fractions import Fraction
 from typing import Any
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
 from ..core.errors import CodegenError
+from ..core.functions import BY_CLASS, BY_NAME, X, Y
 
 __all__ = ["ExprGraph", "Number"]
 
 Number = Fraction | float
-
-FUNCTIONS = {
-    sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "tan", sp.sinh: "sinh",
-    sp.cosh: "cosh", sp.tanh: "tanh", sp.asin: "asin", sp.acos: "acos", sp.atan: "atan", sp.asinh: "asinh",
-    sp.acosh: "acosh", sp.atanh: "atanh", sp.erf: "erf", sp.erfc: "erfc", log1p: "log1p", expm1: "expm1",
-}  # fmt: skip
-SYMPY_FUNCTIONS = {name: fn for fn, name in FUNCTIONS.items()}
-_MATH = {"erf": math.erf, "erfc": math.erfc}
 
 
 def _number(value: Any) -> Number:
@@ -285,25 +277,9 @@ class ExprGraph:
         return self._node("fn", (arg,), name, self.mask[arg])
 
     def _fold(self, name: str, value: Number) -> int | None:
-        if value == 0 and name in (
-            "sin",
-            "tan",
-            "sinh",
-            "tanh",
-            "asin",
-            "atan",
-            "asinh",
-            "atanh",
-            "erf",
-            "log1p",
-            "expm1",
-        ):
-            return self.ZERO
-        if (value == 0 and name in ("exp", "cos", "cosh", "erfc")) or (value == 1 and name == "log"):
-            return self.ONE if name != "log" else self.ZERO
-        fn = _MATH.get(name) or getattr(math, name, None)
+        """f(constant) as a constant (exact where the float result is an integer: sin(0) → 0, exp(0) → 1)."""
         try:
-            return self.const(float(fn(float(value))))  # type: ignore[misc]
+            return self.const(float(getattr(math, BY_NAME[name].scalar)(float(value))))
         except (ValueError, OverflowError, TypeError):
             return None
 
@@ -336,8 +312,8 @@ class ExprGraph:
                 out = self.mul(*[visit(a) for a in e.args])
             elif isinstance(e, sp.Pow):
                 out = self.powv(visit(e.base), visit(e.exp))
-            elif isinstance(e, sp.Function) and type(e) in FUNCTIONS and len(e.args) == 1:
-                out = self.fn(FUNCTIONS[type(e)], visit(e.args[0]))
+            elif isinstance(e, sp.Function) and type(e) in BY_CLASS and len(e.args) == 1:
+                out = self.fn(BY_CLASS[type(e)].name, visit(e.args[0]))
             else:
                 raise CodegenError(f"cannot differentiate {type(e).__name__}: {e}")
             memo[e] = out
@@ -372,7 +348,7 @@ class ExprGraph:
         if op == "powv":
             return sp.Pow(args[0], args[1])
         if op == "fn":
-            return SYMPY_FUNCTIONS[self.payload[n]](args[0])
+            return BY_NAME[self.payload[n]].sympy(args[0])
         raise CodegenError(f"unknown node {op}")
 
     def expression(self, n: int) -> sp.Expr:
@@ -405,43 +381,33 @@ class ExprGraph:
         return []
 
     def _function_derivative(self, name: str, a: int, n: int) -> int:
-        c = self.const
-        if name == "exp":
+        """d n/d a for n = name(a), from the function table's rule (in X = a and Y = n)."""
+        rule = BY_NAME[name].derivative if name in BY_NAME else None
+        if rule is None:
+            raise CodegenError(f"no derivative rule for {name}")
+        return self._rule(rule, a, n)
+
+    def _rule(self, e: sp.Expr, a: int, n: int) -> int:
+        """A derivative rule of symsm/core/functions.py as nodes, X → a and Y → n; each numeric coefficient
+        becomes one constant (2/√π as one float, as a hand-written rule would have it)."""
+        if e == X:
+            return a
+        if e == Y:
             return n
-        if name == "log":
-            return self.pow(a, -1)
-        if name == "tanh":
-            return self.sub(self.ONE, self.pow(n, 2))
-        if name == "tan":
-            return self.add(self.ONE, self.pow(n, 2))
-        if name == "sinh":
-            return self.fn("cosh", a)
-        if name == "cosh":
-            return self.fn("sinh", a)
-        if name == "sin":
-            return self.fn("cos", a)
-        if name == "cos":
-            return self.neg(self.fn("sin", a))
-        if name == "atan":
-            return self.pow(self.add(self.ONE, self.pow(a, 2)), -1)
-        if name == "asinh":
-            return self.pow(self.add(self.ONE, self.pow(a, 2)), Fraction(-1, 2))
-        if name == "acosh":
-            return self.pow(self.add(self.pow(a, 2), c(-1)), Fraction(-1, 2))
-        if name == "atanh":
-            return self.pow(self.sub(self.ONE, self.pow(a, 2)), -1)
-        if name == "asin":
-            return self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(-1, 2))
-        if name == "acos":
-            return self.neg(self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(-1, 2)))
-        if name in ("erf", "erfc"):
-            g = self.mul(c(2 / math.sqrt(math.pi)), self.fn("exp", self.neg(self.pow(a, 2))))
-            return g if name == "erf" else self.neg(g)
-        if name == "log1p":
-            return self.pow(self.add(self.ONE, a), -1)
-        if name == "expm1":
-            return self.add(n, self.ONE)
-        raise CodegenError(f"no derivative rule for {name}")
+        if not e.free_symbols:
+            return self.const(e)
+        if isinstance(e, sp.Add):
+            return self.add(*[self._rule(t, a, n) for t in e.args])
+        if isinstance(e, sp.Mul):
+            coeff, rest = e.as_independent(X, Y, as_Add=False)
+            if coeff != 1:
+                return self.mul(self.const(coeff), self._rule(rest, a, n))
+            return self.mul(*[self._rule(f, a, n) for f in e.args])
+        if isinstance(e, sp.Pow) and e.exp.is_Number:
+            return self.pow(self._rule(e.base, a, n), e.exp)
+        if isinstance(e, sp.Function) and type(e) in BY_CLASS:
+            return self.fn(BY_CLASS[type(e)].name, self._rule(e.args[0], a, n))
+        raise CodegenError(f"cannot build the derivative rule {e} on the graph")
 
     def reverse(
         self,
