@@ -19,6 +19,7 @@ and grouping a sum's terms by their data-dependent factor (Σ_j c_j·v → (Σ_j
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -381,33 +382,24 @@ class ExprGraph:
         return []
 
     def _function_derivative(self, name: str, a: int, n: int) -> int:
-        """d n/d a for n = name(a), from the function table's rule (in X = a and Y = n)."""
-        rule = BY_NAME[name].derivative if name in BY_NAME else None
-        if rule is None:
-            raise CodegenError(f"no derivative rule for {name}")
-        return self._rule(rule, a, n)
+        """d n/d a for n = name(a), by the function table's rule (X → a, Y → n)."""
+        return self._build(_rule(name), a, n)
 
-    def _rule(self, e: sp.Expr, a: int, n: int) -> int:
-        """A derivative rule of symsm/core/functions.py as nodes, X → a and Y → n; each numeric coefficient
-        becomes one constant (2/√π as one float, as a hand-written rule would have it)."""
-        if e == X:
+    def _build(self, rule: tuple, a: int, n: int) -> int:
+        op = rule[0]
+        if op == "X":
             return a
-        if e == Y:
+        if op == "Y":
             return n
-        if not e.free_symbols:
-            return self.const(e)
-        if isinstance(e, sp.Add):
-            return self.add(*[self._rule(t, a, n) for t in e.args])
-        if isinstance(e, sp.Mul):
-            coeff, rest = e.as_independent(X, Y, as_Add=False)
-            if coeff != 1:
-                return self.mul(self.const(coeff), self._rule(rest, a, n))
-            return self.mul(*[self._rule(f, a, n) for f in e.args])
-        if isinstance(e, sp.Pow) and e.exp.is_Number:
-            return self.pow(self._rule(e.base, a, n), e.exp)
-        if isinstance(e, sp.Function) and type(e) in BY_CLASS:
-            return self.fn(BY_CLASS[type(e)].name, self._rule(e.args[0], a, n))
-        raise CodegenError(f"cannot build the derivative rule {e} on the graph")
+        if op == "const":
+            return self.const(rule[1])
+        if op == "add":
+            return self.add(*[self._build(r, a, n) for r in rule[1]])
+        if op == "mul":
+            return self.mul(*[self._build(r, a, n) for r in rule[1]])
+        if op == "pow":
+            return self.pow(self._build(rule[1], a, n), rule[2])
+        return self.fn(rule[1], self._build(rule[2], a, n))  # "fn"
 
     def reverse(
         self,
@@ -599,6 +591,38 @@ class ExprGraph:
                 continue
             stack.extend(self.args[m])
         return sorted(seen)
+
+
+@functools.cache
+def _rule(name: str) -> tuple:
+    """The derivative rule of `name` (symsm/core/functions.py) as a tree of graph operations, converted once:
+    ("X",) | ("Y",) | ("const", number) | ("add" | "mul", (rules...)) | ("pow", rule, exponent) | ("fn", name, rule).
+    Each numeric coefficient is one constant (2/√π one float, as a hand-written rule would have it)."""
+    function = BY_NAME.get(name)
+    if function is None or function.derivative is None:
+        raise CodegenError(f"no derivative rule for {name}")
+
+    def convert(e: sp.Expr) -> tuple:
+        if e == X:
+            return ("X",)
+        if e == Y:
+            return ("Y",)
+        if not e.free_symbols:
+            return ("const", _number(e))
+        if isinstance(e, sp.Add):
+            return ("add", tuple(convert(t) for t in e.args))
+        if isinstance(e, sp.Mul):
+            coeff, rest = e.as_independent(X, Y, as_Add=False)
+            if coeff != 1:
+                return ("mul", (("const", _number(coeff)), convert(rest)))
+            return ("mul", tuple(convert(f) for f in e.args))
+        if isinstance(e, sp.Pow) and e.exp.is_Number:
+            return ("pow", convert(e.base), _number(e.exp))
+        if isinstance(e, sp.Function) and type(e) in BY_CLASS and len(e.args) == 1:
+            return ("fn", BY_CLASS[type(e)].name, convert(e.args[0]))
+        raise CodegenError(f"cannot build the derivative rule {e} of {name} on the graph")
+
+    return convert(function.derivative)
 
 
 def _sympy_number(v: Number) -> sp.Expr:
