@@ -279,8 +279,11 @@ class ExprGraph:
 
     def _fold(self, name: str, value: Number) -> int | None:
         """f(constant) as a constant (exact where the float result is an integer: sin(0) → 0, exp(0) → 1)."""
+        scalar = BY_NAME[name].scalar
+        if scalar is None:
+            return None
         try:
-            return self.const(float(getattr(math, BY_NAME[name].scalar)(float(value))))
+            return self.const(float(getattr(math, scalar)(float(value))))
         except (ValueError, OverflowError, TypeError):
             return None
 
