@@ -237,7 +237,11 @@ def test_worker_with_an_empty_cache_loads_the_shipped_module(client, tmp_path):
             return (
                 str(cache.cache_dir()),
                 [e.kind for e in cache.events() if e.key == key],
-                sorted(m for m in sys.modules if m.startswith(("symsm.ir.kernels", "symsm.graph", "symsm.derive"))),
+                sorted(
+                    m
+                    for m in sys.modules
+                    if m.startswith(("symsm.ir.", "symsm.derive.graph", "symsm.derive.derivation"))
+                ),
             )
 
         ((directory, kinds, generators),) = own.run(state, loss.key).values()

@@ -15,6 +15,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
 from ..core.errors import CodegenError
+from ..core.functions import BY_CLASS
 
 __all__ = ["ScalarMathPrinter"]
 
@@ -114,23 +115,14 @@ class ScalarMathPrinter(PythonCodePrinter):
         return super()._print_Mul(expr)
 
     def _print_Function(self, expr: sp.Function) -> str:
-        """Only functions with a scalar math.* equivalent are printable (strict)."""
-        name = type(expr).__name__
-        if name not in _MATH_FUNCTIONS:
-            raise CodegenError(f"function {name} has no scalar implementation for numba kernels")
-        return f"math.{_MATH_FUNCTIONS[name]}({', '.join(self._print(a) for a in expr.args)})"
+        """Only functions of the table with a scalar math.* equivalent are printable (strict)."""
+        function = BY_CLASS.get(type(expr))
+        if function is None or function.math is None:
+            raise CodegenError(f"function {type(expr).__name__} has no scalar implementation for numba kernels")
+        return f"{function.math}({', '.join(self._print(a) for a in expr.args)})"
 
 
 # sympy's PythonCodePrinter prints every function it knows (gamma, floor, ...) through its own methods;
 # route them all through the strict `_print_Function` so only the supported ones reach generated code.
-for _name in [*PythonCodePrinter._kf, "log1p", "expm1", "erf", "erfc"]:
+for _name in [*PythonCodePrinter._kf, *(cls.__name__ for cls in BY_CLASS)]:
     setattr(ScalarMathPrinter, f"_print_{_name.split('.')[-1]}", ScalarMathPrinter._print_Function)
-
-
-_MATH_FUNCTIONS = {
-    name: name
-    for name in (
-        "exp", "log", "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan",
-        "asinh", "acosh", "atanh", "erf", "erfc", "log1p", "expm1",
-    )
-}  # fmt: skip

@@ -1,18 +1,6 @@
-"""Stage 2 — derivation: the score, ∂ᵢ² log f and the objective, exactly, by sympy or by automatic
-differentiation on an expression graph; the objective variants (exact, sliced, denoising)."""
+"""Stage 2 — derivation: the score, ∂ᵢ² log f and the objective, exactly, by sympy (derivation.py) or by
+automatic differentiation on an expression graph (graph.py); the objective variants (objectives.py).
 
-from .derivation import Derivation
-from .graph import ExprGraph
-from .objectives import OBJECTIVES, Denoising, Exact, Objective, Sliced, SlicedVR, make_objective
-
-__all__ = [
-    "OBJECTIVES",
-    "Denoising",
-    "Derivation",
-    "Exact",
-    "ExprGraph",
-    "Objective",
-    "Sliced",
-    "SlicedVR",
-    "make_objective",
-]
+Nothing is imported here: a process that only runs cached kernels (a Dask worker) imports objectives.py for
+the objective's options without loading sympy's derivation or the graph.
+"""

@@ -19,27 +19,20 @@ and grouping a sum's terms by their data-dependent factor (Σ_j c_j·v → (Σ_j
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
 from ..core.errors import CodegenError
+from ..core.functions import BY_CLASS, BY_NAME, X, Y
 
 __all__ = ["ExprGraph", "Number"]
 
 Number = Fraction | float
-
-FUNCTIONS = {
-    sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "tan", sp.sinh: "sinh",
-    sp.cosh: "cosh", sp.tanh: "tanh", sp.asin: "asin", sp.acos: "acos", sp.atan: "atan", sp.asinh: "asinh",
-    sp.acosh: "acosh", sp.atanh: "atanh", sp.erf: "erf", sp.erfc: "erfc", log1p: "log1p", expm1: "expm1",
-}  # fmt: skip
-SYMPY_FUNCTIONS = {name: fn for fn, name in FUNCTIONS.items()}
-_MATH = {"erf": math.erf, "erfc": math.erfc}
 
 
 def _number(value: Any) -> Number:
@@ -285,25 +278,12 @@ class ExprGraph:
         return self._node("fn", (arg,), name, self.mask[arg])
 
     def _fold(self, name: str, value: Number) -> int | None:
-        if value == 0 and name in (
-            "sin",
-            "tan",
-            "sinh",
-            "tanh",
-            "asin",
-            "atan",
-            "asinh",
-            "atanh",
-            "erf",
-            "log1p",
-            "expm1",
-        ):
-            return self.ZERO
-        if (value == 0 and name in ("exp", "cos", "cosh", "erfc")) or (value == 1 and name == "log"):
-            return self.ONE if name != "log" else self.ZERO
-        fn = _MATH.get(name) or getattr(math, name, None)
+        """f(constant) as a constant (exact where the float result is an integer: sin(0) → 0, exp(0) → 1)."""
+        scalar = BY_NAME[name].scalar
+        if scalar is None:
+            return None
         try:
-            return self.const(float(fn(float(value))))  # type: ignore[misc]
+            return self.const(float(getattr(math, scalar)(float(value))))
         except (ValueError, OverflowError, TypeError):
             return None
 
@@ -336,8 +316,8 @@ class ExprGraph:
                 out = self.mul(*[visit(a) for a in e.args])
             elif isinstance(e, sp.Pow):
                 out = self.powv(visit(e.base), visit(e.exp))
-            elif isinstance(e, sp.Function) and type(e) in FUNCTIONS and len(e.args) == 1:
-                out = self.fn(FUNCTIONS[type(e)], visit(e.args[0]))
+            elif isinstance(e, sp.Function) and type(e) in BY_CLASS and len(e.args) == 1:
+                out = self.fn(BY_CLASS[type(e)].name, visit(e.args[0]))
             else:
                 raise CodegenError(f"cannot differentiate {type(e).__name__}: {e}")
             memo[e] = out
@@ -372,7 +352,7 @@ class ExprGraph:
         if op == "powv":
             return sp.Pow(args[0], args[1])
         if op == "fn":
-            return SYMPY_FUNCTIONS[self.payload[n]](args[0])
+            return BY_NAME[self.payload[n]].sympy(args[0])
         raise CodegenError(f"unknown node {op}")
 
     def expression(self, n: int) -> sp.Expr:
@@ -405,43 +385,24 @@ class ExprGraph:
         return []
 
     def _function_derivative(self, name: str, a: int, n: int) -> int:
-        c = self.const
-        if name == "exp":
+        """d n/d a for n = name(a), by the function table's rule (X → a, Y → n)."""
+        return self._build(_rule(name), a, n)
+
+    def _build(self, rule: tuple, a: int, n: int) -> int:
+        op = rule[0]
+        if op == "X":
+            return a
+        if op == "Y":
             return n
-        if name == "log":
-            return self.pow(a, -1)
-        if name == "tanh":
-            return self.sub(self.ONE, self.pow(n, 2))
-        if name == "tan":
-            return self.add(self.ONE, self.pow(n, 2))
-        if name == "sinh":
-            return self.fn("cosh", a)
-        if name == "cosh":
-            return self.fn("sinh", a)
-        if name == "sin":
-            return self.fn("cos", a)
-        if name == "cos":
-            return self.neg(self.fn("sin", a))
-        if name == "atan":
-            return self.pow(self.add(self.ONE, self.pow(a, 2)), -1)
-        if name == "asinh":
-            return self.pow(self.add(self.ONE, self.pow(a, 2)), Fraction(-1, 2))
-        if name == "acosh":
-            return self.pow(self.add(self.pow(a, 2), c(-1)), Fraction(-1, 2))
-        if name == "atanh":
-            return self.pow(self.sub(self.ONE, self.pow(a, 2)), -1)
-        if name == "asin":
-            return self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(-1, 2))
-        if name == "acos":
-            return self.neg(self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(-1, 2)))
-        if name in ("erf", "erfc"):
-            g = self.mul(c(2 / math.sqrt(math.pi)), self.fn("exp", self.neg(self.pow(a, 2))))
-            return g if name == "erf" else self.neg(g)
-        if name == "log1p":
-            return self.pow(self.add(self.ONE, a), -1)
-        if name == "expm1":
-            return self.add(n, self.ONE)
-        raise CodegenError(f"no derivative rule for {name}")
+        if op == "const":
+            return self.const(rule[1])
+        if op == "add":
+            return self.add(*[self._build(r, a, n) for r in rule[1]])
+        if op == "mul":
+            return self.mul(*[self._build(r, a, n) for r in rule[1]])
+        if op == "pow":
+            return self.pow(self._build(rule[1], a, n), rule[2])
+        return self.fn(rule[1], self._build(rule[2], a, n))  # "fn"
 
     def reverse(
         self,
@@ -633,6 +594,38 @@ class ExprGraph:
                 continue
             stack.extend(self.args[m])
         return sorted(seen)
+
+
+@functools.cache
+def _rule(name: str) -> tuple:
+    """The derivative rule of `name` (symsm/core/functions.py) as a tree of graph operations, converted once:
+    ("X",) | ("Y",) | ("const", number) | ("add" | "mul", (rules...)) | ("pow", rule, exponent) | ("fn", name, rule).
+    Each numeric coefficient is one constant (2/√π one float, as a hand-written rule would have it)."""
+    function = BY_NAME.get(name)
+    if function is None or function.derivative is None:
+        raise CodegenError(f"no derivative rule for {name}")
+
+    def convert(e: sp.Expr) -> tuple:
+        if e == X:
+            return ("X",)
+        if e == Y:
+            return ("Y",)
+        if not e.free_symbols:
+            return ("const", _number(e))
+        if isinstance(e, sp.Add):
+            return ("add", tuple(convert(t) for t in e.args))
+        if isinstance(e, sp.Mul):
+            coeff, rest = e.as_independent(X, Y, as_Add=False)
+            if coeff != 1:
+                return ("mul", (("const", _number(coeff)), convert(rest)))
+            return ("mul", tuple(convert(f) for f in e.args))
+        if isinstance(e, sp.Pow) and e.exp.is_Number:
+            return ("pow", convert(e.base), _number(e.exp))
+        if isinstance(e, sp.Function) and type(e) in BY_CLASS and len(e.args) == 1:
+            return ("fn", BY_CLASS[type(e)].name, convert(e.args[0]))
+        raise CodegenError(f"cannot build the derivative rule {e} of {name} on the graph")
+
+    return convert(function.derivative)
 
 
 def _sympy_number(v: Number) -> sp.Expr:

@@ -1,7 +1,3 @@
 """Stage 3 — kernel IR: backend-independent kernels (per-call prologue, per-row body, epilogue) built from
-sympy's derivation or from the expression graph, the passes over them, and the fitting kernel sets."""
-
-from .ir import Assign, KernelIR, build_forward_ir, build_value_and_grad_ir
-from .kernels import KernelSet, build_kernels
-
-__all__ = ["Assign", "KernelIR", "KernelSet", "build_forward_ir", "build_kernels", "build_value_and_grad_ir"]
+sympy's derivation or from the expression graph (kernels.py, graph_kernels.py), the passes over them (ir.py),
+and the fitting kernel sets (fit_kernels.py). Nothing is imported here: only code generation needs it."""

@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
 from ..core.errors import CodegenError
+from ..core.functions import BY_CLASS, derivative
 
 __all__ = ["Assign", "KernelIR", "build_forward_ir", "build_value_and_grad_ir", "data_columns", "hoist_invariants"]
 
@@ -248,17 +248,10 @@ def _local_derivatives(target: sp.Symbol, op: sp.Expr) -> list[tuple[sp.Symbol, 
 
 
 def _function_derivative(op: sp.Function, target: sp.Symbol) -> sp.Expr:
-    a = op.args[0]
-    rules = {
-        sp.exp: lambda: target,
-        sp.tanh: lambda: 1 - target**2,
-        sp.tan: lambda: 1 + target**2,
-        sp.log: lambda: 1 / a,
-        log1p: lambda: 1 / (1 + a),
-        expm1: lambda: target + 1,
-    }
-    rule = rules.get(op.func)
-    return rule() if rule else sp.diff(op, a)
+    """d op/d its argument by the function table's rule (in terms of `target` = op's value where cheap); a
+    function outside the table (the model's checks keep them out of kernels) gets sympy's own, as before."""
+    function = BY_CLASS.get(op.func)
+    return derivative(function, op.args[0], target) if function else sp.diff(op, op.args[0])
 
 
 # ---------------------------------------------------------------------- building kernels

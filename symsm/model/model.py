@@ -16,28 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
 from ..core.errors import ModelError
+from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS  # the function table's smoothness
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
     from ..runtime.compiled import CompiledLoss
 
 __all__ = ["Model", "ParamGroup", "matrix", "symmetric"]
-
-#: Functions allowed in terms of log f that depend on the data: smooth on the interior of their domain,
-#: differentiable by sympy, and printable as a scalar `math.*` call on every backend.
-SMOOTH_FUNCTIONS: tuple[type, ...] = (
-    sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh,
-    sp.asin, sp.acos, sp.atan, sp.asinh, sp.acosh, sp.atanh, sp.erf, sp.erfc, log1p, expm1,
-)  # fmt: skip
-
-#: Functions refused in data-dependent terms because they are not differentiable everywhere.
-NON_SMOOTH_FUNCTIONS: tuple[type, ...] = (
-    sp.Abs, sp.sign, sp.floor, sp.ceiling, sp.Piecewise, sp.Max, sp.Min, sp.Heaviside,
-    sp.Mod, sp.frac, sp.DiracDelta, sp.re, sp.im, sp.arg, sp.conjugate,
-)  # fmt: skip
 
 DOMAINS = ("real", "nonnegative")
 

@@ -28,29 +28,15 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
 from ..core.errors import ModelError
+from ..core.functions import PARSER_FUNCTIONS
 
 __all__ = ["CONSTANTS", "FUNCTIONS", "parse_formula"]
 
+#: name → (sympy constructor, number of arguments): the allow-list, from symsm/core/functions.py
 FUNCTIONS: dict[str, tuple[Callable[..., sp.Expr], int]] = {
-    "exp": (sp.exp, 1),
-    "log": (sp.log, 1),
-    "sqrt": (sp.sqrt, 1),
-    "sin": (sp.sin, 1),
-    "cos": (sp.cos, 1),
-    "tan": (sp.tan, 1),
-    "sinh": (sp.sinh, 1),
-    "cosh": (sp.cosh, 1),
-    "tanh": (sp.tanh, 1),
-    "atan": (sp.atan, 1),
-    "asinh": (sp.asinh, 1),
-    "atanh": (sp.atanh, 1),
-    "log1p": (log1p, 1),
-    "expm1": (expm1, 1),
-    "erf": (sp.erf, 1),
-    "erfc": (sp.erfc, 1),
+    f.name: (f.sympy, f.arity) for f in PARSER_FUNCTIONS.values()
 }
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "E": sp.E}
 

@@ -14,7 +14,6 @@ from ..core import cache
 from ..core.arrays import as_data, as_theta
 from ..core.errors import ModelError
 from ..core.progress import Progress
-from ..derive.derivation import check_path
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
@@ -51,6 +50,9 @@ def compile_model(
     partial is cached). `path` chooses the derivation path of the kernels ("auto", "sympy", "graph"; see
     `symsm.derive.derivation.PATHS`); by default the path of `derivation` if given, else "auto".
     """
+    # Imported here, not at the top: a process that only loads cached kernels (a Dask worker) never imports
+    # the derivation stage.
+    from ..derive.derivation import check_path
     from ..derive.objectives import make_objective
 
     objective_spec = make_objective(objective, **objective_options)

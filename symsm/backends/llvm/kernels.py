@@ -20,8 +20,8 @@ takes minutes to compile, and numba's O3 pipeline re-optimises code that is alre
 subexpressions shared, with nothing left to vectorise.
 
 Arithmetic carries LLVM's `contract` flag (multiply-adds may fuse into FMAs: fewer roundings, never more);
-exp, expm1, log, log1p and tanh use the vectorised implementations of `symsm.backends.llvm.vecmath`; other functions
-call the C library lane by lane.
+functions whose record in symsm/core/functions.py names a vectorised implementation (exp, expm1, log, log1p,
+tanh) use those of `symsm.backends.llvm.vecmath`; other functions call the C library lane by lane.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from typing import Any
 
 from llvmlite import ir
 
-from .vecmath import VECTOR_FUNCTIONS, declare_intrinsic, vector_function
+from ...core.functions import FUNCTIONS
+from .vecmath import declare_intrinsic, vector_function
 
 __all__ = ["LANES", "build_row_block", "build_section", "build_sum_block", "chunk_rows"]
 
@@ -43,6 +44,8 @@ F32 = ir.FloatType()
 _ARITH = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
 Table = Sequence[Sequence[Any]]
 Inputs = Mapping[str, tuple[str, int]]
+#: `call` name (the C library's) → vectorised implementation in vecmath, from symsm/core/functions.py
+_VECTOR = {f.libm(): f.vector for f in FUNCTIONS if f.vector is not None}
 
 
 def _llvm_type(dtype: str) -> ir.Type:
@@ -106,8 +109,8 @@ class _Emitter:
 
     def _call(self, name: str, values: list[ir.Value]) -> ir.Value:
         b = self.b
-        if self.width > 1 and name in VECTOR_FUNCTIONS:
-            fn = vector_function(b.module, name, self.width)
+        if self.width > 1 and name in _VECTOR:
+            fn = vector_function(b.module, _VECTOR[name], self.width)
             if self.ctype == F64:
                 return b.call(fn, values)
             wide = ir.VectorType(F64, self.width)

@@ -23,14 +23,13 @@ import sympy as sp
 from sympy.printing.printer import Printer
 
 from ...core.errors import CodegenError
+from ...core.functions import BY_CLASS
 
 __all__ = ["TAC_FUNCTIONS", "Instruction", "TacPrinter"]
 
 Instruction = tuple[Any, ...]
-TAC_FUNCTIONS = frozenset(
-    {"exp", "log", "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "asinh", "acosh",
-     "atanh", "erf", "erfc", "log1p", "expm1"}
-)  # fmt: skip
+#: `call` names: the C library's (double) name of each function of symsm/core/functions.py that has one
+TAC_FUNCTIONS = frozenset(f.libm() for f in BY_CLASS.values() if f.scalar is not None)
 
 
 class TacPrinter(Printer):
@@ -172,10 +171,10 @@ class TacPrinter(Printer):
         return result
 
     def _print_Function(self, expr: sp.Function) -> Any:
-        name = type(expr).__name__
-        if name not in TAC_FUNCTIONS or len(expr.args) != 1:
-            raise CodegenError(f"function {name} has no implementation in the CPU kernels")
-        return self._new("call", name, self._print(expr.args[0]))
+        function = BY_CLASS.get(type(expr))
+        if function is None or function.scalar is None or len(expr.args) != 1:
+            raise CodegenError(f"function {type(expr).__name__} has no implementation in the CPU kernels")
+        return self._new("call", function.libm(), self._print(expr.args[0]))
 
     def emptyPrinter(self, expr: Any) -> Any:
         if isinstance(expr, sp.Function):
