@@ -416,3 +416,14 @@ def test_hypothesis_formulas_match_scalar_expansion(log_f, seed):
     np.testing.assert_allclose(per_sample, reference.per_sample(theta, X), rtol=1e-9, atol=1e-9 * scale)
     assert value == pytest.approx(ref_value, rel=1e-9, abs=1e-9 * scale)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-8, atol=1e-9 * scale)
+
+
+def test_function_table_is_followed():
+    from symsm.backends.blocks_numpy.executor import _FUNCTIONS
+    from symsm.core.functions import PARSER_FUNCTIONS
+    from symsm.ir.blocks import TABLE_FUNCTIONS
+    from symsm.model.tensor import ELEMENTWISE
+
+    assert set(ELEMENTWISE) == {n for n, f in PARSER_FUNCTIONS.items() if f.smooth}
+    assert all(callable(getattr(symsm, n)) for n in ELEMENTWISE)
+    assert TABLE_FUNCTIONS.issubset(_FUNCTIONS)

@@ -42,23 +42,14 @@ from typing import Any
 import sympy as sp
 
 from ..core.errors import ModelError
+from ..core.functions import BY_NAME
 from ..model.tensor import TensorExpr, _shape_text, _text
 
 __all__ = ["RNode", "StructuredDerivation", "TNode", "derive_structured"]
 
-_FUNCTIONS = {
-    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos, "tan": sp.tan,
-    "sinh": sp.sinh, "cosh": sp.cosh, "tanh": sp.tanh, "atan": sp.atan, "asinh": sp.asinh, "atanh": sp.atanh,
-    "erf": sp.erf, "erfc": sp.erfc,
-}  # fmt: skip
-
 
 def _function(name: str) -> Any:
-    if name in _FUNCTIONS:
-        return _FUNCTIONS[name]
-    from sympy.codegen.cfunctions import expm1, log1p
-
-    return {"log1p": log1p, "expm1": expm1}[name]
+    return BY_NAME[name].sympy
 
 
 @dataclass(eq=False)

@@ -68,6 +68,7 @@ from typing import Any
 import sympy as sp
 
 from ..core.errors import CodegenError
+from ..core.functions import BY_CLASS, FUNCTIONS
 from ..derive.structured import Accumulation, RNode, StructuredDerivation, TNode
 
 __all__ = [
@@ -83,10 +84,8 @@ __all__ = [
 
 KERNELS = ("value_and_grad", "value", "per_sample", "score")
 FORMAT = "symsm-blocks 1"
-TABLE_FUNCTIONS = frozenset(
-    {"exp", "log", "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "asinh", "acosh",
-     "atanh", "erf", "erfc", "log1p", "expm1"}
-)  # fmt: skip
+#: functions a table may call: the function table's (symsm/core/functions.py) nodes with a scalar implementation
+TABLE_FUNCTIONS = frozenset(f.name for f in FUNCTIONS if f.cls is not None and f.scalar is not None)
 BLOCK_OPS = {"matmul": 4, "rowsum": 2, "acc_outer": 3, "acc_colsum": 2, "acc_sum": 2, "per_sample": 1, "score": 1}
 THETA_OPS = {
     "gemm": 5, "transpose": 2, "rowdot": 3, "diag": 2, "colsum": 2, "sum": 2, "scale_rows": 3, "diagmat": 2,
@@ -334,7 +333,10 @@ class _Tac:
 
 
 def _function_name(e: sp.Function) -> str:
-    return {"log1p": "log1p", "expm1": "expm1"}.get(type(e).__name__, type(e).__name__)
+    record = BY_CLASS.get(type(e))
+    if record is None:
+        raise CodegenError(f"no table function for {e}")
+    return record.name
 
 
 def _table(outs: list[tuple[str, sp.Expr]], prefix: str = "v") -> tuple[list[str], list[str]]:

@@ -32,6 +32,7 @@ import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
+from ..core.functions import BY_NAME, PARSER_FUNCTIONS
 
 __all__ = [
     "ELEMENTWISE",
@@ -64,11 +65,8 @@ __all__ = [
     "tsum",
 ]
 
-#: elementwise functions a tensor expression may apply (the formula language's functions, by name)
-ELEMENTWISE = (
-    "exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "atan", "asinh", "atanh",
-    "log1p", "expm1", "erf", "erfc",
-)  # fmt: skip
+#: elementwise functions a tensor expression may apply: the formula language's (symsm/core/functions.py)
+ELEMENTWISE = tuple(name for name, f in PARSER_FUNCTIONS.items() if f.smooth)
 
 _BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
@@ -444,9 +442,7 @@ def leaf_symbols(node: TensorExpr) -> Any:
 
 
 def _sympy_function(name: str) -> Any:
-    from .parse import FUNCTIONS
-
-    return FUNCTIONS[name][0]
+    return BY_NAME[name].sympy
 
 
 def _expand(node: TensorExpr, args: list[Any]) -> Any:
