@@ -231,7 +231,7 @@ class _Forward:
         return self.g.tnode("ewise", (c,), (n,), expr=c.symbol)
 
     def _scalar(self, expr: sp.Expr) -> bool:
-        return all(self.g.by_symbol[s].shape == () for s in expr.free_symbols)
+        return all(getattr(self.g.by_symbol[s], "shape", None) == () for s in expr.free_symbols)
 
     def matrix_sum(self, terms: list[Any], n: int) -> Any:
         """Σ of θ matrices (IDENTITY allowed when it is the only term)."""

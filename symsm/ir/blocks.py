@@ -411,8 +411,8 @@ class _Lowering:
             level[r.index] = 1 + max((level[d.index] for d in deps), default=-1) if r.kind != "X" else 0
         for lv in sorted({level[r.index] for r in rnodes if r.kind != "X"}):
             batch = [r for r in rnodes if r.kind != "X" and level[r.index] == lv]
-            names = self.materialize([(r.input, r.input_width) for r in batch])  # type: ignore[misc]
-            for r, a in zip(batch, names, strict=True):
+            inputs = [(r.input, r.input_width) for r in batch if r.input is not None]
+            for r, a in zip(batch, self.materialize(inputs), strict=True):
                 if r.kind == "matmul":
                     assert r.P is not None
                     self.block.append(Op("matmul", (r.name,), (a, r.P.name), (int(r.transpose),)))
@@ -429,15 +429,15 @@ class _Lowering:
         rest = iter(names[len(outs) :])
         a_names = [next(rest) for _ in accs]
         c_names = [next(rest) if a.c is not None else None for a in accs]
-        for a, an, cn in zip(accs, a_names, c_names, strict=True):
-            acc = self.accumulator(a.target)
-            if a.kind == "outer":
+        for item, an, cn in zip(accs, a_names, c_names, strict=True):
+            target = self.accumulator(item.target)
+            if item.kind == "outer":
                 assert cn is not None
-                self.block.append(Op("acc_outer", (acc,), (an, cn)))
-            elif a.kind == "colsum":
-                self.block.append(Op("acc_colsum", (acc,), (an,)))
+                self.block.append(Op("acc_outer", (target,), (an, cn)))
+            elif item.kind == "colsum":
+                self.block.append(Op("acc_colsum", (target,), (an,)))
             else:
-                self.block.append(Op("acc_sum", (acc,), (an,)))
+                self.block.append(Op("acc_sum", (target,), (an,)))
         if accs:
             self.theta_reverse(tnodes)
         widths = sum(

@@ -67,7 +67,7 @@ class StructuredModel(Model):
     is_structured = True
 
     @cached_property
-    def log_f(self) -> sp.Expr:  # type: ignore[override]
+    def log_f(self) -> sp.Expr:
         """The scalar sympy expansion of log f (built on first access: costly at large d)."""
         values = {self.data_leaf.name: np.array(self.data, dtype=object)}
         for leaf in self.param_leaves:
@@ -116,11 +116,11 @@ class StructuredModel(Model):
         return int(self.positive_mask.size)
 
     @cached_property
-    def param_names(self) -> list[str]:  # type: ignore[override]
+    def param_names(self) -> list[str]:
         return [n for leaf in self.param_leaves for n in leaf_entry_names(leaf)]
 
     @cached_property
-    def data_names(self) -> list[str]:  # type: ignore[override]
+    def data_names(self) -> list[str]:
         return leaf_entry_names(self.data_leaf)
 
     def canonical(self) -> list[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,7 +310,7 @@ def matmul(left: Any, right: Any) -> TensorExpr:
     return _node("matmul", (a, b), shape)
 
 
-def _func(name: str) -> Any:
+def _func(name: str) -> Callable[[Any], TensorExpr]:
     def apply(u: Any) -> TensorExpr:
         e = as_tensor(u, f"{name}(...)")
         return _node("func", (e,), e.shape, name=name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sympy as sp
@@ -25,7 +25,11 @@ from .parse import CONSTANTS, FUNCTIONS, MAX_DEPTH, MAX_INT_DIGITS, MAX_LENGTH, 
 
 __all__ = ["parse_tensor_formula"]
 
-_REDUCTIONS = {"sum": (T.tsum, 1), "dot": (T.dot, 2), "quad": (T.quad, 2)}
+_REDUCTIONS: dict[str, tuple[Callable[..., T.TensorExpr], int]] = {
+    "sum": (T.tsum, 1),
+    "dot": (T.dot, 2),
+    "quad": (T.quad, 2),
+}
 MAX_NODES = 100_000
 
 
@@ -144,6 +148,7 @@ class _Builder:
         name = node.func.id
         if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
             raise self.refuse(node, "a keyword or starred argument")
+        fn: Callable[..., T.TensorExpr]
         if name in _REDUCTIONS:
             fn, arity = _REDUCTIONS[name]
         elif name in FUNCTIONS and name in T.ELEMENTWISE:
