@@ -427,3 +427,16 @@ def test_function_table_is_followed():
     assert set(ELEMENTWISE) == {n for n, f in PARSER_FUNCTIONS.items() if f.smooth}
     assert all(callable(getattr(symsm, n)) for n in ELEMENTWISE)
     assert TABLE_FUNCTIONS.issubset(_FUNCTIONS)
+
+
+def test_pickle_and_the_default_scalar_path():
+    import pickle
+
+    model = _student_t()
+    again = pickle.loads(pickle.dumps(model))
+    assert again.hash == model.hash and again.param_names == model.param_names and not again.expanded
+    X = np.random.default_rng(7).normal(size=(100, D))
+    theta = _theta(model)
+    auto = model.compile()  # "auto" keeps the scalar paths (the lazy expansion) for now
+    _close(auto.value_and_grad(theta, X)[1], again.compile(path="structured").value_and_grad(theta, X)[1])
+    assert "\\log" in model._repr_latex_()

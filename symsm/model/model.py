@@ -96,7 +96,10 @@ class Model:
     Parameters
     ----------
     log_f
-        A sympy expression (or a 1×1 Matrix) in the data symbols and the parameters.
+        A sympy expression (or a 1×1 Matrix) in the data symbols and the parameters — or a tensor expression
+        written with vectors and matrices (``symsm.sum(-2 * symsm.log(symsm.cosh(W @ x)))`` with
+        ``x = symsm.data_vector("x", d)``, ``W = symsm.param_matrix("W", d, d)``), which gives a
+        `StructuredModel` (symsm/model/structured.py) that keeps the structure for ``path="structured"``.
     data
         The data coordinates x_1..x_d: a sequence of Symbols or a column Matrix.
     params

@@ -14,6 +14,13 @@ A model file holds one model::
     s = 1.0
     W = [[1.0, 0.0], [0.0, 1.0]]
 
+A model written with vectors and matrices names its data vector with a size, and its formula uses whole
+vectors and matrices (``@``, ``.T``, ``sum``, ``dot``, ``quad``; symsm/model/tensor_parse.py)::
+
+    data = { name = "x", size = 128 }
+    params = [{ name = "W", shape = [128, 128] }, { name = "b", shape = [128] }]
+    log_f = "sum(-2*log(cosh(W @ x + b)))"
+
 Files come from anywhere, so everything in them is checked before it is used: unknown keys, wrong types
 and sizes are refused with an error naming the file, the key and the problem (`ModelFileError`); the
 formula goes through the allow-list parser (`symsm.model.parse`), never `eval`; sizes are bounded (file size,
