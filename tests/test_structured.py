@@ -164,6 +164,13 @@ def test_structured_gradient_central_differences_d64():
     loss = model.compile(path="structured")
     value, grad = loss.value_and_grad(theta, X)
     assert value == pytest.approx(loss.value(theta, X), rel=1e-12)
+    assert not model.expanded and "params" not in model.__dict__  # θ checked and packed by shapes
+    with pytest.raises(ValueError, match="declared positive"):
+        symsm.Model(
+            symsm.sum(symsm.param_vector("s", d, positive=True) * symsm.data_vector("x", d) ** 2) * -1,
+            symsm.data_vector("x", d),
+            [symsm.param_vector("s", d, positive=True)],
+        ).compile(path="structured").value(-np.ones(d), X)
     names = model.param_names
     for name in ("W_0_0", "W_3_5", "W_63_1", "b_7"):
         k = names.index(name)

@@ -31,7 +31,11 @@ def as_theta(model: Model, theta: Any, *, name: str = "theta", check_positive: b
         bad = [model.param_names[k] for k in np.flatnonzero(~np.isfinite(arr))]
         raise ValueError(f"{name} has non-finite values for {', '.join(bad)}")
     if check_positive:
-        bad = [str(p) for p, v in zip(model.params, arr, strict=True) if p.is_positive and v <= 0]
+        mask = getattr(model, "positive_mask", None)  # a model written with vectors: no Symbols needed
+        if mask is not None:
+            bad = [model.param_names[k] for k in np.flatnonzero(mask & (arr <= 0))]
+        else:
+            bad = [str(p) for p, v in zip(model.params, arr, strict=True) if p.is_positive and v <= 0]
         if bad:
             raise ValueError(f"{name}: parameters declared positive must be > 0: {', '.join(bad)}")
     return arr
