@@ -19,6 +19,7 @@ import sympy as sp
 
 from ..core.errors import ModelError
 from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS  # the function table's smoothness
+from .tensor import TensorExpr
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
@@ -121,7 +122,7 @@ class Model:
 
     def __new__(cls, log_f: Any = None, *args: Any, **kwargs: Any) -> Model:
         # A log f written with vectors and matrices (symsm/model/tensor.py) keeps its structure: StructuredModel.
-        if cls is Model and type(log_f).__name__ == "TensorExpr":
+        if cls is Model and isinstance(log_f, TensorExpr):
             from .structured import StructuredModel
 
             return super().__new__(StructuredModel)
