@@ -90,7 +90,7 @@ def test_derive_takes_the_derivation_path():
         der = model.derive(path=path)
         assert der.path == path and f"path={path!r}" in repr(der)
         assert sp.simplify(der.score[0] - (a - 4 * x**3)) == 0  # the expressions do not depend on the path
-    with pytest.raises(ValueError, match=r"path must be one of \('auto', 'sympy', 'graph'\), got 'fast'"):
+    with pytest.raises(ValueError, match=r"path must be one of \('auto', 'sympy', 'graph', 'structured'\), got 'fast'"):
         model.derive(path="fast")
     with pytest.raises(TypeError, match="simplify"):  # an option derive does not have is refused by name
         model.derive(simplify=False)
