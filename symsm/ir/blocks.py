@@ -368,6 +368,7 @@ class _Lowering:
         self.block: list[Op] = []
         self.epilogue: list[Op] = []
         self.memo: dict[tuple[sp.Expr, int], str] = {}
+        self.functions: dict[tuple[sp.Expr, int], str] = {}  # function calls of the row kept in arrays
         self.count = 0
         self.acc: dict[int, str] = {}
 
@@ -511,10 +512,24 @@ class _Lowering:
                 pending.setdefault(width, []).append((name, expr))
                 names.append(name)
         for width in sorted(pending):
-            outs = pending[width]
+            outs = self.reuse_functions(pending[width], width)
             table, ins = _table(outs)
             self.block.append(Op("elementwise", tuple(n for n, _ in outs), tuple(ins), (), tuple(table)))
         return names
+
+    def reuse_functions(self, outs: list[tuple[str, sp.Expr]], width: int) -> list[tuple[str, sp.Expr]]:
+        """Function calls of the row (tanh(Y + b), ...) computed once per block: a call an earlier table kept in an
+        array is read from it; a new one is kept as an extra output of this table for the tables after it."""
+        known = {f: sp.Symbol(name, real=True) for (f, w), name in self.functions.items() if w == width}
+        outs = [(name, expr.xreplace(known)) for name, expr in outs]
+        extra = []
+        for _, expr in outs:
+            for f in sp.preorder_traversal(expr):
+                if isinstance(f, sp.Function) and self.g.is_row(f) and (f, width) not in self.functions:
+                    name = self.fresh("f", self.row_decl(width))
+                    self.functions[(f, width)] = name
+                    extra.append((name, f))
+        return outs + extra
 
     # -- θ level
     def theta_op(self, t: TNode) -> Op:
