@@ -1,24 +1,7 @@
 """The CUDA backend's run-time helpers, public: device detection, the simulator switch, data resident on the
-GPU and the CUDA loss (the implementation is symsm.runtime.device)."""
+GPU and the CUDA loss (the implementation is symsm.runtime.device; this module re-exports its public names)."""
 
-from .runtime.device import (
-    SIMULATOR_ENV,
-    CudaCompiledLoss,
-    CudaUnavailableError,
-    DeviceData,
-    device_available,
-    device_name,
-    import_cuda,
-    simulator_enabled,
-)
+from .runtime import device as _implementation
+from .runtime.device import *  # noqa: F403
 
-__all__ = [
-    "SIMULATOR_ENV",
-    "CudaCompiledLoss",
-    "CudaUnavailableError",
-    "DeviceData",
-    "device_available",
-    "device_name",
-    "import_cuda",
-    "simulator_enabled",
-]
+__all__ = list(_implementation.__all__)

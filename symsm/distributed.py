@@ -1,24 +1,7 @@
 """Score matching on Dask arrays, public: ``symsm.distributed.value_and_grad(loss, theta, X)`` and friends
-(the implementation is symsm.runtime.dask)."""
+(the implementation is symsm.runtime.dask; this module re-exports its public names)."""
 
-from .runtime.dask import (
-    exact_hessian,
-    fit_data,
-    gradient_moments,
-    moments,
-    quadratic_form,
-    threads_per_task,
-    value,
-    value_and_grad,
-)
+from .runtime import dask as _implementation
+from .runtime.dask import *  # noqa: F403
 
-__all__ = [
-    "exact_hessian",
-    "fit_data",
-    "gradient_moments",
-    "moments",
-    "quadratic_form",
-    "threads_per_task",
-    "value",
-    "value_and_grad",
-]
+__all__ = list(_implementation.__all__)
