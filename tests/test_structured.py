@@ -328,6 +328,21 @@ def test_bad_inputs_raise_clear_errors(make, message):
         make()
 
 
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ('{ name = "x", size = 0 }', "data.size: expected a positive integer"),
+        ('{ name = "x", size = 3, kind = "real" }', "data.kind: unknown key"),
+        ("{ size = 3 }", "data.name: is missing"),
+    ],
+)
+def test_model_file_data_vector_errors(tmp_path, data, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'data = {data}\nparams = [{{ name = "W", shape = [3, 3] }}]\nlog_f = "sum(W @ x)"\n')
+    with pytest.raises(ModelError, match=message):
+        load_model(path)
+
+
 def test_data_of_the_wrong_width_and_unsupported_models():
     model = _ica()
     loss = model.compile(path="structured")
