@@ -462,3 +462,23 @@ def test_pickle_and_the_default_scalar_path():
     auto = model.compile()  # "auto" keeps the scalar paths (the lazy expansion) for now
     _close(auto.value_and_grad(theta, X)[1], again.compile(path="structured").value_and_grad(theta, X)[1])
     assert "\\log" in model._repr_latex_()
+
+
+def test_command_line_fits_a_vector_model_file_on_the_structured_path(tmp_path, capsys):
+    import json
+
+    from symsm.cli.main import main
+
+    path = tmp_path / "gauss.toml"
+    path.write_text(
+        f'name = "gauss"\ndata = {{ name = "x", size = {D} }}\n'
+        f'params = [{{ name = "P", shape = [{D}, {D}], symmetric = true }}, {{ name = "mu", shape = [{D}] }}]\n'
+        'log_f = "-quad(x - mu, P)/2"\n[init]\nP = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]\n'
+    )
+    X = np.random.default_rng(8).normal(size=(500, D)) + 1.0
+    np.save(tmp_path / "x.npy", X)
+    assert main(["fit", str(path), "--data", str(tmp_path / "x.npy"), "--path", "structured", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["converged"]
+    assert main(["codegen", str(path), "--path", "structured", "-o", str(tmp_path / "out")]) == 0
+    assert "symsm-blocks 1" in next((tmp_path / "out").iterdir()).read_text()

@@ -175,7 +175,7 @@ def _derive(args: argparse.Namespace) -> int:
 def _codegen(args: argparse.Namespace) -> int:
     """Generate (or load from the cache) the kernels for a backend and write the module to a folder."""
     model = _model(args)
-    loss = model.compile(backend=args.backend, dtype=args.dtype, verbose=args.verbose)
+    loss = model.compile(backend=args.backend, dtype=args.dtype, verbose=args.verbose, path=args.path)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"-o {out_dir}: is a file; codegen writes into a folder")
@@ -196,7 +196,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     model = _model(args)
     X = load_data(args.data, model)
-    target = model.compile(backend=args.backend, verbose=True) if args.verbose else model
+    compiled = args.verbose or args.path != "auto"
+    target = model.compile(backend=args.backend, verbose=args.verbose, path=args.path) if compiled else model
     res = fit(target, X, backend=args.backend, method=args.method)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
@@ -271,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_derive)
 
+    from ..derive.derivation import PATHS
     from ..runtime.compiled import BACKENDS
 
     p = sub.add_parser("codegen", parents=[debug], help="write the generated kernel module for a backend")
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="(default float64)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the module to")
     p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.add_argument("--path", choices=PATHS, default="auto", help="derivation path (structured: vector models)")
     p.set_defaults(func=_codegen)
 
     from ..fitting.fit import METHODS
@@ -290,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="numba", help="(default numba)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.add_argument("--path", choices=PATHS, default="auto", help="derivation path (structured: vector models)")
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("latex", parents=[debug], help="write the derivation as a LaTeX document")
