@@ -394,6 +394,7 @@ class _Lowering:
     def run(self) -> BlockProgram:
         g = self.g
         outs, accs = self.outputs()
+        accs = _merge_sums(accs)
         exprs = [(e, w) for _, e, w in outs] + [(a.a, a.a_width) for a in accs]
         exprs += [(a.c, a.c_width) for a in accs if a.c is not None]
         rnodes = self.needed_rows([e for e, _ in exprs])
@@ -627,6 +628,23 @@ class _Lowering:
             b = sp.Symbol(bar, real=True)
             add(A, self.ewise(A.shape, b * B.symbol))
             add(B, self.ewise(B.shape, b * A.symbol))
+
+
+def _merge_sums(accs: list[Accumulation]) -> list[Accumulation]:
+    """Column sums (and sums) into the same accumulator from arrays of the same width, as one: Σ(a + b)."""
+    out: list[Accumulation] = []
+    index: dict[tuple[str, int, int], int] = {}
+    for a in accs:
+        key = (a.kind, a.target.index, a.a_width)
+        if a.kind == "outer":
+            out.append(a)
+        elif key in index:
+            k = index[key]
+            out[k] = Accumulation(a.kind, a.target, out[k].a + a.a, a.a_width)
+        else:
+            index[key] = len(out)
+            out.append(a)
+    return out
 
 
 def _theta_decls(model: Any) -> list[ThetaDecl]:
