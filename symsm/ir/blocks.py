@@ -369,6 +369,7 @@ class _Lowering:
         self.epilogue: list[Op] = []
         self.memo: dict[tuple[sp.Expr, int], str] = {}
         self.functions: dict[tuple[sp.Expr, int], str] = {}  # function calls of the row kept in arrays
+        self.hoisted: dict[sp.Expr, sp.Symbol] = {}  # θ-only parts of row expressions, computed by the prologue
         self.count = 0
         self.acc: dict[int, str] = {}
 
@@ -513,10 +514,46 @@ class _Lowering:
                 pending.setdefault(width, []).append((name, expr))
                 names.append(name)
         for width in sorted(pending):
-            outs = self.reuse_functions(pending[width], width)
+            outs = [(name, self.hoist(expr)) for name, expr in pending[width]]
+            outs = self.reuse_functions(outs, width)
             table, ins = _table(outs)
             self.block.append(Op("elementwise", tuple(n for n, _ in outs), tuple(ins), (), tuple(table)))
         return names
+
+    def hoist(self, expr: sp.Expr) -> sp.Expr:
+        """`expr` with its θ-only parts (4·rowdot(W, W), 1/ν, …) read from prologue arrays, computed once per call
+        instead of once per row."""
+
+        def theta_only(e: sp.Expr) -> bool:
+            return all(isinstance(self.g.by_symbol.get(sym), TNode) for sym in e.free_symbols)
+
+        def visit(e: sp.Expr) -> sp.Expr:
+            if e.is_Atom:
+                return e
+            if theta_only(e):
+                return self.prologue_array(e)
+            if isinstance(e, (sp.Add, sp.Mul)):
+                fixed = [a for a in e.args if theta_only(a)]
+                rest = [visit(a) for a in e.args if not theta_only(a)]
+                if len(fixed) > 1 or (fixed and not fixed[0].is_Atom):
+                    fixed = [self.prologue_array(e.func(*fixed))]
+                return e.func(*fixed, *rest)
+            return e.func(*[visit(a) for a in e.args])
+
+        return visit(expr)
+
+    def prologue_array(self, expr: sp.Expr) -> sp.Symbol:
+        """A θ-level array computed by the prologue holding `expr` (a θ-only expression), shared by every table."""
+        if expr in self.hoisted:
+            return self.hoisted[expr]
+        shapes = {self.g.by_symbol[sym].shape for sym in expr.free_symbols}  # type: ignore[union-attr]
+        shape = max(shapes, key=len, default=())
+        name = self.fresh("h", ArrayDecl("theta", shape))
+        table, ins = _table([(name, expr)])
+        self.prologue.append(Op("elementwise", (name,), tuple(ins), (), tuple(table)))
+        symbol = sp.Symbol(name, real=True)
+        self.hoisted[expr] = symbol
+        return symbol
 
     def reuse_functions(self, outs: list[tuple[str, sp.Expr]], width: int) -> list[tuple[str, sp.Expr]]:
         """Function calls of the row (tanh(Y + b), ...) computed once per block: a call an earlier table kept in an
