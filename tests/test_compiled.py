@@ -105,7 +105,7 @@ def test_hoisting_keeps_theta_only_work_out_of_the_row_loop():
     from symsm.ir.kernels import build_kernels
 
     case = CASES["student_t"]()
-    ir = build_kernels(case.model.derive()).value_and_grad
+    ir = build_kernels(case.model.derive())["value_and_grad"].ir
     invariant = set(case.model.params) | {a.target for a in ir.prologue}
     variant = set(case.model.data)
     for assign in ir.body:  # every per-row assignment reads the data, directly or through another one

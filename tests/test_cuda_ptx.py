@@ -179,7 +179,7 @@ def test_without_gpu_or_simulator_a_call_raises_a_clear_error(tmp_path):
     errors = [line for line in out.stdout.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 2
     for line in errors:
-        assert "no usable GPU" in line and "NUMBA_ENABLE_CUDASIM=1" in line and "backend='numba'" in line
+        assert "no usable GPU" in line and "NUMBA_ENABLE_CUDASIM=1" in line and "backend='llvm'" in line
 
 
 def test_missing_numba_cuda_names_the_extra(monkeypatch):

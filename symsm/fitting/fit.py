@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import DEFAULT_BACKEND
 from ..core.arrays import as_data, as_theta
 from ..core.errors import IdentificationError
 from ..derive.objectives import Objective
@@ -136,7 +137,7 @@ def fit(
     X: Any,
     theta0: Any = None,
     *,
-    backend: str = "numba",
+    backend: str = DEFAULT_BACKEND,
     method: str = "auto",
     callback: Callable[[np.ndarray, float], bool | None] | None = None,
     options: Mapping[str, Any] | None = None,
