@@ -77,7 +77,7 @@ class Backend:
 BACKENDS: tuple[Backend, ...] = (
     Backend(
         name="llvm",
-        aliases=("numba",),  # its name until 0.x: it never imported numba, but old code passes "numba"
+        aliases=("numba",),  # its old name (it never imported numba); code that passes "numba" keeps working
         description="CPU, SIMD machine code compiled from instruction tables with llvmlite (fast to compile and run)",
         package="symsm.backends.llvm",
         generator="symsm.backends.llvm.generate:generate_llvm_source",

@@ -77,7 +77,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("\ntimings", file=out)
     print(f"  derive                 {t_derive * 1e3:9.1f} ms", file=out)
     print(f"  codegen + cache        {t_codegen * 1e3:9.1f} ms", file=out)
-    print(f"  first value_and_grad   {t_first * 1e3:9.1f} ms (includes numba compile or cache load)", file=out)
+    print(f"  first value_and_grad   {t_first * 1e3:9.1f} ms (includes compiling or loading machine code)", file=out)
     print(f"  steady value_and_grad  {np.median(times) * 1e3:9.2f} ms (median of {args.repeat})", file=out)
     print(f"  fit                    {t_fit * 1e3:9.1f} ms (first use includes the fitting kernels)", file=out)
     return 0
