@@ -14,7 +14,6 @@ from ..backends.registry import WHERE
 from ..core.arrays import as_data, as_theta
 from ..core.errors import ModelError
 from ..core.progress import Progress
-from ..derive.derivation import check_path
 from .loader import load_module, module_key
 
 if TYPE_CHECKING:
@@ -51,6 +50,7 @@ def compile_model(
     partial is cached). `path` chooses the derivation path of the kernels ("auto", "sympy", "graph"; see
     `symsm.derive.derivation.PATHS`); by default the path of `derivation` if given, else "auto".
     """
+    from ..derive.derivation import check_path  # the derivation stage, imported only when compiling
     from ..derive.objectives import make_objective
 
     objective_spec = make_objective(objective, **objective_options)
