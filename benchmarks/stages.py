@@ -80,10 +80,10 @@ numba_llvm.render = timed_render
 from symsm.runtime.compiled import cache_key_for
 from symsm.derive.objectives import Exact
 # the key model.compile() uses, so the warm run below is a real cache hit ("auto" only; others get their own)
-key = cache_key_for(model, "numba", np.dtype(np.float64), Exact()) if path == "auto" else cache.cache_key(
+key = cache_key_for(model, "llvm", np.dtype(np.float64), Exact()) if path == "auto" else cache.cache_key(
     stage_probe=model.canonical(), path=path, generator=generator_digest())
 t = time.perf_counter()
-src = numba_llvm.generate_numba_llvm_source(der, kernels, dtype=np.float64, cache_key=key)
+src = numba_llvm.generate_llvm_source(der, kernels, dtype=np.float64, cache_key=key)
 out["printing"] = time.perf_counter() - t - calls["render"]
 out["rendering"] = calls["render"]
 t = time.perf_counter()

@@ -105,7 +105,7 @@ def test_hoisting_keeps_theta_only_work_out_of_the_row_loop():
     from symsm.ir.kernels import build_kernels
 
     case = CASES["student_t"]()
-    ir = build_kernels(case.model.derive()).value_and_grad
+    ir = build_kernels(case.model.derive())["value_and_grad"].ir
     invariant = set(case.model.params) | {a.target for a in ir.prologue}
     variant = set(case.model.data)
     for assign in ir.body:  # every per-row assignment reads the data, directly or through another one
@@ -118,3 +118,11 @@ def test_hoisting_keeps_theta_only_work_out_of_the_row_loop():
         expanded[a.target] = a.expr.xreplace(expanded)
     assert any(sp.expand(e - nu * s**2) == 0 for e in expanded.values())
     assert invariant
+
+
+def test_the_derivation_path_is_the_path_not_the_module_file():
+    """compile_model once overwrote `path` (the derivation path) with the generated module's file."""
+    x, a = sp.symbols("x a", real=True)
+    loss = symsm.Model(a * x - x**4 / 4, [x], [a], name="derivation_path").compile(path="graph")
+    assert loss.derivation_path == "graph" and loss.derivation.path == "graph"
+    assert loss.path.is_file() and loss.path.suffix == ".py"

@@ -149,7 +149,7 @@ def test_ptx_checks_the_compute_capability(cuda_losses):
 NO_DEVICE = textwrap.dedent(
     """
     import sys, numpy as np, sympy as sp, symsm
-    from symsm.runtime.device import CudaUnavailableError, device_available, import_cuda
+    from symsm.cuda import CudaUnavailableError, device_available, import_cuda
     if device_available():
         print("HAS-GPU")
         sys.exit(0)
@@ -179,7 +179,7 @@ def test_without_gpu_or_simulator_a_call_raises_a_clear_error(tmp_path):
     errors = [line for line in out.stdout.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 2
     for line in errors:
-        assert "no usable GPU" in line and "NUMBA_ENABLE_CUDASIM=1" in line and "backend='numba'" in line
+        assert "no usable GPU" in line and "NUMBA_ENABLE_CUDASIM=1" in line and "backend='llvm'" in line
 
 
 def test_missing_numba_cuda_names_the_extra(monkeypatch):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from models import CASES, central_difference_gradient
 from test_formulas import smooth_expr
 
-from symsm.backends.llvm.generate import generate_numba_llvm_source
+from symsm.backends.llvm.generate import generate_llvm_source
 from symsm.core import cache
 from symsm.derive.graph import ExprGraph
 from symsm.ir.graph_kernels import ModelGraph, build_graph_kernels
@@ -81,7 +81,7 @@ def test_graph_kernels_end_to_end(name, tmp_path, monkeypatch):
     kernels = build_graph_kernels(case.model)
     key = cache.cache_key(test="graph-kernels", model=case.model.canonical())
     module, _, _ = cache.load_or_generate(
-        key, lambda: generate_numba_llvm_source(case.model.derive(), kernels, dtype=np.float64, cache_key=key)
+        key, lambda: generate_llvm_source(case.model.derive(), kernels, dtype=np.float64, cache_key=key)
     )
     X = np.ascontiguousarray(case.X[:123])
     result = module.value_and_grad(case.theta, X)

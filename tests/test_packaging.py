@@ -24,9 +24,15 @@ CHECK = textwrap.dedent(
     from pathlib import Path
     import numpy as np, sympy as sp
     import symsm
-    from symsm.backends import backend_names, get_backend
+    from symsm.backends import backend_names, backends, get_backend
+    from symsm.core.templates import _environment, template_dir
     prefix = Path(sys.prefix).resolve()
     assert Path(symsm.__file__).resolve().is_relative_to(prefix), symsm.__file__
+    for package in [b.package for b in backends()] + ["symsm.latex"]:  # every installed template parses
+        folder = template_dir(package).resolve()
+        assert folder.is_relative_to(prefix), folder
+        for template in folder.glob("*.j2"):
+            _environment(package, template.name.endswith(".tex.j2")).get_template(template.name)
     x = sp.Symbol("x", real=True); m = sp.Symbol("m", real=True); s = sp.Symbol("s", positive=True)
     model = symsm.Model(-(x - m)**2 / (2*s**2) + sp.log(1 + x**2) * m, [x], [m, s], name="wheel")
     sources = {}
@@ -78,11 +84,21 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
     """A fresh venv with the wheel installed, not editable; the dependencies come from this interpreter's
-    site-packages (no network), symsm itself only from the wheel (the check asserts it)."""
+    site-packages (no network), symsm itself only from the wheel (the check asserts it: --ignore-installed,
+    or pip would take an editable symsm of those site-packages as already satisfying the requirement)."""
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
     )

@@ -77,7 +77,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("\ntimings", file=out)
     print(f"  derive                 {t_derive * 1e3:9.1f} ms", file=out)
     print(f"  codegen + cache        {t_codegen * 1e3:9.1f} ms", file=out)
-    print(f"  first value_and_grad   {t_first * 1e3:9.1f} ms (includes numba compile or cache load)", file=out)
+    print(f"  first value_and_grad   {t_first * 1e3:9.1f} ms (includes compiling or loading machine code)", file=out)
     print(f"  steady value_and_grad  {np.median(times) * 1e3:9.2f} ms (median of {args.repeat})", file=out)
     print(f"  fit                    {t_fit * 1e3:9.1f} ms (first use includes the fitting kernels)", file=out)
     return 0
@@ -273,11 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_derive)
 
     from ..derive.derivation import PATHS
-    from ..runtime.compiled import BACKENDS
 
     p = sub.add_parser("codegen", parents=[debug], help="write the generated kernel module for a backend")
     p.add_argument("model", metavar="MODEL", help=model_help)
-    p.add_argument("--backend", choices=BACKENDS, default="numba", help="code generator (default numba)")
+    _backend_argument(p, "code generator")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="(default float64)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the module to")
     p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
@@ -290,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--data", required=True, metavar="FILE", help="data (N, d) as .npy or .csv")
     p.add_argument("--method", choices=METHODS, default="auto", help="(default auto: closed form when possible)")
-    p.add_argument("--backend", choices=BACKENDS, default="numba", help="(default numba)")
+    _backend_argument(p, "where the kernels run")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
     p.add_argument("--path", choices=PATHS, default="auto", help="derivation path (structured: vector models)")
@@ -312,6 +311,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output (info)")
     p.set_defaults(func=_cache)
     return parser
+
+
+def _backend_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--backend: the registry's names (symsm.backends); an alias is accepted and becomes its canonical name."""
+    from ..backends import DEFAULT_BACKEND, backends
+
+    lines = [f"{b.name}: {b.description}" for b in backends()]
+    aliases = [f"{a!r} = {b.name!r}" for b in backends() for a in b.aliases]
+    help_text = f"{what} — " + "; ".join(lines) + f" (default {DEFAULT_BACKEND}"
+    help_text += f"; also accepted: {', '.join(aliases)})" if aliases else ")"
+    parser.add_argument(
+        "--backend", type=_canonical_backend, choices=backend_choices(), default=DEFAULT_BACKEND, help=help_text
+    )
+
+
+def backend_choices() -> tuple[str, ...]:
+    """The choices of --backend: the registry's canonical names."""
+    from ..backends import backend_names
+
+    return backend_names()
+
+
+def _canonical_backend(text: str) -> str:
+    """An alias's canonical name; any other text as given (argparse then reports an invalid choice)."""
+    from ..backends import get_backend
+
+    try:
+        return get_backend(text).name
+    except ValueError:
+        return text
 
 
 def _tex_path(text: str) -> str:

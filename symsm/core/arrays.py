@@ -104,7 +104,7 @@ def _all_finite(arr: np.ndarray) -> bool:
 
 def _as_real_array(value: Any, name: str, expected: str) -> np.ndarray:
     if hasattr(value, "__cuda_array_interface__") and not hasattr(value, "__array__"):
-        raise TypeError(f"{name} is a GPU array; the numba (CPU) backend needs a host array of shape {expected}")
+        raise TypeError(f"{name} is a GPU array; the CPU backends need a host array of shape {expected}")
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:

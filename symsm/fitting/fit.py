@@ -21,16 +21,19 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends import DEFAULT_BACKEND
 from ..core.arrays import as_data, as_theta
 from ..core.errors import IdentificationError
-from ..derive.objectives import Objective
 from ..model.model import Model
 from ..runtime.accumulate import central_difference_hessian, exact_hessian, gradient_moments, is_quadratic, is_variant
 from ..runtime.compiled import CompiledLoss, compile_model
+
+if TYPE_CHECKING:
+    from ..derive.objectives import Objective
 
 __all__ = ["METHODS", "FitResult", "fit"]
 
@@ -136,7 +139,7 @@ def fit(
     X: Any,
     theta0: Any = None,
     *,
-    backend: str = "numba",
+    backend: str = DEFAULT_BACKEND,
     method: str = "auto",
     callback: Callable[[np.ndarray, float], bool | None] | None = None,
     options: Mapping[str, Any] | None = None,

@@ -21,12 +21,13 @@ so compiling a loss for evaluation costs no more than before:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sympy as sp
 
 from .ir import KernelIR, _finish, _local_derivatives, _prepare, build_forward_ir
+from .kernels import DESCRIPTIONS as LOSS_DESCRIPTIONS
+from .kernels import ROW_MATRIX, SUMS, Kernel, KernelSet
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation, QuadraticParts
@@ -36,13 +37,12 @@ if TYPE_CHECKING:
 __all__ = [
     "HESSIAN_MAX_PARAMS",
     "QUADRATIC_SUMS_MAX_TERMS",
-    "FitKernelSet",
-    "ObjectiveFitKernelSet",
     "build_fit_kernels",
     "build_hessian_ir",
     "build_hessian_kernels",
     "build_objective_fit_kernels",
     "build_per_sample_grad_ir",
+    "build_quadratic_form_kernels",
     "build_quadratic_rows_ir",
     "build_quadratic_sums_ir",
     "quadratic_layout",
@@ -52,44 +52,30 @@ HESSIAN_MAX_PARAMS = 30  # exact symbolic Hessian kernel up to this many paramet
 QUADRATIC_SUMS_MAX_TERMS = 1024  # d·P(P+1)/2 products a_ik a_il per row at most in the quadratic_sums kernel
 
 
-@dataclass
-class FitKernelSet:
-    """The fitting kernels of one model; a kernel that does not apply is None and is not generated."""
-
-    quadratic_sums: KernelIR | None = None
-    quadratic_rows: KernelIR | None = None
-    grad_rows: KernelIR | None = None
-    hessian: KernelIR | None = None
-
-    def all(self) -> dict[str, KernelIR]:
-        kernels = {
-            "quadratic_sums": self.quadratic_sums,
-            "quadratic_rows": self.quadratic_rows,
-            "grad_rows": self.grad_rows,
-            "hessian": self.hessian,
-        }
-        return {name: ir for name, ir in kernels.items() if ir is not None}
+DESCRIPTIONS = {
+    "quadratic_sums": "[A_kl (k <= l), b_k, c0]: means over rows; J = th.A.th/2 + b.th + c0.",
+    "quadratic_rows": "out[t] = [a_ik (i-major), b_k, c0] at row t; J = th.A.th/2 + b.th + c0.",
+    "quadratic_form": "[A_kl (k <= l), b_k, c0]: means over rows; J = th.A.th/2 + b.th + c0.",
+    "grad_rows": "out[t, k] = d integrand / d theta_k at row t.",
+    "hessian": "[d^2 J / d theta_k d theta_l for k <= l]: the mean theta-Hessian, upper triangle row by row.",
+    "value_and_grad": LOSS_DESCRIPTIONS["value_and_grad"],
+}
 
 
-@dataclass
-class ObjectiveFitKernelSet:
-    """The fitting kernels of a variant objective (symsm/derive/objectives.py), built on the expression graph:
-    ``value_and_grad`` (J̃ and ∇θJ̃ in float64, for the quadratic form) and ``grad_rows`` (per-row θ-gradients,
-    for the sandwich's V). Both read the model's coordinates followed by the objective's auxiliary columns."""
-
-    value_and_grad: KernelIR
-    grad_rows: KernelIR
-
-    def all(self) -> dict[str, KernelIR]:
-        return {"value_and_grad": self.value_and_grad, "grad_rows": self.grad_rows}
-
-
-def build_objective_fit_kernels(model: Model, objective: Objective) -> ObjectiveFitKernelSet:
-    """`ObjectiveFitKernelSet` for `objective` on `model`, from the same integrand as the loss's kernels."""
+def build_objective_fit_kernels(model: Model, objective: Objective) -> KernelSet:
+    """The fitting kernels of a variant objective (symsm/derive/objectives.py), built on the expression graph
+    from the same integrand as the loss's kernels: ``value_and_grad`` (J̃ and ∇θJ̃ in float64, for the
+    quadratic form) and ``grad_rows`` (per-row θ-gradients, for the sandwich's V). Both read the model's
+    coordinates followed by the objective's auxiliary columns."""
     from .graph_kernels import ModelGraph, grad_rows_ir, value_and_grad_ir
 
     mg = ModelGraph(model, objective)
-    return ObjectiveFitKernelSet(value_and_grad=value_and_grad_ir(mg), grad_rows=grad_rows_ir(mg))
+    return KernelSet(
+        {
+            "value_and_grad": Kernel(value_and_grad_ir(mg), SUMS, DESCRIPTIONS["value_and_grad"]),
+            "grad_rows": Kernel(grad_rows_ir(mg), ROW_MATRIX, DESCRIPTIONS["grad_rows"]),
+        }
+    )
 
 
 def quadratic_layout(d: int, P: int) -> str:
@@ -98,29 +84,41 @@ def quadratic_layout(d: int, P: int) -> str:
     return "sums" if d * P * (P + 1) // 2 <= QUADRATIC_SUMS_MAX_TERMS else "rows"
 
 
-def build_fit_kernels(derivation: Derivation, quadratic: str | None = None) -> FitKernelSet:
+def build_fit_kernels(derivation: Derivation, quadratic: str | None = None) -> KernelSet:
     """``grad_rows`` for every model; for quadratic objectives also ``quadratic_sums`` or ``quadratic_rows``
-    (`quadratic` = "sums" or "rows"; by default `quadratic_layout`)."""
+    (`quadratic` = "sums" or "rows"; by default `quadratic_layout`), generated before it."""
     theta, x = derivation.params, derivation.data
-    kernels = FitKernelSet(grad_rows=build_per_sample_grad_ir(derivation.objective, theta, x))
+    grad_rows = build_per_sample_grad_ir(derivation.objective, theta, x)
+    kernels = KernelSet()
     if derivation.is_quadratic:
         layout = quadratic or quadratic_layout(len(x), len(theta))
         if layout == "sums":
-            kernels.quadratic_sums = build_quadratic_sums_ir(derivation)
+            kernels.add("quadratic_sums", build_quadratic_sums_ir(derivation), SUMS, DESCRIPTIONS["quadratic_sums"])
         elif layout == "rows":
-            kernels.quadratic_rows = build_quadratic_rows_ir(derivation)
+            kernels.add(
+                "quadratic_rows", build_quadratic_rows_ir(derivation), ROW_MATRIX, DESCRIPTIONS["quadratic_rows"]
+            )
         else:
             raise ValueError(f"quadratic must be 'sums' or 'rows', got {layout!r}")
+    kernels.add("grad_rows", grad_rows, ROW_MATRIX, DESCRIPTIONS["grad_rows"])
     return kernels
 
 
-def build_hessian_kernels(derivation: Derivation) -> FitKernelSet:
+def build_hessian_kernels(derivation: Derivation) -> KernelSet:
     """The exact mean θ-Hessian kernel (for P ≤ `HESSIAN_MAX_PARAMS`; in a module of its own, since its
     symbolic second derivatives cost more to derive and compile than everything else)."""
     P = len(derivation.params)
     if P > HESSIAN_MAX_PARAMS:
         raise ValueError(f"the exact Hessian kernel is generated for P ≤ {HESSIAN_MAX_PARAMS}, got P = {P}")
-    return FitKernelSet(hessian=build_hessian_ir(derivation))
+    return KernelSet({"hessian": Kernel(build_hessian_ir(derivation), SUMS, DESCRIPTIONS["hessian"])})
+
+
+def build_quadratic_form_kernels(derivation: Derivation) -> KernelSet:
+    """The one kernel a device loss's `quadratic_form` needs: ``quadratic_form``, the IR of
+    ``quadratic_sums`` whatever the size of A (on a GPU without BLAS, one reduction with P(P+1)/2 + P + 1
+    per-thread sums replaces the host's per-row features + FᵀF)."""
+    ir = build_quadratic_sums_ir(derivation)
+    return KernelSet({"quadratic_form": Kernel(ir, SUMS, DESCRIPTIONS["quadratic_form"])})
 
 
 def build_quadratic_sums_ir(derivation: Derivation) -> KernelIR:

@@ -16,7 +16,7 @@ import sympy as sp
 
 from ..derive.graph import ExprGraph
 from .ir import Assign, KernelIR, _inline_single_use, _reads
-from .kernels import KernelSet
+from .kernels import KernelSet, loss_kernels
 
 if TYPE_CHECKING:
     from ..derive.objectives import Objective
@@ -71,7 +71,7 @@ class ModelGraph:
 
 def build_graph_kernels(model: Model, model_graph: ModelGraph | None = None) -> KernelSet:
     mg = model_graph or ModelGraph(model)
-    return KernelSet(
+    return loss_kernels(
         value_and_grad=value_and_grad_ir(mg),
         value=forward_ir(mg, [mg.integrand], mode="sum"),
         per_sample=forward_ir(mg, [mg.integrand], mode="per_sample"),

@@ -359,12 +359,15 @@ class Model:
 
         return Derivation(self, path=path)
 
-    def compile(self, backend: str = "numba", dtype: Any = np.float64, **options: Any) -> CompiledLoss:
-        """Generated, compiled kernels for J̃ and ∇θJ̃ (see `symsm.runtime.compiled.compile_model`; options include
-        `objective=` and its settings, and `seed=` for randomised objectives)."""
+    def compile(self, backend: str | None = None, dtype: Any = np.float64, **options: Any) -> CompiledLoss:
+        """Generated, compiled kernels for J̃ and ∇θJ̃ (see `symsm.runtime.compiled.compile_model`): `backend`
+        names one of symsm.backends' registry (default: its default, "llvm"); options include `path=`,
+        `objective=` and its settings, and `seed=` for randomised objectives."""
         from ..runtime.compiled import compile_model
 
-        return compile_model(self, backend=backend, dtype=dtype, **options)
+        if backend is not None:
+            options["backend"] = backend
+        return compile_model(self, dtype=dtype, **options)
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._version import __version__
-from ..core import cache
+from ..backends import get_backend
 from ..core.arrays import as_data, as_theta
+from .loader import load_module
 
 if TYPE_CHECKING:
+    from ..backends import Backend
     from .compiled import CompiledLoss
 
 __all__ = [
@@ -53,11 +54,10 @@ def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
 
     kind "fit": ``quadratic_rows`` (quadratic objectives) or ``grad_rows``; kind "hessian": the exact
     ``hessian`` kernel (P ≤ HESSIAN_MAX_PARAMS). Separate modules, so a fit that does not need the exact
-    Hessian never pays for deriving and compiling it. The "numba-python" backend's losses get readable
-    numba Python; every other backend gets the LLVM-table CPU kernels (the data are on the host here).
+    Hessian never pays for deriving and compiling it. The kernels come from the host backend named by the
+    loss's backend record (`fit_backend`: the loss's own for a host backend, "llvm" for a device backend —
+    the data are on the host here).
     """
-    from .loader import generator_digest
-
     if kind not in ("fit", "hessian"):
         raise ValueError(f"kind must be 'fit' or 'hessian', got {kind!r}")
     if is_variant(loss):
@@ -65,29 +65,24 @@ def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
     from ..ir.fit_kernels import build_fit_kernels, build_hessian_kernels, quadratic_layout
 
     model = loss.model
-    generator = "numba-python" if loss.backend == "numba-python" else "numba"
+    backend = _fit_backend(loss)
     der = loss.derivation
     layout = quadratic_layout(model.dim, model.n_params) if kind == "fit" and der.is_quadratic else None
-    key = cache.cache_key(
-        model=model.canonical(),
-        backend=generator,
-        dtype="float64",
-        objective="exact",
-        options={"kernels": kind, "quadratic": layout},
-        version=__version__,
-        generator=generator_digest(),
-    )
 
-    def generate() -> str:
+    def generate(key: str) -> str:
         kernels = build_fit_kernels(der, layout) if kind == "fit" else build_hessian_kernels(der)
-        if generator == "numba-python":
-            from ..backends.numba_python.generate import generate_numba_source as generate_source
-        else:
-            from ..backends.llvm.generate import generate_numba_llvm_source as generate_source
-        return generate_source(der, kernels, dtype=np.float64, cache_key=key)
+        return backend.generate(der, kernels, dtype=np.float64, cache_key=key)
 
-    module, _, _ = cache.load_or_generate(key, generate)
-    return module
+    parts = {"model": model.canonical(), "backend": backend.name, "dtype": "float64", "quadratic": layout}
+    return load_module(kind, generate, **parts).module
+
+
+def _fit_backend(loss: CompiledLoss) -> Backend:
+    """The host backend that generates the loss's fitting kernels (its record's `fit_backend`)."""
+    backend = get_backend(get_backend(loss.backend).fit_backend)
+    if backend.where != "host":
+        raise ValueError(f"backend {loss.backend!r}: its fit_backend {backend.name!r} does not run on the host")
+    return backend
 
 
 def is_variant(loss: CompiledLoss) -> bool:
@@ -108,35 +103,20 @@ def _load_objective_fit_module(loss: CompiledLoss, kind: str) -> ModuleType:
     """The fitting kernels of a variant objective: ``value_and_grad`` (float64 sums) and ``grad_rows``, built
     on the expression graph from the same integrand as the loss's kernels (symsm/derive/objectives.py)."""
     from ..ir.fit_kernels import build_objective_fit_kernels
-    from .loader import generator_digest
 
     spec = loss.objective_spec
     assert spec is not None
     if kind == "hessian":
         raise _no_exact_hessian(loss)
     model = loss.model
-    generator = "numba-python" if loss.backend == "numba-python" else "numba"
-    key = cache.cache_key(
-        model=model.canonical(),
-        backend=generator,
-        dtype="float64",
-        objective=spec.name,
-        options=spec.options(),
-        kernels="objective_fit",
-        version=__version__,
-        generator=generator_digest(),
-    )
+    backend = _fit_backend(loss)
 
-    def generate() -> str:
+    def generate(key: str) -> str:
         kernels = build_objective_fit_kernels(model, spec)
-        if generator == "numba-python":
-            from ..backends.numba_python.generate import generate_numba_source as generate_source
-        else:
-            from ..backends.llvm.generate import generate_numba_llvm_source as generate_source
-        return generate_source(loss.derivation, kernels, dtype=np.float64, cache_key=key)
+        return backend.generate(loss.derivation, kernels, dtype=np.float64, cache_key=key)
 
-    module, _, _ = cache.load_or_generate(key, generate)
-    return module
+    parts = {"model": model.canonical(), "backend": backend.name, "dtype": "float64"}
+    return load_module("objective_fit", generate, **parts, objective=spec.name, options=spec.options()).module
 
 
 def _no_exact_hessian(loss: CompiledLoss) -> ValueError:

@@ -9,28 +9,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._version import __version__
-from ..core import cache
+from ..backends import DEFAULT_BACKEND, get_backend
+from ..backends.registry import WHERE
 from ..core.arrays import as_data, as_theta
 from ..core.errors import ModelError
 from ..core.progress import Progress
+from .loader import load_module, module_key
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
     from ..derive.objectives import Objective
     from ..model.model import Model
 
-__all__ = ["BACKENDS", "CompiledLoss", "compile_model"]
+__all__ = ["CompiledLoss", "compile_model", "loss_class"]
 
-BACKENDS = ("numba", "numba-python", "cuda")
-# "numba": instruction tables compiled to SIMD machine code with llvmlite (fast to compile and to run);
-# "numba-python": the same kernel IR printed as plain numba Python (readable reference, slow to compile).
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def compile_model(
     model: Model,
-    backend: str = "numba",
+    backend: str = DEFAULT_BACKEND,
     dtype: Any = np.float64,
     *,
     derivation: Derivation | None = None,
@@ -42,6 +40,8 @@ def compile_model(
 ) -> CompiledLoss:
     """Generate (or load from the cache) and compile the kernels of `model` for `backend`.
 
+    `backend` is a name of symsm.backends' registry ("llvm", the default; "numba-python"; "cuda"; the old
+    name "numba" is an alias of "llvm"); `loss.backend` is its canonical name.
     `objective` (with its options, see symsm/derive/objectives.py) chooses the score-matching objective; a
     randomised objective draws its per-row inputs on the host from numpy.random.default_rng(seed), fixed for
     the life of the loss (`loss.resample(seed)` draws new ones). On a cache hit nothing is derived or
@@ -50,15 +50,12 @@ def compile_model(
     partial is cached). `path` chooses the derivation path of the kernels ("auto", "sympy", "graph"; see
     `symsm.derive.derivation.PATHS`); by default the path of `derivation` if given, else "auto".
     """
-    # Imported here, not at the top: a process that only loads cached kernels (a Dask worker) never imports
-    # the derivation stage.
-    from ..derive.derivation import check_path
+    from ..derive.derivation import check_path  # the derivation stage, imported only when compiling
     from ..derive.objectives import make_objective
 
     objective_spec = make_objective(objective, **objective_options)
     objective_spec.check_model(model)  # e.g. an objective without the weighting for data on [0, ∞)^d
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    spec = get_backend(backend)
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -72,49 +69,46 @@ def compile_model(
     path = check_path(path)
     if derivation is not None and derivation.path != path:
         raise ValueError(f"path={path!r} differs from the derivation's path {derivation.path!r}")
-    if path == "structured" and (backend == "cuda" or not objective_spec.exact):
-        raise ValueError("path='structured' runs the exact objective on the CPU (backend 'numba') for now")
-    loss_class = CompiledLoss
-    if backend == "cuda":
-        from .device import CudaCompiledLoss, import_cuda
+    if path == "structured" and not objective_spec.exact:
+        raise ValueError("path='structured' runs the exact objective for now")
+    if path == "structured" and spec.blocks is None:
+        raise ValueError(f"backend {spec.name!r} cannot run block programs (path='structured')")
+    spec.require()  # before the generated module imports e.g. numba.cuda: a clear error without the package
+    cls = loss_class(spec.where)
 
-        import_cuda()  # before the generated module imports numba.cuda: a clear error without numba-cuda
-        loss_class = CudaCompiledLoss
-    key = cache_key_for(model, backend, dt, objective_spec, path)
-
-    def generate() -> str:
+    def generate(key: str) -> str:
         from ..derive.derivation import Derivation
         from ..ir.kernels import build_kernels
 
         der = derivation if derivation is not None else Derivation(model, path=path)
-        if path == "structured":  # block programs run by the numpy reference executor (symsm/backends/blocks_numpy)
-            from ..backends.blocks_numpy.generate import generate_blocks_source
+        if path == "structured":  # block programs, run by the backend's block executor (symsm/ir/blocks.py)
             from ..ir.blocks import build_block_programs
 
             with progress.stage(f"structured derivation and block programs (d = {model.dim}, P = {model.n_params})"):
                 programs = build_block_programs(der.structured, model)
-                return generate_blocks_source(model, programs, dtype=dt, cache_key=key)
-        if backend == "cuda":
-            from ..backends.cuda.generate import generate_cuda_source as generator
-        elif backend == "numba-python":
-            from ..backends.numba_python.generate import generate_numba_source as generator
-        else:
-            from ..backends.llvm.generate import generate_numba_llvm_source as generator
+                return spec.generate_blocks(model, programs, dtype=dt, cache_key=key)
         with progress.stage(f"derivation and kernel IR (d = {model.dim}, P = {model.n_params})"):
             kernels = build_kernels(der, objective_spec)
-        with progress.stage(f"code generation ({backend})"):
-            return generator(der, kernels, dtype=dt, cache_key=key)
+        with progress.stage(f"code generation ({spec.name})"):
+            return spec.generate(der, kernels, dtype=dt, cache_key=key)
 
     progress = Progress(verbose)
     with progress.stage(f"kernels of {model.name!r}: cache lookup or generation"):
-        module, module_path, source = cache.load_or_generate(key, generate)
+        loaded = load_module("loss", generate, **_key_parts(model, spec.name, dt, objective_spec, path))
     if verbose:
-        kept = {"numba": "kept next to the module", "numba-python": "numba's cache", "cuda": "numba-cuda"}[backend]
         progress.log(
-            f"generated module {module_path}; machine code compiles on the first call of each kernel "
-            f"({kept} for later processes)"
+            f"generated module {loaded.path}; machine code compiles on the first call of each kernel "
+            f"({spec.machine_code} for later processes)"
         )
-    loss = loss_class(model, backend=backend, dtype=dt, key=key, path=module_path, source=source, module=module)
+    loss = cls(
+        model,
+        backend=spec.name,
+        dtype=dt,
+        key=loaded.key,
+        path=loaded.path,
+        source=loaded.source,
+        module=loaded.module,
+    )
     loss.objective_spec = objective_spec
     loss.objective = objective_spec.name
     loss.seed = _check_seed(seed)
@@ -122,6 +116,18 @@ def compile_model(
     if derivation is not None:
         loss.derivation = derivation
     return loss
+
+
+def loss_class(where: str) -> type[CompiledLoss]:
+    """The loss class for kernels that run on the "host" (CompiledLoss) or a "device" (CudaCompiledLoss):
+    a backend record's `where` (backends sit below the runtime, so they name the place, not the class)."""
+    if where == "device":
+        from .device import CudaCompiledLoss
+
+        return CudaCompiledLoss
+    if where == "host":
+        return CompiledLoss
+    raise ValueError(f"where must be one of {WHERE}, got {where!r}")
 
 
 def _check_seed(seed: Any) -> int:
@@ -133,18 +139,18 @@ def _check_seed(seed: Any) -> int:
 
 def cache_key_for(model: Model, backend: str, dtype: np.dtype, objective_spec: Objective, path: str = "auto") -> str:
     """The cache key of a model's kernels: everything that determines the generated text."""
-    from .loader import generator_digest
+    return module_key("loss", **_key_parts(model, get_backend(backend).name, np.dtype(dtype), objective_spec, path))
 
-    return cache.cache_key(
-        model=model.canonical(),
-        backend=backend,
-        dtype=np.dtype(dtype).name,
-        objective=objective_spec.name,
-        options=objective_spec.options(),
-        path=path,
-        version=__version__,
-        generator=generator_digest(),
-    )
+
+def _key_parts(model: Model, backend: str, dtype: np.dtype, objective_spec: Objective, path: str) -> dict[str, Any]:
+    return {
+        "model": model.canonical(),
+        "backend": backend,
+        "dtype": dtype.name,
+        "objective": objective_spec.name,
+        "options": objective_spec.options(),
+        "path": path,
+    }
 
 
 class CompiledLoss:
@@ -304,7 +310,8 @@ class CompiledLoss:
 
     @property
     def kernels(self) -> dict[str, Any]:
-        """The compiled kernels by name (native SumKernel/RowKernel objects, or numba dispatchers for numba-python)."""
+        """The compiled kernels by name (native SumKernel/RowKernel objects for llvm, numba dispatchers for
+        numba-python)."""
         return {n: getattr(self._module, n) for n in ("value_and_grad", "value", "per_sample", "score")}
 
     def __repr__(self) -> str:

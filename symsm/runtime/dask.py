@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends import DEFAULT_BACKEND, backends, get_backend
 from ..core import cache
 from ..core.arrays import as_data, as_theta
 
@@ -59,7 +60,10 @@ __all__ = [
     "value_and_grad",
 ]
 
-SUPPORTED_BACKENDS = ("numba", "numba-python")  # CPU kernels: what a dask worker runs
+
+def supported_backends() -> tuple[str, ...]:
+    """The backends whose kernels a dask worker runs (the registry's `dask`: CPU kernels)."""
+    return tuple(b.name for b in backends() if b.dask)
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -250,10 +254,10 @@ def _checked_array(loss: CompiledLoss, X: Any) -> Any:
     if not isinstance(X, da.Array):
         raise TypeError(f"X is a dask collection of type {type(X).__name__}; symsm needs a dask.array.Array {expected}")
     backend = getattr(loss, "backend", "?")
-    if backend not in SUPPORTED_BACKENDS:
+    if not get_backend(backend).dask:
         raise ValueError(
             f"X is a dask array: distributed evaluation runs the CPU kernels on the workers (backends "
-            f"{SUPPORTED_BACKENDS}), not backend {backend!r}; compile the model with backend='numba'"
+            f"{supported_backends()}), not backend {backend!r}; compile the model with backend={DEFAULT_BACKEND!r}"
         )
     objective = getattr(loss, "objective", "exact")
     if objective != "exact":

@@ -1,15 +1,13 @@
-"""The CUDA backend at run time: device detection, data resident on the GPU, and the CUDA `CompiledLoss`.
+"""The CUDA backend at run time: data resident on the GPU, and the CUDA `CompiledLoss`.
 
-numba-cuda is an optional dependency (``pip install 'symsm[cuda]'``) imported on first use, so symsm works
-without it. Generating and compiling the kernels (and `CudaCompiledLoss.ptx`) needs no GPU; evaluating
-them needs an NVIDIA GPU with a working driver, or numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` in
-the environment before numba is imported — slow, for tests and small data). Without either, every call that
-needs a device raises `CudaUnavailableError` saying so.
+Device detection and the numba-cuda import (an optional dependency, imported on first use) belong to the
+backend, symsm.backends.cuda.device; they are re-exported here and by symsm.cuda. Generating and compiling
+the kernels (and `CudaCompiledLoss.ptx`) needs no GPU; evaluating them needs an NVIDIA GPU with a working
+driver, or numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` in the environment before numba is imported).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
 from functools import cached_property
@@ -18,9 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends.cuda.device import (
+    SIMULATOR_ENV,
+    CudaUnavailableError,
+    device_available,
+    device_name,
+    import_cuda,
+    require_device,
+    simulator_enabled,
+)
 from ..core.arrays import as_data, as_theta
-from ..core.errors import SymsmError
 from .compiled import CompiledLoss
+from .loader import load_module
 
 if TYPE_CHECKING:
     from ..model.model import Model
@@ -33,68 +40,9 @@ __all__ = [
     "device_available",
     "device_name",
     "import_cuda",
+    "require_device",
     "simulator_enabled",
 ]
-
-SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
-
-
-class CudaUnavailableError(SymsmError, RuntimeError):
-    """A CUDA kernel was to run, but there is neither a usable GPU nor the CUDA simulator."""
-
-
-def import_cuda() -> ModuleType:
-    """`numba.cuda` from the numba-cuda package, imported on first use.
-
-    numba-cuda 0.30 registers an overload for `np.row_stack`, which numpy 2.5 removed; the alias restores
-    the name (to the function it always was an alias of) before numba-cuda is imported.
-    """
-    if importlib.util.find_spec("numba_cuda") is None:
-        raise ImportError(
-            "symsm's CUDA backend needs the numba-cuda package: pip install 'symsm[cuda]' "
-            "(numba-cuda[cu13]); the numba.cuda built into numba is deprecated and not used"
-        )
-    if not hasattr(np, "row_stack"):
-        np.row_stack = np.vstack
-    from numba import cuda
-
-    return cuda
-
-
-def simulator_enabled() -> bool:
-    """True when numba's CUDA simulator replaces the GPU (NUMBA_ENABLE_CUDASIM=1 when numba was imported)."""
-    import_cuda()
-    from numba.cuda.core import config
-
-    return bool(config.ENABLE_CUDASIM)
-
-
-def device_available() -> bool:
-    """True when kernels can run: a working CUDA GPU, or the simulator."""
-    return bool(import_cuda().is_available())
-
-
-def device_name() -> str:
-    """The GPU kernels run on ("CUDA simulator" under the simulator)."""
-    cuda = require_device()
-    if simulator_enabled():
-        return "CUDA simulator"
-    name = cuda.get_current_device().name
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def require_device() -> ModuleType:
-    """`numba.cuda`, after checking that kernels can run; else `CudaUnavailableError` with what to do."""
-    cuda = import_cuda()
-    if cuda.is_available():
-        return cuda
-    reason = " ".join(str(cuda.cuda_error() or "no CUDA device was found").split())
-    raise CudaUnavailableError(
-        f"symsm's CUDA backend found no usable GPU ({reason}). Running its kernels needs an NVIDIA GPU with "
-        f"a working driver. Without one, set {SIMULATOR_ENV}=1 in the environment before Python starts "
-        "(before numba is imported) to run the same kernels in numba's CUDA simulator — slow, for tests and "
-        "small data — or compile with backend='numba'. Compiling and loss.ptx() need no GPU."
-    )
 
 
 def _is_device_array(obj: Any) -> bool:
@@ -212,7 +160,8 @@ class CudaCompiledLoss(CompiledLoss):
 
         Only for objectives quadratic in θ (`derivation.is_quadratic`); other models raise `ValueError`.
         Computed in float64 whatever the loss's dtype (normal equations in float32 would lose the digits
-        that matter), by a kernel of its own generated on first use (`build_quadratic_form_kernels`).
+        that matter), by a kernel of its own generated on first use
+        (`symsm.ir.fit_kernels.build_quadratic_form_kernels`).
         """
         from .accumulate import is_quadratic, is_variant
 
@@ -241,26 +190,19 @@ class CudaCompiledLoss(CompiledLoss):
 
     @cached_property
     def _quadratic_module(self) -> ModuleType:
-        from .._version import __version__
-        from ..backends.cuda.generate import build_quadratic_form_kernels, generate_cuda_source
-        from ..core import cache
-        from .loader import generator_digest
+        """The float64 module with the ``quadratic_form`` kernel, from this loss's backend (generated on first use)."""
+        from ..backends import get_backend
+        from ..ir.fit_kernels import build_quadratic_form_kernels
 
-        key = cache.cache_key(
-            model=self.model.canonical(),
-            backend="cuda",
-            dtype="float64",
-            objective="exact",
-            options={"kernels": "quadratic_form"},
-            version=__version__,
-            generator=generator_digest(),
-        )
+        backend = get_backend(self.backend)
 
-        def generate() -> str:
+        def generate(key: str) -> str:
             der = self.derivation
-            return generate_cuda_source(der, build_quadratic_form_kernels(der), dtype=np.float64, cache_key=key)
+            return backend.generate(der, build_quadratic_form_kernels(der), dtype=np.float64, cache_key=key)
 
-        return cache.load_or_generate(key, generate)[0]
+        return load_module(
+            "quadratic_form", generate, model=self.model.canonical(), backend=backend.name, dtype="float64"
+        ).module
 
     def _reduce(self, name: str, theta: Any, X: Any, mod: ModuleType | None = None) -> np.ndarray:
         """Kernel `name` of `mod` (default: the loss's module): host prologue, kernel, host epilogue."""

@@ -17,8 +17,7 @@ from types import ModuleType
 
 import numpy as np
 
-from .._version import __version__
-from ..core import cache
+from .loader import load_module
 
 __all__ = ["matching_points", "moment_points", "moments"]
 
@@ -32,12 +31,11 @@ def _module(dim: int, dtype: np.dtype) -> ModuleType:
     if found is not None:
         return found
     from ..backends.llvm.generate import generate_moments_source
-    from .loader import generator_digest
 
-    key = cache.cache_key(
-        kind="second-moments", dim=dim, dtype=dtype.name, version=__version__, generator=generator_digest()
-    )
-    module, _, _ = cache.load_or_generate(key, lambda: generate_moments_source(dim, dtype=dtype, cache_key=key))
+    dt = np.dtype(dtype)
+    module = load_module(
+        "second-moments", lambda key: generate_moments_source(dim, dtype=dt, cache_key=key), dim=dim, dtype=dt.name
+    ).module
     _MODULES[(dim, np.dtype(dtype).name)] = module
     return module
 

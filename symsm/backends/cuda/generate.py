@@ -19,36 +19,27 @@ same code as the CPU backend's, so the two backends agree on every θ-only const
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..._version import __version__
 from ...core.templates import render
-from ...ir.ir import KernelIR, build_forward_ir, data_columns
-from ...ir.kernels import KernelSet, symbol_names
+from ...ir.ir import data_columns
+from ...ir.kernels import ROW_MATRIX, symbol_names
 from ..printers import ScalarMathPrinter
 
 if TYPE_CHECKING:
     from ...derive.derivation import Derivation
     from ...ir.ir import Assign
+    from ...ir.kernels import Kernel, KernelSet
 
-__all__ = ["CudaMathPrinter", "QuadraticFormKernels", "build_quadratic_form_kernels", "generate_cuda_source"]
+__all__ = ["CudaMathPrinter", "generate_cuda_source"]
 
 THREADS_PER_BLOCK = 256  # the largest block a kernel is launched with (sizes the shared reduction buffer)
 REDUCE_CHUNK = 16  # sums reduced together: shared memory = REDUCE_CHUNK × THREADS_PER_BLOCK values
 MAX_BLOCKS = 1024  # reductions: per-block partial rows stay ≤ MAX_BLOCKS × n_sums values
 MAX_BLOCKS_OUTPUT = 8192  # per-row kernels: a grid-stride loop covers any N beyond that
-
-_DOCS = {
-    "value_and_grad": "Σ over rows of the integrand and of its theta-gradient adjoints (per block).",
-    "value": "Σ over rows of the integrand (per block).",
-    "per_sample": "out[t] = the integrand sum_i [d_i^2 log f + 1/2 (d_i log f)^2] at row t.",
-    "score": "out[t, i] = d log f / d x_i at row t.",
-    "quadratic_form": "Σ over rows of [a_i.a_i^T upper triangle (k <= l, row by row), b_k, c0] (per block).",
-}
-ROW_MATRIX_KERNELS = ("score",)  # per-row kernels writing out[i_row, k]
 
 
 class CudaMathPrinter(ScalarMathPrinter):
@@ -64,43 +55,14 @@ class CudaMathPrinter(ScalarMathPrinter):
     language = "Python (numba-cuda)"
 
 
-@dataclass
-class QuadraticFormKernels:
-    """The one kernel `CudaCompiledLoss.quadratic_form` needs: a reduction over rows of the products of
-    the quadratic-form features (backend-independent IR, like `KernelSet`)."""
-
-    quadratic_form: KernelIR
-
-    def all(self) -> dict[str, KernelIR]:
-        return {"quadratic_form": self.quadratic_form}
-
-
-def build_quadratic_form_kernels(derivation: Derivation) -> QuadraticFormKernels:
-    """For an objective quadratic in θ (score_i = Σ_k a_ik(x) θ_k + o_i(x)): Σ over rows of Σ_i h_i a_ik a_il
-    (k ≤ l; h_i the coordinate weights on [0, ∞)ᵈ, else 1), of b_k and of c₀ — A, b, c of
-    J̃ = ½θᵀAθ + bᵀθ + c in one reduction, no N × P matrix.
-
-    On a GPU without BLAS, one kernel with P(P+1)/2 + P + 1 per-thread sums (structurally equal or zero
-    products are shared or dropped by the IR) replaces the CPU backend's per-row features + FᵀF."""
-    parts = derivation.quadratic_parts
-    if parts is None:
-        raise ValueError(f"model {derivation.model.name!r}: the objective is not quadratic in θ")
-    P = len(derivation.params)
-    products = [parts.a_term(k, l) for k in range(P) for l in range(k, P)]  # Σ_i h_i a_ik a_il (h_i = 1 on Rᵈ)
-    exprs = [*products, *parts.b_terms, parts.c_term]
-    return QuadraticFormKernels(build_forward_ir(exprs, derivation.params, derivation.data, mode="sum"))
-
-
-def _signature(t: str, name: str, ir: KernelIR) -> str:
+def _signature(t: str, spec: Kernel) -> str:
     """The numba signature of a kernel for C-contiguous arrays of dtype `t` (what `loss.ptx()` compiles)."""
-    two_d = not ir.outputs or name in ROW_MATRIX_KERNELS  # per-block partial sums, or out[i_row, k]
+    two_d = spec.out_ndim == 2  # per-block partial sums, or out[i_row, k]
     out = f"{t}[:, ::1]" if two_d else f"{t}[::1]"
     return f"void({t}[::1], {t}[:, ::1], {out})"
 
 
-def generate_cuda_source(
-    derivation: Derivation, kernels: KernelSet | QuadraticFormKernels, *, dtype: Any, cache_key: str
-) -> str:
+def generate_cuda_source(derivation: Derivation, kernels: KernelSet, *, dtype: Any, cache_key: str) -> str:
     """The text of the generated CUDA module for `kernels` (the IR of `derivation`) in `dtype`."""
     model = derivation.model
     irs = kernels.all()
@@ -113,14 +75,17 @@ def generate_cuda_source(
     def assignments(ops: list[Assign]) -> list[str]:
         return [f"{names[a.target]} = {printer.doprint(a.expr)}" for a in ops]
 
-    def kernel(name: str, ir: KernelIR) -> dict[str, Any]:
+    def kernel(name: str, spec: Kernel) -> dict[str, Any]:
+        ir = spec.ir
         consts = [names[a.target] for a in ir.prologue]
         accumulators = [f"acc_{k}" for k in range(len(ir.sums))]
-        indexed = name in ROW_MATRIX_KERNELS
+        indexed = spec.output == ROW_MATRIX
         return {
             "name": name,
-            "doc": _DOCS[name],
-            "reduces": not ir.outputs,
+            # a reduction kernel writes per-block partial sums; its epilogue (on the host) gives the means
+            "doc": spec.description
+            + (" (This kernel: per-block partial sums; the host epilogue takes the mean.)" if spec.reduces else ""),
+            "reduces": spec.reduces,
             "prologue": assignments(ir.prologue),
             "n_values": n_params + len(consts),
             "store_consts": [f"params[{n_params + k}] = {c}" for k, c in enumerate(consts)],
@@ -140,7 +105,7 @@ def generate_cuda_source(
             "results": [printer.doprint(e) for e in ir.results],
         }
 
-    rendered = [kernel(name, ir) for name, ir in irs.items()]
+    rendered = [kernel(name, spec) for name, spec in kernels.items()]
     op_counts = [f"{name}: {ir.operation_count()}" for name, ir in irs.items()]
     return render(
         "symsm.backends.cuda",
@@ -159,7 +124,7 @@ def generate_cuda_source(
         reduce_chunk=REDUCE_CHUNK,
         max_blocks=MAX_BLOCKS,
         max_blocks_output=MAX_BLOCKS_OUTPUT,
-        signatures=[(name, _signature(np.dtype(dtype).name, name, ir)) for name, ir in irs.items()],
+        signatures=[(name, _signature(np.dtype(dtype).name, spec)) for name, spec in kernels.items()],
         constants=sorted(printer.constants.items()),
         theta_loads=[f"{names[p]} = params[{k}]" for k, p in enumerate(model.params)],
         data_loads=[f"{names[x]} = X[i_row, {k}]" for k, x in enumerate(data)],

@@ -1,11 +1,12 @@
-"""The default CPU backend ("numba"): instruction tables compiled to vectorised machine code with llvmlite.
+"""The default CPU backend ("llvm"; "numba" is its old name, still accepted): instruction tables compiled to
+vectorised machine code with llvmlite.
 
 The kernel IR is printed as three-address code (`symsm.backends.llvm.tac.TacPrinter`) into
 `templates/llvm.py.j2`: per kernel a θ-only prologue, the per-row body and an epilogue after the
 fixed-order reduction, each an instruction table. `symsm.backends.llvm.kernels` turns the tables into LLVM IR (SIMD
 across rows) and `symsm.backends.llvm.native` compiles, caches and calls it; see those modules for why.
-(The backend keeps its name "numba": it is the numba-compatible default of DESIGN.md, and
-`backend="numba-python"` is the same kernel IR printed as numba Python.)
+Neither generating nor running these kernels imports numba (`backend="numba-python"` is the same kernel IR
+printed as numba Python).
 """
 
 from __future__ import annotations
@@ -20,22 +21,14 @@ from ..._version import __version__
 from ...core.errors import CodegenError
 from ...core.templates import render
 from ...ir.ir import build_forward_ir, data_columns, split_products
-from ...ir.kernels import symbol_names
-from ..numba_python.generate import MAX_BLOCKS, ROW_MATRIX_KERNELS, ROWS_PER_BLOCK
+from ...ir.kernels import SUMS, Kernel, KernelSet, symbol_names
+from ..blocks import MAX_BLOCKS, ROWS_PER_BLOCK
 from .tac import TacPrinter
 
 if TYPE_CHECKING:
     from ...derive.derivation import Derivation
-    from ...ir.ir import KernelIR
 
-__all__ = ["generate_numba_llvm_source"]
-
-_DOCS = {
-    "value_and_grad": "[J, dJ/dtheta...]: mean over rows of the integrand and its theta-gradient.",
-    "value": "[J]: mean over rows of the integrand.",
-    "per_sample": "out[t] = the integrand sum_i [d_i^2 log f + 1/2 (d_i log f)^2] at row t.",
-    "score": "out[t, i] = d log f / d x_i at row t.",
-}
+__all__ = ["generate_llvm_source", "generate_moments_source"]
 
 
 def _word(operand: Any) -> str:
@@ -74,8 +67,9 @@ def _assign_numbered(printer: TacPrinter, prefix: str, exprs: Sequence[sp.Expr])
     return names
 
 
-def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta: tuple, data: tuple) -> dict:
-    if not ir.outputs:
+def _kernel_context(name: str, spec: Kernel, names: dict[sp.Symbol, str], theta: tuple, data: tuple) -> dict:
+    ir = spec.ir
+    if spec.reduces:
         ir = split_products(ir)
         for sym in ir.product_symbols:
             names.setdefault(sym, sym.name)
@@ -113,9 +107,9 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
     return {
         "name": name,
         "upper": name.upper(),
-        "doc": _DOCS.get(name, name),
-        "reduces": not ir.outputs,
-        "out_ndim": 2 if name in ROW_MATRIX_KERNELS else 1,
+        "doc": spec.description,
+        "reduces": spec.reduces,
+        "out_ndim": spec.out_ndim,
         "factors": repr(tuple(names[f] for f in factors)),
         "products": repr(tuple(products)),
         "prologue": _table(prologue.code),
@@ -132,20 +126,20 @@ def _kernel_context(name: str, ir: KernelIR, names: dict[sp.Symbol, str], theta:
     }
 
 
-def generate_numba_llvm_source(derivation: Derivation, kernels: Any, *, dtype: Any, cache_key: str) -> str:
+def generate_llvm_source(derivation: Derivation, kernels: KernelSet, *, dtype: Any, cache_key: str) -> str:
+    """The text of the generated llvm module for `kernels` (the IR of `derivation`) in `dtype`."""
     model = derivation.model
-    irs = kernels.all()
     return render_llvm_module(
-        irs,
+        kernels,
         theta=model.params,
-        data=data_columns(irs),
+        data=data_columns(kernels.all()),
         dtype=dtype,
         cache_key=cache_key,
         name=model.name,
         model_hash=model.hash,
         # order="none": sympy's canonical printing order costs memory ~ terms × symbols on huge formulas
         formula=" ".join(sp.sstr(model.log_f, order="none")[:2000].split()),
-        quadratic_in_data=getattr(kernels, "data_degree", float("inf")) <= 2,
+        quadratic_in_data=kernels.data_degree <= 2,
     )
 
 
@@ -156,8 +150,15 @@ def generate_moments_source(dim: int, *, dtype: Any, cache_key: str) -> str:
     u = [xi - si for xi, si in zip(x, shift, strict=True)]
     exprs = [*u, *(u[j] * u[k] for j in range(dim) for k in range(j, dim))]
     ir = build_forward_ir(exprs, shift, x, mode="sum")
+    kernels = KernelSet(
+        {
+            "moments": Kernel(
+                ir, SUMS, "[x - s, (x - s)(x - s)^T for j <= k]: means over rows, for a shift s passed as theta."
+            )
+        }
+    )
     return render_llvm_module(
-        {"moments": ir},
+        kernels,
         theta=tuple(shift),
         data=tuple(x),
         dtype=dtype,
@@ -170,7 +171,7 @@ def generate_moments_source(dim: int, *, dtype: Any, cache_key: str) -> str:
 
 
 def render_llvm_module(
-    irs: dict[str, KernelIR],
+    kernels: KernelSet,
     *,
     theta: tuple[sp.Symbol, ...],
     data: tuple[sp.Symbol, ...],
@@ -181,8 +182,8 @@ def render_llvm_module(
     formula: str,
     quadratic_in_data: bool,
 ) -> str:
-    names = symbol_names(theta, data, *irs.values())
-    contexts = [_kernel_context(n, ir, names, theta, data) for n, ir in irs.items()]
+    names = symbol_names(theta, data, *kernels.all().values())
+    contexts = [_kernel_context(n, spec, names, theta, data) for n, spec in kernels.items()]
     return render(
         "symsm.backends.llvm",
         "llvm.py.j2",

@@ -1,4 +1,7 @@
-"""The numba CPU backend: prints the kernel IR and renders `templates/numba_python.py.j2`."""
+"""The "numba-python" backend: prints the kernel IR as plain numba Python (`templates/numba_python.py.j2`).
+
+The readable reference: the same kernel IR as the default "llvm" backend, as `@njit` functions a person can
+read and step through; slower to compile (numba optimises every kernel's Python), as fast to run."""
 
 from __future__ import annotations
 
@@ -9,36 +12,21 @@ import numpy as np
 from ..._version import __version__
 from ...core.templates import render
 from ...ir.ir import data_columns
-from ...ir.kernels import KernelSet, symbol_names
+from ...ir.kernels import ROW_MATRIX, symbol_names
+from ..blocks import MAX_BLOCKS, ROWS_PER_BLOCK
 from ..printers import ScalarMathPrinter
 
 if TYPE_CHECKING:
     from ...derive.derivation import Derivation
-    from ...ir.fit_kernels import FitKernelSet
-    from ...ir.ir import KernelIR
+    from ...ir.kernels import Kernel, KernelSet
 
 __all__ = ["generate_numba_source"]
 
-ROWS_PER_BLOCK = 2048  # rows per block at least: keeps per-block overhead negligible
-MAX_BLOCKS = 256  # blocks at most: the partial sums stay O(P) in memory, and 2–64 cores stay busy
 FASTMATH = False  # results must not change beyond rounding; see benchmarks/ for the measured effect
 
-_DOCS = {
-    "value_and_grad": "[J, dJ/dtheta...]: mean over rows of the integrand and its theta-gradient.",
-    "value": "[J]: mean over rows of the integrand.",
-    "per_sample": "out[t] = the integrand sum_i [d_i^2 log f + 1/2 (d_i log f)^2] at row t.",
-    "score": "out[t, i] = d log f / d x_i at row t.",
-    "quadratic_sums": "[A_kl (k <= l), b_k, c0]: means over rows; J = th.A.th/2 + b.th + c0.",
-    "quadratic_rows": "out[t] = [a_ik (i-major), b_k, c0] at row t; J = th.A.th/2 + b.th + c0.",
-    "grad_rows": "out[t, k] = d integrand / d theta_k at row t.",
-    "hessian": "[d^2 J / d theta_k d theta_l for k <= l]: the mean theta-Hessian, upper triangle row by row.",
-}
-ROW_MATRIX_KERNELS = ("score", "quadratic_rows", "grad_rows")  # per-row kernels writing out[i_row, k]
 
-
-def generate_numba_source(
-    derivation: Derivation, kernels: KernelSet | FitKernelSet, *, dtype: Any, cache_key: str
-) -> str:
+def generate_numba_source(derivation: Derivation, kernels: KernelSet, *, dtype: Any, cache_key: str) -> str:
+    """The text of the generated numba-python module for `kernels` (the IR of `derivation`) in `dtype`."""
     model = derivation.model
     irs = kernels.all()
     data = data_columns(irs)
@@ -48,14 +36,15 @@ def generate_numba_source(
     def assignments(ir_list: list[Any]) -> list[str]:
         return [f"{names[a.target]} = {printer.doprint(a.expr)}" for a in ir_list]
 
-    def kernel(name: str, ir: KernelIR) -> dict[str, Any]:
+    def kernel(name: str, spec: Kernel) -> dict[str, Any]:
+        ir = spec.ir
         consts = [names[a.target] for a in ir.prologue]
         accumulators = [f"acc_{k}" for k in range(len(ir.sums))]
-        indexed = name in ROW_MATRIX_KERNELS
+        indexed = spec.output == ROW_MATRIX
         return {
             "name": name,
-            "doc": _DOCS[name],
-            "reduces": not ir.outputs,
+            "doc": spec.description,
+            "reduces": spec.reduces,
             "prologue": assignments(ir.prologue),
             "n_consts": max(1, len(consts)),
             "store_consts": [f"consts[{k}] = {c}" for k, c in enumerate(consts)],
@@ -70,7 +59,7 @@ def generate_numba_source(
             "results": [printer.doprint(e) for e in ir.results],
         }
 
-    rendered = [kernel(name, ir) for name, ir in irs.items()]
+    rendered = [kernel(name, spec) for name, spec in kernels.items()]
     dtype_name = np.dtype(dtype).name
     theta_loads = [f"{names[p]} = theta[{k}]" for k, p in enumerate(model.params)]
     data_loads = [f"{names[x]} = X[i_row, {k}]" for k, x in enumerate(data)]
