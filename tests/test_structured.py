@@ -348,6 +348,11 @@ def test_data_of_the_wrong_width_and_unsupported_models():
     loss = model.compile(path="structured")
     with pytest.raises(ValueError, match="got 4 columns"):
         loss.value(np.eye(D).ravel(), np.zeros((5, 4)))
+    assert loss.backend == "llvm"  # the CPU backends' block programs run on the numpy reference executor for now
+    with pytest.raises(ValueError, match="cannot run block programs"):
+        model.compile(backend="cuda", path="structured")
+    with pytest.raises(ValueError, match="exact objective"):
+        model.compile(path="structured", objective="sliced")
     x = symsm.data_vector("x", D)
     W = symsm.param_matrix("W", D, D)
     nonlinear = symsm.Model(symsm.sum(symsm.log(symsm.cosh(W @ symsm.tanh(x)))), x, [W])
