@@ -22,7 +22,7 @@ from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS  # the funct
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
-    from ..runtime.compiled import CompiledLoss
+    from ..runtime.loss import CompiledLoss
 
 __all__ = ["Model", "ParamGroup", "matrix", "symmetric"]
 
