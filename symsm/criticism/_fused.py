@@ -22,7 +22,7 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def stein_rows(g_ss, g_xx, g_cr, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, d, diagonal, u, rowsum, lo, hi):  # type: ignore[no-untyped-def]
+def stein_rows(g_ss, g_xx, g_cr, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, d, diagonal, u, rowsum, lo, hi):
     """Rows lo..hi of the block: u[i, j] (zero on i = j when `diagonal`) and rowsum[i] = Σⱼ u[i, j] in float64."""
     nb = g_ss.shape[1]
     a1 = 2.0 * beta * inv_h2
@@ -51,7 +51,7 @@ def stein_rows(g_ss, g_xx, g_cr, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, 
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def stein_rows_dots(x_a, s_a, x_bt, s_bt, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, diagonal, u, rowsum, lo, hi):  # type: ignore[no-untyped-def]
+def stein_rows_dots(x_a, s_a, x_bt, s_bt, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, diagonal, u, rowsum, lo, hi):
     """As `stein_rows`, with the inner products formed here from the rows (x_a, s_a: na × d) and the
     transposed columns (x_bt, s_bt: d × nb): for small d a fused loop beats three skinny matrix products,
     which write and read back three block² float64 matrices. Each loop over j is branch-free (the kernel
@@ -81,7 +81,7 @@ def stein_rows_dots(x_a, s_a, x_bt, s_bt, xx_a, xx_b, sx_a, sx_b, imq, c2, beta,
 
 
 @numba.njit(nogil=True, fastmath=True, inline="always")
-def _dots(x, s, x_bt, s_bt, g_ss, g_xx, g_cr):  # type: ignore[no-untyped-def]
+def _dots(x, s, x_bt, s_bt, g_ss, g_xx, g_cr):
     nb = x_bt.shape[1]
     g_ss[:] = 0.0
     g_xx[:] = 0.0
@@ -98,7 +98,7 @@ def _dots(x, s, x_bt, s_bt, g_ss, g_xx, g_cr):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(nogil=True, fastmath=True, inline="always")
-def _imq_half_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, inv_h2, d, row):  # type: ignore[no-untyped-def]
+def _imq_half_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, inv_h2, d, row):
     a1 = -inv_h2  # 2β/h² at β = −1/2
     a2 = 3.0 * inv_h2 * inv_h2  # 4β(β−1)/h⁴
     for j in range(row.shape[0]):
@@ -110,7 +110,7 @@ def _imq_half_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, inv_h2, d, row):  # 
 
 
 @numba.njit(nogil=True, fastmath=True, inline="always")
-def _imq_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, beta, inv_h2, d, row):  # type: ignore[no-untyped-def]
+def _imq_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, beta, inv_h2, d, row):
     a1 = 2.0 * beta * inv_h2
     a2 = 4.0 * beta * (beta - 1.0) * inv_h2 * inv_h2
     for j in range(row.shape[0]):
@@ -122,7 +122,7 @@ def _imq_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, beta, inv_h2, d, row):  #
 
 
 @numba.njit(nogil=True, fastmath=True, inline="always")
-def _gaussian_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, inv_h2, d, row):  # type: ignore[no-untyped-def]
+def _gaussian_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, inv_h2, d, row):
     for j in range(row.shape[0]):
         r2 = max(xi + xx_b[j] - 2.0 * g_xx[j], 0.0)
         k = np.exp(-0.5 * r2 * inv_h2)

@@ -150,18 +150,18 @@ def compare(
         raise ValueError(f"models: compare needs at least two models, got {len(labelled)}")
     losses: list[CompiledLoss] = []
     names: list[str] = []
-    for label, m in labelled:
-        if isinstance(m, Model):
-            loss = compile_model(m)
-        elif isinstance(m, CompiledLoss):
-            if m.objective != "exact":
+    for label, item in labelled:
+        if isinstance(item, Model):
+            loss = compile_model(item)
+        elif isinstance(item, CompiledLoss):
+            if item.objective != "exact":
                 raise ValueError(
-                    f"models: {m.model.name!r} is compiled with the {m.objective!r} objective, whose per-row values "
-                    "are randomised; compare needs the exact integrand: compile with objective='exact'"
+                    f"models: {item.model.name!r} is compiled with the {item.objective!r} objective, whose per-row "
+                    "values are randomised; compare needs the exact integrand: compile with objective='exact'"
                 )
-            loss = m
+            loss = item
         else:
-            raise TypeError(f"models: expected symsm Models or CompiledLosses, got {type(m).__name__}")
+            raise TypeError(f"models: expected symsm Models or CompiledLosses, got {type(item).__name__}")
         if loss.model.domain != "real":
             raise NotImplementedError(
                 f"models: {loss.model.name!r} has domain {loss.model.domain!r}; compare supports models on ℝᵈ only "

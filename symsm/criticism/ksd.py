@@ -444,7 +444,7 @@ def _kernel(name: str) -> Callable[..., None]:
     """A fused elementwise kernel of `_fused` (numba: compiled on first use, cached on disk; GIL released)."""
     from . import _fused
 
-    return getattr(_fused, name)  # type: ignore[no-any-return]
+    return getattr(_fused, name)  # type: ignore[no-any-return,unused-ignore]
 
 
 def _as_loss(model_or_loss: Any) -> CompiledLoss:

@@ -97,13 +97,13 @@ def stein_latex(
 
     names: dict[sp.Basic, str] = {}
     by_name = {s.name: s for s in (*mdl.data, *mdl.params)}
-    for key, tex in (symbol_names or {}).items():
+    for key, given in (symbol_names or {}).items():
         sym = by_name.get(key) if isinstance(key, str) else key
         if sym is None or sym not in by_name.values():
             raise ValueError(f"symbol_names: {key!r} is not a data or parameter symbol of the model")
-        if not isinstance(tex, str) or not tex:
-            raise ValueError(f"symbol_names[{key!r}] must be a non-empty LaTeX string, got {tex!r}")
-        names[sym] = tex
+        if not isinstance(given, str) or not given:
+            raise ValueError(f"symbol_names[{key!r}] must be a non-empty LaTeX string, got {given!r}")
+        names[sym] = given
     printer = SymsmLatexPrinter({"symbol_names": names})
 
     d = mdl.dim
