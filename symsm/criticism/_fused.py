@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def stein_rows(g_ss, g_xx, g_cr, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, d, diagonal, u, rowsum, lo, hi):
     """Rows lo..hi of the block: u[i, j] (zero on i = j when `diagonal`) and rowsum[i] = Σⱼ u[i, j] in float64."""
     nb = g_ss.shape[1]
@@ -50,7 +50,7 @@ def stein_rows(g_ss, g_xx, g_cr, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, 
         rowsum[i] = acc
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def stein_rows_dots(x_a, s_a, x_bt, s_bt, xx_a, xx_b, sx_a, sx_b, imq, c2, beta, inv_h2, diagonal, u, rowsum, lo, hi):
     """As `stein_rows`, with the inner products formed here from the rows (x_a, s_a: na × d) and the
     transposed columns (x_bt, s_bt: d × nb): for small d a fused loop beats three skinny matrix products,
@@ -80,7 +80,7 @@ def stein_rows_dots(x_a, s_a, x_bt, s_bt, xx_a, xx_b, sx_a, sx_b, imq, c2, beta,
         rowsum[i] = acc
 
 
-@numba.njit(nogil=True, fastmath=True, inline="always")
+@numba.njit(nogil=True, error_model="numpy", inline="always")
 def _dots(x, s, x_bt, s_bt, g_ss, g_xx, g_cr):
     nb = x_bt.shape[1]
     g_ss[:] = 0.0
@@ -97,7 +97,7 @@ def _dots(x, s, x_bt, s_bt, g_ss, g_xx, g_cr):
             g_cr[j] += xk * sb[j] + sk * xb[j]
 
 
-@numba.njit(nogil=True, fastmath=True, inline="always")
+@numba.njit(nogil=True, error_model="numpy", inline="always")
 def _imq_half_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, inv_h2, d, row):
     a1 = -inv_h2  # 2β/h² at β = −1/2
     a2 = 3.0 * inv_h2 * inv_h2  # 4β(β−1)/h⁴
@@ -109,7 +109,7 @@ def _imq_half_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, inv_h2, d, row):
         row[j] = k * g_ss[j] + a1 * kq * (g_cr[j] - si - sx_b[j] - d) - a2 * (kq * inv_q) * r2
 
 
-@numba.njit(nogil=True, fastmath=True, inline="always")
+@numba.njit(nogil=True, error_model="numpy", inline="always")
 def _imq_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, beta, inv_h2, d, row):
     a1 = 2.0 * beta * inv_h2
     a2 = 4.0 * beta * (beta - 1.0) * inv_h2 * inv_h2
@@ -121,7 +121,7 @@ def _imq_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, c2, beta, inv_h2, d, row):
         row[j] = k * g_ss[j] + a1 * kq * (g_cr[j] - si - sx_b[j] - d) - a2 * (kq / q) * r2
 
 
-@numba.njit(nogil=True, fastmath=True, inline="always")
+@numba.njit(nogil=True, error_model="numpy", inline="always")
 def _gaussian_row(g_ss, g_xx, g_cr, xi, xx_b, si, sx_b, inv_h2, d, row):
     for j in range(row.shape[0]):
         r2 = max(xi + xx_b[j] - 2.0 * g_xx[j], 0.0)
