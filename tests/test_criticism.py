@@ -220,6 +220,12 @@ def test_fit_fraction_and_fit_result(gauss, gauss_loss) -> None:
     on_same = symsm.ksd_test(gauss_loss, X, fitted, n_bootstrap=100)
     np.testing.assert_array_equal(on_same.theta, fitted.theta)
     assert "fitted on these rows" in repr(on_same)
+    perm = np.random.default_rng(0).permutation(301)  # the documented split (seed 0)
+    refit = symsm.fit(gauss_loss, X[np.sort(perm[:120])])
+    np.testing.assert_allclose(res.theta, refit.theta, rtol=1e-12)
+    other = symsm.fit(symsm.load_model("student_t_2d"), X)
+    with pytest.raises(ValueError, match="FitResult is for parameters"):
+        symsm.ksd_test(gauss_loss, X, other)
     with pytest.raises(ValueError, match="theta must be None when fit_fraction"):
         symsm.ksd_test(gauss, X, [0, 0, 1], fit_fraction=0.5)
     with pytest.raises(ValueError, match="fit_fraction must be in"):

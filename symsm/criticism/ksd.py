@@ -250,9 +250,10 @@ def ksd_test(
     n_bootstrap, seed
         Wild-bootstrap draws B (≥ 1) and the seed of their Rademacher weights (and of the split).
     fit_fraction
-        If given (in (0, 1)): θ is fitted here with `symsm.fit` on that fraction of the rows (drawn with
-        default_rng(seed)) and the test runs on the remaining rows, which the fit has not seen; the result's
-        ``fit`` holds the fit. theta must then be None.
+        If given (in (0, 1)): θ is fitted here with `symsm.fit` on that fraction of the rows and the test runs
+        on the remaining rows, which the fit has not seen; the result's ``fit`` holds the fit. The rows fitted
+        are the first round(fit_fraction·n) entries of ``numpy.random.default_rng(seed).permutation(n)``, the
+        others are tested (both in their original order). theta must then be None.
     block_size
         Rows per block of the pair sums (memory O(block_size²)).
     bootstrap_dtype
@@ -303,6 +304,11 @@ def ksd_test(
     elif theta is None:
         raise ValueError("theta is required (a parameter vector or a FitResult) unless fit_fraction is given")
     elif isinstance(theta, FitResult):
+        if list(theta.param_names) != list(model.param_names):
+            raise ValueError(
+                f"theta: the FitResult is for parameters {theta.param_names} (model {theta.model_name!r}), "
+                f"not those of model {model.name!r}: {model.param_names}"
+            )
         fitted = theta
         th = as_theta(model, theta.theta)
     else:
