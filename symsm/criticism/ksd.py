@@ -408,7 +408,9 @@ def ksd_sums(
             u = u_low[:na, :nb]
             norms = (xx[a0:a1], xx[b0:b1], sx[a0:a1], sx[b0:b1])
             if fused_dots:
-                rows = (X[a0:a1], S[a0:a1], XT[:, b0:b1], ST[:, b0:b1])
+                # contiguous column blocks (d × nb, small): a strided block would compile to scalar loops
+                cols = (np.ascontiguousarray(XT[:, b0:b1]), np.ascontiguousarray(ST[:, b0:b1]))
+                rows = (X[a0:a1], S[a0:a1], *cols)
                 run_blocks(_kernel("stein_rows_dots"), na, *rows, *norms, *consts, a0 == b0, u, rowsum[:na])
             else:
                 g_ss, g_xx, g_cr = gss[:na, :nb], gxx[:na, :nb], gcr[:na, :nb]
