@@ -3,13 +3,14 @@
 The pipeline is one subpackage per stage, each importing only from the stages before it (an import-linter
 contract in CI keeps it so; see the README's "How symsm is built"):
 
-    core → model → derive → ir → backends → runtime → fitting → latex / cli
+    core → model → derive → ir → backends → runtime → fitting → latex → criticism → cli
 """
 
 from __future__ import annotations
 
 from ._version import __version__
 from .core.errors import CacheError, CodegenError, IdentificationError, ModelError, SymsmError
+from .criticism import Comparison, KSDResult, compare, ksd_test
 from .fitting import FitResult, fit
 from .model import Model, ParamGroup, load_model, matrix, symmetric
 from .model.tensor import (  # models written with vectors and matrices; elementwise functions: symsm.log(...)
@@ -45,8 +46,10 @@ sum = tsum  # symsm.sum (the sum of a tensor expression's entries); not in __all
 __all__ = [
     "CacheError",
     "CodegenError",
+    "Comparison",
     "FitResult",
     "IdentificationError",
+    "KSDResult",
     "Model",
     "ModelError",
     "ParamGroup",
@@ -56,6 +59,7 @@ __all__ = [
     "asinh",
     "atan",
     "atanh",
+    "compare",
     "cos",
     "cosh",
     "data_vector",
@@ -65,6 +69,7 @@ __all__ = [
     "exp",
     "expm1",
     "fit",
+    "ksd_test",
     "load_model",
     "log",
     "log1p",

@@ -15,7 +15,8 @@ import symsm
 from symsm.backends import DEFAULT_BACKEND, Backend, backend_names, backends, get_backend
 from symsm.backends.registry import WHERE
 from symsm.core.templates import template_dir
-from symsm.ir.kernels import OUTPUTS, ROW_MATRIX, ROW_VECTOR, SUMS, Kernel, KernelSet, build_kernels
+from symsm.ir.kernel_set import OUTPUTS, ROW_MATRIX, ROW_VECTOR, SUMS, Kernel, KernelSet
+from symsm.ir.kernels import build_kernels
 from symsm.runtime.compiled import CompiledLoss, loss_class
 
 ROOT = Path(symsm.__file__).parent

@@ -21,7 +21,7 @@ from .cuda.device import import_cuda
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
-    from ..ir.kernels import KernelSet
+    from ..ir.kernel_set import KernelSet
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "WHERE", "Backend", "backend_names", "backends", "get_backend"]
 

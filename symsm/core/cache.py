@@ -172,8 +172,9 @@ def _check_numba_cache_dir() -> None:
     """numba keeps its pickled machine code in NUMBA_CACHE_DIR when that is set: it must be private too."""
     configured = os.environ.get("NUMBA_CACHE_DIR")
     numba_config = sys.modules.get("numba.core.config")
-    if numba_config is not None and getattr(numba_config, "CACHE_DIR", ""):
-        configured = numba_config.CACHE_DIR
+    numba_dir = getattr(numba_config, "CACHE_DIR", None) if numba_config is not None else None
+    if numba_dir:
+        configured = str(numba_dir)
     if not configured:
         return
     path = Path(configured).expanduser()
@@ -217,7 +218,7 @@ def load_or_generate(key: str, generate: Callable[[], str]) -> tuple[ModuleType,
                 _atomic_write(path, _with_hash(source))
             kind = "generated"
         module = _import(path, key, source)
-        module.__symsm_source__ = source
+        module.__dict__["__symsm_source__"] = source  # the verified text, for shipping to Dask workers
         _modules[key] = module
         _record(kind, key, path, start)
         return module, path, source

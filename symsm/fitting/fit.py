@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..backends import DEFAULT_BACKEND
-from ..core.arrays import as_data, as_theta
+from ..core.arrays import as_theta
 from ..core.errors import IdentificationError
 from ..model.model import Model
-from ..runtime.accumulate import central_difference_hessian, exact_hessian, gradient_moments, is_quadratic, is_variant
+from ..runtime import placement
+from ..runtime.accumulate import central_difference_hessian, is_quadratic, is_variant
 from ..runtime.compiled import CompiledLoss, compile_model
 
 if TYPE_CHECKING:
@@ -255,26 +256,8 @@ class _Data:
 
 
 def _fit_data(loss: CompiledLoss, X: Any) -> _Data:
-    """Validate X once. Device arrays (a CUDA loss's `to_device` handle, numba or CuPy arrays) stay on the
-    device for the optimisation and are copied to the host once, for the fitting kernels."""
-    if hasattr(X, "__dask_graph__"):
-        from ..runtime.dask import fit_data
-
-        return _Data(*fit_data(loss, X))
-    on_device = bool(getattr(X, "__cuda_ndarray__", False)) or hasattr(X, "__cuda_array_interface__")
-    if not isinstance(X, np.ndarray) and (on_device or hasattr(X, "copy_to_host")):
-        if hasattr(X, "copy_to_host"):
-            host = X.copy_to_host()
-        elif hasattr(X, "get"):
-            host = X.get()
-        else:
-            raise TypeError(
-                f"X is a GPU array of type {type(X).__name__} without copy_to_host() or get(); pass a host array "
-                "or loss.to_device(X)"
-            )
-        return _Data(X, as_data(loss.model, host))
-    rows = as_data(loss.model, X, dtype=loss.dtype)
-    return _Data(rows, rows)
+    """Validate X once, where it lives (symsm.runtime.placement.fit_data)."""
+    return _Data(*placement.fit_data(loss, X))
 
 
 @dataclass
@@ -405,7 +388,7 @@ def _hessian(loss: CompiledLoss, theta: np.ndarray, data: _Data, how: str) -> tu
     if how != "central_differences" and is_quadratic(loss):
         return loss.quadratic_form(data.rows)[0], "quadratic_form"
     if how == "exact" or (how == "auto" and loss.model.n_params <= HESSIAN_MAX_PARAMS and not is_variant(loss)):
-        return exact_hessian(loss, theta, data.host), "exact"
+        return loss.hessian(theta, data.host), "exact"
     return central_difference_hessian(loss, theta, data.rows), "central_differences"
 
 
@@ -433,7 +416,7 @@ def _result(loss: CompiledLoss, data: _Data, est: _Estimate, start: float) -> Fi
     else:
         H = est.H
         _check_identified(H, mdl.param_names, "the Hessian of J̃ at θ̂", n)
-        _, V = gradient_moments(loss, est.theta, data.host)
+        _, V = placement.executor(data.host).gradient_moments(loss, est.theta, data.host)
         if _positive_definite(H):
             cov = np.linalg.solve(H, np.linalg.solve(H, V).T) / n
             cov = (cov + cov.T) / 2

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import sympy as sp
 
 from .ir import KernelIR, _finish, _local_derivatives, _prepare, build_forward_ir
-from .kernels import DESCRIPTIONS as LOSS_DESCRIPTIONS
-from .kernels import ROW_MATRIX, SUMS, Kernel, KernelSet
+from .kernel_set import DESCRIPTIONS as LOSS_DESCRIPTIONS
+from .kernel_set import ROW_MATRIX, SUMS, Kernel, KernelSet
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation, QuadraticParts

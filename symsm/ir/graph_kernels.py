@@ -16,7 +16,7 @@ import sympy as sp
 
 from ..derive.graph import ExprGraph
 from .ir import Assign, KernelIR, _inline_single_use, _reads
-from .kernels import KernelSet, loss_kernels
+from .kernel_set import KernelSet, loss_kernels
 
 if TYPE_CHECKING:
     from ..derive.objectives import Objective

@@ -23,7 +23,7 @@ from .tensor import TensorExpr
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
-    from ..runtime.compiled import CompiledLoss
+    from ..runtime.loss import CompiledLoss
 
 __all__ = ["Model", "ParamGroup", "matrix", "symmetric"]
 

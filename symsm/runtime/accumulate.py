@@ -31,7 +31,7 @@ from .loader import load_module
 
 if TYPE_CHECKING:
     from ..backends import Backend
-    from .compiled import CompiledLoss
+    from .loss import CompiledLoss
 
 __all__ = [
     "CHUNK_BYTES",
@@ -196,10 +196,6 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
     triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
     """
     _require_quadratic(loss)
-    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk sums on its workers (symsm/runtime/dask.py)
-        from .dask import quadratic_form as distributed_quadratic_form
-
-        return distributed_quadratic_form(loss, X)
     if is_variant(loss):
         return _objective_quadratic_form(loss, as_data(loss.model, X))
     data = as_data(loss.model, X)
@@ -273,10 +269,6 @@ def gradient_moments(loss: CompiledLoss, theta: Any, X: Any) -> tuple[np.ndarray
     """
     model = loss.model
     th = as_theta(model, theta)
-    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk moments on its workers, combined exactly
-        from .dask import gradient_moments as distributed_gradient_moments
-
-        return distributed_gradient_moments(loss, th, X)
     data = _with_draws(loss, as_data(model, X))
     P = model.n_params
     moments = _Moments(P)
@@ -318,10 +310,6 @@ def exact_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
             f"model {model.name!r} has P = {model.n_params} > {HESSIAN_MAX_PARAMS} parameters: no exact Hessian "
             "kernel is generated; use central_difference_hessian"
         )
-    if hasattr(X, "__dask_graph__"):  # a dask array: per-chunk sums on its workers (symsm/runtime/dask.py)
-        from .dask import exact_hessian as distributed_exact_hessian
-
-        return distributed_exact_hessian(loss, th, X)
     module = loss.hessian_module
     data = as_data(model, X)
     upper = np.asarray(module.hessian(th, data), dtype=np.float64)

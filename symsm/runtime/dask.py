@@ -47,7 +47,7 @@ from ..core.arrays import as_data, as_theta
 
 if TYPE_CHECKING:
     from ..model.model import Model
-    from .compiled import CompiledLoss
+    from .loss import CompiledLoss
 
 __all__ = [
     "exact_hessian",
@@ -169,7 +169,7 @@ def threads_per_task() -> int | None:
     """
     import numba
 
-    most = int(numba.config.NUMBA_NUM_THREADS)
+    most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]  # set at numba's import
     worker = _current_worker()
     if worker is not None:
         concurrent = max(1, int(worker.state.nthreads))
@@ -200,6 +200,7 @@ class _Spec:
     """Everything a worker needs to rebuild the loss without deriving or generating anything."""
 
     model: Model
+    loss_class: type[CompiledLoss]  # pickled by reference: the worker imports it, this module need not
     backend: str
     dtype: str
     main: _Shipped
@@ -232,6 +233,7 @@ def _spec(loss: CompiledLoss, op: str) -> _Spec:
         extra.append(("moments", _shipped(moments_module(loss.model.dim, np.dtype(loss.dtype)))))
     return _Spec(
         model=loss.model,
+        loss_class=type(loss),
         backend=loss.backend,
         dtype=np.dtype(loss.dtype).name,
         main=_Shipped(loss.key, loss.source),
@@ -379,13 +381,11 @@ def _module(shipped: _Shipped) -> ModuleType:
 
 def _worker_loss(spec: _Spec) -> CompiledLoss:
     """The loss of `spec` in this process, built once (per-process memo) from the shipped modules."""
-    from .compiled import CompiledLoss
-
     with _worker_lock:
         loss = _worker_losses.get(spec.main.key)
         if loss is None:
             module = _module(spec.main)
-            loss = CompiledLoss(
+            loss = spec.loss_class(
                 spec.model,
                 backend=spec.backend,
                 dtype=np.dtype(spec.dtype),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from functools import cached_property
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,9 @@ from ..backends.cuda.device import (
     simulator_enabled,
 )
 from ..core.arrays import as_data, as_theta
-from .compiled import CompiledLoss
 from .loader import load_module
+from .loss import CompiledLoss
+from .placement import is_device
 
 if TYPE_CHECKING:
     from ..model.model import Model
@@ -45,11 +47,6 @@ __all__ = [
 ]
 
 
-def _is_device_array(obj: Any) -> bool:
-    """numba device arrays (real or simulated) and anything exporting __cuda_array_interface__."""
-    return bool(getattr(obj, "__cuda_ndarray__", False)) or hasattr(obj, "__cuda_array_interface__")
-
-
 class DeviceData:
     """Rows of data resident on the GPU, validated once: made by `CudaCompiledLoss.to_device(X)`.
 
@@ -57,7 +54,7 @@ class DeviceData:
     every evaluation. `array` is the numba device array (also exported as `__cuda_array_interface__`).
     """
 
-    def __init__(self, array: Any, data_names: tuple[str, ...], *, validated: bool) -> None:
+    def __init__(self, array: Any, data_names: Sequence[str], *, validated: bool) -> None:
         self.array = array
         self.data_names = tuple(data_names)
         #: True when the values were checked to be finite on the host before the copy
@@ -65,7 +62,7 @@ class DeviceData:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.array.shape)  # type: ignore[return-value]
+        return tuple(self.array.shape)
 
     @property
     def dtype(self) -> np.dtype:
@@ -150,7 +147,7 @@ class CudaCompiledLoss(CompiledLoss):
     def to_device(self, X: Any) -> DeviceData:
         """X validated, converted to the loss's dtype and copied to the GPU once; pass it wherever X goes."""
         cuda = require_device()
-        if isinstance(X, DeviceData) or _is_device_array(X):
+        if isinstance(X, DeviceData) or is_device(X):
             return DeviceData(self._device_rows(cuda, X), self.model.data_names, validated=False)
         host = as_data(self.model, X, dtype=self.dtype)
         return DeviceData(cuda.to_device(host), self.model.data_names, validated=True)
@@ -171,7 +168,7 @@ class CudaCompiledLoss(CompiledLoss):
             from .accumulate import quadratic_form
 
             cuda = import_cuda()
-            host = self._device_rows(cuda, X).copy_to_host() if isinstance(X, DeviceData) or _is_device_array(X) else X
+            host = self._device_rows(cuda, X).copy_to_host() if isinstance(X, DeviceData) or is_device(X) else X
             return quadratic_form(self, host)
         if is_variant(self) or not is_quadratic(self):
             raise ValueError(
@@ -267,7 +264,7 @@ class CudaCompiledLoss(CompiledLoss):
         With `aux`, the objective's auxiliary draws (random directions, noise) follow as extra columns: the
         loss's kernels read them after the model's coordinates.
         """
-        if isinstance(X, DeviceData) or _is_device_array(X):
+        if isinstance(X, DeviceData) or is_device(X):
             arr = self._device_rows(cuda, X)
             if np.dtype(arr.dtype) != dtype:
                 arr = cuda.to_device(arr.copy_to_host().astype(dtype))

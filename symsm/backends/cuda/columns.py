@@ -19,7 +19,7 @@ __all__ = ["join_columns"]
 def join_columns(X: Any, A: Any, out: Any) -> None:
     """out[i] = (X[i, :], A[i, :]) for every row i (grid-stride loop; a flat kernel)."""
     d = X.shape[1]
-    for i in range(cuda.grid(1), X.shape[0], cuda.gridsize(1)):
+    for i in range(cuda.grid(1), X.shape[0], cuda.gridsize(1)):  # type: ignore[call-arg]  # numba-cuda's stub
         for j in range(d):
             out[i, j] = X[i, j]
         for j in range(A.shape[1]):

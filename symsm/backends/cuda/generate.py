@@ -26,13 +26,14 @@ import numpy as np
 from ..._version import __version__
 from ...core.templates import render
 from ...ir.ir import data_columns
-from ...ir.kernels import ROW_MATRIX, symbol_names
+from ...ir.kernel_set import ROW_MATRIX
+from ...ir.kernels import symbol_names
 from ..printers import ScalarMathPrinter
 
 if TYPE_CHECKING:
     from ...derive.derivation import Derivation
     from ...ir.ir import Assign
-    from ...ir.kernels import Kernel, KernelSet
+    from ...ir.kernel_set import Kernel, KernelSet
 
 __all__ = ["CudaMathPrinter", "generate_cuda_source"]
 

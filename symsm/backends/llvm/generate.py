@@ -21,7 +21,8 @@ from ..._version import __version__
 from ...core.errors import CodegenError
 from ...core.templates import render
 from ...ir.ir import build_forward_ir, data_columns, split_products
-from ...ir.kernels import SUMS, Kernel, KernelSet, symbol_names
+from ...ir.kernel_set import SUMS, Kernel, KernelSet
+from ...ir.kernels import symbol_names
 from ..blocks import MAX_BLOCKS, ROWS_PER_BLOCK
 from .tac import TacPrinter
 

@@ -12,13 +12,14 @@ import numpy as np
 from ..._version import __version__
 from ...core.templates import render
 from ...ir.ir import data_columns
-from ...ir.kernels import ROW_MATRIX, symbol_names
+from ...ir.kernel_set import ROW_MATRIX
+from ...ir.kernels import symbol_names
 from ..blocks import MAX_BLOCKS, ROWS_PER_BLOCK
 from ..printers import ScalarMathPrinter
 
 if TYPE_CHECKING:
     from ...derive.derivation import Derivation
-    from ...ir.kernels import Kernel, KernelSet
+    from ...ir.kernel_set import Kernel, KernelSet
 
 __all__ = ["generate_numba_source"]
 
