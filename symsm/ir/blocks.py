@@ -55,6 +55,12 @@ every section
                             atan asinh acosh atanh erf erfc log1p expm1); a constant is ``#<float>``;
                             temporaries are any other names; each OUT is assigned once.
 
+Guarantees an executor may rely on: every array is written by exactly one op (accumulators excepted: several
+acc_* ops add into one), before any op reads it; row arrays and row scalars live for one block only; θ-level
+arrays of the prologue are read-only in the block section; a block's rows are independent (only the acc_* ops
+combine rows); ``rows_per_block`` is a hint chosen so that a block's row arrays hold about 8 MiB (an executor may
+pick its own B, but the partial sums must be combined in an order that depends only on N).
+
 Only additions to the ops of the brief: row scalars as elementwise operands (broadcast along the row), the
 θ-level ops listed, and per_sample / score as ops.
 """
