@@ -17,11 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sympy as sp
 
 from .._version import __version__
-
-try:  # the printer's module after the split of symsm/latex into modules; before it, latex.py
-    from .printer import SymsmLatexPrinter  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - depends on the version of symsm.latex
-    from .latex import SymsmLatexPrinter  # type: ignore[no-redef,unused-ignore]
+from .printer import SymsmLatexPrinter
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
