@@ -1,0 +1,826 @@
+"""Block programs on the CPU: register-tiled matrix products for small inner dimensions, fused with the
+elementwise work, compiled to one LLVM function per program.
+
+A block program runs over the rows of X (N × d, float64 or float32) in blocks of B rows. Its ops:
+
+* `MatMul(out, a, p, transpose)`: out(B, n) = a(B, k) @ pᵀ (p stored (n, k)) if transpose, else a @ p
+  (p stored (k, n)); p is a θ matrix.
+* `Elementwise(outs, ins, table)`: a straight-line table of scalar ops in the three-address text format of
+  symsm/backends/llvm/tac.py (`dst op operand...`, constants `#<float>`), per element of row arrays of one
+  width n; θ vectors (n,) broadcast along rows, scalars and per-row arrays of width 1 broadcast along
+  columns.
+* `RowSum(out, a)`: out(B,) = Σ_j a[:, j].
+* `AccOuter(acc, a, c)`: acc(n, m) += aᵀ c, summed over the rows (accumulated in float64).
+* `AccColSum(acc, a)`: acc(n,) += Σ_rows a;  `AccSum(acc, a)`: acc += Σ_rows a (a of width 1).
+
+How it runs (one function `void f(T* X, i64 n_rows, T** params, double* accs, T* work)` per program):
+
+* Rows are taken in blocks of B rows; a block is processed in panels of `mr` rows. For each panel, every
+  row-local op (matmul, elementwise, rowsum) runs in program order on the panel's rows, so intermediates stay
+  in L1: a matmul's output is read by the elementwise ops after it while hot, and arrays nothing reads after
+  the panel (no accumulation needs them) only ever occupy `mr` rows. X is copied into a row buffer padded to
+  whole SIMD vectors as part of the first op.
+* A matmul is a register-tiled micro-kernel of `mr` rows × `nv` SIMD vectors of columns (12 accumulators
+  with the defaults: 16 AVX2 registers), FMA per element, with a loop over k (never unrolled: code size does
+  not grow with d). θ matrices are packed once per call to (k, n) padded to whole vectors.
+* After the panels, the accumulations run over the whole block: `AccOuter` as a tiled product whose inner
+  dimension is the block's rows (the register tile accumulated over the block, then added to the float64
+  accumulator; several `AccOuter` into one accumulator share one sweep).
+* Threads: the rows are split into chunks whose boundaries depend only on N; each chunk has its own float64
+  accumulators, added in chunk order at the end, so results are bit-identical whatever the thread count.
+
+Padding columns (up to a whole vector) of row arrays hold values nothing reads: a matmul's k-loop stops at
+the real k, row sums mask them, and accumulator entries they touch are dropped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from llvmlite import ir
+
+from ...core.threads import run_blocks
+from .kernels import _Emitter
+from .native import _load_object, compile_module, parse_table
+from .vecmath import declare_intrinsic
+
+__all__ = [
+    "AccColSum",
+    "AccOuter",
+    "AccSum",
+    "BlockKernel",
+    "BlockProgram",
+    "Elementwise",
+    "MatMul",
+    "Param",
+    "RowSum",
+    "fma_peak",
+]
+
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+F64 = ir.DoubleType()
+F32 = ir.FloatType()
+LANES = {"float64": 4, "float32": 8}  # one AVX2 register
+MAX_CHUNKS = 32  # row chunks with their own accumulators (they depend on N only, never on the thread count)
+
+
+# ---------------------------------------------------------------------- the program
+
+
+@dataclass(frozen=True)
+class Param:
+    """A θ-only array computed once per call: a matrix (n, k), a vector (n,) or a scalar ()."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MatMul:
+    out: str
+    a: str
+    p: str
+    transpose: bool = False
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    outs: tuple[str, ...]
+    ins: tuple[str, ...]
+    table: str
+
+
+@dataclass(frozen=True)
+class RowSum:
+    out: str
+    a: str
+
+
+@dataclass(frozen=True)
+class AccOuter:
+    acc: str
+    a: str
+    c: str
+
+
+@dataclass(frozen=True)
+class AccColSum:
+    acc: str
+    a: str
+
+
+@dataclass(frozen=True)
+class AccSum:
+    acc: str
+    a: str
+
+
+Op = MatMul | Elementwise | RowSum | AccOuter | AccColSum | AccSum
+ROW_OPS = (MatMul, Elementwise, RowSum)
+ACC_OPS = (AccOuter, AccColSum, AccSum)
+
+
+@dataclass(frozen=True)
+class BlockProgram:
+    """Ops over blocks of rows of X (width `dim`); `params` are the θ-only arrays the ops read."""
+
+    dim: int
+    params: tuple[Param, ...]
+    ops: tuple[Op, ...]
+    x: str = "X"
+
+
+# ---------------------------------------------------------------------- layout
+
+
+@dataclass
+class _Array:
+    name: str
+    width: int
+    ld: int  # row stride (elements): width rounded up to whole vectors
+    block: bool = False  # read by an accumulation: holds the whole block, else one panel
+    offset: int = 0  # in the work buffer (elements)
+
+
+@dataclass
+class _Acc:
+    name: str
+    shape: tuple[int, ...]
+    stored: tuple[int, ...]  # shape in the accumulator buffer (last axis padded to whole vectors)
+    offset: int = 0
+
+
+@dataclass
+class _Layout:
+    dtype: str
+    width: int  # SIMD lanes
+    mr: int  # rows of a register tile (= rows per panel)
+    nv: int  # vectors of a register tile
+    arrays: dict[str, _Array] = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict)
+    slots: list[tuple[str, str]] = field(default_factory=list)  # parameter pointers: (name, "T"/"N"/"v"/"s")
+    accs: dict[str, _Acc] = field(default_factory=dict)
+    block_rows: int = 0
+    work_size: int = 0
+    acc_size: int = 0
+
+    def pad(self, n: int) -> int:
+        return -(-n // self.width) * self.width
+
+    def slot(self, name: str, kind: str) -> int:
+        if (name, kind) not in self.slots:
+            self.slots.append((name, kind))
+        return self.slots.index((name, kind))
+
+
+def _plan(program: BlockProgram, dtype: str, mr: int, nv: int, block_rows: int | None, l2_bytes: int) -> _Layout:
+    lay = _Layout(dtype, LANES[dtype], mr, nv)
+    lay.params = {p.name: p for p in program.params}
+    arrays = lay.arrays
+    arrays[program.x] = _Array(program.x, program.dim, lay.pad(program.dim))
+
+    def array(name: str) -> _Array:
+        if name not in arrays:
+            raise ValueError(f"block program reads {name!r} before any op writes it")
+        return arrays[name]
+
+    def new(name: str, width: int) -> None:
+        if name in arrays or name in lay.params:
+            raise ValueError(f"block program writes {name!r} twice (arrays are written once)")
+        arrays[name] = _Array(name, width, lay.pad(width))
+
+    def acc(name: str, shape: tuple[int, ...]) -> None:
+        stored = (*shape[:-1], lay.pad(shape[-1])) if shape else (1,)
+        if name in lay.accs and lay.accs[name].shape != shape:
+            raise ValueError(f"accumulator {name!r} has shapes {lay.accs[name].shape} and {shape}")
+        lay.accs.setdefault(name, _Acc(name, shape, stored))
+
+    for op in program.ops:  # accumulations run after the row ops: arrays are written once, so order is free
+        if isinstance(op, MatMul):
+            a, p = array(op.a), lay.params.get(op.p)
+            if p is None or len(p.shape) != 2:
+                raise ValueError(f"matmul {op.out}: {op.p!r} must be a θ matrix")
+            n, k = p.shape if op.transpose else p.shape[::-1]
+            if a.width != k:
+                raise ValueError(f"matmul {op.out}: {op.a} has width {a.width}, {op.p} needs {k}")
+            new(op.out, n)
+            lay.slot(op.p, "T" if op.transpose else "N")
+        elif isinstance(op, Elementwise):
+            n = _elementwise_width(op, lay)
+            for name in op.ins:
+                if name in lay.params:
+                    lay.slot(name, "s" if lay.params[name].shape in ((), (1,)) else "v")
+                elif array(name).width not in (1, n):
+                    raise ValueError(f"elementwise {op.outs}: {name} has width {arrays[name].width}, not {n} or 1")
+            for name in op.outs:
+                new(name, n)
+        elif isinstance(op, RowSum):
+            array(op.a)
+            new(op.out, 1)
+        elif isinstance(op, AccOuter):
+            acc(op.acc, (array(op.a).width, array(op.c).width))
+        elif isinstance(op, AccColSum):
+            acc(op.acc, (array(op.a).width,))
+        elif isinstance(op, AccSum):
+            if array(op.a).width != 1:
+                raise ValueError(f"acc_sum {op.acc}: {op.a} must have width 1 (use a rowsum)")
+            acc(op.acc, ())
+        else:
+            raise TypeError(f"unknown block op {op!r}")
+    for op in program.ops:
+        if isinstance(op, ACC_OPS):
+            for name in _reads(op):
+                arrays[name].block = True
+    itemsize = np.dtype(dtype).itemsize
+    per_row = sum(a.ld for a in arrays.values() if a.block) * itemsize
+    if block_rows is None:
+        block_rows = max(mr, min(1024, l2_bytes // max(1, per_row)))
+    lay.block_rows = max(mr, block_rows - block_rows % mr)
+    align = 64 // itemsize
+    offset = 0
+    for a in arrays.values():
+        a.offset = offset
+        rows = lay.block_rows if a.block else mr
+        offset += -(-(rows * a.ld) // align) * align
+    lay.work_size = offset
+    offset = 0
+    for ac in lay.accs.values():
+        ac.offset = offset
+        offset += -(-math.prod(ac.stored) // 8) * 8
+    lay.acc_size = max(1, offset)
+    return lay
+
+
+def _elementwise_width(op: Elementwise, lay: _Layout) -> int:
+    widths = {lay.arrays[n].width for n in op.ins if n in lay.arrays}
+    widths |= {lay.params[n].shape[0] for n in op.ins if n in lay.params and lay.params[n].shape not in ((), (1,))}
+    widths.discard(1)
+    if len(widths) > 1:
+        raise ValueError(f"elementwise {op.outs}: inputs of widths {sorted(widths)}")
+    unknown = [n for n in op.ins if n not in lay.arrays and n not in lay.params]
+    if unknown:
+        raise ValueError(f"elementwise {op.outs} reads {unknown}, which nothing defines")
+    return widths.pop() if widths else 1
+
+
+def _reads(op: Op) -> tuple[str, ...]:
+    if isinstance(op, AccOuter):
+        return (op.a, op.c)
+    if isinstance(op, AccColSum | AccSum):
+        return (op.a,)
+    return ()
+
+
+# ---------------------------------------------------------------------- IR helpers
+
+
+class _IR:
+    """A builder with the loop, vector and pointer helpers the generators share."""
+
+    def __init__(self, builder: ir.IRBuilder, ctype: ir.Type, width: int) -> None:
+        self.b = builder
+        self.ctype = ctype
+        self.w = width
+        self.vt = ir.VectorType(ctype, width)
+        self.itemsize = 8 if ctype == F64 else 4
+        self.fma_fn = declare_intrinsic(builder.module, "llvm.fma", self.vt, 3)
+
+    def i64(self, v: int) -> ir.Constant:
+        return ir.Constant(I64, v)
+
+    def gep(self, ptr: ir.Value, index: ir.Value | int) -> ir.Value:
+        return self.b.gep(ptr, [self.i64(index) if isinstance(index, int) else index])
+
+    def vload(self, ptr: ir.Value) -> ir.Value:
+        return self.b.load(self.b.bitcast(ptr, ir.PointerType(self.vt)), align=self.itemsize)
+
+    def vstore(self, value: ir.Value, ptr: ir.Value) -> None:
+        self.b.store(value, self.b.bitcast(ptr, ir.PointerType(value.type)), align=self.itemsize)
+
+    def splat(self, scalar: ir.Value, vt: ir.VectorType | None = None) -> ir.Value:
+        vt = vt or self.vt
+        undef = ir.Constant(vt, ir.Undefined)
+        first = self.b.insert_element(undef, scalar, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(first, undef, ir.Constant(ir.VectorType(I32, vt.count), [0] * vt.count))
+
+    def zero(self, ty: ir.Type | None = None) -> ir.Constant:
+        ty = ty or self.vt
+        return ir.Constant(ty, None)
+
+    def fma(self, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+        return self.b.call(self.fma_fn, [a, b, c])
+
+    def to_f64(self, vec: ir.Value) -> ir.Value:
+        if vec.type.element == F64:
+            return vec
+        return self.b.fpext(vec, ir.VectorType(F64, vec.type.count))
+
+    def loop(
+        self,
+        lo: ir.Value | int,
+        hi: ir.Value | int,
+        step: int,
+        body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]],
+        carried: Sequence[ir.Value] = (),
+        nonempty: bool = False,
+    ) -> list[ir.Value]:
+        """for i in range(lo, hi, step) with loop-carried values; returns their final values.
+        `nonempty`: the loop runs at least once (a do-while loop: one branch per iteration)."""
+        b = self.b
+        lo = self.i64(lo) if isinstance(lo, int) else lo
+        hi = self.i64(hi) if isinstance(hi, int) else hi
+        pre = b.block
+        body_bb = b.append_basic_block("loop.body")
+        done = b.append_basic_block("loop.done")
+        if nonempty:
+            b.branch(body_bb)
+            b.position_at_end(body_bb)
+            i = b.phi(I64)
+            i.add_incoming(lo, pre)
+            phis = []
+            for v in carried:
+                phi = b.phi(v.type)
+                phi.add_incoming(v, pre)
+                phis.append(phi)
+            new = body(i, phis)
+            nxt = b.add(i, self.i64(step))
+            end = b.block
+            i.add_incoming(nxt, end)
+            for phi, v in zip(phis, new, strict=True):
+                phi.add_incoming(v, end)
+            b.cbranch(b.icmp_signed("<", nxt, hi), body_bb, done)
+            b.position_at_end(done)
+            return list(new)
+        head = b.append_basic_block("loop.head")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        i.add_incoming(lo, pre)
+        phis = []
+        for v in carried:
+            phi = b.phi(v.type)
+            phi.add_incoming(v, pre)
+            phis.append(phi)
+        b.cbranch(b.icmp_signed("<", i, hi), body_bb, done)
+        b.position_at_end(body_bb)
+        new = body(i, phis)
+        end = b.block
+        i.add_incoming(b.add(i, self.i64(step)), end)
+        for phi, v in zip(phis, new, strict=True):
+            phi.add_incoming(v, end)
+        b.branch(head)
+        b.position_at_end(done)
+        return list(phis)
+
+    def micro(
+        self,
+        mr: int,
+        nv: int,
+        trip: ir.Value | int,
+        sources: Sequence[tuple[ir.Value, Sequence[int], int, ir.Value, int]],
+    ) -> list[list[ir.Value]]:
+        """The register tile Σ_k a_r(k) · b_v(k) (mr × nv vectors): per k, for each source (a, a_offsets, a_step,
+        b, b_step), broadcast a[a_offsets[r]] for each tile row r, load vectors b[v·W], fused multiply-add,
+        then advance a by a_step and b by b_step elements. The k-loop runs `trip` ≥ 1 times."""
+        b = self.b
+        zeros = [self.zero()] * (mr * nv)
+        ptrs0 = [p for a, _, _, bp, _ in sources for p in (a, bp)]
+
+        def body(_k: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+            ptrs, accs = carried[: len(ptrs0)], list(carried[len(ptrs0) :])
+            new_ptrs = []
+            for s, (_, offs, a_step, _, b_step) in enumerate(sources):
+                ap, bp = ptrs[2 * s], ptrs[2 * s + 1]
+                bvecs = [self.vload(self.gep(bp, v * self.w)) for v in range(nv)]
+                for r in range(mr):
+                    a = self.splat(b.load(self.gep(ap, offs[r])))
+                    for v in range(nv):
+                        accs[r * nv + v] = self.fma(a, bvecs[v], accs[r * nv + v])
+                new_ptrs += [self.gep(ap, a_step), self.gep(bp, b_step)]
+            return new_ptrs + accs
+
+        out = self.loop(0, trip, 1, body, ptrs0 + zeros, nonempty=True)[len(ptrs0) :]
+        return [out[r * nv : (r + 1) * nv] for r in range(mr)]
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _llvm_type(dtype: str) -> ir.Type:
+    return {"float64": F64, "float32": F32}[dtype]
+
+
+# ---------------------------------------------------------------------- code generation
+
+
+class _Generator:
+    def __init__(self, program: BlockProgram, lay: _Layout, module: ir.Module, symbol: str) -> None:
+        self.program = program
+        self.lay = lay
+        self.ctype = _llvm_type(lay.dtype)
+        pt = ir.PointerType(self.ctype)
+        fnty = ir.FunctionType(ir.VoidType(), [pt, I64, ir.PointerType(pt), ir.PointerType(F64), pt])
+        self.fn = ir.Function(module, fnty, symbol)
+        self.fn.attributes.add("nounwind")
+        for arg, name in zip(self.fn.args, ("X", "n_rows", "params", "accs", "work"), strict=True):
+            arg.name = name
+            if isinstance(arg.type, ir.PointerType):
+                arg.add_attribute("noalias")
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        self.x = _IR(self.b, self.ctype, lay.width)
+
+    def build(self) -> ir.Function:
+        b, x, lay = self.b, self.x, self.lay
+        X, n_rows, params, accs, work = self.fn.args
+        self.param_ptr = [b.load(x.gep(params, k)) for k in range(len(lay.slots))]
+        self.base = {name: x.gep(work, a.offset) for name, a in lay.arrays.items()}
+        self.acc_ptr = {name: x.gep(accs, a.offset) for name, a in lay.accs.items()}
+        rows = lay.block_rows
+        row_ops = [op for op in self.program.ops if isinstance(op, ROW_OPS)]
+        acc_ops = [op for op in self.program.ops if isinstance(op, ACC_OPS)]
+
+        def block(b0: ir.Value, _c: list) -> list:
+            left = b.sub(n_rows, b0)
+            nb = b.select(b.icmp_signed("<", left, x.i64(rows)), left, x.i64(rows))
+            xblock = x.gep(X, b.mul(b0, x.i64(self.program.dim)))
+
+            def panel(p0: ir.Value, _c: list) -> list:
+                self._copy_x(xblock, nb, p0)
+                for op in row_ops:
+                    getattr(self, f"_{type(op).__name__.lower()}")(op, p0)
+                return []
+
+            x.loop(0, nb, lay.mr, panel, nonempty=True)
+            self._accumulate(acc_ops, nb)
+            return []
+
+        x.loop(0, n_rows, rows, block)
+        b.ret_void()
+        return self.fn
+
+    def _row_ptr(self, name: str, p0: ir.Value, r: int | ir.Value = 0) -> ir.Value:
+        """Pointer to row p0 + r of an array (a panel-sized array holds only the panel's rows)."""
+        a = self.lay.arrays[name]
+        row = self.b.add(p0, r if isinstance(r, ir.Value) else self.x.i64(r)) if a.block else r
+        row = row if isinstance(row, ir.Value) else self.x.i64(row)
+        return self.x.gep(self.base[name], self.b.mul(row, self.x.i64(a.ld)))
+
+    # -- X into its padded buffer (rows past the block's end: zeros)
+    def _copy_x(self, xblock: ir.Value, nb: ir.Value, p0: ir.Value) -> None:
+        b, x, lay = self.b, self.x, self.lay
+        d, w = self.program.dim, lay.width
+        ld = lay.arrays[self.program.x].ld
+
+        def row(r: ir.Value, _c: list) -> list:
+            dst = self._row_ptr(self.program.x, p0, r)
+            i = b.add(p0, r)
+            with b.if_else(b.icmp_signed("<", i, nb), likely=True) as (inside, outside):
+                with inside:
+                    src = x.gep(xblock, b.mul(i, x.i64(d)))
+                    if d // w:
+                        x.loop(0, d // w, 1, lambda v, _c: self._copy_vec(src, dst, v) or [], nonempty=True)
+                    if d % w:
+                        vec = x.zero()
+                        for j in range(d - d % w, d):
+                            vec = b.insert_element(vec, b.load(x.gep(src, j)), ir.Constant(I32, j % w))
+                        x.vstore(vec, x.gep(dst, d - d % w))
+                with outside:
+                    for v in range(ld // w):
+                        x.vstore(x.zero(), x.gep(dst, v * w))
+            return []
+
+        x.loop(0, lay.mr, 1, row, nonempty=True)
+
+    def _copy_vec(self, src: ir.Value, dst: ir.Value, v: ir.Value) -> None:
+        at = self.b.mul(v, self.x.i64(self.lay.width))
+        self.x.vstore(self.x.vload(self.x.gep(src, at)), self.x.gep(dst, at))
+
+    # -- row ops on one panel
+    def _matmul(self, op: MatMul, p0: ir.Value) -> None:
+        b, x, lay = self.b, self.x, self.lay
+        a, out = lay.arrays[op.a], lay.arrays[op.out]
+        k, w, mr = a.width, lay.width, lay.mr
+        P = self.param_ptr[lay.slot(op.p, "T" if op.transpose else "N")]
+        ldp = out.ld  # packed: (k, n padded)
+        abase, obase = self._row_ptr(op.a, p0), self._row_ptr(op.out, p0)
+        n_vec = out.ld // w
+        full, rest = divmod(n_vec, lay.nv)
+
+        def tile(col0: ir.Value, nv: int) -> None:
+            sources = [(abase, [r * a.ld for r in range(mr)], 1, x.gep(P, col0), ldp)]
+            accs = x.micro(mr, nv, k, sources)
+            for r in range(mr):
+                for v in range(nv):
+                    x.vstore(accs[r][v], x.gep(obase, b.add(col0, x.i64(r * out.ld + v * w))))
+
+        if full:
+            x.loop(0, full * lay.nv * w, lay.nv * w, lambda c, _c: tile(c, lay.nv) or [], nonempty=True)
+        if rest:
+            tile(x.i64(full * lay.nv * w), rest)
+
+    def _elementwise(self, op: Elementwise, p0: ir.Value) -> None:
+        b, x, lay = self.b, self.x, self.lay
+        table = parse_table(op.table)
+        n = _elementwise_width(op, lay)
+        width = lay.width if n > 1 else 1
+        n_vec = lay.pad(n) // lay.width if n > 1 else 1
+
+        def row(r: ir.Value, _c: list) -> list:
+            rowp = {name: self._row_ptr(name, p0, r) for name in (*op.ins, *op.outs) if name in lay.arrays}
+
+            def column(v: ir.Value, _c: list) -> list:
+                col = b.mul(v, x.i64(lay.width))
+
+                def load(name: str) -> ir.Value:
+                    if name in lay.params:
+                        p = lay.params[name]
+                        if p.shape in ((), (1,)):
+                            return emitter.splat(b.load(self.param_ptr[lay.slot(name, "s")]))
+                        return x.vload(x.gep(self.param_ptr[lay.slot(name, "v")], col))
+                    if name not in rowp:
+                        raise ValueError(f"elementwise {op.outs}: the table reads {name!r}, not among its inputs")
+                    if lay.arrays[name].width == 1 or width == 1:
+                        return emitter.splat(b.load(rowp[name]))
+                    return x.vload(x.gep(rowp[name], col))
+
+                emitter = _Emitter(b, self.ctype, width, load)
+                emitter.run(table)
+                for name in op.outs:
+                    value = emitter.operand(name)
+                    if width == 1:
+                        b.store(value, rowp[name])
+                    else:
+                        x.vstore(value, x.gep(rowp[name], col))
+                return []
+
+            x.loop(0, n_vec, 1, column, nonempty=True)
+            return []
+
+        x.loop(0, lay.mr, 1, row, nonempty=True)
+
+    def _rowsum(self, op: RowSum, p0: ir.Value) -> None:
+        b, x, lay = self.b, self.x, self.lay
+        a = lay.arrays[op.a]
+        w = lay.width
+        n_vec, tail = divmod(a.width, w)
+
+        def row(r: ir.Value, _c: list) -> list:
+            src = self._row_ptr(op.a, p0, r)
+            if a.width == 1:
+                b.store(b.load(src), self._row_ptr(op.out, p0, r))
+                return []
+            acc = x.zero()
+            if n_vec:
+                (acc,) = x.loop(
+                    0, n_vec, 1, lambda v, c: [b.fadd(c[0], x.vload(x.gep(src, b.mul(v, x.i64(w)))))], [acc],
+                    nonempty=True,
+                )  # fmt: skip
+            if tail:
+                mask = ir.Constant(ir.VectorType(ir.IntType(1), w), [j < tail for j in range(w)])
+                acc = b.fadd(acc, b.select(mask, x.vload(x.gep(src, n_vec * w)), x.zero()))
+            total = b.extract_element(acc, ir.Constant(I32, 0))
+            for lane in range(1, w):  # fixed order
+                total = b.fadd(total, b.extract_element(acc, ir.Constant(I32, lane)))
+            b.store(total, self._row_ptr(op.out, p0, r))
+            return []
+
+        x.loop(0, lay.mr, 1, row, nonempty=True)
+
+    # -- accumulations over the block's nb rows
+    def _accumulate(self, ops: Sequence[Op], nb: ir.Value) -> None:
+        groups: dict[str, list[AccOuter]] = {}
+        for op in ops:
+            if isinstance(op, AccOuter):
+                groups.setdefault(op.acc, []).append(op)
+        done: set[str] = set()
+        for op in ops:
+            if isinstance(op, AccOuter):
+                if op.acc not in done:
+                    self._acc_outer(groups[op.acc], nb)
+                    done.add(op.acc)
+            elif isinstance(op, AccColSum):
+                self._acc_colsum(op, nb)
+            else:
+                self._acc_sum(op, nb)
+
+    def _acc_outer(self, ops: Sequence[AccOuter], nb: ir.Value) -> None:
+        b, x, lay = self.b, self.x, self.lay
+        w = lay.width
+        acc = lay.accs[ops[0].acc]
+        n, m_pad = acc.shape[0], acc.stored[1]
+        mr, nv_full = lay.mr, lay.nv
+        pairs = [(lay.arrays[o.a], lay.arrays[o.c], self.base[o.a], self.base[o.c]) for o in ops]
+
+        def tile(i0: ir.Value, j0: ir.Value, rows: int, nv: int) -> None:
+            sources = [
+                (x.gep(abase, i0), list(range(rows)), a.ld, x.gep(cbase, j0), c.ld) for a, c, abase, cbase in pairs
+            ]
+            tiles = x.micro(rows, nv, nb, sources)
+            target = x.gep(self.acc_ptr[acc.name], b.add(b.mul(i0, x.i64(m_pad)), j0))
+            for r in range(rows):
+                for v in range(nv):
+                    at = x.gep(target, r * m_pad + v * w)
+                    vec = x.to_f64(tiles[r][v])
+                    ptr = b.bitcast(at, ir.PointerType(vec.type))
+                    b.store(b.fadd(b.load(ptr, align=8), vec), ptr, align=8)
+
+        def j_tiles(i0: ir.Value, rows: int) -> None:
+            full, rest = divmod(m_pad // w, nv_full)
+            if full:
+                x.loop(
+                    0, full * nv_full * w, nv_full * w, lambda j, _c: tile(i0, j, rows, nv_full) or [], nonempty=True
+                )
+            if rest:
+                tile(i0, x.i64(full * nv_full * w), rows, rest)
+
+        full_i, rest_i = divmod(n, mr)
+        if full_i:
+            x.loop(0, full_i * mr, mr, lambda i, _c: j_tiles(i, mr) or [], nonempty=True)
+        if rest_i:
+            j_tiles(x.i64(full_i * mr), rest_i)
+
+    def _acc_colsum(self, op: AccColSum, nb: ir.Value) -> None:
+        b, x, lay = self.b, self.x, self.lay
+        a = lay.arrays[op.a]
+        w = lay.width
+        n_vec = a.ld // w
+        group = 8
+        base = self.base[op.a]
+        for g0 in range(0, n_vec, group):
+            vs = list(range(g0, min(n_vec, g0 + group)))
+            f64v = ir.VectorType(F64, w)
+
+            def body(r: ir.Value, c: list, vs: list = vs) -> list:
+                rowp = x.gep(base, b.mul(r, x.i64(a.ld)))
+                return [b.fadd(c[k], x.to_f64(x.vload(x.gep(rowp, v * w)))) for k, v in enumerate(vs)]
+
+            sums = x.loop(0, nb, 1, body, [x.zero(f64v)] * len(vs), nonempty=True)
+            for k, v in enumerate(vs):
+                ptr = b.bitcast(x.gep(self.acc_ptr[op.acc], v * w), ir.PointerType(f64v))
+                b.store(b.fadd(b.load(ptr, align=8), sums[k]), ptr, align=8)
+
+    def _acc_sum(self, op: AccSum, nb: ir.Value) -> None:
+        b, x = self.b, self.x
+        a = self.lay.arrays[op.a]
+        base = self.base[op.a]
+
+        def body(r: ir.Value, c: list) -> list:
+            value = b.load(x.gep(base, b.mul(r, x.i64(a.ld))))
+            return [b.fadd(c[0], value if value.type == F64 else b.fpext(value, F64))]
+
+        (total,) = x.loop(0, nb, 1, body, [ir.Constant(F64, 0.0)], nonempty=True)
+        ptr = self.acc_ptr[op.acc]
+        b.store(b.fadd(b.load(ptr), total), ptr)
+
+
+# ---------------------------------------------------------------------- the executor
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_counter = 0
+_counter_lock = threading.Lock()
+
+
+def _symbol(prefix: str) -> str:
+    global _counter
+    with _counter_lock:
+        _counter += 1
+        return f"symsm_{prefix}_{_counter}"
+
+
+class BlockKernel:
+    """A block program compiled for one dtype: `kernel(X, params)` → {accumulator name: float64 array}.
+
+    `mr`, `nv`: the register tile (rows × SIMD vectors); `block_rows`: rows per block (default: the arrays the
+    accumulations read fill about `l2_bytes`)."""
+
+    def __init__(
+        self,
+        program: BlockProgram,
+        dtype: str = "float64",
+        *,
+        mr: int = 4,
+        nv: int = 3,
+        block_rows: int | None = None,
+        l2_bytes: int = 192 * 1024,
+    ) -> None:
+        self.program = program
+        self.dtype = np.dtype(dtype)
+        self.layout = _plan(program, self.dtype.name, mr, nv, block_rows, l2_bytes)
+        module = ir.Module(name="symsm_blocks")
+        self.symbol = _symbol("block")
+        _Generator(program, self.layout, module, self.symbol).build()
+        self.ir = str(module)
+        obj = compile_module(module)
+        address = _load_object(obj, [self.symbol])[self.symbol]
+        self._fn = ctypes.CFUNCTYPE(None, _P, _I64, _P, _P, _P)(address)
+
+    def pack(self, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The θ arrays in the layout the machine code reads (matrices as (k, n) padded, vectors padded)."""
+        lay = self.layout
+        out = []
+        for name, kind in lay.slots:
+            shape = lay.params[name].shape
+            value = np.asarray(params[name], dtype=self.dtype)
+            if value.shape != shape and not (kind == "s" and value.size == 1):
+                raise ValueError(f"parameter {name!r} must have shape {shape}, got {value.shape}")
+            if kind in ("T", "N"):
+                kn = value.T if kind == "T" else value  # (k, n)
+                packed = np.zeros((kn.shape[0], lay.pad(kn.shape[1])), dtype=self.dtype)
+                packed[:, : kn.shape[1]] = kn
+            elif kind == "v":
+                packed = np.zeros(lay.pad(shape[0]), dtype=self.dtype)
+                packed[: shape[0]] = value
+            else:
+                packed = np.full(1, value.reshape(-1)[0], dtype=self.dtype)
+            out.append(packed)
+        return out
+
+    def chunks(self, n: int) -> tuple[int, int]:
+        """(rows per chunk, number of chunks): depends on n (and the program), never on the thread count."""
+        rows = self.layout.block_rows
+        n_chunks = max(1, min(MAX_CHUNKS, _ceil(n, rows)))
+        per = _ceil(_ceil(n, n_chunks), rows) * rows
+        return per, max(1, _ceil(n, per))
+
+    def __call__(self, X: np.ndarray, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        lay = self.layout
+        if not (
+            isinstance(X, np.ndarray)
+            and X.dtype == self.dtype
+            and X.ndim == 2
+            and X.shape[1] == self.program.dim
+            and X.flags.c_contiguous
+        ):
+            raise TypeError(f"X must be a C-contiguous {self.dtype} array of shape (n, {self.program.dim})")
+        packed = self.pack(params)
+        pointers = (ctypes.c_void_p * max(1, len(packed)))(*[p.ctypes.data for p in packed])
+        n = X.shape[0]
+        per, n_chunks = self.chunks(n)
+        partial = np.zeros((n_chunks, lay.acc_size))
+        fn, xs, pp = self._fn, X.ctypes.data, ctypes.addressof(pointers)
+        row_bytes, part, stride = X.strides[0], partial.ctypes.data, partial.strides[0]
+
+        def run(lo: int, hi: int) -> None:
+            work = np.empty(max(1, lay.work_size), dtype=self.dtype)
+            for c in range(lo, hi):
+                rows = min(per, n - c * per)
+                if rows > 0:
+                    fn(xs + c * per * row_bytes, rows, pp, part + c * stride, work.ctypes.data)
+
+        if n:
+            run_blocks(run, n_chunks)
+        totals = partial[0].copy()
+        for row in partial[1:]:  # chunk order: deterministic
+            totals += row
+        out = {}
+        for name, acc in lay.accs.items():
+            stored = totals[acc.offset : acc.offset + math.prod(acc.stored)].reshape(acc.stored)
+            out[name] = stored[..., : acc.shape[-1]].copy() if acc.shape else stored[0].copy()
+        del packed
+        return out
+
+
+# ---------------------------------------------------------------------- the FMA peak
+
+
+def fma_peak(dtype: str = "float64", iters: int = 20_000_000) -> Callable[[], float]:
+    """A function measuring one core's FMA throughput: 12 independent vector FMA chains (returns flops done)."""
+    ctype = _llvm_type(dtype)
+    w = LANES[dtype]
+    module = ir.Module(name="symsm_fma_peak")
+    symbol = _symbol("fma_peak")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ir.PointerType(ctype)]), symbol)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    x = _IR(b, ctype, w)
+    n, buf = fn.args
+    m = x.vload(buf)
+    a = x.vload(x.gep(buf, w))
+    chains = 12
+    accs = x.loop(
+        0, n, 1, lambda _i, c: [x.fma(v, m, a) for v in c],
+        [x.vload(x.gep(buf, 2 * w + k * w)) for k in range(chains)], nonempty=True,
+    )  # fmt: skip
+    total = accs[0]
+    for v in accs[1:]:
+        total = b.fadd(total, v)
+    x.vstore(total, buf)
+    b.ret_void()
+    address = _load_object(compile_module(module), [symbol])[symbol]
+    cfn = ctypes.CFUNCTYPE(None, _I64, _P)(address)
+    flops = 2.0 * chains * w * iters
+
+    def run() -> float:
+        data = np.full((2 + chains) * w, 0.5, dtype=dtype)
+        data[:w] = 0.999
+        cfn(iters, data.ctypes.data)
+        return flops
+
+    return run
