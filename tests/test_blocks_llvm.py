@@ -221,3 +221,54 @@ def test_same_bits_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) ->
 def test_fma_peak_runs() -> None:
     run = blocks.fma_peak(iters=1000)
     assert run() == 2.0 * 12 * 4 * 1000
+
+
+def _apply_tanh(x: np.ndarray) -> np.ndarray:
+    """blocks.tanh_function over x (length a multiple of 4), through a one-off compiled loop."""
+    import ctypes
+
+    from llvmlite import ir
+
+    from symsm.backends.llvm.native import _load_object, compile_module
+
+    module = ir.Module(name="tanh_test")
+    f64p = ir.PointerType(ir.DoubleType())
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f64p, f64p, ir.IntType(64)]), "tanh_test_apply")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    emit = blocks._IR(b, ir.DoubleType(), 4)
+    src, dst, n = fn.args
+
+    def body(i, _c):
+        emit.vstore(b.call(blocks.tanh_function(module, 4), [emit.vload(emit.gep(src, i))]), emit.gep(dst, i))
+        return []
+
+    emit.loop(0, n, 4, body)
+    b.ret_void()
+    address = _load_object(compile_module(module), ["tanh_test_apply"])["tanh_test_apply"]
+    out = np.empty_like(x)
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(address)(
+        x.ctypes.data, out.ctypes.data, len(x)
+    )
+    return out
+
+
+def test_tanh_accuracy_and_special_values() -> None:
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(9)
+    x = np.concatenate(
+        [
+            np.linspace(-20, 20, 40_000),
+            np.geomspace(1e-300, 25, 20_000) * rng.choice([-1, 1], 20_000),
+            rng.uniform(-0.3, 0.3, 20_000),
+            [0.25, -0.25, np.nextafter(0.25, 0), 5e-324, 0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0],
+        ]
+    )
+    x = np.concatenate([x, np.zeros(-len(x) % 4)])
+    got = _apply_tanh(x)
+    finite = np.isfinite(x)
+    with mpmath.workdps(40):
+        ref = np.array([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in x[finite][::7]])
+    ulp = np.abs(got[finite][::7] - ref) / np.spacing(np.abs(ref) + 1e-320)
+    assert ulp.max() <= 4, ulp.max()
+    assert np.array_equal(got[~finite][:2], [1.0, -1.0]) and np.isnan(got[~finite][2])
+    assert np.signbit(got[x == 0]).tolist() == np.signbit(x[x == 0]).tolist()

@@ -47,7 +47,7 @@ from llvmlite import ir
 from ...core.threads import run_blocks
 from .kernels import _Emitter
 from .native import _load_object, compile_module, parse_table
-from .vecmath import declare_intrinsic
+from .vecmath import _exp, _Ops, declare_intrinsic
 
 __all__ = [
     "AccColSum",
@@ -67,6 +67,7 @@ I32 = ir.IntType(32)
 F64 = ir.DoubleType()
 F32 = ir.FloatType()
 LANES = {"float64": 4, "float32": 8}  # one AVX2 register
+ELEMENTWISE_UNROLL = 4  # vectors of an elementwise table per loop step
 MAX_CHUNKS = 32  # row chunks with their own accumulators (they depend on N only, never on the thread count)
 
 
@@ -160,8 +161,9 @@ class _Acc:
 class _Layout:
     dtype: str
     width: int  # SIMD lanes
-    mr: int  # rows of a register tile (= rows per panel)
+    mr: int  # rows of a register tile
     nv: int  # vectors of a register tile
+    panel: int  # rows per panel: a multiple of mr
     arrays: dict[str, _Array] = field(default_factory=dict)
     params: dict[str, Param] = field(default_factory=dict)
     slots: list[tuple[str, str]] = field(default_factory=list)  # parameter pointers: (name, "T"/"N"/"v"/"s")
@@ -179,8 +181,10 @@ class _Layout:
         return self.slots.index((name, kind))
 
 
-def _plan(program: BlockProgram, dtype: str, mr: int, nv: int, block_rows: int | None, l2_bytes: int) -> _Layout:
-    lay = _Layout(dtype, LANES[dtype], mr, nv)
+def _plan(
+    program: BlockProgram, dtype: str, mr: int, nv: int, tiles: int, block_rows: int | None, l2_bytes: int
+) -> _Layout:
+    lay = _Layout(dtype, LANES[dtype], mr, nv, mr * tiles)
     lay.params = {p.name: p for p in program.params}
     arrays = lay.arrays
     arrays[program.x] = _Array(program.x, program.dim, lay.pad(program.dim))
@@ -240,13 +244,13 @@ def _plan(program: BlockProgram, dtype: str, mr: int, nv: int, block_rows: int |
     itemsize = np.dtype(dtype).itemsize
     per_row = sum(a.ld for a in arrays.values() if a.block) * itemsize
     if block_rows is None:
-        block_rows = max(mr, min(1024, l2_bytes // max(1, per_row)))
-    lay.block_rows = max(mr, block_rows - block_rows % mr)
+        block_rows = max(lay.panel, min(1024, l2_bytes // max(1, per_row)))
+    lay.block_rows = max(lay.panel, block_rows - block_rows % lay.panel)
     align = 64 // itemsize
     offset = 0
     for a in arrays.values():
         a.offset = offset
-        rows = lay.block_rows if a.block else mr
+        rows = lay.block_rows if a.block else lay.panel
         offset += -(-(rows * a.ld) // align) * align
     lay.work_size = offset
     offset = 0
@@ -417,6 +421,54 @@ def _llvm_type(dtype: str) -> ir.Type:
     return {"float64": F64, "float32": F32}[dtype]
 
 
+# ---------------------------------------------------------------------- tanh for the elementwise tables
+
+TANH_SMALL = 0.25
+# Taylor coefficients of tanh(x)/x in z = x²; at |x| < 0.25 the terms fall by (2x/π)² < 0.026 each, so 11 terms
+# leave a relative error below 1e-17.
+TANH_TAYLOR = (
+    1.0, -1.0 / 3.0, 2.0 / 15.0, -17.0 / 315.0, 62.0 / 2835.0, -1382.0 / 155925.0, 21844.0 / 6081075.0,
+    -929569.0 / 638512875.0, 6404582.0 / 10854718875.0, -443861162.0 / 1856156927625.0,
+    18888466084.0 / 194896477400625.0,
+)  # fmt: skip
+
+
+def tanh_function(module: ir.Module, width: int) -> ir.Function:
+    """`symsm.blocks.tanh.{width}` on <W x double>, about half the work of vecmath's expm1-based tanh: an odd
+    Taylor polynomial below |x| = 0.25, else (1 − e)/(1 + e) with e = exp(−2|x|) ∈ (0, 0.61] (1 − e loses at
+    most a bit there); the sign copied back. ±0, ±inf and nan come out as tanh's."""
+    symbol = f"symsm.blocks.tanh.{width}"
+    existing = module.globals.get(symbol)
+    if existing is not None:
+        return existing
+    vf = ir.VectorType(F64, width)
+    fn = ir.Function(module, ir.FunctionType(vf, [vf]), symbol)
+    fn.linkage = "internal"
+    fn.attributes.add("alwaysinline")
+    fn.attributes.add("nounwind")
+    o = _Ops(ir.IRBuilder(fn.append_basic_block("entry")), width)
+    x = fn.args[0]
+    ax = o.intrinsic("llvm.fabs", x)
+    small = o.mul(x, o.horner(o.mul(x, x), list(TANH_TAYLOR)))
+    e = _exp(o, o.mul(ax, o.c(-2.0)))
+    large = o.intrinsic("llvm.copysign", o.div(o.sub(o.c(1.0), e), o.add(o.c(1.0), e)), x)
+    o.b.ret(o.select(o.cmp("<", ax, o.c(TANH_SMALL)), small, large))
+    return fn
+
+
+class _BlockEmitter(_Emitter):
+    """kernels._Emitter with the cheaper vector tanh."""
+
+    def _call(self, name: str, values: list[ir.Value]) -> ir.Value:
+        if name != "tanh" or self.width == 1:
+            return super()._call(name, values)
+        fn = tanh_function(self.b.module, self.width)
+        if self.ctype == F64:
+            return self.b.call(fn, values)
+        wide = ir.VectorType(F64, self.width)
+        return self.b.fptrunc(self.b.call(fn, [self.b.fpext(values[0], wide)]), self.ty)
+
+
 # ---------------------------------------------------------------------- code generation
 
 
@@ -457,7 +509,7 @@ class _Generator:
                     getattr(self, f"_{type(op).__name__.lower()}")(op, p0)
                 return []
 
-            x.loop(0, nb, lay.mr, panel, nonempty=True)
+            x.loop(0, nb, lay.panel, panel, nonempty=True)
             self._accumulate(acc_ops, nb)
             return []
 
@@ -496,7 +548,7 @@ class _Generator:
                         x.vstore(x.zero(), x.gep(dst, v * w))
             return []
 
-        x.loop(0, lay.mr, 1, row, nonempty=True)
+        x.loop(0, lay.panel, 1, row, nonempty=True)
 
     def _copy_vec(self, src: ir.Value, dst: ir.Value, v: ir.Value) -> None:
         at = self.b.mul(v, self.x.i64(self.lay.width))
@@ -507,18 +559,23 @@ class _Generator:
         b, x, lay = self.b, self.x, self.lay
         a, out = lay.arrays[op.a], lay.arrays[op.out]
         k, w, mr = a.width, lay.width, lay.mr
-        P = self.param_ptr[lay.slot(op.p, "T" if op.transpose else "N")]
-        ldp = out.ld  # packed: (k, n padded)
+        P = self.param_ptr[lay.slot(op.p, "T" if op.transpose else "N")]  # packed: see BlockKernel.pack
         abase, obase = self._row_ptr(op.a, p0), self._row_ptr(op.out, p0)
-        n_vec = out.ld // w
-        full, rest = divmod(n_vec, lay.nv)
+        full, rest = divmod(out.ld // w, lay.nv)
 
         def tile(col0: ir.Value, nv: int) -> None:
-            sources = [(abase, [r * a.ld for r in range(mr)], 1, x.gep(P, col0), ldp)]
-            accs = x.micro(mr, nv, k, sources)
-            for r in range(mr):
-                for v in range(nv):
-                    x.vstore(accs[r][v], x.gep(obase, b.add(col0, x.i64(r * out.ld + v * w))))
+            panel = x.gep(P, b.mul(col0, x.i64(k)))  # the (k, nv·W) micro-panel of these columns
+
+            def rows(r0: ir.Value, _c: list) -> list:
+                a0 = x.gep(abase, b.mul(r0, x.i64(a.ld)))
+                accs = x.micro(mr, nv, k, [(a0, [r * a.ld for r in range(mr)], 1, panel, nv * w)])
+                o0 = x.gep(obase, b.add(b.mul(r0, x.i64(out.ld)), col0))
+                for r in range(mr):
+                    for v in range(nv):
+                        x.vstore(accs[r][v], x.gep(o0, r * out.ld + v * w))
+                return []
+
+            x.loop(0, lay.panel, mr, rows, nonempty=True)
 
         if full:
             x.loop(0, full * lay.nv * w, lay.nv * w, lambda c, _c: tile(c, lay.nv) or [], nonempty=True)
@@ -531,11 +588,12 @@ class _Generator:
         n = _elementwise_width(op, lay)
         width = lay.width if n > 1 else 1
         n_vec = lay.pad(n) // lay.width if n > 1 else 1
+        unroll = min(n_vec, ELEMENTWISE_UNROLL)
 
         def row(r: ir.Value, _c: list) -> list:
             rowp = {name: self._row_ptr(name, p0, r) for name in (*op.ins, *op.outs) if name in lay.arrays}
 
-            def column(v: ir.Value, _c: list) -> list:
+            def column(v: ir.Value, _c: list) -> None:
                 col = b.mul(v, x.i64(lay.width))
 
                 def load(name: str) -> ir.Value:
@@ -550,7 +608,7 @@ class _Generator:
                         return emitter.splat(b.load(rowp[name]))
                     return x.vload(x.gep(rowp[name], col))
 
-                emitter = _Emitter(b, self.ctype, width, load)
+                emitter = _BlockEmitter(b, self.ctype, width, load)
                 emitter.run(table)
                 for name in op.outs:
                     value = emitter.operand(name)
@@ -558,12 +616,20 @@ class _Generator:
                         b.store(value, rowp[name])
                     else:
                         x.vstore(value, x.gep(rowp[name], col))
+
+            def columns(v: ir.Value, _c: list) -> list:
+                for u in range(unroll):  # independent copies in one block: their latency chains overlap
+                    column(b.add(v, x.i64(u)), [])
                 return []
 
-            x.loop(0, n_vec, 1, column, nonempty=True)
+            main = n_vec - n_vec % unroll
+            if main:
+                x.loop(0, main, unroll, columns, nonempty=True)
+            if main < n_vec:
+                x.loop(main, n_vec, 1, lambda v, _c: column(v, _c) or [], nonempty=True)
             return []
 
-        x.loop(0, lay.mr, 1, row, nonempty=True)
+        x.loop(0, lay.panel, 1, row, nonempty=True)
 
     def _rowsum(self, op: RowSum, p0: ir.Value) -> None:
         b, x, lay = self.b, self.x, self.lay
@@ -591,7 +657,7 @@ class _Generator:
             b.store(total, self._row_ptr(op.out, p0, r))
             return []
 
-        x.loop(0, lay.mr, 1, row, nonempty=True)
+        x.loop(0, lay.panel, 1, row, nonempty=True)
 
     # -- accumulations over the block's nb rows
     def _accumulate(self, ops: Sequence[Op], nb: ir.Value) -> None:
@@ -631,20 +697,18 @@ class _Generator:
                     ptr = b.bitcast(at, ir.PointerType(vec.type))
                     b.store(b.fadd(b.load(ptr, align=8), vec), ptr, align=8)
 
-        def j_tiles(i0: ir.Value, rows: int) -> None:
-            full, rest = divmod(m_pad // w, nv_full)
-            if full:
-                x.loop(
-                    0, full * nv_full * w, nv_full * w, lambda j, _c: tile(i0, j, rows, nv_full) or [], nonempty=True
-                )
-            if rest:
-                tile(i0, x.i64(full * nv_full * w), rows, rest)
+        def i_tiles(j0: ir.Value, nv: int) -> None:  # the (rows × nv·W) panel of C stays in L1 across them
+            full_i, rest_i = divmod(n, mr)
+            if full_i:
+                x.loop(0, full_i * mr, mr, lambda i, _c: tile(i, j0, mr, nv) or [], nonempty=True)
+            if rest_i:
+                tile(x.i64(full_i * mr), j0, rest_i, nv)
 
-        full_i, rest_i = divmod(n, mr)
-        if full_i:
-            x.loop(0, full_i * mr, mr, lambda i, _c: j_tiles(i, mr) or [], nonempty=True)
-        if rest_i:
-            j_tiles(x.i64(full_i * mr), rest_i)
+        full, rest = divmod(m_pad // w, nv_full)
+        if full:
+            x.loop(0, full * nv_full * w, nv_full * w, lambda j, _c: i_tiles(j, nv_full) or [], nonempty=True)
+        if rest:
+            i_tiles(x.i64(full * nv_full * w), rest)
 
     def _acc_colsum(self, op: AccColSum, nb: ir.Value) -> None:
         b, x, lay = self.b, self.x, self.lay
@@ -698,8 +762,8 @@ def _symbol(prefix: str) -> str:
 class BlockKernel:
     """A block program compiled for one dtype: `kernel(X, params)` → {accumulator name: float64 array}.
 
-    `mr`, `nv`: the register tile (rows × SIMD vectors); `block_rows`: rows per block (default: the arrays the
-    accumulations read fill about `l2_bytes`)."""
+    `mr`, `nv`: the register tile (rows × SIMD vectors); `tiles`: register tiles of rows per panel;
+    `block_rows`: rows per block (default: the arrays the accumulations read fill about `l2_bytes`)."""
 
     def __init__(
         self,
@@ -708,12 +772,13 @@ class BlockKernel:
         *,
         mr: int = 4,
         nv: int = 3,
+        tiles: int = 1,
         block_rows: int | None = None,
         l2_bytes: int = 192 * 1024,
     ) -> None:
         self.program = program
         self.dtype = np.dtype(dtype)
-        self.layout = _plan(program, self.dtype.name, mr, nv, block_rows, l2_bytes)
+        self.layout = _plan(program, self.dtype.name, mr, nv, tiles, block_rows, l2_bytes)
         module = ir.Module(name="symsm_blocks")
         self.symbol = _symbol("block")
         _Generator(program, self.layout, module, self.symbol).build()
@@ -731,10 +796,13 @@ class BlockKernel:
             value = np.asarray(params[name], dtype=self.dtype)
             if value.shape != shape and not (kind == "s" and value.size == 1):
                 raise ValueError(f"parameter {name!r} must have shape {shape}, got {value.shape}")
-            if kind in ("T", "N"):
-                kn = value.T if kind == "T" else value  # (k, n)
-                packed = np.zeros((kn.shape[0], lay.pad(kn.shape[1])), dtype=self.dtype)
-                packed[:, : kn.shape[1]] = kn
+            if kind in ("T", "N"):  # (k, n) in micro-panels of nv vectors of columns, each (k, nv·W) contiguous
+                kn = value.T if kind == "T" else value
+                k, n = kn.shape
+                padded = np.zeros((k, lay.pad(n)), dtype=self.dtype)
+                padded[:, :n] = kn
+                step = lay.nv * lay.width
+                packed = np.concatenate([padded[:, c : c + step].ravel() for c in range(0, padded.shape[1], step)])
             elif kind == "v":
                 packed = np.zeros(lay.pad(shape[0]), dtype=self.dtype)
                 packed[: shape[0]] = value
