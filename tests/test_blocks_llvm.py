@@ -224,27 +224,32 @@ def test_fma_peak_runs() -> None:
 
 
 def _apply_tanh(x: np.ndarray) -> np.ndarray:
-    """blocks.tanh_function over x (length a multiple of 4), through a one-off compiled loop."""
+    """blocks.tanh_function (float64) or tanh_function_f32 over x (length a multiple of 8), through a one-off
+    compiled loop."""
     import ctypes
 
     from llvmlite import ir
 
     from symsm.backends.llvm.native import _load_object, compile_module
 
-    module = ir.Module(name="tanh_test")
-    f64p = ir.PointerType(ir.DoubleType())
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f64p, f64p, ir.IntType(64)]), "tanh_test_apply")
+    f32 = x.dtype == np.float32
+    ctype, width = (ir.FloatType(), 8) if f32 else (ir.DoubleType(), 4)
+    symbol = f"tanh_test_apply_{x.dtype}"
+    module = ir.Module(name=symbol)
+    ptr = ir.PointerType(ctype)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, ir.IntType(64)]), symbol)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    emit = blocks._IR(b, ir.DoubleType(), 4)
+    emit = blocks._IR(b, ctype, width)
     src, dst, n = fn.args
+    tanh = (blocks.tanh_function_f32 if f32 else blocks.tanh_function)(module, width)
 
     def body(i, _c):
-        emit.vstore(b.call(blocks.tanh_function(module, 4), [emit.vload(emit.gep(src, i))]), emit.gep(dst, i))
+        emit.vstore(b.call(tanh, [emit.vload(emit.gep(src, i))]), emit.gep(dst, i))
         return []
 
-    emit.loop(0, n, 4, body)
+    emit.loop(0, n, width, body)
     b.ret_void()
-    address = _load_object(compile_module(module), ["tanh_test_apply"])["tanh_test_apply"]
+    address = _load_object(compile_module(module), [symbol])[symbol]
     out = np.empty_like(x)
     ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(address)(
         x.ctypes.data, out.ctypes.data, len(x)
@@ -252,8 +257,7 @@ def _apply_tanh(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_tanh_accuracy_and_special_values() -> None:
-    mpmath = pytest.importorskip("mpmath")
+def _tanh_inputs() -> np.ndarray:
     rng = np.random.default_rng(9)
     x = np.concatenate(
         [
@@ -263,12 +267,28 @@ def test_tanh_accuracy_and_special_values() -> None:
             [0.25, -0.25, np.nextafter(0.25, 0), 5e-324, 0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0],
         ]
     )
-    x = np.concatenate([x, np.zeros(-len(x) % 4)])
+    return np.concatenate([x, np.zeros(-len(x) % 8)])
+
+
+def test_tanh_accuracy_and_special_values() -> None:
+    mpmath = pytest.importorskip("mpmath")
+    x = _tanh_inputs()
     got = _apply_tanh(x)
     finite = np.isfinite(x)
     with mpmath.workdps(40):
         ref = np.array([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in x[finite][::7]])
     ulp = np.abs(got[finite][::7] - ref) / np.spacing(np.abs(ref) + 1e-320)
+    assert ulp.max() <= 4, ulp.max()
+    assert np.array_equal(got[~finite][:2], [1.0, -1.0]) and np.isnan(got[~finite][2])
+    assert np.signbit(got[x == 0]).tolist() == np.signbit(x[x == 0]).tolist()
+
+
+def test_tanh_float32() -> None:
+    x = _tanh_inputs().astype(np.float32)
+    got = _apply_tanh(x)
+    finite = np.isfinite(x)
+    ref = np.tanh(x[finite].astype(np.float64))
+    ulp = np.abs(got[finite] - ref) / np.spacing(np.abs(ref).astype(np.float32) + np.float32(1e-45))
     assert ulp.max() <= 4, ulp.max()
     assert np.array_equal(got[~finite][:2], [1.0, -1.0]) and np.isnan(got[~finite][2])
     assert np.signbit(got[x == 0]).tolist() == np.signbit(x[x == 0]).tolist()
