@@ -67,8 +67,11 @@ I32 = ir.IntType(32)
 F64 = ir.DoubleType()
 F32 = ir.FloatType()
 LANES = {"float64": 4, "float32": 8}  # one AVX2 register
+# rows of an outer product's sub-block: its C panels stay in L1 across the A tiles (measured: 32 rows 10–20 %
+# faster than 128 at d = 128; 16 loses at d = 32 to the tiles' start-up)
+ACC_SUB_ROWS = 32
 ELEMENTWISE_UNROLL = 4  # vectors of an elementwise table per loop step
-MAX_CHUNKS = 32  # row chunks with their own accumulators (they depend on N only, never on the thread count)
+MAX_CHUNKS = 16  # row chunks with their own accumulators (they depend on N only, never on the thread count)
 
 
 # ---------------------------------------------------------------------- the program
@@ -724,17 +727,34 @@ class _Generator:
 
     def _acc_outer(self, ops: Sequence[AccOuter], nb: ir.Value) -> None:
         b, x, lay = self.b, self.x, self.lay
-        w = lay.width
         acc = lay.accs[ops[0].acc]
+        sub = ACC_SUB_ROWS
+
+        def sub_block(s0: ir.Value, _c: list) -> list:
+            left = b.sub(nb, s0)
+            trip = b.select(b.icmp_signed("<", left, x.i64(sub)), left, x.i64(sub))
+            pairs = [
+                (a, c, x.gep(self.base[o.a], b.mul(s0, x.i64(a.ld))), x.gep(self.base[o.c], b.mul(s0, x.i64(c.ld))))
+                for o in ops
+                for a, c in [(lay.arrays[o.a], lay.arrays[o.c])]
+            ]
+            self._acc_outer_tiles(acc, pairs, trip)
+            return []
+
+        x.loop(0, nb, sub, sub_block, nonempty=True)
+
+    def _acc_outer_tiles(self, acc: _Acc, pairs: list, trip: ir.Value) -> None:
+        """acc += Σ_pairs aᵀ c over `trip` rows from the pairs' row pointers, tile by tile."""
+        b, x, lay = self.b, self.x, self.lay
+        w = lay.width
         n, m_pad = acc.shape[0], acc.stored[1]
         mr, nv_full = lay.mr, lay.nv
-        pairs = [(lay.arrays[o.a], lay.arrays[o.c], self.base[o.a], self.base[o.c]) for o in ops]
 
         def tile(i0: ir.Value, j0: ir.Value, rows: int, nv: int) -> None:
             sources = [
                 (x.gep(abase, i0), list(range(rows)), a.ld, x.gep(cbase, j0), c.ld) for a, c, abase, cbase in pairs
             ]
-            tiles = x.micro(rows, nv, nb, sources)
+            tiles = x.micro(rows, nv, trip, sources)
             target = x.gep(self.acc_ptr[acc.name], b.add(b.mul(i0, x.i64(m_pad)), j0))
             for r in range(rows):
                 for v in range(nv):

@@ -1,0 +1,286 @@
+"""Block programs (symsm/backends/llvm/blocks.py) against the FMA peak, numpy's BLAS and JAX, in one process.
+
+    python -m benchmarks.block_kernels                 # → benchmarks/BLOCKS.md (+ BLOCKS.json)
+    python -m benchmarks.block_kernels --quick         # fewer repeats, smaller N
+
+Measured, each with the 1-minute load average next to it (the machines are shared: compare numbers of one
+run only):
+* the FMA peak: a generated loop of 12 independent vector FMA chains, on every thread at once;
+* numpy matmul GFLOP/s at the skinny shapes of the ICA products;
+* the block ops alone (matmul X Wᵀ, acc_outer XᵀX, elementwise tanh), GFLOP/s counting 2 flops per
+  multiply-add (the X copy into the padded block buffer included);
+* ICA log cosh value_and_grad (a hand-assembled block program: 3 matmuls + 2 outer products per block,
+  ≈ 10·d² flops per row) at d = 32 (N = 1e6) and d = 128 (N = 1e5), float64 and float32, next to JAX jit with
+  hand-written derivatives (benchmarks/baselines.py, formulation "hand") and the roofline 10·d²·N / peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, float]:
+    """(median wall seconds, median CPU seconds of the process — all its threads — over `repeat` calls after one
+    warm-up, load average before them). CPU time does not count the time other processes hold the cores, so on
+    a shared machine it compares implementations more fairly than wall time."""
+    fn()
+    before = load()
+    wall, cpu = [], []
+    for _ in range(repeat):
+        c, t = time.process_time(), time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu), before
+
+
+def fma_peak(dtype: str) -> dict[str, float]:
+    """The FMA loop's GFLOP/s: on every thread symsm uses at once (wall clock, best of 3), and per core (CPU time
+    of one thread, best of 3)."""
+    from symsm.backends.llvm.blocks import fma_peak as make
+    from symsm.core.threads import run_blocks, threads
+
+    iters = 20_000_000
+    run = make(dtype, iters=iters)
+    run()
+    n = threads()
+    flops = 2.0 * 12 * (4 if dtype == "float64" else 8) * iters
+    wall, core, before = 0.0, 0.0, load()
+    for _ in range(3):
+        t = time.perf_counter()
+        run_blocks(lambda lo, hi: [run() for _ in range(lo, hi)], n)
+        wall = max(wall, n * flops / (time.perf_counter() - t))
+        c = time.thread_time()
+        run()
+        core = max(core, flops / (time.thread_time() - c))
+    return {"all_threads": wall / 1e9, "per_core": core / 1e9, "threads": n, "load": before}
+
+
+# ---------------------------------------------------------------------- ICA, assembled by hand
+
+
+def ica_program(d: int) -> Any:
+    """Per row: y = Wx, t = tanh y, s = −Wᵀt, L = −Σ_k (1 − t_k²) c_k + ½‖s‖² (c_k = ‖W_k,:‖²);
+    ∇_W L = −2 diag(1 − t²) W − t sᵀ + u xᵀ with u = (2 t ⊙ c − W s) ⊙ (1 − t²). (Same as the tests.)"""
+    from symsm.backends.llvm.blocks import (
+        AccColSum,
+        AccOuter,
+        AccSum,
+        BlockProgram,
+        Elementwise,
+        MatMul,
+        Param,
+        RowSum,
+    )
+
+    return BlockProgram(
+        d,
+        (Param("W", (d, d)), Param("c", (d,))),
+        (
+            MatMul("Y", "X", "W", transpose=True),
+            Elementwise(("A", "D", "E"), ("Y", "c"), "t call tanh Y\nA neg t\ntt mul t t\nD sub #1.0 tt\n"
+                        "Dc mul D c\nE neg Dc"),
+            MatMul("S", "A", "W"),
+            Elementwise(("V",), ("S", "E"), "q mul S S\nh mul q #0.5\nV add h E"),
+            RowSum("v", "V"),
+            MatMul("Z", "S", "W", transpose=True),
+            Elementwise(("U",), ("A", "c", "Z", "D"), "g0 mul A c\ng1 mul g0 #-2.0\ng2 sub g1 Z\nU mul g2 D"),
+            AccOuter("G", "A", "S"),
+            AccOuter("G", "U", "X"),
+            AccColSum("Dsum", "D"),
+            AccSum("J", "v"),
+        ),
+    )  # fmt: skip
+
+
+def ica_value_and_grad(kernel: Any, W: np.ndarray, X: np.ndarray) -> tuple[float, np.ndarray]:
+    out = kernel(X, {"W": W, "c": (W.astype(np.float64) ** 2).sum(1)})
+    n = X.shape[0]
+    return float(out["J"]) / n, (out["G"] - 2.0 * out["Dsum"][:, None] * W) / n
+
+
+def numpy_ica_value(W: np.ndarray, X: np.ndarray) -> float:
+    T = np.tanh(X @ W.T)
+    S = -T @ W
+    return float(np.mean(np.sum(-((1.0 - T * T) @ (W * W)) + 0.5 * S * S, axis=1)))
+
+
+def jax_ica(d: int, n: int) -> Callable[[Any, Any], Any]:
+    """jit(value_and_grad) of the hand-derived integrand (benchmarks/models.py's ICA, θ = W row-major)."""
+    import jax.numpy as jnp
+
+    from .baselines import jax_value_and_grad
+
+    def integrand(th: Any, X: Any) -> Any:  # score −Wᵀ tanh(Wx), ∂ᵢ² log f = −Σ_k W_ki² (1 − tanh²(Wx)_k)
+        Wm = th.reshape(d, d)
+        T = jnp.tanh(X @ Wm.T)
+        S = -T @ Wm
+        return jnp.sum(-((1 - T * T) @ (Wm * Wm)) + 0.5 * S * S, axis=1)
+
+    return jax_value_and_grad(None, d, n, "hand", integrand)
+
+
+# ---------------------------------------------------------------------- the run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="N / 10 and 3 repeats")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-jax", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "BLOCKS.md"))
+    args = parser.parse_args(argv)
+    repeat = 3 if args.quick else args.repeat
+    scale = 10 if args.quick else 1
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+    from symsm.backends.llvm.blocks import AccOuter, BlockKernel, BlockProgram, Elementwise, MatMul, Param
+    from symsm.core.threads import threads
+
+    res: dict[str, Any] = {"threads": threads(), "cpus": os.cpu_count(), "load_start": load(), "quick": args.quick}
+    res["peak"] = {dt: fma_peak(dt) for dt in ("float64", "float32")}
+    print("peak", res["peak"], flush=True)
+
+    rng = np.random.default_rng(0)
+    res["numpy"] = []
+    for rows, d in ((8192, 32), (100_000, 128)):
+        for dt in ("float64", "float32"):
+            A = rng.standard_normal((rows, d)).astype(dt)
+            B = rng.standard_normal((d, d)).astype(dt)
+            wall, cpu, ld = timed(lambda A=A, B=B: A @ B, repeat * 3)
+            flops = 2 * rows * d * d
+            res["numpy"].append({"shape": f"({rows:,}×{d})@({d}×{d})", "dtype": dt, "gflops": flops / wall / 1e9,
+                                 "gflops_cpu": flops / cpu / 1e9, "load": ld})  # fmt: skip
+    print("numpy", res["numpy"], flush=True)
+
+    res["ops"] = []
+    res["ica"] = []
+    for d, n in ((32, 1_000_000 // scale), (128, 100_000 // scale)):
+        Wf = np.eye(d) + 0.05 * rng.standard_normal((d, d))
+        Xf = rng.standard_normal((n, d))
+        for dt in ("float64", "float32"):
+            X, W = Xf.astype(dt), Wf.astype(dt)
+            P = (Param("W", (d, d)),)
+            ops = {
+                "matmul X Wᵀ": ((MatMul("Y", "X", "W", True),), 2 * d * d * n),
+                "acc_outer XᵀX": ((AccOuter("G", "X", "X"),), 2 * d * d * n),
+                "elementwise tanh": ((Elementwise(("T",), ("X",), "T call tanh X"),), 0),
+            }
+            for name, (program, flops) in ops.items():
+                kernel = BlockKernel(BlockProgram(d, P, program), dt)
+                wall, cpu, ld = timed(lambda kernel=kernel, X=X, W=W: kernel(X, {"W": W}), repeat)
+                res["ops"].append({"op": name, "d": d, "N": n, "dtype": dt, "ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
+                                   "gflops": flops / wall / 1e9, "gflops_cpu": flops / cpu / 1e9, "load": ld})  # fmt: skip
+                print(res["ops"][-1], flush=True)
+
+            kernel = BlockKernel(ica_program(d), dt)
+            _, grad = ica_value_and_grad(kernel, W, X)
+            ref = numpy_ica_value(Wf, Xf[:20000])
+            v_small, _ = ica_value_and_grad(kernel, W, X[:20000])
+            wall, cpu, ld = timed(lambda kernel=kernel, W=W, X=X: ica_value_and_grad(kernel, W, X), repeat)
+            flops = 10 * d * d * n
+            peak = res["peak"][dt]
+            row: dict[str, Any] = {
+                "d": d, "N": n, "dtype": dt, "ms": 1e3 * wall, "cpu_ms": 1e3 * cpu, "load": ld,
+                "gflops": flops / wall / 1e9, "roofline_ms": 1e3 * flops / (peak["all_threads"] * 1e9),
+                "roofline_cpu_ms": 1e3 * flops / (peak["per_core"] * 1e9),
+                "value_rel_err": abs(v_small - ref) / abs(ref), "block_rows": kernel.layout.block_rows,
+            }  # fmt: skip
+            if not args.no_jax:
+                vg = jax_ica(d, n)
+                th, Xj = jax.numpy.asarray(W.ravel()), jax.numpy.asarray(X)
+                t = time.perf_counter()
+                _, jg = vg(th, Xj)
+                jg.block_until_ready()
+                row["jax_first_s"] = time.perf_counter() - t
+                jwall, jcpu, jld = timed(lambda vg=vg, th=th, Xj=Xj: vg(th, Xj)[1].block_until_ready(), max(3, repeat))
+                row.update(jax_ms=1e3 * jwall, jax_cpu_ms=1e3 * jcpu, jax_load=jld, speedup=jwall / wall,
+                           speedup_cpu=jcpu / cpu)  # fmt: skip
+                scale_g = np.max(np.abs(grad))
+                row["jax_grad_rel_err"] = float(np.max(np.abs(np.asarray(jg).reshape(d, d) - grad)) / scale_g)
+            res["ica"].append(row)
+            print(row, flush=True)
+    res["load_end"] = load()
+    Path(args.out).with_suffix(".json").write_text(json.dumps(res, indent=1))
+    Path(args.out).write_text(report(res))
+    return 0
+
+
+def report(res: dict[str, Any]) -> str:
+    lines = [
+        "# Block programs on the CPU (symsm/backends/llvm/blocks.py)",
+        "",
+        "Generated by `python -m benchmarks.block_kernels`" + (" --quick (N / 10)" if res.get("quick") else "") + ".",
+        f"{res['threads']} threads, {res['cpus']} CPUs; load average {res['load_start']:.1f} at the start,",
+        f"{res['load_end']:.1f} at the end. The machine is shared: wall times move with the other processes'",
+        "load (given before each measurement); CPU times (all threads of this process) do not count the time",
+        "other processes hold the cores, so they compare implementations more fairly. Medians of repeated calls.",
+        "",
+        "## FMA peak (generated loop, 12 independent vector FMA chains)",
+        "",
+        "| dtype | all threads at once, wall GFLOP/s | per core, CPU-time GFLOP/s | load |",
+        "|---|---|---|---|",
+    ]
+    for dt, p in res["peak"].items():
+        lines.append(f"| {dt} | {p['all_threads']:.1f} | {p['per_core']:.1f} | {p['load']:.1f} |")
+    lines += ["", "## numpy (OpenBLAS) matmul", "", "| shape | dtype | GFLOP/s (wall) | GFLOP/s per CPU-second | load |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for r in res["numpy"]:
+        lines.append(f"| {r['shape']} | {r['dtype']} | {r['gflops']:.1f} | {r['gflops_cpu']:.1f} | {r['load']:.1f} |")
+    lines += ["", "## Block ops alone (the copy of X into the padded block buffer included)", "",
+              "| op | d | N | dtype | ms (wall) | CPU ms | GFLOP/s (wall) | GFLOP/s per CPU-second | load |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in res["ops"]:
+        g = f"{r['gflops']:.1f} | {r['gflops_cpu']:.1f}" if r["gflops"] else "— | —"
+        lines.append(f"| {r['op']} | {r['d']} | {r['N']:,} | {r['dtype']} | {r['ms']:.1f} | {r['cpu_ms']:.1f} | {g} | "
+                     f"{r['load']:.1f} |")  # fmt: skip
+    lines += [
+        "",
+        "## ICA log cosh value_and_grad (hand-assembled block program, 10·d² flops per row)",
+        "",
+        "Roofline: 10·d²·N at the FMA peak — wall: all threads' peak measured in this run; CPU: the per-core peak",
+        "(the CPU seconds the flops need at peak).",
+        "",
+        "| d | N | dtype | symsm ms (wall) | roofline ms | × roofline | JAX hand ms (wall) | JAX / symsm (wall) |"
+        " symsm CPU ms | CPU roofline ms | × CPU roofline | JAX CPU ms | JAX / symsm (CPU) | load (symsm, JAX) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["ica"]:
+        jax_ms = f"{r['jax_ms']:.0f}" if "jax_ms" in r else "—"
+        speed = f"{r['speedup']:.2f}×" if "speedup" in r else "—"
+        jax_cpu = f"{r['jax_cpu_ms']:.0f}" if "jax_cpu_ms" in r else "—"
+        speed_cpu = f"{r['speedup_cpu']:.2f}×" if "speedup_cpu" in r else "—"
+        jl = f"{r['jax_load']:.1f}" if "jax_load" in r else "—"
+        lines.append(
+            f"| {r['d']} | {r['N']:,} | {r['dtype']} | {r['ms']:.0f} | {r['roofline_ms']:.0f} | "
+            f"{r['ms'] / r['roofline_ms']:.2f} | {jax_ms} | {speed} | {r['cpu_ms']:.0f} | {r['roofline_cpu_ms']:.0f} | "
+            f"{r['cpu_ms'] / r['roofline_cpu_ms']:.2f} | {jax_cpu} | {speed_cpu} | {r['load']:.1f}, {jl} |"
+        )
+    lines += ["", "Checks: value vs numpy (first 20 000 rows), gradient vs JAX (max abs diff / max |grad|):", ""]
+    for r in res["ica"]:
+        g = f", grad vs JAX {r['jax_grad_rel_err']:.1e}" if "jax_grad_rel_err" in r else ""
+        lines.append(f"- d = {r['d']} {r['dtype']}: value rel. err {r['value_rel_err']:.1e}{g}; B = {r['block_rows']}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
