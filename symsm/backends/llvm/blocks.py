@@ -47,7 +47,7 @@ from llvmlite import ir
 from ...core.threads import run_blocks
 from .kernels import _Emitter
 from .native import _load_object, compile_module, parse_table
-from .vecmath import _exp, _Ops, declare_intrinsic
+from .vecmath import LN2_HI, LN2_LO, LOG2E, SHIFTER, _Ops, declare_intrinsic
 
 __all__ = [
     "AccColSum",
@@ -453,9 +453,19 @@ def tanh_function(module: ir.Module, width: int) -> ir.Function:
     x = fn.args[0]
     ax = o.intrinsic("llvm.fabs", x)
     small = o.mul(x, o.horner(o.mul(x, x), list(TANH_TAYLOR)))
-    e = _exp(o, o.mul(ax, o.c(-2.0)))
+    # e = exp(y), y = −2|x| clamped at −40 (beyond, 1 − e rounds to 1): vecmath's reduction and polynomial, with
+    # one scale factor 2^k (k ≥ −58: normal) and no special cases
+    y = o.intrinsic("llvm.maxnum", o.mul(ax, o.c(-2.0)), o.c(-40.0))
+    shifted = o.fma(y, o.c(LOG2E), o.c(SHIFTER))
+    kd = o.sub(shifted, o.c(SHIFTER))
+    r = o.fma(kd, o.c(-LN2_HI), y)
+    r = o.fma(kd, o.c(-LN2_LO), r)
+    p = o.horner(r, [1.0 / math.factorial(n) for n in range(14)])
+    k = o.b.sub(o.as_int(shifted), o.ci(0x4338000000000000))
+    e = o.mul(p, o.as_float(o.b.shl(o.b.add(k, o.ci(1023)), o.ci(52))))
     large = o.intrinsic("llvm.copysign", o.div(o.sub(o.c(1.0), e), o.add(o.c(1.0), e)), x)
-    o.b.ret(o.select(o.cmp("<", ax, o.c(TANH_SMALL)), small, large))
+    t = o.select(o.cmp("<", ax, o.c(TANH_SMALL)), small, large)
+    o.b.ret(o.select(o.b.fcmp_unordered("uno", x, x), x, t))
     return fn
 
 
