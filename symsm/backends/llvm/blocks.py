@@ -71,6 +71,11 @@ LANES = {"float64": 4, "float32": 8}  # one AVX2 register
 # faster than 128 at d = 128; 16 loses at d = 32 to the tiles' start-up)
 ACC_SUB_ROWS = 32
 ELEMENTWISE_UNROLL = 4  # vectors of an elementwise table per loop step
+# run an elementwise table on a matmul's tiles in registers (measured: as fast as running it over the panel's
+# rows from L1 afterwards; it saves the store and reload) when the table is short: it is emitted once per tile
+# vector (mr·nv copies)
+FUSE_MATMUL_TABLE = True
+FUSE_MATMUL_TABLE_OPS = 200
 MAX_CHUNKS = 16  # row chunks with their own accumulators (they depend on N only, never on the thread count)
 
 
@@ -282,6 +287,57 @@ def _reads(op: Op) -> tuple[str, ...]:
     if isinstance(op, AccColSum | AccSum):
         return (op.a,)
     return ()
+
+
+@dataclass
+class _Group:
+    """Row ops run as one: a matmul whose output tiles an elementwise table takes in registers, and/or a row sum
+    of a table output accumulated as the table runs. `stored`: outputs written to their arrays (read later)."""
+
+    mm: MatMul | None = None
+    ew: Elementwise | None = None
+    rs: RowSum | None = None
+    stored: set[str] = field(default_factory=set)
+
+
+def _fuse(row_ops: Sequence[Op], ops: Sequence[Op], lay: _Layout) -> list[_Group]:
+    readers: dict[str, list[Op]] = {}
+    for op in ops:
+        names = (op.a,) if isinstance(op, MatMul | RowSum) else op.ins if isinstance(op, Elementwise) else _reads(op)
+        for name in names:
+            readers.setdefault(name, []).append(op)
+    groups: list[_Group] = []
+    i = 0
+    while i < len(row_ops):
+        op, g = row_ops[i], _Group()
+        i += 1
+        nxt = row_ops[i] if i < len(row_ops) else None
+        if isinstance(op, RowSum):
+            groups.append(_Group(rs=op))
+            continue
+        if isinstance(op, MatMul):
+            g.mm = op
+            if (
+                FUSE_MATMUL_TABLE
+                and isinstance(nxt, Elementwise)
+                and len(parse_table(nxt.table)) <= FUSE_MATMUL_TABLE_OPS
+                and op.out in nxt.ins
+                and _elementwise_width(nxt, lay) == lay.arrays[op.out].width > 1
+            ):
+                g.ew = nxt
+                i += 1
+        else:
+            assert isinstance(op, Elementwise)
+            g.ew = op
+        nxt = row_ops[i] if i < len(row_ops) else None
+        if g.ew is not None and isinstance(nxt, RowSum) and nxt.a in g.ew.outs and _elementwise_width(g.ew, lay) > 1:
+            g.rs = nxt
+            i += 1
+        fused = {id(o) for o in (g.ew, g.rs) if o is not None}
+        outs = ((g.mm.out,) if g.mm else ()) + (g.ew.outs if g.ew else ())
+        g.stored = {name for name in outs if any(id(r) not in fused for r in readers.get(name, ()))}
+        groups.append(g)
+    return groups
 
 
 # ---------------------------------------------------------------------- IR helpers
@@ -556,6 +612,9 @@ class _Generator:
         rows = lay.block_rows
         row_ops = [op for op in self.program.ops if isinstance(op, ROW_OPS)]
         acc_ops = [op for op in self.program.ops if isinstance(op, ACC_OPS)]
+        groups = _fuse(row_ops, self.program.ops, lay)
+        with b.goto_entry_block():
+            self.slots = b.alloca(self.x.vt, size=lay.panel)  # per-row partial sums of a fused row sum
 
         def block(b0: ir.Value, _c: list) -> list:
             left = b.sub(n_rows, b0)
@@ -564,8 +623,8 @@ class _Generator:
 
             def panel(p0: ir.Value, _c: list) -> list:
                 self._copy_x(xblock, nb, p0)
-                for op in row_ops:
-                    getattr(self, f"_{type(op).__name__.lower()}")(op, p0)
+                for group in groups:
+                    self._group(group, p0)
                 return []
 
             x.loop(0, nb, lay.panel, panel, nonempty=True)
@@ -614,13 +673,84 @@ class _Generator:
         self.x.vstore(self.x.vload(self.x.gep(src, at)), self.x.gep(dst, at))
 
     # -- row ops on one panel
-    def _matmul(self, op: MatMul, p0: ir.Value) -> None:
+    def _group(self, g: _Group, p0: ir.Value) -> None:
+        """One matmul, elementwise and row sum, fused as far as `g` says."""
         b, x, lay = self.b, self.x, self.lay
+        if g.ew is None and g.mm is None:
+            assert g.rs is not None
+            self._rowsum(g.rs, p0)
+            return
+        if g.rs is not None:
+            for r in range(lay.panel):
+                b.store(x.zero(), x.gep(self.slots, r))
+        if g.mm is not None:
+            self._matmul(g, p0)
+        else:
+            self._elementwise(g, p0)
+        if g.rs is not None:
+            out = g.rs.out
+
+            def row(r: ir.Value, _c: list) -> list:
+                acc = b.load(x.gep(self.slots, r))
+                b.store(self._hsum(acc), self._row_ptr(out, p0, r))
+                return []
+
+            x.loop(0, lay.panel, 1, row, nonempty=True)
+
+    def _hsum(self, vec: ir.Value) -> ir.Value:
+        total = self.b.extract_element(vec, ir.Constant(I32, 0))
+        for lane in range(1, self.lay.width):  # fixed order
+            total = self.b.fadd(total, self.b.extract_element(vec, ir.Constant(I32, lane)))
+        return total
+
+    def _table(self, g: _Group, row: Callable[[str], ir.Value], r: ir.Value, col: ir.Value, given: dict) -> None:
+        """g.ew's table on the vector of row `r` of the panel at column `col` (`row(name)`: that row's pointer
+        in array `name`; `given`: values already in registers); outputs stored where read later, the row-sum
+        output added (padding columns masked) to the row's partial sum."""
+        b, x, lay = self.b, self.x, self.lay
+        op = g.ew
+        assert op is not None
+
+        def load(name: str) -> ir.Value:
+            if name in given:
+                return given[name]
+            if name in lay.params:
+                if lay.params[name].shape in ((), (1,)):
+                    return emitter.splat(b.load(self.param_ptr[lay.slot(name, "s")]))
+                return x.vload(x.gep(self.param_ptr[lay.slot(name, "v")], col))
+            if name not in op.ins or name not in lay.arrays:
+                raise ValueError(f"elementwise {op.outs}: the table reads {name!r}, not among its inputs")
+            if lay.arrays[name].width == 1:
+                return emitter.splat(b.load(row(name)))
+            return x.vload(x.gep(row(name), col))
+
+        emitter = _BlockEmitter(b, self.ctype, lay.width, load)
+        emitter.run(parse_table(op.table))
+        for name in op.outs:
+            if name in g.stored:
+                x.vstore(emitter.operand(name), x.gep(row(name), col))
+        if g.rs is not None:
+            value = emitter.operand(g.rs.a)
+            n = lay.arrays[g.rs.a].width
+            if n % lay.width:
+                vi = ir.VectorType(I64, lay.width)
+                cols = b.add(x.splat(col, vi), ir.Constant(vi, list(range(lay.width))))
+                value = b.select(b.icmp_signed("<", cols, ir.Constant(vi, [n] * lay.width)), value, x.zero())
+            slot = x.gep(self.slots, r)
+            b.store(b.fadd(b.load(slot), value), slot)
+
+    def _matmul(self, g: _Group, p0: ir.Value) -> None:
+        """The matmul's register tiles; with a fused elementwise table, the table runs on each tile vector while
+        it is in registers, and the product is stored only if something else reads it."""
+        b, x, lay = self.b, self.x, self.lay
+        op = g.mm
+        assert op is not None
         a, out = lay.arrays[op.a], lay.arrays[op.out]
         k, w, mr = a.width, lay.width, lay.mr
         P = self.param_ptr[lay.slot(op.p, "T" if op.transpose else "N")]  # packed: see BlockKernel.pack
         abase, obase = self._row_ptr(op.a, p0), self._row_ptr(op.out, p0)
         full, rest = divmod(out.ld // w, lay.nv)
+        names = [n for n in (g.ew.ins + g.ew.outs if g.ew else ()) if n in lay.arrays and n != op.out]
 
         def tile(col0: ir.Value, nv: int) -> None:
             panel = x.gep(P, b.mul(col0, x.i64(k)))  # the (k, nv·W) micro-panel of these columns
@@ -630,8 +760,14 @@ class _Generator:
                 accs = x.micro(mr, nv, k, [(a0, [r * a.ld for r in range(mr)], 1, panel, nv * w)])
                 o0 = x.gep(obase, b.add(b.mul(r0, x.i64(out.ld)), col0))
                 for r in range(mr):
+                    row_r = b.add(r0, x.i64(r))
+                    ptrs = {name: self._row_ptr(name, p0, row_r) for name in names}
                     for v in range(nv):
-                        x.vstore(accs[r][v], x.gep(o0, r * out.ld + v * w))
+                        if op.out in g.stored:
+                            x.vstore(accs[r][v], x.gep(o0, r * out.ld + v * w))
+                        if g.ew is not None:
+                            col = b.add(col0, x.i64(v * w))
+                            self._table(g, ptrs.__getitem__, row_r, col, {op.out: accs[r][v]})
                 return []
 
             x.loop(0, lay.panel, mr, rows, nonempty=True)
@@ -641,51 +777,57 @@ class _Generator:
         if rest:
             tile(x.i64(full * lay.nv * w), rest)
 
-    def _elementwise(self, op: Elementwise, p0: ir.Value) -> None:
+    def _elementwise(self, g: _Group, p0: ir.Value) -> None:
         b, x, lay = self.b, self.x, self.lay
-        table = parse_table(op.table)
+        op = g.ew
+        assert op is not None
         n = _elementwise_width(op, lay)
-        width = lay.width if n > 1 else 1
-        n_vec = lay.pad(n) // lay.width if n > 1 else 1
+        if n == 1:
+            self._elementwise_scalar(op, p0)
+            return
+        n_vec = lay.pad(n) // lay.width
         unroll = min(n_vec, ELEMENTWISE_UNROLL)
 
         def row(r: ir.Value, _c: list) -> list:
-            rowp = {name: self._row_ptr(name, p0, r) for name in (*op.ins, *op.outs) if name in lay.arrays}
+            ptrs = {name: self._row_ptr(name, p0, r) for name in (*op.ins, *op.outs) if name in lay.arrays}
 
-            def column(v: ir.Value, _c: list) -> None:
-                col = b.mul(v, x.i64(lay.width))
-
-                def load(name: str) -> ir.Value:
-                    if name in lay.params:
-                        p = lay.params[name]
-                        if p.shape in ((), (1,)):
-                            return emitter.splat(b.load(self.param_ptr[lay.slot(name, "s")]))
-                        return x.vload(x.gep(self.param_ptr[lay.slot(name, "v")], col))
-                    if name not in rowp:
-                        raise ValueError(f"elementwise {op.outs}: the table reads {name!r}, not among its inputs")
-                    if lay.arrays[name].width == 1 or width == 1:
-                        return emitter.splat(b.load(rowp[name]))
-                    return x.vload(x.gep(rowp[name], col))
-
-                emitter = _BlockEmitter(b, self.ctype, width, load)
-                emitter.run(table)
-                for name in op.outs:
-                    value = emitter.operand(name)
-                    if width == 1:
-                        b.store(value, rowp[name])
-                    else:
-                        x.vstore(value, x.gep(rowp[name], col))
+            def column(v: ir.Value) -> None:
+                self._table(g, ptrs.__getitem__, r, b.mul(v, x.i64(lay.width)), {})
 
             def columns(v: ir.Value, _c: list) -> list:
                 for u in range(unroll):  # independent copies in one block: their latency chains overlap
-                    column(b.add(v, x.i64(u)), [])
+                    column(b.add(v, x.i64(u)))
                 return []
 
             main = n_vec - n_vec % unroll
             if main:
                 x.loop(0, main, unroll, columns, nonempty=True)
             if main < n_vec:
-                x.loop(main, n_vec, 1, lambda v, _c: column(v, _c) or [], nonempty=True)
+                x.loop(main, n_vec, 1, lambda v, _c: column(v) or [], nonempty=True)
+            return []
+
+        x.loop(0, lay.panel, 1, row, nonempty=True)
+
+    def _elementwise_scalar(self, op: Elementwise, p0: ir.Value) -> None:
+        """A table on arrays of width 1: scalar code per row."""
+        b, x, lay = self.b, self.x, self.lay
+        table = parse_table(op.table)
+
+        def row(r: ir.Value, _c: list) -> list:
+            ptrs = {name: self._row_ptr(name, p0, r) for name in (*op.ins, *op.outs) if name in lay.arrays}
+
+            def load(name: str) -> ir.Value:
+                if name in lay.params:
+                    kind = "s" if lay.params[name].shape in ((), (1,)) else "v"
+                    return b.load(self.param_ptr[lay.slot(name, kind)])
+                if name not in ptrs:
+                    raise ValueError(f"elementwise {op.outs}: the table reads {name!r}, not among its inputs")
+                return b.load(ptrs[name])
+
+            emitter = _BlockEmitter(b, self.ctype, 1, load)
+            emitter.run(table)
+            for name in op.outs:
+                b.store(emitter.operand(name), ptrs[name])
             return []
 
         x.loop(0, lay.panel, 1, row, nonempty=True)
@@ -710,10 +852,7 @@ class _Generator:
             if tail:
                 mask = ir.Constant(ir.VectorType(ir.IntType(1), w), [j < tail for j in range(w)])
                 acc = b.fadd(acc, b.select(mask, x.vload(x.gep(src, n_vec * w)), x.zero()))
-            total = b.extract_element(acc, ir.Constant(I32, 0))
-            for lane in range(1, w):  # fixed order
-                total = b.fadd(total, b.extract_element(acc, ir.Constant(I32, lane)))
-            b.store(total, self._row_ptr(op.out, p0, r))
+            b.store(self._hsum(acc), self._row_ptr(op.out, p0, r))
             return []
 
         x.loop(0, lay.panel, 1, row, nonempty=True)
