@@ -56,7 +56,7 @@ def test_matmul_through_accumulations(d: int, transpose: bool, dtype: str) -> No
     _check(out["c"], Y.sum(0), absY.sum(0), dtype)
 
 
-@pytest.mark.parametrize(("mr", "nv"), [(4, 3), (6, 2), (3, 4), (1, 1)])
+@pytest.mark.parametrize(("mr", "nv"), [(4, 3), (4, 4), (6, 2), (3, 4), (1, 1)])
 @pytest.mark.parametrize("d", [5, 33])
 def test_tile_shapes(d: int, mr: int, nv: int) -> None:
     prog = BlockProgram(d, (Param("P", (d, d)),), (MatMul("Y", "X", "P", True), AccOuter("G", "Y", "Y")))
@@ -108,6 +108,39 @@ def test_elementwise_rowsum_and_sums(d: int, dtype: str) -> None:
     _check(out["J"], a.sum(), tol_scale.sum() * 4, dtype)
     _check(out["cB"], B.sum(0), (np.abs(ell) + np.abs(X64).sum(1, keepdims=True)).sum(0) * 4, dtype)
     _check(out["aX"][0], a @ X64, (tol_scale * 4) @ np.abs(X64), dtype)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("d", [3, 8, 17, 33])
+def test_fused_matmul_table_rowsum(d: int, dtype: str, fuse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table on a matmul's tiles in registers, a row sum of its output; the product is also read later (so it
+    is stored), one table output only by the row sum (so it is not), one by an accumulation."""
+    monkeypatch.setattr(blocks, "FUSE_MATMUL_TABLE", fuse)
+    prog = BlockProgram(
+        d,
+        (Param("P", (d + 1, d)), Param("v", (d + 1,))),
+        (
+            MatMul("Y", "X", "P", transpose=True),
+            Elementwise(("A", "B"), ("Y", "v"), "t call tanh Y\nA mul t v\nB mul Y Y"),
+            RowSum("a", "A"),
+            AccOuter("G", "Y", "B"),
+            AccSum("J", "a"),
+            AccColSum("c", "Y"),
+        ),
+    )
+    X = _data(91, d, dtype, seed=11)
+    rng = np.random.default_rng(12)
+    P, v = rng.standard_normal((d + 1, d)), rng.standard_normal(d + 1)
+    out = BlockKernel(prog, dtype, block_rows=12)(X, {"P": P, "v": v})
+    X64 = X.astype(np.float64)
+    P64, v64 = P.astype(dtype).astype(np.float64), v.astype(dtype).astype(np.float64)
+    Y = X64 @ P64.T
+    absY = np.abs(X64) @ np.abs(P64.T)
+    A, B = np.tanh(Y) * v64, Y * Y
+    _check(out["J"], A.sum(), np.abs(A).sum() * 4, dtype)
+    _check(out["G"], Y.T @ B, 4 * absY.T @ (absY * absY), dtype)
+    _check(out["c"], Y.sum(0), absY.sum(0), dtype)
 
 
 def test_several_outer_products_share_one_accumulator() -> None:
