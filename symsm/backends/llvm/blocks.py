@@ -254,6 +254,8 @@ def _plan(
     per_row = sum(a.ld for a in arrays.values() if a.block) * itemsize
     if block_rows is None:
         block_rows = max(lay.panel, min(1024, l2_bytes // max(1, per_row)))
+        if block_rows >= ACC_SUB_ROWS and ACC_SUB_ROWS % lay.panel == 0:
+            block_rows -= block_rows % ACC_SUB_ROWS  # no short sub-block for the outer products
     lay.block_rows = max(lay.panel, block_rows - block_rows % lay.panel)
     align = 64 // itemsize
     offset = 0
