@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             X, W = Xf.astype(dt), Wf.astype(dt)
             P = (Param("W", (d, d)),)
             ops = {
-                "matmul X Wᵀ": ((MatMul("Y", "X", "W", True),), 2 * d * d * n),
+                "matmul X Wᵀ + acc_colsum": ((MatMul("Y", "X", "W", True), AccColSum("s", "Y")), 2 * d * d * n),
                 "acc_outer XᵀX": ((AccOuter("G", "X", "X"),), 2 * d * d * n),
-                # (an output nothing reads is never computed: the column sums read it)
+                # (an output nothing reads is never computed: column sums read them)
                 "elementwise tanh + acc_colsum": (
                     (Elementwise(("T",), ("X",), "T call tanh X"), AccColSum("s", "T")),
                     0,

@@ -15,17 +15,21 @@ A block program runs over the rows of X (N × d, float64 or float32) in blocks o
 
 How it runs (one function `void f(T* X, i64 n_rows, T** params, double* accs, T* work)` per program):
 
-* Rows are taken in blocks of B rows; a block is processed in panels of `mr` rows. For each panel, every
-  row-local op (matmul, elementwise, rowsum) runs in program order on the panel's rows, so intermediates stay
-  in L1: a matmul's output is read by the elementwise ops after it while hot, and arrays nothing reads after
-  the panel (no accumulation needs them) only ever occupy `mr` rows. X is copied into a row buffer padded to
-  whole SIMD vectors as part of the first op.
-* A matmul is a register-tiled micro-kernel of `mr` rows × `nv` SIMD vectors of columns (12 accumulators
-  with the defaults: 16 AVX2 registers), FMA per element, with a loop over k (never unrolled: code size does
-  not grow with d). θ matrices are packed once per call to (k, n) padded to whole vectors.
-* After the panels, the accumulations run over the whole block: `AccOuter` as a tiled product whose inner
-  dimension is the block's rows (the register tile accumulated over the block, then added to the float64
-  accumulator; several `AccOuter` into one accumulator share one sweep).
+* Rows are taken in blocks of B rows (the arrays the accumulations read fill ~192 KiB of L2); a block is
+  processed in panels of `mr` rows. For each panel the row-local ops (matmul, elementwise, rowsum) run in
+  program order, so intermediates stay in L1, and arrays nothing reads after the panel only ever occupy `mr`
+  rows. X is copied into a row buffer padded to whole SIMD vectors first.
+* A matmul is a register-tiled micro-kernel of `mr` rows × `nv` SIMD vectors of columns (4 × 3 = 12
+  accumulators for AVX2's 16 registers, 4 × 4 with AVX-512's 32), one FMA per element and k, with a loop over
+  k that is never unrolled (code size does not grow with d). θ matrices are packed once per call into
+  (k, nv·W) micro-panels, read contiguously.
+* Fusion: an elementwise table right after a matmul runs on each tile vector while it is in registers (the
+  product is stored only if something else reads it); a row sum of a table output accumulates as the table
+  runs. tanh is this module's own (`tanh_function`: one branch, about half the work of vecmath's).
+* After the panels, the accumulations run over the block: `AccOuter` as a tiled product whose inner dimension
+  is the rows, in sub-blocks of 32 rows (the C panel stays in L1 across the A tiles), the register tile added
+  to the float64 accumulator after each; several `AccOuter` into one accumulator share one sweep. In float32
+  the tiles accumulate ≤ 32 rows in float32 before that.
 * Threads: the rows are split into chunks whose boundaries depend only on N; each chunk has its own float64
   accumulators, added in chunk order at the end, so results are bit-identical whatever the thread count.
 
@@ -60,7 +64,10 @@ __all__ = [
     "MatMul",
     "Param",
     "RowSum",
+    "default_tile",
     "fma_peak",
+    "tanh_function",
+    "tanh_function_f32",
 ]
 
 I64 = ir.IntType(64)
