@@ -451,6 +451,15 @@ class _IR:
         b.position_at_end(done)
         return list(phis)
 
+    def each(self, lo: int, hi: int, step: int, body: Callable[[ir.Value], None]) -> None:
+        """for i in range(lo, hi, step): body(i), for a loop known to run at least once."""
+
+        def run(i: ir.Value, _carried: list[ir.Value]) -> list[ir.Value]:
+            body(i)
+            return []
+
+        self.loop(lo, hi, step, run, nonempty=True)
+
     def micro(
         self,
         mr: int,
@@ -654,7 +663,7 @@ class _Generator:
                 with inside:
                     src = x.gep(xblock, b.mul(i, x.i64(d)))
                     if d // w:
-                        x.loop(0, d // w, 1, lambda v, _c: self._copy_vec(src, dst, v) or [], nonempty=True)
+                        x.each(0, d // w, 1, lambda v: self._copy_vec(src, dst, v))
                     if d % w:
                         vec = x.zero()
                         for j in range(d - d % w, d):
@@ -772,7 +781,7 @@ class _Generator:
             x.loop(0, lay.panel, mr, rows, nonempty=True)
 
         if full:
-            x.loop(0, full * lay.nv * w, lay.nv * w, lambda c, _c: tile(c, lay.nv) or [], nonempty=True)
+            x.each(0, full * lay.nv * w, lay.nv * w, lambda c: tile(c, lay.nv))
         if rest:
             tile(x.i64(full * lay.nv * w), rest)
 
@@ -802,7 +811,7 @@ class _Generator:
             if main:
                 x.loop(0, main, unroll, columns, nonempty=True)
             if main < n_vec:
-                x.loop(main, n_vec, 1, lambda v, _c: column(v) or [], nonempty=True)
+                x.each(main, n_vec, 1, column)
             return []
 
         x.loop(0, lay.panel, 1, row, nonempty=True)
@@ -870,7 +879,7 @@ class _Generator:
                     done.add(op.acc)
             elif isinstance(op, AccColSum):
                 self._acc_colsum(op, nb)
-            else:
+            elif isinstance(op, AccSum):
                 self._acc_sum(op, nb)
 
     def _acc_outer(self, ops: Sequence[AccOuter], nb: ir.Value) -> None:
@@ -914,13 +923,13 @@ class _Generator:
         def i_tiles(j0: ir.Value, nv: int) -> None:  # the (rows × nv·W) panel of C stays in L1 across them
             full_i, rest_i = divmod(n, mr)
             if full_i:
-                x.loop(0, full_i * mr, mr, lambda i, _c: tile(i, j0, mr, nv) or [], nonempty=True)
+                x.each(0, full_i * mr, mr, lambda i: tile(i, j0, mr, nv))
             if rest_i:
                 tile(x.i64(full_i * mr), j0, rest_i, nv)
 
         full, rest = divmod(m_pad // w, nv_full)
         if full:
-            x.loop(0, full * nv_full * w, nv_full * w, lambda j, _c: i_tiles(j, nv_full) or [], nonempty=True)
+            x.each(0, full * nv_full * w, nv_full * w, lambda j: i_tiles(j, nv_full))
         if rest:
             i_tiles(x.i64(full * nv_full * w), rest)
 
