@@ -96,14 +96,14 @@ def compile_model(
 
     progress = Progress(verbose)
     with progress.stage(f"kernels of {model.name!r}: cache lookup or generation"):
-        module, path, source = cache.load_or_generate(key, generate)
+        module, module_path, source = cache.load_or_generate(key, generate)
     if verbose:
         kept = {"numba": "kept next to the module", "numba-python": "numba's cache", "cuda": "numba-cuda"}[backend]
         progress.log(
-            f"generated module {path}; machine code compiles on the first call of each kernel "
+            f"generated module {module_path}; machine code compiles on the first call of each kernel "
             f"({kept} for later processes)"
         )
-    loss = loss_class(model, backend=backend, dtype=dt, key=key, path=path, source=source, module=module)
+    loss = loss_class(model, backend=backend, dtype=dt, key=key, path=module_path, source=source, module=module)
     loss.objective_spec = objective_spec
     loss.objective = objective_spec.name
     loss.seed = _check_seed(seed)
