@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import sympy as sp
 from models import CASES
+from required import require_module
 
 import symsm
 from symsm.runtime.device import CudaUnavailableError, import_cuda, simulator_enabled
 
-pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed: pip install 'symsm[cuda]'")
+require_module("numba_cuda")  # skipped without numba-cuda, failed in CI (tests/required.py)
 pytestmark = pytest.mark.skipif(
     simulator_enabled(), reason="PTX needs numba-cuda's real compiler (NUMBA_ENABLE_CUDASIM is set)"
 )
