@@ -266,7 +266,7 @@ def _check_numbers(value: Any, key: str, fail: Any, depth: int = 0) -> None:
 # ---------------------------------------------------------------------------------------------- examples
 def example_models() -> dict[str, Path]:
     """The model files shipped with symsm (name → path), usable by name wherever a model file is."""
-    folder = Path(str(resources.files("symsm") / "models"))
+    folder = Path(str(resources.files("symsm.model") / "models"))
     return {p.stem: p for p in sorted(folder.glob("*.toml"))}
 
 
