@@ -1,9 +1,11 @@
 """Every function a model may use, on both derivation paths, in float64 and float32.
 
-One small model per function F: log f = b·F(a·x + c) − x²/2 with θ = (a, b, c), built from a formula string
+One small model per function F: log f = b·x·F(a·x + c) − x²/2 with θ = (a, b, c), built from a formula string
 (through the parser's allow-list) for the functions of `symsm.model.parse.FUNCTIONS`, and from sympy for the
 functions the expression graph differentiates beyond it (asin, acos, acosh) and for a power with a parameter in
-the exponent. The rows put z = a·x + c across F's domain and near its edges (atanh and asin near ±1, acosh
+the exponent. The factor x keeps F itself in the score (b·F(z) + a·b·x·F′(z)), so the θ-gradient differentiates
+F, F′ and F″ again, and the sympy path's tape applies its own rule for F (with b·F(z), F drops out of the
+integrand). The rows put z = a·x + c across F's domain and near its edges (atanh and asin near ±1, acosh
 near 1, log1p near −1, log and sqrt near 0, tan near π/2, erfc at large arguments, expm1 near 0).
 
 The score, the integrand Σ ∂ᵢ² log f + ½(∂ᵢ log f)², J̃ and ∇θJ̃ are compared with log f evaluated by mpmath at
@@ -62,12 +64,12 @@ def test_every_allow_listed_function_has_a_model() -> None:
 def make_model(name: str) -> symsm.Model:
     label = f"fn_{name}"
     if name in FUNCTIONS:
-        return symsm.Model.from_string(f"b*{name}(a*x + c) - x**2/2", "x", "a b c", name=label)
+        return symsm.Model.from_string(f"b*x*{name}(a*x + c) - x**2/2", "x", "a b c", name=label)
     x = sp.Symbol("x", real=True)
     a, b, c = sp.symbols("a b c", real=True)
     z = a * x + c
     inner = z**a if name == "pow" else SYMPY_ONLY[name](z)
-    return symsm.Model(b * inner - x**2 / 2, [x], [a, b, c], name=label)
+    return symsm.Model(b * x * inner - x**2 / 2, [x], [a, b, c], name=label)
 
 
 def rows(name: str, dtype_name: str) -> np.ndarray:
