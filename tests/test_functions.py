@@ -79,21 +79,28 @@ def rows(name: str, dtype_name: str) -> np.ndarray:
     return ((z - c) / a).reshape(-1, 1)
 
 
-_MODELS: dict = {}
-_LOSSES: dict = {}
+class Compiled:
+    """The function models and their compiled losses, each made once per session."""
+
+    def __init__(self) -> None:
+        self._models: dict = {}
+        self._losses: dict = {}
+
+    def model(self, name: str) -> symsm.Model:
+        if name not in self._models:
+            self._models[name] = make_model(name)
+        return self._models[name]
+
+    def loss(self, name: str, path: str, dtype_name: str):
+        key = (name, path, dtype_name)
+        if key not in self._losses:
+            self._losses[key] = self.model(name).compile(backend=BACKEND, dtype=DTYPES[dtype_name][0], path=path)
+        return self._losses[key]
 
 
-def get_model(name: str) -> symsm.Model:
-    if name not in _MODELS:
-        _MODELS[name] = make_model(name)
-    return _MODELS[name]
-
-
-def get_loss(name: str, path: str, dtype_name: str):
-    key = (name, path, dtype_name)
-    if key not in _LOSSES:
-        _LOSSES[key] = get_model(name).compile(backend=BACKEND, dtype=DTYPES[dtype_name][0], path=path)
-    return _LOSSES[key]
+@pytest.fixture(scope="session")
+def compiled() -> Compiled:
+    return Compiled()
 
 
 def _mp_objective(logf: LogDensity, theta: list, X: np.ndarray) -> mpmath.mpf:
@@ -124,9 +131,9 @@ def _mp_gradient(logf: LogDensity, theta: np.ndarray, X: np.ndarray) -> np.ndarr
 @pytest.mark.parametrize("dtype_name", sorted(DTYPES))
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", sorted(ARGUMENTS))
-def test_function(name: str, path: str, dtype_name: str) -> None:
+def test_function(compiled: Compiled, name: str, path: str, dtype_name: str) -> None:
     dtype, rtol = DTYPES[dtype_name]
-    loss = get_loss(name, path, dtype_name)
+    loss = compiled.loss(name, path, dtype_name)
     # the references see exactly the numbers the kernels see (θ and X rounded to the dtype)
     theta = THETA.astype(dtype).astype(float)
     X = rows(name, dtype_name).astype(dtype).astype(float)

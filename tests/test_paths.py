@@ -58,29 +58,35 @@ def _combinations():
                 yield pytest.param(name, path, backend, id=f"{name}-{path}-{backend}")
 
 
-_CASES: dict = {}
-_LOSSES: dict = {}
-_LOGF: dict = {}
+class Compiled:
+    """The cases, their compiled losses and their mpmath log-densities, each made once per session."""
+
+    def __init__(self) -> None:
+        self._cases: dict = {}
+        self._losses: dict = {}
+        self._logf: dict = {}
+
+    def case(self, name: str):
+        if name not in self._cases:
+            self._cases[name] = ALL_CASES[name]()
+        return self._cases[name]
+
+    def loss(self, name: str, path: str, backend: str, variant: str = "exact"):
+        key = (name, path, backend, variant)
+        if key not in self._losses:
+            options = dict(VARIANTS.get(variant, {}))
+            self._losses[key] = self.case(name).model.compile(backend=backend, path=path, **options)
+        return self._losses[key]
+
+    def logf(self, name: str) -> LogDensity:
+        if name not in self._logf:
+            self._logf[name] = LogDensity(self.case(name).model)
+        return self._logf[name]
 
 
-def get_case(name: str):
-    if name not in _CASES:
-        _CASES[name] = ALL_CASES[name]()
-    return _CASES[name]
-
-
-def get_loss(name: str, path: str, backend: str, variant: str = "exact", dtype=np.float64):
-    key = (name, path, backend, variant, np.dtype(dtype).name)
-    if key not in _LOSSES:
-        options = dict(VARIANTS.get(variant, {}))
-        _LOSSES[key] = get_case(name).model.compile(backend=backend, dtype=dtype, path=path, **options)
-    return _LOSSES[key]
-
-
-def get_logf(name: str) -> LogDensity:
-    if name not in _LOGF:
-        _LOGF[name] = LogDensity(get_case(name).model)
-    return _LOGF[name]
+@pytest.fixture(scope="session")
+def compiled() -> Compiled:
+    return Compiled()
 
 
 def _close(actual, expected, rtol: float, what: str) -> None:
@@ -89,19 +95,15 @@ def _close(actual, expected, rtol: float, what: str) -> None:
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-def _hand_integrand(case, theta, X):
-    return case.integrand(theta, X)
-
-
 @pytest.mark.parametrize(("name", "path", "backend"), list(_combinations()))
-def test_against_hand_references(name: str, path: str, backend: str) -> None:
+def test_against_hand_references(compiled: Compiled, name: str, path: str, backend: str) -> None:
     """J̃, the integrand per row, the score and ∇θJ̃ against the hand-written numpy references."""
-    case = get_case(name)
-    loss = get_loss(name, path, backend)
+    case = compiled.case(name)
+    loss = compiled.loss(name, path, backend)
     theta, X = case.theta, case.X
     assert loss.derivation_path == path and loss.derivation.path == path
     _close(loss.score(theta, X), case.score(theta, X), 1e-9, "score")
-    _close(loss.per_sample(theta, X), _hand_integrand(case, theta, X), 1e-9, "integrand")
+    _close(loss.per_sample(theta, X), case.integrand(theta, X), 1e-9, "integrand")
     value, grad = loss.value_and_grad(theta, X)
     _close(value, case.objective(theta, X), 1e-9, "J")
     _close(loss.value(theta, X), value, 1e-10, "value kernel")
@@ -109,12 +111,12 @@ def test_against_hand_references(name: str, path: str, backend: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "path", "backend"), list(_combinations()))
-def test_against_log_f(name: str, path: str, backend: str) -> None:
+def test_against_log_f(compiled: Compiled, name: str, path: str, backend: str) -> None:
     """The score and the integrand against central differences of log f (mpmath, 50 digits)."""
-    case = get_case(name)
-    loss = get_loss(name, path, backend)
+    case = compiled.case(name)
+    loss = compiled.loss(name, path, backend)
     theta, X = case.theta, case.X[:ROWS]
-    logf = get_logf(name)
+    logf = compiled.logf(name)
     score, second = logf.derivatives(theta, X)
     _close(loss.score(theta, X), score, 1e-10, "score")
     if getattr(case, "weight", None) is None:
@@ -130,15 +132,15 @@ def test_against_log_f(name: str, path: str, backend: str) -> None:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_variants_against_log_f(name: str, variant: str) -> None:
+def test_variants_against_log_f(compiled: Compiled, name: str, variant: str) -> None:
     """Sliced, variance-reduced sliced and denoising objectives (graph path) against the same objective built
     from central differences of log f, with the loss's own draws."""
-    case = get_case(name)
-    loss = get_loss(name, "graph", BACKENDS[0], variant)
+    case = compiled.case(name)
+    loss = compiled.loss(name, "graph", BACKENDS[0], variant)
     theta, X = case.theta, case.X[:ROWS]
     draws = loss.draws(X.shape[0]).astype(float)
     opts = VARIANTS[variant]
-    logf = get_logf(name)
+    logf = compiled.logf(name)
     m = opts["n_directions"]
     if opts["objective"] == "denoising":
         expected = logf.denoising(theta, X, draws, m, opts["noise_scale"])
@@ -151,8 +153,8 @@ def test_variants_against_log_f(name: str, variant: str) -> None:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_sympy_path_refuses_variants(variant: str) -> None:
+def test_sympy_path_refuses_variants(compiled: Compiled, variant: str) -> None:
     options = dict(VARIANTS[variant])
-    model = get_case("student_t").model
+    model = compiled.case("student_t").model
     with pytest.raises(ValueError, match="sympy"):
         model.compile(backend=BACKENDS[0], path="sympy", **options)
