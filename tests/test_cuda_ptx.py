@@ -149,12 +149,12 @@ def test_ptx_checks_the_compute_capability(cuda_losses):
 
 NO_DEVICE = textwrap.dedent(
     """
-    import sys, numpy as np, symsm
+    import sys, numpy as np, sympy as sp, symsm
     from symsm.runtime.device import CudaUnavailableError, device_available, import_cuda
     if device_available():
         print("HAS-GPU")
         sys.exit(0)
-    x, a = symsm.model.sp.symbols("x a", real=True)
+    x, a = sp.symbols("x a", real=True)
     loss = symsm.Model(a * x - x**4 / 4, [x], [a], name="nodevice").compile(backend="cuda")
     assert ".entry" in loss.ptx()["value"]          # compiling needs no GPU
     for call in (lambda: loss.value(np.array([0.5]), np.ones((4, 1))), lambda: loss.to_device(np.ones((4, 1)))):
