@@ -18,6 +18,14 @@ import pytest  # noqa: E402
 from models import CASES, Case  # noqa: E402
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `pdflatex` need it: skipped without it, or failed in CI (see tests/required.py)."""
+    if item.get_closest_marker("pdflatex") is not None:
+        from required import require_pdflatex
+
+        require_pdflatex()
+
+
 @pytest.fixture(params=sorted(CASES))
 def case(request: pytest.FixtureRequest) -> Case:
     return CASES[request.param]()

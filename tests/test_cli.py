@@ -316,7 +316,6 @@ def test_latex_escapes_text_from_the_model_file(tmp_path):
 
 @pytest.mark.pdflatex
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
 def test_latex_pdf(tmp_path):
     out = run("latex", "student_t_2d", "-o", str(tmp_path / "t.tex"), "--pdf")
     assert out.returncode == 0, out.stderr

@@ -35,6 +35,7 @@ from domain_models import (
     truncated_normal_sample,
 )
 from models import central_difference_gradient
+from required import require_module
 
 import symsm
 from symsm.core.errors import ModelError
@@ -367,7 +368,7 @@ def test_cli_derive_and_fit_follow_the_domain(tmp_path):
 
 @pytest.mark.slow
 def test_weighted_cuda_kernels_compile_to_ptx():
-    pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed: pip install 'symsm[cuda]'")
+    require_module("numba_cuda")
     from symsm.runtime.device import simulator_enabled
 
     if simulator_enabled():

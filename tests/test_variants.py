@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import sympy as sp
 from models import CASES, Case, central_difference_gradient
+from required import require_module
 
 import symsm
 from symsm.derive.graph import ExprGraph
@@ -402,7 +403,7 @@ def test_fit_compiles_a_model_with_the_objective():
 
 
 def test_variant_cuda_kernels_compile_to_ptx():
-    pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed")
+    require_module("numba_cuda")
     from symsm.runtime.device import import_cuda, simulator_enabled
 
     if simulator_enabled():
