@@ -1,7 +1,7 @@
 """Mutation check: plausible bugs planted in a copy of the core; the tests must catch every one.
 
     python -m benchmarks.mutation                    every mutant; writes benchmarks/MUTATION.md
-    python -m benchmarks.mutation --only g_log1p t_tan
+    python -m benchmarks.mutation --only f_log1p t_pow_frac
     python -m benchmarks.mutation --group graph      the mutants whose name starts with "g_"
     python -m benchmarks.mutation --list             check that every mutation still applies, and list them
 
@@ -33,7 +33,13 @@ TIMEOUT_S = 900
 
 # Test selections (pytest arguments, run from the copy's root).
 # -k applies to every file of one invocation; it matches test names, parametrize ids and module names.
-GRAPH_TESTS = ("tests/test_function_derivatives.py", "tests/test_paths.py", "-k", "graph and not numba-python or variants")
+GRAPH_TESTS = (
+    "tests/test_function_derivatives.py",
+    "tests/test_paths.py",
+    "-k",
+    "graph and not numba-python or variants",
+)
+FUNCTION_TESTS = ("tests/test_function_derivatives.py", "-k", "not numba-python")
 SYMPY_TESTS = ("tests/test_function_derivatives.py", "tests/test_paths.py", "-k", "sympy and not numba-python")
 PATHS_GRAPH = ("tests/test_paths.py", "-k", "graph and not numba-python or variants")
 PATHS_SYMPY = ("tests/test_paths.py", "-k", "sympy and not numba-python and not refuses")
@@ -49,6 +55,7 @@ MOMENTS = (
 CUDA = ("tests/cuda/test_cuda_loss.py", "tests/cuda/test_cuda_domains.py")
 CUDA_ENV = {"NUMBA_ENABLE_CUDASIM": "1"}
 
+FUNCTIONS = "symsm/core/functions.py"
 GRAPH = "symsm/derive/graph.py"
 TAPE = "symsm/ir/ir.py"
 OBJECTIVES = "symsm/derive/objectives.py"
@@ -71,6 +78,11 @@ def _g(name: str, snippet: str, replacement: str, what: str) -> Mutant:
     return Mutant(name, GRAPH, snippet, replacement, GRAPH_TESTS, what=what)
 
 
+def _f(name: str, snippet: str, replacement: str, what: str) -> Mutant:
+    """A derivative rule of the function table (symsm/core/functions.py), shared by both derivation paths."""
+    return Mutant(name, FUNCTIONS, snippet, replacement, FUNCTION_TESTS, what=what)
+
+
 def _t(name: str, snippet: str, replacement: str, what: str) -> Mutant:
     """A local derivative rule of the sympy path's tape (symsm/ir/ir.py): reverse sweeps of ∇θ."""
     return Mutant(name, TAPE, snippet, replacement, SYMPY_TESTS, what=what)
@@ -78,39 +90,36 @@ def _t(name: str, snippet: str, replacement: str, what: str) -> Mutant:
 
 MUTANTS: list[Mutant] = [
     # ---------------------------------------------------------------- graph: derivative rules
-    _g("g_exp", 'if name == "exp":\n            return n', 'if name == "exp":\n            return a', "exp′ = a"),
-    _g("g_log", 'return self.pow(a, -1)\n        if name == "tanh"',
-       'return self.pow(a, -2)\n        if name == "tanh"', "log′ = a⁻²"),
-    _g("g_tanh", "return self.sub(self.ONE, self.pow(n, 2))", "return self.add(self.ONE, self.pow(n, 2))",
-       "tanh′ = 1 + tanh²"),
-    _g("g_tan", "return self.add(self.ONE, self.pow(n, 2))", "return self.sub(self.ONE, self.pow(n, 2))",
-       "tan′ = 1 − tan²"),
-    _g("g_sinh", 'if name == "sinh":\n            return self.fn("cosh", a)',
-       'if name == "sinh":\n            return self.fn("sinh", a)', "sinh′ = sinh"),
-    _g("g_cosh", 'if name == "cosh":\n            return self.fn("sinh", a)',
-       'if name == "cosh":\n            return self.neg(self.fn("sinh", a))', "cosh′ = −sinh"),
-    _g("g_sin", 'if name == "sin":\n            return self.fn("cos", a)',
-       'if name == "sin":\n            return self.neg(self.fn("cos", a))', "sin′ = −cos"),
-    _g("g_cos", 'return self.neg(self.fn("sin", a))', 'return self.fn("sin", a)', "cos′ = sin"),
-    _g("g_atan", "return self.pow(self.add(self.ONE, self.pow(a, 2)), -1)",
-       "return self.pow(self.sub(self.ONE, self.pow(a, 2)), -1)", "atan′ = 1/(1 − a²)"),
-    _g("g_asinh", "return self.pow(self.add(self.ONE, self.pow(a, 2)), Fraction(-1, 2))",
-       "return self.pow(self.add(self.ONE, self.pow(a, 2)), Fraction(1, 2))", "asinh′ = √(1 + a²)"),
-    _g("g_acosh", "self.pow(self.add(self.pow(a, 2), c(-1)), Fraction(-1, 2))",
-       "self.pow(self.add(self.pow(a, 2), c(1)), Fraction(-1, 2))", "acosh′ = 1/√(a² + 1)"),
-    _g("g_atanh", 'if name == "atanh":\n            return self.pow(self.sub(self.ONE, self.pow(a, 2)), -1)',
-       'if name == "atanh":\n            return self.pow(self.add(self.ONE, self.pow(a, 2)), -1)',
-       "atanh′ = 1/(1 + a²)"),
-    _g("g_asin", 'if name == "asin":\n            return self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(-1, 2))',
-       'if name == "asin":\n            return self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(1, 2))',
+    # ---------------------------------------------------------------- the function table: one derivative rule
+    # per function, used by both the graph AD and the sympy path's tape (X the argument, Y the value)
+    _f("f_exp", 'Function("exp", sp.exp, Y,', 'Function("exp", sp.exp, X,', "exp′ = a"),
+    _f("f_log", 'Function("log", sp.log, 1 / X,', 'Function("log", sp.log, 1 / X**2,', "log′ = a⁻²"),
+    _f("f_sin", 'Function("sin", sp.sin, sp.cos(X),', 'Function("sin", sp.sin, -sp.cos(X),', "sin′ = −cos"),
+    _f("f_cos", 'Function("cos", sp.cos, -sp.sin(X),', 'Function("cos", sp.cos, sp.sin(X),', "cos′ = sin"),
+    _f("f_tan", 'Function("tan", sp.tan, 1 + Y**2,', 'Function("tan", sp.tan, 1 - Y**2,', "tan′ = 1 − tan²"),
+    _f("f_sinh", 'Function("sinh", sp.sinh, sp.cosh(X),', 'Function("sinh", sp.sinh, sp.sinh(X),', "sinh′ = sinh"),
+    _f("f_cosh", 'Function("cosh", sp.cosh, sp.sinh(X),', 'Function("cosh", sp.cosh, -sp.sinh(X),', "cosh′ = −sinh"),
+    _f("f_tanh", 'Function("tanh", sp.tanh, 1 - Y**2,', 'Function("tanh", sp.tanh, 1 + Y**2,', "tanh′ = 1 + tanh²"),
+    _f("f_asin", 'Function("asin", sp.asin, 1 / sp.sqrt(1 - X**2),', 'Function("asin", sp.asin, sp.sqrt(1 - X**2),',
        "asin′ = √(1 − a²)"),
-    _g("g_acos", "return self.neg(self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(-1, 2)))",
-       "return self.pow(self.sub(self.ONE, self.pow(a, 2)), Fraction(-1, 2))", "acos′ = +1/√(1 − a²)"),
-    _g("g_erf", "c(2 / math.sqrt(math.pi))", "c(1 / math.sqrt(math.pi))", "erf′ missing the factor 2"),
-    _g("g_erfc", 'return g if name == "erf" else self.neg(g)', "return g", "erfc′ = +erf′"),
-    _g("g_log1p", "return self.pow(self.add(self.ONE, a), -1)", "return self.pow(self.sub(self.ONE, a), -1)",
+    _f("f_acos", 'Function("acos", sp.acos, -1 / sp.sqrt(1 - X**2),',
+       'Function("acos", sp.acos, 1 / sp.sqrt(1 - X**2),', "acos′ = +1/√(1 − a²)"),
+    _f("f_atan", 'Function("atan", sp.atan, 1 / (1 + X**2),', 'Function("atan", sp.atan, 1 / (1 - X**2),',
+       "atan′ = 1/(1 − a²)"),
+    _f("f_asinh", 'Function("asinh", sp.asinh, 1 / sp.sqrt(1 + X**2),',
+       'Function("asinh", sp.asinh, sp.sqrt(1 + X**2),', "asinh′ = √(1 + a²)"),
+    _f("f_acosh", 'Function("acosh", sp.acosh, 1 / sp.sqrt(X**2 - 1),',
+       'Function("acosh", sp.acosh, 1 / sp.sqrt(X**2 + 1),', "acosh′ = 1/√(a² + 1)"),
+    _f("f_atanh", 'Function("atanh", sp.atanh, 1 / (1 - X**2),', 'Function("atanh", sp.atanh, 1 / (1 + X**2),',
+       "atanh′ = 1/(1 + a²)"),
+    _f("f_log1p", 'Function("log1p", log1p, 1 / (1 + X),', 'Function("log1p", log1p, 1 / (1 - X),',
        "log1p′ = 1/(1 − a)"),
-    _g("g_expm1", "return self.add(n, self.ONE)", "return n", "expm1′ = expm1"),
+    _f("f_expm1", 'Function("expm1", expm1, Y + 1,', 'Function("expm1", expm1, Y,', "expm1′ = expm1"),
+    _f("f_erf", 'Function("erf", sp.erf, _TWO_OVER_SQRT_PI * sp.exp(-(X**2)),',
+       'Function("erf", sp.erf, _TWO_OVER_SQRT_PI / 2 * sp.exp(-(X**2)),', "erf′ missing the factor 2"),
+    _f("f_erfc", 'Function("erfc", sp.erfc, -_TWO_OVER_SQRT_PI * sp.exp(-(X**2)),',
+       'Function("erfc", sp.erfc, _TWO_OVER_SQRT_PI * sp.exp(-(X**2)),', "erfc′ = +erf′"),
+    # ---------------------------------------------------------------- graph: powers and products
     _g("g_pow_int", "return [(a, self.mul(self.const(e), self.pow(a, e - 1)))]",
        "return [(a, self.mul(self.const(e - 1), self.pow(a, e - 1)))]", "(aⁿ)′ = (n − 1)aⁿ⁻¹"),
     _g("g_pow_frac", "return [(a, self.mul(self.const(e), n, self.pow(a, -1)))]",
@@ -138,12 +147,6 @@ MUTANTS: list[Mutant] = [
     Mutant("g_totals_invariant", "symsm/ir/graph_kernels.py", "total = g.mul(n_leaf, g.add(*invariant))",
            "total = g.add(*invariant)", PATHS_GRAPH, what="Σ_t c = c, not N·c"),
     # ---------------------------------------------------------------- sympy path: the tape
-    _t("t_exp", "sp.exp: lambda: target,", "sp.exp: lambda: a,", "exp′ = a"),
-    _t("t_tanh", "sp.tanh: lambda: 1 - target**2,", "sp.tanh: lambda: 1 + target**2,", "tanh′ = 1 + tanh²"),
-    _t("t_tan", "sp.tan: lambda: 1 + target**2,", "sp.tan: lambda: 1 - target**2,", "tan′ = 1 − tan²"),
-    _t("t_log", "sp.log: lambda: 1 / a,", "sp.log: lambda: 1 / a**2,", "log′ = a⁻²"),
-    _t("t_log1p", "log1p: lambda: 1 / (1 + a),", "log1p: lambda: 1 / (1 - a),", "log1p′ = 1/(1 − a)"),
-    _t("t_expm1", "expm1: lambda: target + 1,", "expm1: lambda: target,", "expm1′ = expm1"),
     _t("t_pow_frac", "local = op.exp * target / arg", "local = target / arg", "(aʳ)′ = aʳ/a"),
     _t("t_reverse_sum", "bar = self.emit(sp.Add(*parts))", "bar = self.emit(parts[0])",
        "reverse sweep keeps one contribution"),
