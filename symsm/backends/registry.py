@@ -85,8 +85,10 @@ class Backend:
         return (self.name, *self.aliases)
 
 
-#: the block programs' reference executor (numpy: exact, not fast) — the CPU backends' until a faster one lands
+#: the block programs' reference executor (numpy: exact, not fast): numba-python's, to compare against
 _NUMPY_BLOCKS = "symsm.backends.blocks_numpy.generate:generate_blocks_source"
+#: the tiled LLVM block executor (symsm/backends/llvm/structured.py): llvm's
+_LLVM_BLOCKS = "symsm.backends.llvm.structured:generate_llvm_blocks_source"
 
 BACKENDS: tuple[Backend, ...] = (
     Backend(
@@ -99,7 +101,7 @@ BACKENDS: tuple[Backend, ...] = (
         dask=True,
         fit_backend="llvm",
         machine_code="object files kept next to the module",
-        blocks=_NUMPY_BLOCKS,
+        blocks=_LLVM_BLOCKS,
     ),
     Backend(
         name="numba-python",
