@@ -63,7 +63,7 @@ from .native import (
     parse_table,
     target_description,
 )
-from .vecmath import LN2_HI, LN2_LO, LOG2E, SHIFTER, _Ops, declare_intrinsic
+from .vecmath import LN2_HI, LN2_LO, LOG2E, SHIFTER, _Ops, declare_intrinsic, vector_function
 
 __all__ = [
     "AccColSum",
@@ -609,11 +609,30 @@ class _BlockEmitter(_Emitter):
     """kernels._Emitter with cheaper vector tanh: `tanh_function`, or `tanh_function_f32` in float32."""
 
     def _call(self, name: str, values: list[ir.Value]) -> ir.Value:
+        if name in ("cosh", "sinh") and self.width > 1:
+            return self._hyperbolic(name, values[0])
         if name != "tanh" or self.width == 1:
             return super()._call(name, values)
         if self.ctype == F32:
             return self.b.call(tanh_function_f32(self.b.module, self.width), values)
         return self.b.call(tanh_function(self.b.module, self.width), values)
+
+    def _hyperbolic(self, name: str, value: ir.Value) -> ir.Value:
+        """Vector cosh and sinh from one vector expm1 shared by both of an argument (the C library's would run
+        lane by lane): u = expm1 x, e = u + 1, cosh = (e + 1/e)/2, sinh = (u + u/e)/2 (no cancellation near 0)."""
+        b = self.b
+        cache: dict[int, tuple[ir.Value, ...]] = self.__dict__.setdefault("_expm1", {})
+        if id(value) not in cache:
+            wide = value if self.ctype == F64 else b.fpext(value, ir.VectorType(F64, self.width))
+            u = b.call(vector_function(b.module, "expm1", self.width), [wide])
+            one = ir.Constant(u.type, [1.0] * self.width)
+            e = b.fadd(u, one)
+            inv = b.fdiv(one, e)
+            cache[id(value)] = (value, u, e, inv)  # `value` kept alive: its id stays unique
+        _, u, e, inv = cache[id(value)]
+        half = ir.Constant(u.type, [0.5] * self.width)
+        out = b.fmul(half, b.fadd(e, inv) if name == "cosh" else b.fadd(u, b.fmul(u, inv)))
+        return out if self.ctype == F64 else b.fptrunc(out, self.ty)
 
 
 # ---------------------------------------------------------------------- code generation
