@@ -62,6 +62,9 @@ class Backend:
     #: path (symsm/ir/blocks.py), called as ``function(model, programs, *, dtype, cache_key) -> source``; None:
     #: the backend cannot run them
     blocks: str | None = None
+    #: whether path="auto" runs models written with vectors and matrices on `blocks` (a compiled block executor;
+    #: the numpy reference executor is exact, not fast)
+    blocks_by_default: bool = False
 
     def generator_function(self) -> Callable[..., str]:
         """The code generator (imported on first use)."""
@@ -102,6 +105,7 @@ BACKENDS: tuple[Backend, ...] = (
         fit_backend="llvm",
         machine_code="object files kept next to the module",
         blocks=_LLVM_BLOCKS,
+        blocks_by_default=True,
     ),
     Backend(
         name="numba-python",

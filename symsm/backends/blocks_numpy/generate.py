@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..._version import __version__
-from ...ir.blocks import KERNELS, BlockProgram, flops_per_row
+from ...ir.blocks import KERNELS, BlockProgram, data_degree, flops_per_row
 
 __all__ = ["generate_blocks_source"]
 
@@ -32,6 +32,8 @@ CACHE_KEY = "{key}"
 DIM = {dim}
 N_PARAMS = {n_params}
 DTYPE = np.{dtype}
+# the integrand has degree ≤ 2 in x: the host may replace the rows by 2d moment-matching points
+QUADRATIC_IN_DATA = {quadratic}
 {programs}
 
 _KERNELS = {{}}
@@ -94,6 +96,7 @@ def generate_blocks_source(
         n_params=model.n_params,
         flops=flops,
         programs="\n".join(body),
+        quadratic=data_degree(programs["per_sample"]) <= 2,
         backend=backend,
         package=package,
         cls=cls,
