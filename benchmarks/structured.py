@@ -1,5 +1,5 @@
 """The structured path (issue 18 stage 3), measured: ``python -m benchmarks.structured`` (or ``python -m benchmarks
---structured``) writes benchmarks/STRUCTURED.md and .json.
+structured``) writes benchmarks/STRUCTURED.md and .json.
 
 Models written with the vector notation: ICA log cosh −Σ_k log cosh((Wx)_k) (W d × d) at d = 8, 32, 64, 128, 256
 (N = 1e6 for d ≤ 64, 1e5 beyond) and the full Gaussian −(x − μ)ᵀP(x − μ)/2 (P symmetric) at d = 32, N = 1e6.
