@@ -161,3 +161,32 @@ def test_block_objects_are_cached_and_verified(tmp_path):
     assert again["code_events"] == ["machine code compiled"] and again["value"] == first["value"]
     obj.write_bytes(obj.read_bytes().replace(b"symsm-object-v1", b"symsm-object-v0", 1))  # foreign header
     assert _probe(tmp_path)["code_events"] == ["machine code compiled"]
+
+
+def test_fit_on_the_structured_path_skips_standard_errors_for_large_models_clearly():
+    from symsm.fitting.fit import STRUCTURED_SE_MAX_PARAMS
+
+    d = 16
+    assert d * d > STRUCTURED_SE_MAX_PARAMS
+    model = _vector_ica(d)
+    rng = np.random.default_rng(11)
+    X = rng.laplace(size=(3000, d))
+    loss = model.compile()
+    assert loss.derivation_path == "structured"
+    result = symsm.fit(loss, X, np.eye(d).ravel(), options={"maxiter": 30})
+    assert np.all(np.isnan(result.se))
+    assert "no Newton steps or standard errors" in result.message
+    assert loss.value(result.theta, X) < loss.value(np.eye(d).ravel(), X)
+
+
+def test_dask_runs_structured_losses():
+    da = pytest.importorskip("dask.array")
+    model = _vector_ica(STRUCTURED_AUTO_MIN_DIM)
+    loss = model.compile()
+    assert loss.derivation_path == "structured"
+    X = np.random.default_rng(12).normal(size=(2000, STRUCTURED_AUTO_MIN_DIM))
+    theta = np.eye(STRUCTURED_AUTO_MIN_DIM).ravel() * 0.9
+    v1, g1 = loss.value_and_grad(theta, da.from_array(X, chunks=(700, STRUCTURED_AUTO_MIN_DIM)))
+    v2, g2 = loss.value_and_grad(theta, X)
+    _close(v1, v2)
+    _close(g1, g2)
