@@ -1187,12 +1187,12 @@ class BlockKernel:
         totals = partial[0].copy()
         for row in partial[1:]:  # chunk order: deterministic
             totals += row
-        out = {}
+        result = {}
         for name, acc in lay.accs.items():
             stored = totals[acc.offset : acc.offset + math.prod(acc.stored)].reshape(acc.stored)
-            out[name] = stored[..., : acc.shape[-1]].copy() if acc.shape else stored[0].copy()
+            result[name] = stored[..., : acc.shape[-1]].copy() if acc.shape else stored[0].copy()
         del packed
-        return out
+        return result
 
 
 # ---------------------------------------------------------------------- the FMA peak

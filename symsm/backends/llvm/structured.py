@@ -75,9 +75,10 @@ def reciprocals(table: tuple[str, ...] | list[str]) -> list[str]:
                 mono[dst] = merged
         elif kind == "copy" and not args[0].startswith("#"):
             mono[dst] = of(args[0])
-        if kind == "div" and not args[1].startswith("#"):
-            ((base, k),) = of(args[1]).items() if len(of(args[1])) == 1 else ((None, 0),)
-            if base is not None and 1 <= k <= MAX_RECIPROCAL_POWER and not base.startswith("#"):
+        divisor = of(args[1]) if kind == "div" and not args[1].startswith("#") else {}
+        if len(divisor) == 1:
+            ((base, k),) = divisor.items()
+            if 1 <= k <= MAX_RECIPROCAL_POWER and not base.startswith("#"):
                 out.append(f"{dst} mul {args[0]} {power(base, k)}")
                 continue
         out.append(line)
