@@ -311,11 +311,10 @@ NOTES = [
     "* JAX runs its own thread pool (XLA); its CPU time includes it. symsm's CPU time is the process's, all threads.",
     "* The scalar path (path='graph') is not run for d > 32: its derivation and compilation take minutes there "
     "(README, Scale in dimension: 255 s at d = 128).",
-    "* Left: the derived ICA tables compute cosh and sinh (one shared expm1, divisions by powers of cosh done as "
-    "one reciprocal) where the hand-assembled program of BLOCKS.md uses tanh: the single-thread block kernel is "
-    "~1.25× the hand-assembled one at d = 32; a table-level rewrite to tanh would close most of it. At d ≥ 64 the "
-    "3× goal against hand-written JAX is not met: JAX's BLAS products are within ~3× of the roofline there, so 3× "
-    "would need symsm at the roofline itself.",
+    "* The derived ICA program has the hand-assembled one's five matrix products (BLOCKS.md) and, since the "
+    "derivation writes log cosh's derivatives with tanh, nearly its tables: its block kernel takes ~1.1× the "
+    "hand-assembled one's time on one thread at d = 32. At d ≥ 64 the 3× goal against hand-written JAX is not met: "
+    "JAX's BLAS products are within ~3× of the roofline there, so 3× would need symsm at the roofline itself.",
 ]
 
 
