@@ -25,9 +25,10 @@ __all__ = ["CompiledLoss", "compile_model", "loss_class"]
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 #: "auto" takes the structured path for models written with vectors and matrices from this dimension on, on a
 #: backend whose block executor is compiled (llvm's `blocks_by_default`): below it the scalar kernels are as
-#: fast or faster (measured, value_and_grad, N = 1e6, CPU ms structured / scalar: ICA d = 4 39 / 28, d = 8
-#: 81 / 73, d = 16 176 / 247; see benchmarks/STRUCTURED.md)
-STRUCTURED_AUTO_MIN_DIM = 16
+#: fast (measured, value_and_grad, N = 1e6, CPU ms structured / scalar: ICA d = 4 27 / 27, d = 8 42 / 57,
+#: d = 16 129 / 251; the full Gaussian, whose rows both paths replace by moment points, 17 / 16 at d = 8 and
+#: equal within noise at d = 16 and 24; benchmarks/STRUCTURED.md has d ≥ 8 against JAX)
+STRUCTURED_AUTO_MIN_DIM = 8
 
 
 def _structured_by_default(model: Model, spec: Any, objective_spec: Objective) -> bool:
