@@ -308,6 +308,10 @@ NOTES = [
     "* The full Gaussian's integrand is quadratic in x, so both symsm paths replace the rows by 2d moment-matching "
     "points (one pass of moments, symsm/runtime/moments.py): that is why it beats the 10·d²·N roofline, which "
     "assumes a full pass of the block program.",
+    "* Wall time swings with the other processes on the machine (the same code gave ICA d = 128 384 ms in one run "
+    "and 971 ms in the next); benchmarks/STRUCTURED_RUN2.md is a second run (5 repeats, no new-process part) for "
+    "the spread. CPU-time ratios against JAX, first / second run: ICA d = 8 6.8× / 4.8×, d = 32 3.1× / 3.2×, "
+    "d = 64 2.4× / 2.6×, d = 128 2.0× / 1.8×, d = 256 1.8× / 1.6×, Gaussian 3.0× / 4.6×.",
     "* JAX runs its own thread pool (XLA); its CPU time includes it. symsm's CPU time is the process's, all threads.",
     "* The scalar path (path='graph') is not run for d > 32: its derivation and compilation take minutes there "
     "(README, Scale in dimension: 255 s at d = 128).",
