@@ -348,7 +348,7 @@ def test_data_of_the_wrong_width_and_unsupported_models():
     loss = model.compile(path="structured")
     with pytest.raises(ValueError, match="got 4 columns"):
         loss.value(np.eye(D).ravel(), np.zeros((5, 4)))
-    assert loss.backend == "llvm"  # the CPU backends' block programs run on the numpy reference executor for now
+    assert loss.backend == "llvm"  # llvm's block programs run on its block executor (symsm/backends/llvm/structured.py)
     with pytest.raises(ValueError, match="cannot run block programs"):
         model.compile(backend="cuda", path="structured")
     with pytest.raises(ValueError, match="exact objective"):

@@ -62,6 +62,9 @@ class Backend:
     #: path (symsm/ir/blocks.py), called as ``function(model, programs, *, dtype, cache_key) -> source``; None:
     #: the backend cannot run them
     blocks: str | None = None
+    #: whether path="auto" runs models written with vectors and matrices on `blocks` (a compiled block executor;
+    #: the numpy reference executor is exact, not fast)
+    blocks_by_default: bool = False
 
     def generator_function(self) -> Callable[..., str]:
         """The code generator (imported on first use)."""
@@ -85,8 +88,10 @@ class Backend:
         return (self.name, *self.aliases)
 
 
-#: the block programs' reference executor (numpy: exact, not fast) — the CPU backends' until a faster one lands
+#: the block programs' reference executor (numpy: exact, not fast): numba-python's, to compare against
 _NUMPY_BLOCKS = "symsm.backends.blocks_numpy.generate:generate_blocks_source"
+#: the tiled LLVM block executor (symsm/backends/llvm/structured.py): llvm's
+_LLVM_BLOCKS = "symsm.backends.llvm.structured:generate_llvm_blocks_source"
 
 BACKENDS: tuple[Backend, ...] = (
     Backend(
@@ -99,7 +104,8 @@ BACKENDS: tuple[Backend, ...] = (
         dask=True,
         fit_backend="llvm",
         machine_code="object files kept next to the module",
-        blocks=_NUMPY_BLOCKS,
+        blocks=_LLVM_BLOCKS,
+        blocks_by_default=True,
     ),
     Backend(
         name="numba-python",

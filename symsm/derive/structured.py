@@ -347,15 +347,15 @@ class _Forward:
             for (k, m), v in d2.items():
                 if v != 0:
                     lap += (1 if k == m else 2) * v * self.jac_dot(args[k].jac, args[m].jac)
-            jac = {key: (m, a) for key, (m, a) in jac.items() if a != 0}
-            return _Vec(value, n, jac, lap)
+            jac = {key: (m, _tanh_form(a)) for key, (m, a) in jac.items() if a != 0}
+            return _Vec(value, n, jac, _tanh_form(lap))
         grad = sp.Add(*[d1[k] * args[k].grad for k in xi])
         lap = sp.Add(*[d1[k] * args[k].lap for k in xi])
         for (k, m), v in d2.items():
             if v != 0:
                 dot = self.g.rowsum(args[k].grad * args[m].grad, self.d)
                 lap += (1 if k == m else 2) * v * dot
-        return _Sca(value, grad, lap)
+        return _Sca(value, _tanh_form(grad), _tanh_form(lap))
 
     def total(self, node: TensorExpr, a: Any) -> Any:
         if isinstance(a, _Theta):
@@ -461,6 +461,21 @@ def _reverse(g: StructuredDerivation) -> None:
         if any(g.by_symbol.get(s) is not None and s.name != "X" for s in node.input.free_symbols):
             a_bar = g.matmul(bar, node.width, P, transpose=not node.transpose)
             propagate(node.input, node.input_width, a_bar.symbol)
+
+
+def _tanh_form(expr: Any) -> Any:
+    """`expr` with sinh(u) = tanh(u)·cosh(u) for each u where that removes every cosh(u) (log cosh's derivatives:
+    tanh u and tanh² u − 1 instead of sinh u / cosh u and sinh² u / cosh² u − 1: one function instead of two and
+    no division); else `expr` unchanged."""
+    if not isinstance(expr, sp.Basic):
+        return expr
+    for s in expr.atoms(sp.sinh):
+        c = sp.cosh(s.args[0])
+        if expr.has(c):
+            rewritten = expr.subs(s, sp.tanh(s.args[0]) * c)
+            if not rewritten.has(c):
+                expr = rewritten
+    return expr
 
 
 def derive_structured(model: Any) -> StructuredDerivation:

@@ -84,6 +84,7 @@ __all__ = [
     "Op",
     "ThetaDecl",
     "build_block_programs",
+    "data_degree",
     "flops_per_row",
     "parse_program",
 ]
@@ -731,3 +732,42 @@ def flops_per_row(program: BlockProgram) -> dict[str, int]:
         elif op.kind in ("rowsum", "acc_colsum", "acc_sum"):
             other += width[op.ins[0]]
     return {"matmul": matmul, "other": other, "total": matmul + other}
+
+
+def data_degree(program: BlockProgram) -> float:
+    """An upper bound on the degree in the data of the per-row output of `program` (its per_sample or score op),
+    propagated through the block section: X has degree 1, θ-level arrays 0; matrix products and row sums keep
+    it, tables add (mul), keep (add, sub, neg, copy, division by a data-free operand, a constant integer power
+    multiplies it) or lose track (any other function of the data: ∞). Programs without a per-row output: ∞.
+    Degree ≤ 2 is what lets a host replace the rows by moment-matching points (symsm/runtime/moments.py)."""
+    inf = float("inf")
+    deg: dict[str, float] = {"X": 1.0}
+    for op in program.block:
+        if op.kind in ("matmul", "rowsum"):
+            deg[op.outs[0]] = deg.get(op.ins[0], 0.0)
+        elif op.kind == "elementwise":
+            local = {name: deg.get(name, 0.0) for name in op.ins}
+            for line in op.table:
+                dst, kind, *args = line.split()
+                vals = [0.0 if a.startswith("#") else local.get(a, 0.0) for a in args]
+                if kind in ("add", "sub"):
+                    local[dst] = max(vals)
+                elif kind == "mul":
+                    local[dst] = vals[0] + vals[1]
+                elif kind in ("neg", "copy"):
+                    local[dst] = vals[0]
+                elif kind == "div":
+                    local[dst] = vals[0] if vals[1] == 0 else inf
+                elif kind == "pow":
+                    e = args[1]
+                    exact = e.startswith("#") and float(e[1:]).is_integer() and float(e[1:]) >= 0
+                    local[dst] = vals[0] * float(e[1:]) if exact and vals[0] < inf else (0.0 if max(vals) == 0 else inf)
+                elif kind == "call":
+                    local[dst] = 0.0 if vals[1] == 0 else inf
+                else:  # sqrt and anything else
+                    local[dst] = 0.0 if max(vals) == 0 else inf
+            for name in op.outs:
+                deg[name] = local.get(name, inf)
+        elif op.kind in ("per_sample", "score"):
+            return deg.get(op.ins[0], 0.0)
+    return inf

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backends import DEFAULT_BACKEND, get_backend
 from ..backends.registry import WHERE
-from ..core.errors import ModelError
+from ..core.errors import CodegenError, ModelError
 from ..core.progress import Progress
 from .device import CudaCompiledLoss
 from .loader import load_module, module_key
@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 __all__ = ["CompiledLoss", "compile_model", "loss_class"]
 
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+#: "auto" takes the structured path for models written with vectors and matrices from this dimension on, on a
+#: backend whose block executor is compiled (llvm's `blocks_by_default`): below it the scalar kernels are as
+#: fast (measured, value_and_grad, N = 1e6, CPU ms structured / scalar: ICA d = 4 27 / 27, d = 8 42 / 57,
+#: d = 16 129 / 251; the full Gaussian, whose rows both paths replace by moment points, 17 / 16 at d = 8 and
+#: equal within noise at d = 16 and 24; benchmarks/STRUCTURED.md has d ≥ 8 against JAX)
+STRUCTURED_AUTO_MIN_DIM = 8
+
+
+def _structured_by_default(model: Model, spec: Any, objective_spec: Objective) -> bool:
+    return (
+        bool(getattr(model, "is_structured", False))
+        and spec.blocks_by_default
+        and objective_spec.exact
+        and model.dim >= STRUCTURED_AUTO_MIN_DIM
+    )
 
 
 def compile_model(
@@ -68,6 +83,13 @@ def compile_model(
     path = check_path(path)
     if derivation is not None and derivation.path != path:
         raise ValueError(f"path={path!r} differs from the derivation's path {derivation.path!r}")
+    if path == "auto" and derivation is None and _structured_by_default(model, spec, objective_spec):
+        try:  # the structured path where it runs this model; the scalar paths derive every model
+            return compile_model(
+                model, backend, dt, objective=objective_spec, seed=seed, path="structured", verbose=verbose
+            )
+        except (ModelError, CodegenError):
+            pass
     if path == "structured" and not objective_spec.exact:
         raise ValueError("path='structured' runs the exact objective for now")
     if path == "structured" and spec.blocks is None:

@@ -39,20 +39,31 @@ the real k, row sums mask them, and accumulator entries they touch are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 from llvmlite import ir
 
+from ...core import cache as symsm_cache
 from ...core.threads import run_blocks
 from .kernels import _Emitter
-from .native import _load_object, compile_module, parse_table
-from .vecmath import LN2_HI, LN2_LO, LOG2E, SHIFTER, _Ops, declare_intrinsic
+from .native import (
+    CODEGEN_OPT,
+    _load_object,
+    _object_header,
+    _read_object,
+    compile_module,
+    parse_table,
+    target_description,
+)
+from .vecmath import LN2_HI, LN2_LO, LOG2E, SHIFTER, _Ops, declare_intrinsic, vector_function
 
 __all__ = [
     "AccColSum",
@@ -63,6 +74,7 @@ __all__ = [
     "Elementwise",
     "MatMul",
     "Param",
+    "RowOut",
     "RowSum",
     "default_tile",
     "fma_peak",
@@ -138,7 +150,14 @@ class AccSum:
     a: str
 
 
-Op = MatMul | Elementwise | RowSum | AccOuter | AccColSum | AccSum
+@dataclass(frozen=True)
+class RowOut:
+    """The per-row output: each row of `a` (width n) written, as float64, to row t of the (N, n) output array."""
+
+    a: str
+
+
+Op = MatMul | Elementwise | RowSum | AccOuter | AccColSum | AccSum | RowOut
 ROW_OPS = (MatMul, Elementwise, RowSum)
 ACC_OPS = (AccOuter, AccColSum, AccSum)
 
@@ -185,6 +204,7 @@ class _Layout:
     slots: list[tuple[str, str]] = field(default_factory=list)  # parameter pointers: (name, "T"/"N"/"v"/"s")
     accs: dict[str, _Acc] = field(default_factory=dict)
     block_rows: int = 0
+    out_width: int = 0  # columns of the per-row output (0: none)
     work_size: int = 0
     acc_size: int = 0
 
@@ -251,6 +271,10 @@ def _plan(
             if array(op.a).width != 1:
                 raise ValueError(f"acc_sum {op.acc}: {op.a} must have width 1 (use a rowsum)")
             acc(op.acc, ())
+        elif isinstance(op, RowOut):
+            if lay.out_width:
+                raise ValueError("a block program has at most one per-row output")
+            lay.out_width = array(op.a).width
         else:
             raise TypeError(f"unknown block op {op!r}")
     for op in program.ops:
@@ -294,7 +318,7 @@ def _elementwise_width(op: Elementwise, lay: _Layout) -> int:
 def _reads(op: Op) -> tuple[str, ...]:
     if isinstance(op, AccOuter):
         return (op.a, op.c)
-    if isinstance(op, AccColSum | AccSum):
+    if isinstance(op, AccColSum | AccSum | RowOut):
         return (op.a,)
     return ()
 
@@ -585,11 +609,30 @@ class _BlockEmitter(_Emitter):
     """kernels._Emitter with cheaper vector tanh: `tanh_function`, or `tanh_function_f32` in float32."""
 
     def _call(self, name: str, values: list[ir.Value]) -> ir.Value:
+        if name in ("cosh", "sinh") and self.width > 1:
+            return self._hyperbolic(name, values[0])
         if name != "tanh" or self.width == 1:
             return super()._call(name, values)
         if self.ctype == F32:
             return self.b.call(tanh_function_f32(self.b.module, self.width), values)
         return self.b.call(tanh_function(self.b.module, self.width), values)
+
+    def _hyperbolic(self, name: str, value: ir.Value) -> ir.Value:
+        """Vector cosh and sinh from one vector expm1 shared by both of an argument (the C library's would run
+        lane by lane): u = expm1 x, e = u + 1, cosh = (e + 1/e)/2, sinh = (u + u/e)/2 (no cancellation near 0)."""
+        b = self.b
+        cache: dict[int, tuple[ir.Value, ...]] = self.__dict__.setdefault("_expm1", {})
+        if id(value) not in cache:
+            wide = value if self.ctype == F64 else b.fpext(value, ir.VectorType(F64, self.width))
+            u = b.call(vector_function(b.module, "expm1", self.width), [wide])
+            one = ir.Constant(u.type, [1.0] * self.width)
+            e = b.fadd(u, one)
+            inv = b.fdiv(one, e)
+            cache[id(value)] = (value, u, e, inv)  # `value` kept alive: its id stays unique
+        _, u, e, inv = cache[id(value)]
+        half = ir.Constant(u.type, [0.5] * self.width)
+        out = b.fmul(half, b.fadd(e, inv) if name == "cosh" else b.fadd(u, b.fmul(u, inv)))
+        return out if self.ctype == F64 else b.fptrunc(out, self.ty)
 
 
 # ---------------------------------------------------------------------- code generation
@@ -601,10 +644,12 @@ class _Generator:
         self.lay = lay
         self.ctype = _llvm_type(lay.dtype)
         pt = ir.PointerType(self.ctype)
-        fnty = ir.FunctionType(ir.VoidType(), [pt, I64, ir.PointerType(pt), ir.PointerType(F64), pt])
+        fnty = ir.FunctionType(
+            ir.VoidType(), [pt, I64, ir.PointerType(pt), ir.PointerType(F64), pt, ir.PointerType(F64)]
+        )
         self.fn = ir.Function(module, fnty, symbol)
         self.fn.attributes.add("nounwind")
-        for arg, name in zip(self.fn.args, ("X", "n_rows", "params", "accs", "work"), strict=True):
+        for arg, name in zip(self.fn.args, ("X", "n_rows", "params", "accs", "work", "out"), strict=True):
             arg.name = name
             if isinstance(arg.type, ir.PointerType):
                 arg.add_attribute("noalias")
@@ -613,13 +658,14 @@ class _Generator:
 
     def build(self) -> ir.Function:
         b, x, lay = self.b, self.x, self.lay
-        X, n_rows, params, accs, work = self.fn.args
+        X, n_rows, params, accs, work, out = self.fn.args
         self.param_ptr = [b.load(x.gep(params, k)) for k in range(len(lay.slots))]
         self.base = {name: x.gep(work, a.offset) for name, a in lay.arrays.items()}
         self.acc_ptr = {name: x.gep(accs, a.offset) for name, a in lay.accs.items()}
         rows = lay.block_rows
         row_ops = [op for op in self.program.ops if isinstance(op, ROW_OPS)]
         acc_ops = [op for op in self.program.ops if isinstance(op, ACC_OPS)]
+        row_outs = [op for op in self.program.ops if isinstance(op, RowOut)]
         groups = _fuse(row_ops, self.program.ops, lay)
         with b.goto_entry_block():
             self.slots = b.alloca(self.x.vt, size=lay.panel)  # per-row partial sums of a fused row sum
@@ -633,6 +679,8 @@ class _Generator:
                 self._copy_x(xblock, nb, p0)
                 for group in groups:
                     self._group(group, p0)
+                for op in row_outs:
+                    self._row_out(op, out, b0, nb, p0)
                 return []
 
             x.loop(0, nb, lay.panel, panel, nonempty=True)
@@ -865,6 +913,27 @@ class _Generator:
 
         x.loop(0, lay.panel, 1, row, nonempty=True)
 
+    def _row_out(self, op: RowOut, out: ir.Value, b0: ir.Value, nb: ir.Value, p0: ir.Value) -> None:
+        """Rows p0 … of the panel (those inside the block) of `op.a` into the float64 output, row b0 + p0 + r."""
+        b, x = self.b, self.x
+        n = self.lay.arrays[op.a].width
+
+        def row(r: ir.Value, _c: list) -> list:
+            i = b.add(p0, r)
+            with b.if_then(b.icmp_signed("<", i, nb), likely=True):
+                src = self._row_ptr(op.a, p0, r)
+                dst = b.gep(out, [b.mul(b.add(b0, i), x.i64(n))])
+
+                def column(j: ir.Value, _c: list) -> list:
+                    value = b.load(x.gep(src, j))
+                    b.store(value if value.type == F64 else b.fpext(value, F64), b.gep(dst, [j]))
+                    return []
+
+                x.loop(0, n, 1, column, nonempty=True)
+            return []
+
+        x.loop(0, self.lay.panel, 1, row, nonempty=True)
+
     # -- accumulations over the block's nb rows
     def _accumulate(self, ops: Sequence[Op], nb: ir.Value) -> None:
         groups: dict[str, list[AccOuter]] = {}
@@ -1008,18 +1077,37 @@ class BlockKernel:
         tiles: int = 1,
         block_rows: int | None = None,
         l2_bytes: int = 192 * 1024,
+        symbol: str | None = None,
+        object_file: Path | None = None,
     ) -> None:
+        """`symbol`, `object_file`: the function's name and a file of the private cache directory that keeps its
+        object code (verified by native.py's header: sha256, the symbol, the layout and the target); a file that
+        does not match is rebuilt, never loaded."""
         self.program = program
         self.dtype = np.dtype(dtype)
         tile = default_tile()
         self.layout = _plan(program, self.dtype.name, mr or tile[0], nv or tile[1], tiles, block_rows, l2_bytes)
-        module = ir.Module(name="symsm_blocks")
-        self.symbol = _symbol("block")
-        _Generator(program, self.layout, module, self.symbol).build()
-        self.ir = str(module)
-        obj = compile_module(module)
+        self.symbol = symbol or _symbol("block")
+        self.ir = ""
+        self.compiled = False
+        obj = None
+        tag = ""
+        if object_file is not None:
+            lay = self.layout
+            shape = f"mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows} {self.dtype.name}"
+            tag = f"{self.symbol} {shape} {target_description()} codegen-opt={CODEGEN_OPT}"
+            obj = _read_object(object_file, tag)
+        if obj is None:
+            module = ir.Module(name="symsm_blocks")
+            _Generator(program, self.layout, module, self.symbol).build()
+            self.ir = str(module)
+            obj = compile_module(module)
+            self.compiled = True
+            if object_file is not None:
+                with contextlib.suppress(OSError):  # an unwritable cache costs a recompile in the next process
+                    symsm_cache.write_private_file(object_file, _object_header(tag, obj) + obj)
         address = _load_object(obj, [self.symbol])[self.symbol]
-        self._fn = ctypes.CFUNCTYPE(None, _P, _I64, _P, _P, _P)(address)
+        self._fn = ctypes.CFUNCTYPE(None, _P, _I64, _P, _P, _P, _P)(address)
 
     def pack(self, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The θ arrays in the layout the machine code reads (matrices as (k, n) padded, vectors padded)."""
@@ -1052,7 +1140,11 @@ class BlockKernel:
         per = _ceil(_ceil(n, n_chunks), rows) * rows
         return per, max(1, _ceil(n, per))
 
-    def __call__(self, X: np.ndarray, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(
+        self, X: np.ndarray, params: Mapping[str, np.ndarray], out: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The accumulators' totals; a program with a per-row output (`RowOut`) writes it into `out`, a
+        C-contiguous float64 array (N, n) (or (N,) for width 1)."""
         lay = self.layout
         if not (
             isinstance(X, np.ndarray)
@@ -1062,9 +1154,21 @@ class BlockKernel:
             and X.flags.c_contiguous
         ):
             raise TypeError(f"X must be a C-contiguous {self.dtype} array of shape (n, {self.program.dim})")
+        n = X.shape[0]
+        if lay.out_width:
+            if not (
+                isinstance(out, np.ndarray)
+                and out.dtype == np.float64
+                and out.size == n * lay.out_width
+                and out.shape[:1] == (n,)
+                and out.flags.c_contiguous
+            ):
+                raise TypeError(f"out must be a C-contiguous float64 array of {n} rows of {lay.out_width}")
+            o, o_stride = out.ctypes.data, lay.out_width * 8
+        else:
+            o, o_stride = 0, 0
         packed = self.pack(params)
         pointers = (ctypes.c_void_p * max(1, len(packed)))(*[p.ctypes.data for p in packed])
-        n = X.shape[0]
         per, n_chunks = self.chunks(n)
         partial = np.zeros((n_chunks, lay.acc_size))
         fn, xs, pp = self._fn, X.ctypes.data, ctypes.addressof(pointers)
@@ -1075,19 +1179,20 @@ class BlockKernel:
             for c in range(lo, hi):
                 rows = min(per, n - c * per)
                 if rows > 0:
-                    fn(xs + c * per * row_bytes, rows, pp, part + c * stride, work.ctypes.data)
+                    at = o + c * per * o_stride if o else 0
+                    fn(xs + c * per * row_bytes, rows, pp, part + c * stride, work.ctypes.data, at)
 
         if n:
             run_blocks(run, n_chunks)
         totals = partial[0].copy()
         for row in partial[1:]:  # chunk order: deterministic
             totals += row
-        out = {}
+        result = {}
         for name, acc in lay.accs.items():
             stored = totals[acc.offset : acc.offset + math.prod(acc.stored)].reshape(acc.stored)
-            out[name] = stored[..., : acc.shape[-1]].copy() if acc.shape else stored[0].copy()
+            result[name] = stored[..., : acc.shape[-1]].copy() if acc.shape else stored[0].copy()
         del packed
-        return out
+        return result
 
 
 # ---------------------------------------------------------------------- the FMA peak
