@@ -4,6 +4,7 @@ model files."""
 from .model import DOMAINS, WEIGHT_VARIABLE, Model, ParamGroup, matrix, symmetric
 from .modelfile import ModelFileError, example_models, load_data, load_model
 from .parse import parse_formula
+from .structured import StructuredModel  # also registers it with Model (models written with vectors)
 
 __all__ = [
     "DOMAINS",
@@ -11,6 +12,7 @@ __all__ = [
     "Model",
     "ModelFileError",
     "ParamGroup",
+    "StructuredModel",
     "example_models",
     "load_data",
     "load_model",

@@ -27,6 +27,18 @@ if TYPE_CHECKING:
 
 __all__ = ["Model", "ParamGroup", "matrix", "symmetric"]
 
+# Models written with vectors and matrices: symsm/model/structured.py registers its StructuredModel class and
+# its formula reader here when the package symsm.model is imported (its __init__ imports it, before anything
+# can call Model), so this module does not import its own subclass.
+_STRUCTURED: dict[str, Any] = {}
+
+
+def register_structured(model_class: type[Model], from_string: Any) -> None:
+    """Called once by symsm/model/structured.py: the class Model(...) returns for a tensor expression and
+    the reader of vector formulas (Model.from_string with a data vector)."""
+    _STRUCTURED.update(model=model_class, from_string=from_string)
+
+
 DOMAINS = ("real", "nonnegative")
 
 #: The argument of a coordinate weight h(t) as the model stores it: one fixed Symbol, so the canonical form
@@ -123,9 +135,7 @@ class Model:
     def __new__(cls, log_f: Any = None, *args: Any, **kwargs: Any) -> Model:
         # A log f written with vectors and matrices (symsm/model/tensor.py) keeps its structure: StructuredModel.
         if cls is Model and isinstance(log_f, TensorExpr):
-            from .structured import StructuredModel
-
-            return super().__new__(StructuredModel)
+            return super().__new__(_STRUCTURED["model"])
         return super().__new__(cls)
 
     def __init__(
@@ -180,9 +190,7 @@ class Model:
         from .parse import parse_formula
 
         if isinstance(data, Mapping):  # a data vector {"name": "x", "size": d}: a model written with vectors
-            from .structured import structured_from_string
-
-            return structured_from_string(
+            return _STRUCTURED["from_string"](
                 formula, data, params, positive=positive, name=name, description=description, init=init,
                 domain=domain, weight=weight,
             )  # fmt: skip

@@ -19,7 +19,7 @@ import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
-from .model import Model, ParamGroup, _as_description, _as_finite_float, _as_name
+from .model import Model, ParamGroup, _as_description, _as_finite_float, _as_name, register_structured
 from .tensor import TensorExpr, _shape_text, _text, data_vector, leaf_entry_names, leaf_symbols, param_matrix
 
 __all__ = ["StructuredModel", "structured_from_string"]
@@ -398,3 +398,6 @@ def structured_from_string(
     return StructuredModel(
         log_f, x, leaves, name=name, description=description, init=init, domain=domain, weight=weight
     )
+
+
+register_structured(StructuredModel, structured_from_string)
