@@ -27,7 +27,7 @@ import numpy as np
 
 from ..backends import DEFAULT_BACKEND
 from ..core.arrays import as_theta
-from ..core.errors import IdentificationError
+from ..core.errors import IdentificationError, NonFiniteError
 from ..model.model import Model
 from ..runtime import placement
 from ..runtime.accumulate import central_difference_hessian, is_quadratic, is_variant
@@ -303,14 +303,22 @@ def _lbfgs(
     if np.any(theta0 < lower):
         raise ValueError(f"theta0: parameters declared positive must be ≥ {POSITIVE_LOWER_BOUND}")
     state = {"evals": 0, "nonfinite": 0, "iters": 0, "stopped": False}
+    problems: dict[str, NonFiniteError] = {}  # the last non-finite trial point's diagnosis, by kind
+
+    try:
+        loss.value_and_grad(theta0, data.rows)
+    except NonFiniteError as exc:  # L-BFGS-B cannot start there: say whether the data or θ₀ is the problem
+        kind = "θ₀ is outside the model's domain" if exc.domain else "the data are the problem"
+        raise NonFiniteError(f"fit: at the starting point θ₀ ({kind}): {exc}", exc.rows, exc.domain) from None
 
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
         state["evals"] += 1
-        value, grad = loss.value_and_grad(th, data.rows)
-        if not (math.isfinite(value) and np.isfinite(grad).all()):
+        try:
+            return loss.value_and_grad(th, data.rows)
+        except NonFiniteError as exc:
             state["nonfinite"] += 1
-            return math.inf, np.zeros_like(grad)
-        return value, grad
+            problems["domain" if exc.domain else "data"] = exc
+            return math.inf, np.zeros(len(th))
 
     def on_iteration(intermediate_result: Any) -> None:
         state["iters"] += 1
@@ -335,14 +343,25 @@ def _lbfgs(
         # start a fresh run from where it stopped (small first steps again).
         if state["stopped"] or not met_nonfinite or not np.all(np.isfinite(theta)):
             break
-    value, grad = loss.value_and_grad(theta, data.rows)
+    try:
+        value, grad = loss.value_and_grad(theta, data.rows)
+    except NonFiniteError as exc:
+        problems["domain" if exc.domain else "data"] = exc
+        value, grad = math.nan, np.full(len(theta), math.nan)
     est = _Estimate(theta, value, grad, "lbfgs", state["iters"], state["evals"] + 1, bool(res.success), "")
     message = "L-BFGS-B: " + " / ".join(messages)
     if state["nonfinite"]:
         message += f"; J̃ was not finite at {state['nonfinite']} trial points"
+        kinds = []
+        if "domain" in problems:
+            kinds.append("θ outside the model's domain (every row non-finite)")
+        if "data" in problems:
+            kinds.append(f"rows of the data {list(problems['data'].rows)} non-finite at some θ")
+        message += f" ({'; '.join(kinds)})"
     if not (math.isfinite(value) and np.all(np.isfinite(theta))):
         est.converged = False
-        est.message = message + "; the final point is outside the model's domain"
+        last = problems.get("domain") or problems.get("data")
+        est.message = message + "; the final point is not finite" + (f": {last}" if last else "")
         return est
     est.H, est.hessian_method = _hessian(loss, theta, data, hessian)
     at_bound = [n for n, v, lo in zip(mdl.param_names, theta, lower, strict=True) if v <= 2 * lo]
@@ -357,7 +376,10 @@ def _lbfgs(
         trial = est.theta - np.linalg.solve(est.H, est.grad)
         if np.any(trial <= lower):
             break
-        v2, g2 = loss.value_and_grad(trial, data.rows)
+        try:
+            v2, g2 = loss.value_and_grad(trial, data.rows)
+        except NonFiniteError:
+            break
         est.n_evals += 1
         if (
             not (math.isfinite(v2) and np.isfinite(g2).all())
