@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+VERBOSE_HELP = "report each stage and its elapsed time on stderr"
+
 
 def _demo(args: argparse.Namespace) -> int:
     """Derive, print, generate, compile and evaluate a bivariate Student-t model on embedded data."""
-    import sympy as sp
 
     from ..core import cache
     from ..fitting.fit import fit
@@ -47,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("\nper-sample objective Σ_i [∂_i² log f + ½ (∂_i log f)²]; J̃(θ) is its mean over the data.", file=out)
 
     t1 = time.perf_counter()
-    loss = model.compile(derivation=der)
+    loss = model.compile(derivation=der, verbose=args.verbose)
     t_codegen = time.perf_counter() - t1
     kind = cache.events()[-1].kind if cache.events() else "?"
     print(f"\ngenerated source ({kind}): {loss.path}", file=out)
@@ -119,8 +120,16 @@ def _nodes_at_most(expr: Any, limit: int) -> bool:
 
 def _derive(args: argparse.Namespace) -> int:
     """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient."""
-    model = _model(args)
+    from ..core.progress import Progress
+
+    progress = Progress(args.verbose)
+    with progress.stage("reading the model file"):
+        model = _model(args)
     der = model.derive()
+    with progress.stage(f"score and ∂ᵢ² log f (d = {model.dim})"):
+        der.hessian_diag  # noqa: B018 - computed here so that --verbose times it
+    with progress.stage("per-sample objective"):
+        der.objective  # noqa: B018
     show = (lambda e: sp.pretty(e, use_unicode=True, order=_order(e))) if args.pretty else _sstr
     if args.json:
         out = {
@@ -176,6 +185,9 @@ def _codegen(args: argparse.Namespace) -> int:
     """Generate (or load from the cache) the kernels for a backend and write the module to a folder."""
     model = _model(args)
     loss = model.compile(backend=args.backend, dtype=args.dtype, verbose=args.verbose)
+    if args.output is None:  # one module: to standard output
+        sys.stdout.write(loss.source if loss.source.endswith("\n") else loss.source + "\n")
+        return 0
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"-o {out_dir}: is a file; codegen writes into a folder")
@@ -209,10 +221,21 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _latex(args: argparse.Namespace) -> int:
     """Write the derivation as a LaTeX document (and compile it to PDF)."""
+    from ..core.progress import Progress
     from ..latex.pdf import write_latex
 
-    model = _model(args)
-    files = write_latex(model, args.output, pdf=args.pdf)
+    progress = Progress(args.verbose)
+    with progress.stage("reading the model file"):
+        model = _model(args)
+    if args.output is None:  # the document to standard output
+        from ..latex.derivation import derivation_latex
+
+        with progress.stage("derivation and LaTeX"):
+            text = derivation_latex(model.derive(), full_document=True)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+    with progress.stage("derivation, LaTeX" + (" and pdflatex" if args.pdf else "")):
+        files = write_latex(model, args.output, pdf=args.pdf)
     print(files.tex)
     if files.pdf is not None:
         print(files.pdf)
@@ -269,14 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help=f"skip the θ-gradient (default: shown when the objective has at most {GRADIENT_PRINT_NODES} nodes)",
     )
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=_derive)
 
     p = sub.add_parser("codegen", parents=[debug], help="write the generated kernel module for a backend")
     p.add_argument("model", metavar="MODEL", help=model_help)
     _backend_argument(p, "code generator")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="(default float64)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the module to")
-    p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", help="folder to write the module to (default: the module to standard output)"
+    )
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=_codegen)
 
     from ..fitting.fit import METHODS
@@ -287,18 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="auto", help="(default auto: closed form when possible)")
     _backend_argument(p, "where the kernels run")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("latex", parents=[debug], help="write the derivation as a LaTeX document")
     p.add_argument("model", metavar="MODEL", help=model_help)
-    p.add_argument("-o", "--output", required=True, metavar="FILE.tex", type=_tex_path, help="the .tex to write")
-    p.add_argument("--pdf", action="store_true", help="also compile it with pdflatex")
+    p.add_argument(
+        "-o", "--output", metavar="FILE.tex", type=_tex_path, help="the .tex to write (default: standard output)"
+    )
+    p.add_argument("--pdf", action="store_true", help="also compile it with pdflatex (needs -o)")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=_latex)
 
     demo = sub.add_parser("demo", parents=[debug], help="derive, compile and evaluate a real model on embedded data")
     demo.add_argument("--n", type=int, default=200_000, help="number of embedded samples (default 200000)")
     demo.add_argument("--repeat", type=int, default=10, help="steady-state repetitions (default 10)")
+    demo.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     demo.set_defaults(func=_demo)
 
     p = sub.add_parser("cache", parents=[debug], help="show (info) or empty (clear) the generated-code cache")
@@ -344,6 +374,21 @@ def _tex_path(text: str) -> str:
     return text
 
 
+# optional dependencies by the top-level module a missing import names: the extra that installs them
+EXTRAS = {"numba_cuda": "cuda", "dask": "distributed", "distributed": "distributed", "matplotlib": "notebooks"}
+
+
+def _missing_dependency(exc: ImportError) -> str:
+    """One line: what is missing and the command that installs it."""
+    text = _one_line(exc)
+    if "pip install" in text:
+        return text
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    install = f"pip install 'symsm[{extra}]'" if extra else f"pip install {module or '<the missing package>'}"
+    return f"a missing optional dependency ({text}); install it with: {install}"
+
+
 def _one_line(message: object) -> str:
     return " ".join(str(message).split()) or "(no message)"
 
@@ -351,6 +396,8 @@ def _one_line(message: object) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "latex" and args.pdf and args.output is None:
+        parser.error("latex --pdf needs -o FILE.tex (the PDF is written next to it)")
     debug = getattr(args, "debug", False)
     if not debug:
         warnings.showwarning = _warning_line
@@ -362,6 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `symsm derive m.toml | head`: the reader has gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ImportError as exc:  # a missing optional dependency: what to install, in one line
+        if debug:
+            raise
+        print(f"symsm: error: {_missing_dependency(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if debug:
             raise
