@@ -42,7 +42,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"symsm {__version__} demo: {model.name} — {model.description}", file=out)
     print(f"\nlog f(x; θ) = {sp.sstr(model.log_f)}", file=out)
     print(f"θ = ({', '.join(model.param_names)}), d = {model.dim}, P = {model.n_params}\n", file=out)
-    for i, (s, h) in enumerate(zip(der.score, der.hessian_diag, strict=True)):
+    for i, (s, h) in enumerate(zip(der.readable.score, der.readable.hessian_diag, strict=True)):
         print(f"∂{i} log f   = {sp.sstr(s)}", file=out)
         print(f"∂{i}² log f  = {sp.sstr(h)}", file=out)
     print("\nper-sample objective Σ_i [∂_i² log f + ½ (∂_i log f)²]; J̃(θ) is its mean over the data.", file=out)
@@ -90,94 +90,36 @@ def _model(args: argparse.Namespace) -> Model:
     return load_model(args.model)
 
 
-def _order(expr: Any) -> str | None:
-    # sympy's default ordering of a sum costs terms × symbols in time and memory: fine for a small model,
-    # gigabytes for a long polynomial in thousands of parameters, which is printed unordered instead.
-    return None if len(expr.free_symbols) <= 64 else "none"
-
-
-def _sstr(expr: Any) -> str:
-    return sp.sstr(expr, order=_order(expr))
-
-
-GRADIENT_PRINT_NODES = 1000  # objectives larger than this get their symbolic θ-gradient only on request
-
-
-def _show_gradient(args: argparse.Namespace, der: Any) -> bool:
-    """--gradient: always; --no-gradient: never; else only for objectives small enough to differentiate quickly.
-
-    The symbolic θ-gradient of a nested objective grows much faster than the objective (a 16-level nest of
-    exp takes tens of seconds and prints a megabyte), so a short hostile file must not hang `derive`.
-    """
-    if args.gradient is not None:
-        return args.gradient
-    return _nodes_at_most(der.objective, GRADIENT_PRINT_NODES)
-
-
-def _nodes_at_most(expr: Any, limit: int) -> bool:
-    return all(count < limit for count, _ in enumerate(sp.preorder_traversal(expr)))
-
-
 def _derive(args: argparse.Namespace) -> int:
-    """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient."""
+    """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient (the text of `str(der)`,
+    symsm/derive/text.py, in display forms simplified for reading; --json gives the derivation's own forms)."""
     from ..core.progress import Progress
+    from ..derive.text import derivation_text, show_gradient, sstr
 
     progress = Progress(args.verbose)
     with progress.stage("reading the model file"):
         model = _model(args)
     der = model.derive()
-    with progress.stage(f"score and ∂ᵢ² log f (d = {model.dim})"):
-        der.hessian_diag  # noqa: B018 - computed here so that --verbose times it
-    with progress.stage("per-sample objective"):
-        der.objective  # noqa: B018
-    show = (lambda e: sp.pretty(e, use_unicode=True, order=_order(e))) if args.pretty else _sstr
     if args.json:
-        out = {
-            "model": model.name,
-            "description": model.description,
-            "data": model.data_names,
-            "params": model.param_names,
-            "log_f": _sstr(model.log_f),
-            "score": [_sstr(e) for e in der.score],
-            "hessian_diag": [_sstr(e) for e in der.hessian_diag],
-            "objective": _sstr(der.objective),
-            "domain": model.domain,
-            "weight": None if model.weight_expr is None else _sstr(model.weight_expr),
-            "quadratic_in_theta": der.is_quadratic,
-        }
-        if _show_gradient(args, der):
-            out["gradient"] = [_sstr(e) for e in der.gradient]
+        with progress.stage("derivation"):
+            out = {
+                "model": model.name,
+                "description": model.description,
+                "data": model.data_names,
+                "params": model.param_names,
+                "log_f": sstr(model.log_f),
+                "score": [sstr(e) for e in der.score],
+                "hessian_diag": [sstr(e) for e in der.hessian_diag],
+                "objective": sstr(der.objective),
+                "domain": model.domain,
+                "weight": None if model.weight_expr is None else sstr(model.weight_expr),
+                "quadratic_in_theta": der.is_quadratic,
+            }
+            if show_gradient(der, args.gradient):
+                out["gradient"] = [sstr(e) for e in der.gradient]
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
-    x = model.data_names
-    print(f"model {model.name}" + (f" — {model.description}" if model.description else ""))
-    print(f"data x = ({', '.join(x)}), d = {model.dim}; parameters θ = ({', '.join(model.param_names)}), "
-          f"P = {model.n_params}")  # fmt: skip
-    print(f"\nlog f(x; θ) = {show(model.log_f)}")
-    print("\nscore ∂ᵢ log f")
-    for name, e in zip(x, der.score, strict=True):
-        print(f"  ∂/∂{name} log f = {show(e)}")
-    print("\nsecond derivatives ∂ᵢ² log f")
-    for name, e in zip(x, der.hessian_diag, strict=True):
-        print(f"  ∂²/∂{name}² log f = {show(e)}")
-    if der.weights is None:
-        print("\nper-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
-    else:  # domain "nonnegative": generalized score matching with the coordinate weight h
-        print(f"\ndomain [0, ∞)^{model.dim}, weight h(t) = {_sstr(model.weight_expr)}, hᵢ = h(xᵢ)")
-        print("per-sample objective Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f]  (J̃(θ) is its mean)")
-    print(f"  {show(der.objective)}")
-    quadratic = "yes: every score is affine in θ, so J̃ is quadratic and the fit is in closed form"
-    print(f"\nquadratic in θ: {quadratic if der.is_quadratic else 'no (fitted by L-BFGS-B)'}")
-    if _show_gradient(args, der):
-        print("\ngradient of the per-sample objective ∂/∂θₖ")
-        for name, e in zip(model.param_names, der.gradient, strict=True):
-            print(f"  ∂/∂{name} = {show(e)}")
-    elif args.gradient is None:
-        print(
-            f"\nthe θ-gradient is not printed: the objective has more than {GRADIENT_PRINT_NODES} nodes, so its "
-            "symbolic gradient is slow to form and very long (the kernels compute it by reverse accumulation); "
-            "--gradient prints it anyway"
-        )
+    print(derivation_text(der, pretty=args.pretty, gradient=args.gradient, stage=progress.stage))
     return 0
 
 
@@ -266,6 +208,8 @@ def _examples() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..derive.text import GRADIENT_PRINT_NODES
+
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     model_help = f"a model file (.toml), or the name of a bundled example ({_examples()})"
