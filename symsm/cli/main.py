@@ -69,7 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"  ∂J̃/∂{name:<4} = {g: .12g}", file=out)
 
     t3 = time.perf_counter()
-    res = fit(loss, X)
+    res = fit(loss, X, verbose=args.verbose)
     t_fit = time.perf_counter() - t3
     status = "converged" if res.converged else "NOT converged"
     print(f"\nfit: {res.method}, {res.n_iter} iterations, {status}; estimate ± standard error (sandwich)", file=out)
@@ -150,8 +150,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     model = _model(args)
     X = load_data(args.data, model)
-    target = model.compile(backend=args.backend, verbose=True) if args.verbose else model
-    res = fit(target, X, backend=args.backend, method=args.method)
+    res = fit(model, X, backend=args.backend, method=args.method, verbose=args.verbose)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
     else:

@@ -28,6 +28,7 @@ import numpy as np
 from ..backends import DEFAULT_BACKEND
 from ..core.arrays import as_theta
 from ..core.errors import IdentificationError, NonFiniteError
+from ..core.progress import IterationProgress
 from ..model.model import Model
 from ..runtime import placement
 from ..runtime.accumulate import central_difference_hessian, is_quadratic, is_variant
@@ -147,6 +148,7 @@ def fit(
     hessian: str = "auto",
     objective: str | Objective = "exact",
     seed: int = 0,
+    verbose: bool = False,
 ) -> FitResult:
     """Estimate θ by minimising the score-matching objective J̃ on the rows of X.
 
@@ -178,6 +180,10 @@ def fit(
         "denoising", or a `symsm.derive.objectives` instance carrying its options) and the seed of its draws; a
         `CompiledLoss` brings its own. The closed form applies to every one of them when the scores are
         affine in θ.
+    verbose
+        Report the compilation's stages and every iteration (stage, iteration, J̃, |∇J̃|) on stderr. Without it,
+        a fit that runs longer than two seconds shows one live line on a terminal, and nothing elsewhere
+        (symsm/core/progress.py).
 
     Raises
     ------
@@ -197,7 +203,7 @@ def fit(
             )
         loss = model
     elif isinstance(model, Model):
-        loss = compile_model(model, backend=backend, objective=objective, seed=seed)
+        loss = compile_model(model, backend=backend, objective=objective, seed=seed, verbose=verbose)
     else:
         raise TypeError(f"model must be a symsm.Model or a CompiledLoss, got {type(model).__name__}")
     mdl = loss.model
@@ -222,8 +228,10 @@ def fit(
     th0 = mdl.default_theta() if theta0 is None else as_theta(mdl, theta0, name="theta0")
 
     note = ""
+    progress = IterationProgress(verbose)
     if method in ("auto", "closed_form") and quadratic:
         est = _closed_form(loss, data)
+        progress.note(f"closed form: θ̂ = −A⁻¹b, J̃ = {est.value:.10g}, |∇J̃| = {float(np.linalg.norm(est.grad)):.3g}")
         bad = [n for n, p, v in zip(mdl.param_names, mdl.params, est.theta, strict=True) if p.is_positive and v <= 0]
         if not bad:
             if callback is not None:
@@ -235,7 +243,11 @@ def fit(
                 " (the constrained minimum lies on the boundary); use method='lbfgs' for the bounded fit"
             )
         note = f"the closed form leaves the domain of {', '.join(bad)}; bounded L-BFGS-B used instead. "
-    est = _lbfgs(loss, data, th0, callback, opts, hessian)
+    try:
+        est = _lbfgs(loss, data, th0, callback, opts, hessian, progress)
+    finally:
+        progress.close()
+    progress.note(est.message)
     est.message = note + est.message
     return _result(loss, data, est, start)
 
@@ -290,10 +302,13 @@ def _lbfgs(
     callback: Callable[[np.ndarray, float], bool | None] | None,
     options: dict[str, Any],
     hessian: str,
+    progress: IterationProgress | None = None,
 ) -> _Estimate:
     """L-BFGS-B from theta0, then (options["polish"]) Newton steps with the Hessian; judged by the Newton
     decrement gᵀH⁻¹g, which is scale-free (≈ 2·(J̃(θ) − min J̃)), rather than by the line search's exit."""
     import scipy.optimize  # imported here: `import symsm` stays light
+
+    progress = progress or IterationProgress()
 
     mdl = loss.model
     options = dict(options)
@@ -303,6 +318,7 @@ def _lbfgs(
     if np.any(theta0 < lower):
         raise ValueError(f"theta0: parameters declared positive must be ≥ {POSITIVE_LOWER_BOUND}")
     state = {"evals": 0, "nonfinite": 0, "iters": 0, "stopped": False}
+    latest = {"value": math.nan, "grad_norm": math.nan}  # J̃ and |∇J̃| at the last finite evaluation (progress)
     problems: dict[str, NonFiniteError] = {}  # the last non-finite trial point's diagnosis, by kind
 
     try:
@@ -314,7 +330,9 @@ def _lbfgs(
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
         state["evals"] += 1
         try:
-            return loss.value_and_grad(th, data.rows)
+            value, grad = loss.value_and_grad(th, data.rows)
+            latest["value"], latest["grad_norm"] = value, float(np.linalg.norm(grad))
+            return value, grad
         except NonFiniteError as exc:
             state["nonfinite"] += 1
             problems["domain" if exc.domain else "data"] = exc
@@ -322,6 +340,7 @@ def _lbfgs(
 
     def on_iteration(intermediate_result: Any) -> None:
         state["iters"] += 1
+        progress.update("L-BFGS-B", state["iters"], float(intermediate_result.fun), latest["grad_norm"])
         if callback is not None and callback(np.array(intermediate_result.x), float(intermediate_result.fun)) is True:
             state["stopped"] = True
             raise StopIteration
@@ -389,6 +408,7 @@ def _lbfgs(
             break
         est.theta, est.value, est.grad = trial, v2, g2
         steps += 1
+        progress.update("Newton", steps, v2, float(np.linalg.norm(g2)))
     if steps:
         est.H, est.hessian_method = _hessian(loss, est.theta, data, hessian)
         message += f"; {steps} Newton step{'s' if steps > 1 else ''} with the {est.hessian_method} Hessian"
