@@ -63,17 +63,26 @@ MAX_RESTARTS = 3  # fresh L-BFGS-B runs after a run that met non-finite values o
 class FitResult:
     """The outcome of `symsm.fit`.
 
-    theta, params : the estimate (flat, and by parameter group with matrices rebuilt)
-    loss, grad, grad_norm : J̃(θ̂), ∇θJ̃(θ̂) and its Euclidean norm
-    se, cov, se_params : sandwich standard errors and covariance H⁻¹VH⁻¹/N (NaN where H is not positive
+    Attributes
+    ----------
+    theta, params
+        the estimate (flat, and by parameter group with matrices rebuilt)
+    loss, grad, grad_norm
+        J̃(θ̂), ∇θJ̃(θ̂) and its Euclidean norm
+    se, cov, se_params
+        sandwich standard errors and covariance H⁻¹VH⁻¹/N (NaN where H is not positive
         definite), and the SEs by parameter group
-    hessian, grad_cov : H (the mean θ-Hessian of the integrand) and V (the covariance of its per-sample
+    hessian, grad_cov
+        H (the mean θ-Hessian of the integrand) and V (the covariance of its per-sample
         gradients) at θ̂
-    method : "closed_form" or "lbfgs"; hessian_method: how H was obtained ("quadratic_form" (= A, exact),
+    method
+        "closed_form" or "lbfgs"; hessian_method: how H was obtained ("quadratic_form" (= A, exact),
         "exact" (generated kernel) or "central_differences" (of the exact gradient))
-    n_iter, n_evals, converged, message : iterations (0 for the closed form), passes of value_and_grad,
+    n_iter, n_evals, converged, message
+        iterations (0 for the closed form), passes of value_and_grad,
         whether the fit met its tolerances, and how it ended
-    n_samples, param_names, model_name, seconds : N, the names of θ's entries, the model, the wall time
+    n_samples, param_names, model_name, seconds
+        N, the names of θ's entries, the model, the wall time
     """
 
     theta: np.ndarray
@@ -181,7 +190,7 @@ def fit(
         `CompiledLoss` brings its own. The closed form applies to every one of them when the scores are
         affine in θ.
     verbose
-        Report the compilation's stages and every iteration (stage, iteration, J̃, |∇J̃|) on stderr. Without it,
+        Report the compilation's stages and every iteration (stage, iteration, J̃ and the norm of ∇J̃) on stderr. Without it,
         a fit that runs longer than two seconds shows one live line on a terminal, and nothing elsewhere
         (symsm/core/progress.py).
 
