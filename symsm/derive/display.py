@@ -7,8 +7,9 @@ expression is offered to a few exact sympy rewrites — `cancel`, `factor`, `tog
 product of factors over a sum). Every candidate is equal to the expression by construction (they are
 algebraic identities, no branch cuts), and the tests check it numerically.
 
-The rewrites are bounded in time: an expression with more than `MAX_OPS` operations, or with more than
-`MAX_SYMBOLS` symbols (where multivariate factoring gets slow), is shown as it is. The kernels never see these
+The rewrites are bounded in time: an expression with more than `MAX_NODES` nodes, more than `MAX_SYMBOLS`
+symbols, more than `MAX_FUNCTIONS` function applications or a function of a function (where multivariate
+factoring gets slow) is shown as it is. The kernels never see these
 forms: the code generator keeps the forms it uses.
 """
 
@@ -23,16 +24,21 @@ import sympy as sp
 if TYPE_CHECKING:
     from .derivation import Derivation
 
-__all__ = ["MAX_OPS", "MAX_SYMBOLS", "Readable", "readable"]
+__all__ = ["MAX_FUNCTIONS", "MAX_NODES", "MAX_SYMBOLS", "Readable", "readable"]
 
-MAX_OPS = 300  # expressions with more operations are shown as sympy's diff gives them
-MAX_SYMBOLS = 12
+MAX_NODES = 600  # larger expressions are shown as sympy's diff gives them
+MAX_SYMBOLS = 12  # ... and those with more symbols (sums counted as one), where multivariate factoring is slow
+MAX_FUNCTIONS = 8  # ... and those with more function applications (each is one more generator to factor over)
 
 
-def _cost(expr: sp.Expr) -> tuple[int, int, int]:
-    """Reading cost: operations, then nodes, then a sum outside over a product outside (no printing: cheap)."""
-    nodes = sum(1 for _ in sp.preorder_traversal(expr))
-    return (sp.count_ops(expr), nodes, 1 if isinstance(expr, sp.Add) else 0)
+def _nodes(expr: sp.Expr) -> int:
+    return sum(1 for _ in sp.preorder_traversal(expr))
+
+
+def _cost(expr: sp.Expr) -> tuple[int, int]:
+    """Reading cost: the number of nodes, then a sum outside over a product outside. (Node counts, not
+    sympy's count_ops: that asks assumptions of every node and takes seconds on a nest of exponentials.)"""
+    return (_nodes(expr), 1 if isinstance(expr, sp.Add) else 0)
 
 
 def _candidates(expr: sp.Expr) -> list[Callable[[], sp.Expr]]:
@@ -88,7 +94,7 @@ def readable(expr: sp.Expr, params: Sequence[sp.Symbol] = (), preferred: frozens
     """
     if not isinstance(expr, sp.Expr) or expr.is_Atom:
         return expr
-    if sp.count_ops(expr) > MAX_OPS:
+    if any(k > MAX_NODES for k, _ in enumerate(sp.preorder_traversal(expr))):  # stops at the limit
         return expr
     mapping = _inner_sums(expr, preferred)
     back: dict[sp.Expr, sp.Expr] = {}
@@ -96,11 +102,13 @@ def readable(expr: sp.Expr, params: Sequence[sp.Symbol] = (), preferred: frozens
         c, u = image.as_coeff_Mul()
         back.setdefault(u, sp.expand(node / c))
     compact = expr.xreplace(mapping)
-    if len(compact.free_symbols) > MAX_SYMBOLS:
+    functions = compact.atoms(sp.Function)
+    nested = any(a.has(sp.Function) for f in functions for a in f.args)  # exp(x·exp(x)): factoring crawls
+    if len(compact.free_symbols) > MAX_SYMBOLS or len(functions) > MAX_FUNCTIONS or nested:
         return expr
-    # a rewrite must pay for the change of form: clearly fewer operations (else the derivative stays as it is)
+    # a rewrite must pay for the change of form: clearly fewer nodes (else the derivative stays as it is)
     original = _cost(expr)
-    best, best_cost = expr, (original[0] - max(2, original[0] // 10), *original[1:])
+    best, best_cost = expr, (original[0] - max(2, original[0] // 12) + 1, *original[1:])
     for make in [lambda: compact, *_candidates(compact)]:
         try:
             form = make().xreplace(back)

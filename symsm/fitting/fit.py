@@ -190,9 +190,9 @@ def fit(
         `CompiledLoss` brings its own. The closed form applies to every one of them when the scores are
         affine in θ.
     verbose
-        Report the compilation's stages and every iteration (stage, iteration, J̃ and the norm of ∇J̃) on stderr. Without it,
-        a fit that runs longer than two seconds shows one live line on a terminal, and nothing elsewhere
-        (symsm/core/progress.py).
+        Report the compilation's stages and every iteration (stage, iteration, J̃ and the norm of ∇J̃) on
+        stderr. Without it, a fit that runs longer than two seconds shows one live line on a terminal, and
+        nothing elsewhere (symsm/core/progress.py).
 
     Raises
     ------
