@@ -9,7 +9,7 @@ contract in CI keeps it so; see the README's "How symsm is built"):
 from __future__ import annotations
 
 from ._version import __version__
-from .core.errors import CacheError, CodegenError, IdentificationError, ModelError, SymsmError
+from .core.errors import CacheError, CodegenError, IdentificationError, ModelError, NonFiniteError, SymsmError
 from .criticism import Comparison, KSDResult, compare, ksd_test
 from .fitting import FitResult, fit
 from .model import Model, ParamGroup, load_model, matrix, symmetric
@@ -52,6 +52,7 @@ __all__ = [
     "KSDResult",
     "Model",
     "ModelError",
+    "NonFiniteError",
     "ParamGroup",
     "SymsmError",
     "TensorExpr",

@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: installs symsm with its test extras, then runs
 #   1. ruff, the layering contract (import-linter), mypy and the main pytest suite,
 #   2. the CUDA tests under the CUDA simulator, in their own process (the simulator is chosen at import),
-#   3. every notebook, executed.
+#   3. the documentation (Sphinx, warnings are errors), which executes every notebook.
 # Set SYMSM_SKIP_INSTALL=1 to skip the pip step when the environment is already set up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ if compgen -G "tests/cuda/test_*.py" > /dev/null; then
     NUMBA_ENABLE_CUDASIM=1 "$PY" -m pytest tests/cuda -q
 fi
 
-if compgen -G "notebooks/*.ipynb" > /dev/null; then
-    echo "== notebooks"
-    "$PY" -m pytest --nbmake notebooks -q
-fi
+# The documentation build executes every notebook (myst-nb, an error in a notebook fails the build), so it is
+# also the notebook test: one execution of each notebook, not two.
+echo "== documentation (Sphinx, -W), executing the notebooks"
+"$PY" -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -80,7 +80,7 @@ def test_help_for_every_command(command):
         (("derive",), "the following arguments are required: MODEL"),
         (("fit", "student_t_2d"), "the following arguments are required: --data"),
         (("fit", "student_t_2d", "--data", "x.npy", "--method", "magic"), "invalid choice: 'magic'"),
-        (("codegen", "student_t_2d"), "the following arguments are required: -o/--output"),
+        (("latex", "student_t_2d", "--pdf"), "latex --pdf needs -o FILE.tex"),
         (("codegen", "student_t_2d", "-o", "out", "--backend", "fortran"), "invalid choice: 'fortran'"),
         (("latex", "student_t_2d", "-o", "derivation.pdf"), "must end in .tex"),
         (("cache", "purge"), "invalid choice: 'purge'"),

@@ -226,9 +226,13 @@ def test_npy_and_csv_data(tmp_path, model2):
     # a byte-order mark (spreadsheet exports) is not part of the first name
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfx1,x0\n2,1\n\n4, 3\n")
     np.testing.assert_array_equal(load_data(tmp_path / "bom.csv", model2), [[1, 2], [3, 4]])
-    # a header with other names but d columns: the columns are taken in order
+    # a header with other names is an error naming them, even with d columns (never read by position)
     (tmp_path / "other.csv").write_text("u,v\n1,2\n3,4.5\n")
-    np.testing.assert_array_equal(load_data(tmp_path / "other.csv", model2), [[1, 2], [3, 4.5]])
+    with pytest.raises(ModelFileError, match=r"line 1: the header names columns 'u', 'v' that are not the model's"):
+        load_data(tmp_path / "other.csv", model2)
+    # without a header the columns are read by position
+    (tmp_path / "plain.csv").write_text("1,2\n3,4.5\n")
+    np.testing.assert_array_equal(load_data(tmp_path / "plain.csv", model2), [[1, 2], [3, 4.5]])
     # one coordinate: a 1-D array is a column
     m1 = symsm.Model.from_string("-(x - m)**2/2", data="x", params="m")
     np.save(tmp_path / "x.npy", X[:, 0])
@@ -238,9 +242,11 @@ def test_npy_and_csv_data(tmp_path, model2):
 def test_bad_data_files_name_the_file_and_the_problem(tmp_path, model2):
     cases = {
         "three.csv": ("1,2,3\n4,5,6\n", "has 3 columns; the model has d = 2"),
-        "text.csv": ("1,2\n3,abc\n", "cannot be read as comma-separated numbers: .*abc"),
-        "nan.csv": ("1,2\nnan,4\n", r"row 1, column 0 is not finite \(nan\)"),
-        "header.csv": ("a,b,c\n1,2,3\n", r"header names \['a', 'b', 'c'\] but not the model's data coordinates"),
+        # positions: file lines counted from 1, data rows and columns (indices into X) from 0
+        "text.csv": ("1,2\n3,abc\n", r"line 2: row 1, column 1 \(x1\) is 'abc', not a number"),
+        "text_header.csv": ("x0,x1\n1,2\n\n3,abc\n", r"line 4: row 1, column 1 \(x1\) is 'abc', not a number"),
+        "nan.csv": ("1,2\nnan,4\n", r"line 2: data value at row 1, column 0 \(x0\) is not finite \(nan\)"),
+        "header.csv": ("a,b,c\n1,2,3\n", r"the header names columns 'a', 'b', 'c' that are not the model's coord"),
         "empty.csv": ("", "data file is empty"),
         "X.txt": ("1,2\n", "unknown data format '.txt'"),
     }

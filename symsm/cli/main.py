@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+VERBOSE_HELP = "report each stage and its elapsed time on stderr"
+
 
 def _demo(args: argparse.Namespace) -> int:
     """Derive, print, generate, compile and evaluate a bivariate Student-t model on embedded data."""
-    import sympy as sp
 
     from ..core import cache
     from ..fitting.fit import fit
@@ -41,13 +42,13 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"symsm {__version__} demo: {model.name} — {model.description}", file=out)
     print(f"\nlog f(x; θ) = {sp.sstr(model.log_f)}", file=out)
     print(f"θ = ({', '.join(model.param_names)}), d = {model.dim}, P = {model.n_params}\n", file=out)
-    for i, (s, h) in enumerate(zip(der.score, der.hessian_diag, strict=True)):
+    for i, (s, h) in enumerate(zip(der.readable.score, der.readable.hessian_diag, strict=True)):
         print(f"∂{i} log f   = {sp.sstr(s)}", file=out)
         print(f"∂{i}² log f  = {sp.sstr(h)}", file=out)
     print("\nper-sample objective Σ_i [∂_i² log f + ½ (∂_i log f)²]; J̃(θ) is its mean over the data.", file=out)
 
     t1 = time.perf_counter()
-    loss = model.compile(derivation=der)
+    loss = model.compile(derivation=der, verbose=args.verbose)
     t_codegen = time.perf_counter() - t1
     kind = cache.events()[-1].kind if cache.events() else "?"
     print(f"\ngenerated source ({kind}): {loss.path}", file=out)
@@ -68,7 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"  ∂J̃/∂{name:<4} = {g: .12g}", file=out)
 
     t3 = time.perf_counter()
-    res = fit(loss, X)
+    res = fit(loss, X, verbose=args.verbose)
     t_fit = time.perf_counter() - t3
     status = "converged" if res.converged else "NOT converged"
     print(f"\nfit: {res.method}, {res.n_iter} iterations, {status}; estimate ± standard error (sandwich)", file=out)
@@ -89,86 +90,36 @@ def _model(args: argparse.Namespace) -> Model:
     return load_model(args.model)
 
 
-def _order(expr: Any) -> str | None:
-    # sympy's default ordering of a sum costs terms × symbols in time and memory: fine for a small model,
-    # gigabytes for a long polynomial in thousands of parameters, which is printed unordered instead.
-    return None if len(expr.free_symbols) <= 64 else "none"
-
-
-def _sstr(expr: Any) -> str:
-    return sp.sstr(expr, order=_order(expr))
-
-
-GRADIENT_PRINT_NODES = 1000  # objectives larger than this get their symbolic θ-gradient only on request
-
-
-def _show_gradient(args: argparse.Namespace, der: Any) -> bool:
-    """--gradient: always; --no-gradient: never; else only for objectives small enough to differentiate quickly.
-
-    The symbolic θ-gradient of a nested objective grows much faster than the objective (a 16-level nest of
-    exp takes tens of seconds and prints a megabyte), so a short hostile file must not hang `derive`.
-    """
-    if args.gradient is not None:
-        return args.gradient
-    return _nodes_at_most(der.objective, GRADIENT_PRINT_NODES)
-
-
-def _nodes_at_most(expr: Any, limit: int) -> bool:
-    return all(count < limit for count, _ in enumerate(sp.preorder_traversal(expr)))
-
-
 def _derive(args: argparse.Namespace) -> int:
-    """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient."""
-    model = _model(args)
+    """Print the exact derivation: score, ∂ᵢ² log f, the objective and its θ-gradient (the text of `str(der)`,
+    symsm/derive/text.py, in display forms simplified for reading; --json gives the derivation's own forms)."""
+    from ..core.progress import Progress
+    from ..derive.text import derivation_text, show_gradient, sstr
+
+    progress = Progress(args.verbose)
+    with progress.stage("reading the model file"):
+        model = _model(args)
     der = model.derive()
-    show = (lambda e: sp.pretty(e, use_unicode=True, order=_order(e))) if args.pretty else _sstr
     if args.json:
-        out = {
-            "model": model.name,
-            "description": model.description,
-            "data": model.data_names,
-            "params": model.param_names,
-            "log_f": _sstr(model.log_f),
-            "score": [_sstr(e) for e in der.score],
-            "hessian_diag": [_sstr(e) for e in der.hessian_diag],
-            "objective": _sstr(der.objective),
-            "domain": model.domain,
-            "weight": None if model.weight_expr is None else _sstr(model.weight_expr),
-            "quadratic_in_theta": der.is_quadratic,
-        }
-        if _show_gradient(args, der):
-            out["gradient"] = [_sstr(e) for e in der.gradient]
+        with progress.stage("derivation"):
+            out = {
+                "model": model.name,
+                "description": model.description,
+                "data": model.data_names,
+                "params": model.param_names,
+                "log_f": sstr(model.log_f),
+                "score": [sstr(e) for e in der.score],
+                "hessian_diag": [sstr(e) for e in der.hessian_diag],
+                "objective": sstr(der.objective),
+                "domain": model.domain,
+                "weight": None if model.weight_expr is None else sstr(model.weight_expr),
+                "quadratic_in_theta": der.is_quadratic,
+            }
+            if show_gradient(der, args.gradient):
+                out["gradient"] = [sstr(e) for e in der.gradient]
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
-    x = model.data_names
-    print(f"model {model.name}" + (f" — {model.description}" if model.description else ""))
-    print(f"data x = ({', '.join(x)}), d = {model.dim}; parameters θ = ({', '.join(model.param_names)}), "
-          f"P = {model.n_params}")  # fmt: skip
-    print(f"\nlog f(x; θ) = {show(model.log_f)}")
-    print("\nscore ∂ᵢ log f")
-    for name, e in zip(x, der.score, strict=True):
-        print(f"  ∂/∂{name} log f = {show(e)}")
-    print("\nsecond derivatives ∂ᵢ² log f")
-    for name, e in zip(x, der.hessian_diag, strict=True):
-        print(f"  ∂²/∂{name}² log f = {show(e)}")
-    if der.weights is None:
-        print("\nper-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
-    else:  # domain "nonnegative": generalized score matching with the coordinate weight h
-        print(f"\ndomain [0, ∞)^{model.dim}, weight h(t) = {_sstr(model.weight_expr)}, hᵢ = h(xᵢ)")
-        print("per-sample objective Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f]  (J̃(θ) is its mean)")
-    print(f"  {show(der.objective)}")
-    quadratic = "yes: every score is affine in θ, so J̃ is quadratic and the fit is in closed form"
-    print(f"\nquadratic in θ: {quadratic if der.is_quadratic else 'no (fitted by L-BFGS-B)'}")
-    if _show_gradient(args, der):
-        print("\ngradient of the per-sample objective ∂/∂θₖ")
-        for name, e in zip(model.param_names, der.gradient, strict=True):
-            print(f"  ∂/∂{name} = {show(e)}")
-    elif args.gradient is None:
-        print(
-            f"\nthe θ-gradient is not printed: the objective has more than {GRADIENT_PRINT_NODES} nodes, so its "
-            "symbolic gradient is slow to form and very long (the kernels compute it by reverse accumulation); "
-            "--gradient prints it anyway"
-        )
+    print(derivation_text(der, pretty=args.pretty, gradient=args.gradient, stage=progress.stage))
     return 0
 
 
@@ -176,6 +127,9 @@ def _codegen(args: argparse.Namespace) -> int:
     """Generate (or load from the cache) the kernels for a backend and write the module to a folder."""
     model = _model(args)
     loss = model.compile(backend=args.backend, dtype=args.dtype, verbose=args.verbose, path=args.path)
+    if args.output is None:  # one module: to standard output
+        sys.stdout.write(loss.source if loss.source.endswith("\n") else loss.source + "\n")
+        return 0
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"-o {out_dir}: is a file; codegen writes into a folder")
@@ -198,7 +152,7 @@ def _fit(args: argparse.Namespace) -> int:
     X = load_data(args.data, model)
     compiled = args.verbose or args.path != "auto"
     target = model.compile(backend=args.backend, verbose=args.verbose, path=args.path) if compiled else model
-    res = fit(target, X, backend=args.backend, method=args.method)
+    res = fit(target, X, backend=args.backend, method=args.method, verbose=args.verbose)
     if args.json:
         print(json.dumps(res.to_dict(), indent=2))
     else:
@@ -210,10 +164,21 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _latex(args: argparse.Namespace) -> int:
     """Write the derivation as a LaTeX document (and compile it to PDF)."""
+    from ..core.progress import Progress
     from ..latex.pdf import write_latex
 
-    model = _model(args)
-    files = write_latex(model, args.output, pdf=args.pdf)
+    progress = Progress(args.verbose)
+    with progress.stage("reading the model file"):
+        model = _model(args)
+    if args.output is None:  # the document to standard output
+        from ..latex.derivation import derivation_latex
+
+        with progress.stage("derivation and LaTeX"):
+            text = derivation_latex(model.derive(), full_document=True)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+    with progress.stage("derivation, LaTeX" + (" and pdflatex" if args.pdf else "")):
+        files = write_latex(model, args.output, pdf=args.pdf)
     print(files.tex)
     if files.pdf is not None:
         print(files.pdf)
@@ -244,6 +209,8 @@ def _examples() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..derive.text import GRADIENT_PRINT_NODES
+
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     model_help = f"a model file (.toml), or the name of a bundled example ({_examples()})"
@@ -270,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help=f"skip the θ-gradient (default: shown when the objective has at most {GRADIENT_PRINT_NODES} nodes)",
     )
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=_derive)
 
     from ..derive.derivation import PATHS
@@ -278,8 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help=model_help)
     _backend_argument(p, "code generator")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="(default float64)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the module to")
-    p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", help="folder to write the module to (default: the module to standard output)"
+    )
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.add_argument("--path", choices=PATHS, default="auto", help="derivation path (structured: vector models)")
     p.set_defaults(func=_codegen)
 
@@ -291,19 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="auto", help="(default auto: closed form when possible)")
     _backend_argument(p, "where the kernels run")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--verbose", action="store_true", help="report each stage and its elapsed time on stderr")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.add_argument("--path", choices=PATHS, default="auto", help="derivation path (structured: vector models)")
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("latex", parents=[debug], help="write the derivation as a LaTeX document")
     p.add_argument("model", metavar="MODEL", help=model_help)
-    p.add_argument("-o", "--output", required=True, metavar="FILE.tex", type=_tex_path, help="the .tex to write")
-    p.add_argument("--pdf", action="store_true", help="also compile it with pdflatex")
+    p.add_argument(
+        "-o", "--output", metavar="FILE.tex", type=_tex_path, help="the .tex to write (default: standard output)"
+    )
+    p.add_argument("--pdf", action="store_true", help="also compile it with pdflatex (needs -o)")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     p.set_defaults(func=_latex)
 
     demo = sub.add_parser("demo", parents=[debug], help="derive, compile and evaluate a real model on embedded data")
     demo.add_argument("--n", type=int, default=200_000, help="number of embedded samples (default 200000)")
     demo.add_argument("--repeat", type=int, default=10, help="steady-state repetitions (default 10)")
+    demo.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     demo.set_defaults(func=_demo)
 
     p = sub.add_parser("cache", parents=[debug], help="show (info) or empty (clear) the generated-code cache")
@@ -349,6 +323,21 @@ def _tex_path(text: str) -> str:
     return text
 
 
+# optional dependencies by the top-level module a missing import names: the extra that installs them
+EXTRAS = {"numba_cuda": "cuda", "dask": "distributed", "distributed": "distributed", "matplotlib": "notebooks"}
+
+
+def _missing_dependency(exc: ImportError) -> str:
+    """One line: what is missing and the command that installs it."""
+    text = _one_line(exc)
+    if "pip install" in text:
+        return text
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    install = f"pip install 'symsm[{extra}]'" if extra else f"pip install {module or '<the missing package>'}"
+    return f"a missing optional dependency ({text}); install it with: {install}"
+
+
 def _one_line(message: object) -> str:
     return " ".join(str(message).split()) or "(no message)"
 
@@ -356,6 +345,8 @@ def _one_line(message: object) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "latex" and args.pdf and args.output is None:
+        parser.error("latex --pdf needs -o FILE.tex (the PDF is written next to it)")
     debug = getattr(args, "debug", False)
     if not debug:
         warnings.showwarning = _warning_line
@@ -367,6 +358,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `symsm derive m.toml | head`: the reader has gone, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except ImportError as exc:  # a missing optional dependency: what to install, in one line
+        if debug:
+            raise
+        print(f"symsm: error: {_missing_dependency(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if debug:
             raise

@@ -21,3 +21,15 @@ class CacheError(SymsmError):
 
 class IdentificationError(SymsmError, ValueError):
     """The data do not identify θ: the objective is flat (or nearly so) along some direction of θ."""
+
+
+class NonFiniteError(SymsmError, ValueError):
+    """J̃ or ∇θJ̃ is not finite; the message names the first rows that make it so and why.
+
+    `rows` are the 0-based indices of those rows in X; `domain` is True when every row is affected, i.e. θ
+    is outside the model's domain (a parameter problem), False when only some rows are (a data problem)."""
+
+    def __init__(self, message: str, rows: tuple[int, ...] = (), domain: bool = False) -> None:
+        super().__init__(message)
+        self.rows = rows
+        self.domain = domain

@@ -134,7 +134,7 @@ def compare(
     Parameters
     ----------
     models
-        Two or more `Model`s (compiled with the numba backend) or exact-objective `CompiledLoss`es, as a
+        Two or more `Model` objects (compiled with the numba backend) or exact-objective `CompiledLoss` objects, as a
         sequence (labelled by model name) or a mapping label → model. All must have the same data dimension d.
     X
         Data of shape (n, d), shared by all models.

@@ -123,12 +123,20 @@ class Kernel:
 class KSDResult:
     """The outcome of `ksd_test`.
 
-    statistic : the U-statistic KSD²ₙ = 1/(n(n−1)) Σ_{i≠j} u(xᵢ, xⱼ) (can be slightly negative)
-    p_value : (1 + #{bootstrap draws ≥ statistic}) / (1 + n_bootstrap)
-    kernel : the `Kernel` used (name, bandwidth h, c, β); bandwidth_rule: "median" or "given"
-    bootstrap : the n_bootstrap wild-bootstrap draws of the statistic
-    n, d : rows tested and their dimension; n_fit: rows used to fit θ when fit_fraction was given (else 0)
-    theta, param_names, model_name, seed, seconds, fit : θ tested, the model, the seed, the wall time, and
+    Attributes
+    ----------
+    statistic
+        the U-statistic KSD²ₙ = 1/(n(n−1)) Σ_{i≠j} u(xᵢ, xⱼ) (can be slightly negative)
+    p_value
+        (1 + #{bootstrap draws ≥ statistic}) / (1 + n_bootstrap)
+    kernel
+        the `Kernel` used (name, bandwidth h, c, β); bandwidth_rule: "median" or "given"
+    bootstrap
+        the n_bootstrap wild-bootstrap draws of the statistic
+    n, d
+        rows tested and their dimension; n_fit: rows used to fit θ when fit_fraction was given (else 0)
+    theta, param_names, model_name, seed, seconds, fit
+        θ tested, the model, the seed, the wall time, and
         the `FitResult` of the fit on the other rows (fit_fraction) or the one passed in (else None)
     """
 

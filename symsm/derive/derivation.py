@@ -29,6 +29,7 @@ import sympy as sp
 
 if TYPE_CHECKING:
     from ..model.model import Model
+    from .display import Readable
 
 __all__ = ["PATHS", "Derivation", "QuadraticParts", "theta_degree"]
 
@@ -189,6 +190,20 @@ class Derivation:
             *[h[i] * (sp.diff(offsets[i], x[i]) + offsets[i] ** 2 / 2) + dh[i] * offsets[i] for i in range(len(x))]
         )
         return QuadraticParts(coeffs, offsets, b_terms, c_term, weights=h)
+
+    @cached_property
+    def readable(self) -> Readable:
+        """The same expressions simplified for reading (`readable.score`, `.hessian_diag`, `.objective`,
+        `.gradient`; symsm/derive/display.py): what `str(der)`, `symsm derive` and the LaTeX show."""
+        from .display import Readable
+
+        return Readable(self)
+
+    def __str__(self) -> str:
+        """The derivation as text, the same as `symsm derive` prints (symsm/derive/text.py)."""
+        from .text import derivation_text
+
+        return derivation_text(self)
 
     def to_latex(self, full_document: bool = False, **options: Any) -> str:
         """The derivation, step by step, as LaTeX (see `symsm.latex`)."""

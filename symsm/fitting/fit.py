@@ -27,7 +27,8 @@ import numpy as np
 
 from ..backends import DEFAULT_BACKEND
 from ..core.arrays import as_theta
-from ..core.errors import IdentificationError
+from ..core.errors import IdentificationError, NonFiniteError
+from ..core.progress import IterationProgress
 from ..model.model import Model
 from ..runtime import placement
 from ..runtime.accumulate import central_difference_hessian, is_quadratic, is_variant
@@ -65,17 +66,26 @@ MAX_RESTARTS = 3  # fresh L-BFGS-B runs after a run that met non-finite values o
 class FitResult:
     """The outcome of `symsm.fit`.
 
-    theta, params : the estimate (flat, and by parameter group with matrices rebuilt)
-    loss, grad, grad_norm : J̃(θ̂), ∇θJ̃(θ̂) and its Euclidean norm
-    se, cov, se_params : sandwich standard errors and covariance H⁻¹VH⁻¹/N (NaN where H is not positive
+    Attributes
+    ----------
+    theta, params
+        the estimate (flat, and by parameter group with matrices rebuilt)
+    loss, grad, grad_norm
+        J̃(θ̂), ∇θJ̃(θ̂) and its Euclidean norm
+    se, cov, se_params
+        sandwich standard errors and covariance H⁻¹VH⁻¹/N (NaN where H is not positive
         definite), and the SEs by parameter group
-    hessian, grad_cov : H (the mean θ-Hessian of the integrand) and V (the covariance of its per-sample
+    hessian, grad_cov
+        H (the mean θ-Hessian of the integrand) and V (the covariance of its per-sample
         gradients) at θ̂
-    method : "closed_form" or "lbfgs"; hessian_method: how H was obtained ("quadratic_form" (= A, exact),
+    method
+        "closed_form" or "lbfgs"; hessian_method: how H was obtained ("quadratic_form" (= A, exact),
         "exact" (generated kernel) or "central_differences" (of the exact gradient))
-    n_iter, n_evals, converged, message : iterations (0 for the closed form), passes of value_and_grad,
+    n_iter, n_evals, converged, message
+        iterations (0 for the closed form), passes of value_and_grad,
         whether the fit met its tolerances, and how it ended
-    n_samples, param_names, model_name, seconds : N, the names of θ's entries, the model, the wall time
+    n_samples, param_names, model_name, seconds
+        N, the names of θ's entries, the model, the wall time
     """
 
     theta: np.ndarray
@@ -150,6 +160,7 @@ def fit(
     hessian: str = "auto",
     objective: str | Objective = "exact",
     seed: int = 0,
+    verbose: bool = False,
 ) -> FitResult:
     """Estimate θ by minimising the score-matching objective J̃ on the rows of X.
 
@@ -181,6 +192,10 @@ def fit(
         "denoising", or a `symsm.derive.objectives` instance carrying its options) and the seed of its draws; a
         `CompiledLoss` brings its own. The closed form applies to every one of them when the scores are
         affine in θ.
+    verbose
+        Report the compilation's stages and every iteration (stage, iteration, J̃ and the norm of ∇J̃) on
+        stderr. Without it, a fit that runs longer than two seconds shows one live line on a terminal, and
+        nothing elsewhere (symsm/core/progress.py).
 
     Raises
     ------
@@ -200,7 +215,7 @@ def fit(
             )
         loss = model
     elif isinstance(model, Model):
-        loss = compile_model(model, backend=backend, objective=objective, seed=seed)
+        loss = compile_model(model, backend=backend, objective=objective, seed=seed, verbose=verbose)
     else:
         raise TypeError(f"model must be a symsm.Model or a CompiledLoss, got {type(model).__name__}")
     mdl = loss.model
@@ -225,8 +240,10 @@ def fit(
     th0 = mdl.default_theta() if theta0 is None else as_theta(mdl, theta0, name="theta0")
 
     note = ""
+    progress = IterationProgress(verbose)
     if method in ("auto", "closed_form") and quadratic:
         est = _closed_form(loss, data)
+        progress.note(f"closed form: θ̂ = −A⁻¹b, J̃ = {est.value:.10g}, |∇J̃| = {float(np.linalg.norm(est.grad)):.3g}")
         bad = [n for n, p, v in zip(mdl.param_names, mdl.params, est.theta, strict=True) if p.is_positive and v <= 0]
         if not bad:
             if callback is not None:
@@ -238,7 +255,11 @@ def fit(
                 " (the constrained minimum lies on the boundary); use method='lbfgs' for the bounded fit"
             )
         note = f"the closed form leaves the domain of {', '.join(bad)}; bounded L-BFGS-B used instead. "
-    est = _lbfgs(loss, data, th0, callback, opts, hessian)
+    try:
+        est = _lbfgs(loss, data, th0, callback, opts, hessian, progress)
+    finally:
+        progress.close()
+    progress.note(est.message)
     est.message = note + est.message
     return _result(loss, data, est, start)
 
@@ -293,10 +314,13 @@ def _lbfgs(
     callback: Callable[[np.ndarray, float], bool | None] | None,
     options: dict[str, Any],
     hessian: str,
+    progress: IterationProgress | None = None,
 ) -> _Estimate:
     """L-BFGS-B from theta0, then (options["polish"]) Newton steps with the Hessian; judged by the Newton
     decrement gᵀH⁻¹g, which is scale-free (≈ 2·(J̃(θ) − min J̃)), rather than by the line search's exit."""
     import scipy.optimize  # imported here: `import symsm` stays light
+
+    progress = progress or IterationProgress()
 
     mdl = loss.model
     options = dict(options)
@@ -306,17 +330,29 @@ def _lbfgs(
     if np.any(theta0 < lower):
         raise ValueError(f"theta0: parameters declared positive must be ≥ {POSITIVE_LOWER_BOUND}")
     state = {"evals": 0, "nonfinite": 0, "iters": 0, "stopped": False}
+    latest = {"value": math.nan, "grad_norm": math.nan}  # J̃ and |∇J̃| at the last finite evaluation (progress)
+    problems: dict[str, NonFiniteError] = {}  # the last non-finite trial point's diagnosis, by kind
+
+    try:
+        loss.value_and_grad(theta0, data.rows)
+    except NonFiniteError as exc:  # L-BFGS-B cannot start there: say whether the data or θ₀ is the problem
+        kind = "θ₀ is outside the model's domain" if exc.domain else "the data are the problem"
+        raise NonFiniteError(f"fit: at the starting point θ₀ ({kind}): {exc}", exc.rows, exc.domain) from None
 
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
         state["evals"] += 1
-        value, grad = loss.value_and_grad(th, data.rows)
-        if not (math.isfinite(value) and np.isfinite(grad).all()):
+        try:
+            value, grad = loss.value_and_grad(th, data.rows)
+            latest["value"], latest["grad_norm"] = value, float(np.linalg.norm(grad))
+            return value, grad
+        except NonFiniteError as exc:
             state["nonfinite"] += 1
-            return math.inf, np.zeros_like(grad)
-        return value, grad
+            problems["domain" if exc.domain else "data"] = exc
+            return math.inf, np.zeros(len(th))
 
     def on_iteration(intermediate_result: Any) -> None:
         state["iters"] += 1
+        progress.update("L-BFGS-B", state["iters"], float(intermediate_result.fun), latest["grad_norm"])
         if callback is not None and callback(np.array(intermediate_result.x), float(intermediate_result.fun)) is True:
             state["stopped"] = True
             raise StopIteration
@@ -338,14 +374,25 @@ def _lbfgs(
         # start a fresh run from where it stopped (small first steps again).
         if state["stopped"] or not met_nonfinite or not np.all(np.isfinite(theta)):
             break
-    value, grad = loss.value_and_grad(theta, data.rows)
+    try:
+        value, grad = loss.value_and_grad(theta, data.rows)
+    except NonFiniteError as exc:
+        problems["domain" if exc.domain else "data"] = exc
+        value, grad = math.nan, np.full(len(theta), math.nan)
     est = _Estimate(theta, value, grad, "lbfgs", state["iters"], state["evals"] + 1, bool(res.success), "")
     message = "L-BFGS-B: " + " / ".join(messages)
     if state["nonfinite"]:
         message += f"; J̃ was not finite at {state['nonfinite']} trial points"
+        kinds = []
+        if "domain" in problems:
+            kinds.append("θ outside the model's domain (every row non-finite)")
+        if "data" in problems:
+            kinds.append(f"rows of the data {list(problems['data'].rows)} non-finite at some θ")
+        message += f" ({'; '.join(kinds)})"
     if not (math.isfinite(value) and np.all(np.isfinite(theta))):
         est.converged = False
-        est.message = message + "; the final point is outside the model's domain"
+        last = problems.get("domain") or problems.get("data")
+        est.message = message + "; the final point is not finite" + (f": {last}" if last else "")
         return est
     if hessian == "auto" and loss.derivation_path == "structured" and mdl.n_params > STRUCTURED_SE_MAX_PARAMS:
         est.converged = bool(res.success) and not state["stopped"]
@@ -368,7 +415,10 @@ def _lbfgs(
         trial = est.theta - np.linalg.solve(est.H, est.grad)
         if np.any(trial <= lower):
             break
-        v2, g2 = loss.value_and_grad(trial, data.rows)
+        try:
+            v2, g2 = loss.value_and_grad(trial, data.rows)
+        except NonFiniteError:
+            break
         est.n_evals += 1
         if (
             not (math.isfinite(v2) and np.isfinite(g2).all())
@@ -378,6 +428,7 @@ def _lbfgs(
             break
         est.theta, est.value, est.grad = trial, v2, g2
         steps += 1
+        progress.update("Newton", steps, v2, float(np.linalg.norm(g2)))
     if steps:
         est.H, est.hessian_method = _hessian(loss, est.theta, data, hessian)
         message += f"; {steps} Newton step{'s' if steps > 1 else ''} with the {est.hessian_method} Hessian"

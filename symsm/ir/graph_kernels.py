@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import sympy as sp
 
 from ..derive.graph import ExprGraph
+from ..derive.stable import stable_log_f
 from .ir import Assign, KernelIR, _inline_single_use, _reads
 from .kernel_set import KernelSet, loss_kernels
 
@@ -49,8 +50,11 @@ class ModelGraph:
         self.theta = [g.leaf(p, "theta") for p in model.params]
         # Terms of θ alone (a normalising constant such as log |det W|) have zero x-derivatives: they drop
         # out here, exactly as in the derivation, and may use functions the graph does not differentiate.
+        # log-sum-exp and logs of products are rewritten exactly into forms that cannot overflow or underflow
+        # (symsm/derive/stable.py).
         data = set(model.data)
-        self.log_f = g.from_sympy(sp.Add(*[t for t in sp.Add.make_args(model.log_f) if t.free_symbols & data]))
+        log_f = stable_log_f(model.log_f)
+        self.log_f = g.from_sympy(sp.Add(*[t for t in sp.Add.make_args(log_f) if t.free_symbols & data]))
         stopped = g.reverse({self.log_f: g.ONE}, relevant=lambda n: bool(g.mask[n] & self.x_mask))
         self.score = [stopped.get(x, g.ZERO) for x in self.x]
         self.hessian_diag = [g.tangent(s, i, {}) for i, s in enumerate(self.score)]

@@ -56,7 +56,11 @@ def build_kernels(derivation: Derivation, objective: Objective | None = None) ->
 
 
 def build_kernels_sympy(derivation: Derivation) -> KernelSet:
-    """The same kernels from sympy's derivation (slower to build; kept as an independent cross-check)."""
+    """The same kernels from sympy's derivation (slower to build; kept as an independent cross-check), of
+    log f rewritten into a stable form where it has log-sum-exp patterns (symsm/derive/stable.py)."""
+    from ..derive.stable import stable_derivation
+
+    derivation = stable_derivation(derivation)
     theta, x = derivation.params, derivation.data
     integrand = derivation.objective
     return loss_kernels(

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sympy as sp
 from sympy.tensor.indexed import Indexed, IndexedBase
@@ -647,7 +647,7 @@ def derivation_latex(
     if title is not None and not isinstance(title, str):
         raise ValueError(f"title must be a string, got {type(title).__name__}")
     printer = _make_printer(model, symbol_names)
-    ctx = _Builder(model, printer, options, derivation).context()
+    ctx = _Builder(model, printer, options, cast("Derivation", _Shown(derivation))).context()
     header = full_document if header is None else bool(header)
     ctx["header_lines"] = _header_lines(model) if header else []
     ctx.update(
@@ -656,6 +656,37 @@ def derivation_latex(
     from ..core.templates import render
 
     return render("symsm.latex", "derivation.tex.j2", **ctx)
+
+
+class _Shown:
+    """A derivation whose score and ∂ᵢ² log f are their display forms (`Derivation.readable`: simplified for
+    reading, equal to the derivation's), and whose objective is built from them; everything else is the
+    derivation's own."""
+
+    def __init__(self, derivation: Derivation) -> None:
+        self._derivation = derivation
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._derivation, name)
+
+    @property
+    def score(self) -> tuple[sp.Expr, ...]:
+        return self._derivation.readable.score
+
+    @property
+    def hessian_diag(self) -> tuple[sp.Expr, ...]:
+        return self._derivation.readable.hessian_diag
+
+    @property
+    def objective(self) -> sp.Expr:
+        """Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²] (weighted on [0, ∞)ᵈ) from the display forms of its pieces: each
+        piece reads simply and the text still shows where every term comes from."""
+        der = self._derivation
+        if der.weights is None:
+            return sp.Add(*self.hessian_diag) + sp.Rational(1, 2) * sp.Add(*[s**2 for s in self.score])
+        assert der.weight_derivatives is not None
+        parts = zip(der.weights, der.weight_derivatives, self.hessian_diag, self.score, strict=True)
+        return sp.Add(*[h * hd + sp.Rational(1, 2) * h * s**2 + dh * s for h, dh, hd, s in parts])
 
 
 def _as_derivation(derivation: Derivation | Model) -> Derivation:

@@ -33,8 +33,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,10 @@ def load_model(path: str | os.PathLike[str]) -> Model:
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ModelFileError(file, None, f"is not valid TOML: {exc}") from None
+        # tomllib counts lines and characters from 1 ("column"); symsm's messages keep "column" for data
+        # columns (counted from 0) and call a position in a text "character"
+        reason = re.sub(r"\bcolumn (\d+)", r"character \1", str(exc))
+        raise ModelFileError(file, None, f"is not valid TOML: {reason}") from None
     return model_from_dict(table, source=file)
 
 
@@ -369,7 +373,7 @@ def load_data(path: str | os.PathLike[str], model: Model | None = None) -> np.nd
     bad = ~np.isfinite(X)
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
-        raise ModelFileError(file, None, f"data value at row {row}, column {col} is not finite ({X[row, col]})")
+        raise ModelFileError(file, None, f"data value at {_cell(row, col, model)} is not finite ({X[row, col]})")
     return X
 
 
@@ -404,6 +408,9 @@ def _load_npy(file: Path) -> np.ndarray:
 
 
 def _load_csv(file: Path, model: Model | None) -> np.ndarray:
+    """Rows of a CSV file. A header must name the model's coordinates (those columns are read, in the model's
+    order; other columns are ignored); a header naming other columns is an error that names them. Errors give
+    the file's line (counted from 1, as editors do) and the data's row and column (indices into X, from 0)."""
     with open(file, newline="", encoding="utf-8-sig", errors="replace") as fh:  # -sig: a BOM is not a name
         first = next(csv.reader(fh), None)
     if first is None:
@@ -411,17 +418,81 @@ def _load_csv(file: Path, model: Model | None) -> np.ndarray:
     header = [h.strip() for h in first]
     has_header = not all(_is_number(h) for h in header)
     columns: list[int] | None = None
-    if has_header and model is not None and set(model.data_names) <= set(header):
-        columns = [header.index(n) for n in model.data_names]
-    elif has_header and model is not None and len(header) != model.dim:
-        raise ModelFileError(
-            file, None, f"header names {header[:10]} but not the model's data coordinates {model.data_names}"
-        )
+    if has_header and model is not None:
+        names = model.data_names
+        missing = [n for n in names if n not in header]
+        if missing:
+            others = [h for h in header if h not in names]
+            raise ModelFileError(
+                file,
+                None,
+                f"line 1: the header names columns {_clip_list(others)} that are not the model's coordinates "
+                f"{names} (missing: {', '.join(missing)}); name the columns after the coordinates, or remove the "
+                "header to read the columns by position",
+            )
+        columns = [header.index(n) for n in names]
     try:
         X = np.loadtxt(file, delimiter=",", skiprows=int(has_header), ndmin=2, usecols=columns, encoding="utf-8-sig")
-    except ValueError as exc:
-        raise ModelFileError(file, None, f"cannot be read as comma-separated numbers: {exc}") from None
-    return np.asarray(X, dtype=np.float64)
+    except ValueError:
+        raise ModelFileError(file, None, _csv_problem(file, columns, model)) from None
+    X = np.asarray(X, dtype=np.float64)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = map(int, np.argwhere(bad)[0])
+        line = _line_of_row(file, row, has_header)
+        raise ModelFileError(
+            file, None, f"line {line}: data value at {_cell(row, col, model)} is not finite ({X[row, col]})"
+        )
+    return X
+
+
+def _cell(row: int, col: int, model: Model | None) -> str:
+    """'row r, column c (name)': indices into X, counted from 0 (symsm's convention for data positions)."""
+    name = f" ({model.data_names[col]})" if model is not None and col < model.dim else ""
+    return f"row {row}, column {col}{name}"
+
+
+def _clip_list(items: list[str], n: int = 10) -> str:
+    return ", ".join(repr(i) for i in items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def _data_lines(file: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number from 1, cells) of every non-empty line, as np.loadtxt reads them."""
+    with open(file, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        for line, cells in enumerate(csv.reader(fh), start=1):
+            if cells and any(c.strip() for c in cells):
+                yield line, cells
+
+
+def _line_of_row(file: Path, row: int, has_header: bool) -> int:
+    for k, (line, _) in enumerate(_data_lines(file)):
+        if k == row + int(has_header):
+            return line
+    return 0
+
+
+def _csv_problem(file: Path, columns: list[int] | None, model: Model | None) -> str:
+    """Where a CSV file stops being numbers: the first cell that is not one, or the first line of another width."""
+    width: int | None = None
+    row = -1
+    for line, cells in _data_lines(file):
+        if line == 1 and not all(_is_number(c.strip()) for c in cells):
+            continue  # the header
+        row += 1
+        picked = (
+            [(i, cells[c] if c < len(cells) else None) for i, c in enumerate(columns)]
+            if columns
+            else [*enumerate(cells)]
+        )
+        for col, cell in picked:
+            if cell is None or not _is_number(cell.strip()):
+                shown = "nothing" if cell is None else repr(cell.strip())
+                return f"line {line}: {_cell(row, col, model)} is {shown}, not a number"
+        if width is None:
+            width = len(cells)
+        elif len(cells) != width and columns is None:
+            return f"line {line}: {_cell(row, 0, None).split(',')[0]} has {len(cells)} columns, the first row {width}"
+    return "cannot be read as comma-separated numbers"
 
 
 def _is_number(text: str) -> bool:

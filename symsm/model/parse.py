@@ -31,6 +31,7 @@ import sympy as sp
 
 from ..core.errors import ModelError
 from ..core.functions import PARSER_FUNCTIONS
+from . import hints
 
 __all__ = ["CONSTANTS", "FUNCTIONS", "parse_formula"]
 
@@ -115,8 +116,8 @@ def _check_characters(text: str) -> None:
 
 
 def _syntax_message(exc: SyntaxError, text: str) -> str:
-    where = f" at column {exc.offset}" if exc.offset else ""
-    return f"formula is not valid syntax{where}: {exc.msg}: {_clip(text)}"
+    where = f" at character {exc.offset}" if exc.offset else ""  # a text position: counted from 1
+    return f"formula is not valid syntax{where}: {exc.msg}: {_clip(text)}{hints.syntax_hint(text)}"
 
 
 def _parse_long_sum(text: str, builder: _Builder) -> sp.Expr:
@@ -281,7 +282,9 @@ class _Builder:
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
             return self._power(node, depth)
         if isinstance(node, ast.BinOp):
-            raise self.refuse(node, f"the operator {type(node.op).__name__}")
+            raise ModelError(
+                str(self.refuse(node, f"the operator {type(node.op).__name__}")) + hints.operator_hint(node.op)
+            )
         if isinstance(node, ast.UnaryOp):
             if isinstance(node.op, ast.USub):
                 operand = self.build(node.operand, depth + 1)
@@ -402,6 +405,7 @@ class _Builder:
         declared = sorted([*self.symbols, *(f"{n}[...]" for n in self.indexed)])
         raise ModelError(
             f"undeclared name {name!r} in the formula; declared symbols: {_clip(', '.join(declared), 400)}"
+            + hints.name_hint(name)
         )
 
     def _subscript(self, node: ast.Subscript) -> sp.Expr:
@@ -444,6 +448,7 @@ class _Builder:
             allowed = ", ".join(sorted(FUNCTIONS))
             raise ModelError(
                 f"call to {name!r} is not allowed in a formula (allowed: {allowed}): {self.fragment(node)!r}"
+                + hints.call_hint(name, name in self.symbols or name in self.indexed)
             )
         if node.keywords:
             raise self.refuse(node, "a keyword argument")

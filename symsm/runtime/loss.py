@@ -62,12 +62,28 @@ class CompiledLoss:
 
     # ------------------------------------------------------------------ evaluation
     def value(self, theta: Any, X: Any) -> float:
-        """J̃(θ) on the rows of X (a dask array: per-chunk sums on its workers, symsm/runtime/dask.py)."""
-        return placement.executor(X).value(self, theta, X)
+        """J̃(θ) on the rows of X (a dask array: per-chunk sums on its workers, symsm/runtime/dask.py).
+
+        A non-finite J̃ raises `symsm.NonFiniteError` naming the first rows that produce it and the reason
+        (symsm/runtime/nonfinite.py)."""
+        value = placement.executor(X).value(self, theta, X)
+        if not np.isfinite(value):
+            from .nonfinite import check_finite
+
+            check_finite(self, theta, X, value)
+        return value
 
     def value_and_grad(self, theta: Any, X: Any) -> tuple[float, np.ndarray]:
-        """(J̃(θ), ∇θ J̃(θ)) in one pass over X (a dask array: per-chunk sums on its workers)."""
-        return placement.executor(X).value_and_grad(self, theta, X)
+        """(J̃(θ), ∇θ J̃(θ)) in one pass over X (a dask array: per-chunk sums on its workers).
+
+        A non-finite J̃ or gradient raises `symsm.NonFiniteError` naming the first rows that produce it and
+        the reason (symsm/runtime/nonfinite.py)."""
+        value, grad = placement.executor(X).value_and_grad(self, theta, X)
+        if not (np.isfinite(value) and np.isfinite(grad).all()):
+            from .nonfinite import check_finite
+
+            check_finite(self, theta, X, value, grad)
+        return value, grad
 
     def host_value(self, theta: Any, X: Any) -> float:
         """J̃(θ) on rows in host memory (`value` sends them here)."""
