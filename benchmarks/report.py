@@ -144,6 +144,28 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_num(roof['bound_ms'])} ({roof['bound'].split()[0]}) | {_num(_ratio(s, roof['bound_ms']), '×')} |"
         )
 
+    # ------------------------------------------------------------------ float32
+    f32_cases = [(m, c) for m, c in _cases(result) if "median_ms" in c.get("symsm_f32", {})]
+    if f32_cases:
+        lines += [
+            "",
+            "## float32",
+            "",
+            "The same model compiled with `dtype=np.float32` (8 lanes per AVX2 register instead of 4; float32 vector "
+            "math; sums in float32 lanes within chunks of ≤ 256 rows, then in float64), timed on the data already "
+            "in float32, next to the float64 call above. Agreement: |ΔJ|/|J| and max|Δ∇J| / max|∇J| against float64.",
+            "",
+            "| model | d | P | N | float64 ms | float32 ms | float64 / float32 | J rel. diff | ∇J rel. diff |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for m, c in f32_cases:
+            f = c["symsm_f32"]
+            agree = f.get("vs_float64", {})
+            lines.append(
+                f"| {m['model']} | {m['d']} | {m['P']} | {_n(c['n'])} | {_timing(c['symsm'])} | {_timing(f)} | "
+                f"{_num(f.get('speedup'), '×')} | {_sci(agree.get('value'))} | {_sci(agree.get('grad'))} |"
+            )
+
     # ------------------------------------------------------------------ targets
     big = [(m, c) for m, c in _cases(result) if c["n"] == TARGET_N]
     if big:

@@ -347,7 +347,7 @@ class Runner:
         return fn, info
 
     # -- one (model, N)
-    def case(self, bm: BenchModel, loss: Any, n: int, lam: Any, lam_info: dict) -> dict:
+    def case(self, bm: BenchModel, loss: Any, n: int, lam: Any, lam_info: dict, loss32: Any = None) -> dict:
         from . import roofline
 
         X = bm.make_data(n, 2)
@@ -363,6 +363,15 @@ class Runner:
         if module is not None and hasattr(loss, "_inputs") and hasattr(loss, "_reduced"):
             th, data = loss._inputs(theta, X)
             out["symsm_kernel"] = self.timing(lambda: module.value_and_grad(th, loss._reduced(data)))
+
+        # the same model compiled for float32 (8 lanes), on the data already in float32; its agreement with float64
+        if loss32 is not None:
+            X32 = X.astype(np.float32)
+            f32 = loss32.value_and_grad(theta, X32)
+            out["symsm_f32"] = self.timing(lambda: loss32.value_and_grad(theta, X32))
+            out["symsm_f32"]["vs_float64"] = rel_diff(f32, values["symsm"])
+            out["symsm_f32"]["speedup"] = out["symsm"]["median_ms"] / out["symsm_f32"]["median_ms"]
+            del X32
 
         # roofline
         out["read_X"] = self.timing(lambda: roofline.read_once(X))
@@ -477,7 +486,7 @@ class Runner:
                 "max_call_s": a.max_call_s,
                 "lambdify_cap_s": a.lambdify_cap,
                 "jax_formulations": list(a.jax_forms),
-                "dtype": "float64",
+                "dtype": "float64" if a.no_float32 else "float64 (and float32: symsm_f32)",
                 "threads": a.threads,
                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
             },
@@ -507,6 +516,9 @@ class Runner:
             warm = self.warm_first_call(bm, loss.key) if not a.no_firstcall else {"skipped": "--no-firstcall"}
             _log(f"{name}: lambdify derivation (cap {a.lambdify_cap:.0f} s)")
             lam, lam_info = self.lambdify(bm)
+            loss32 = None if a.no_float32 else bm.model.compile(dtype=np.float32)
+            if loss32 is not None:
+                loss32.value_and_grad(bm.theta, bm.make_data(FIRST_CALL_ROWS, 1).astype(np.float32))
             entry: dict[str, Any] = {
                 "model": name,
                 "family": bm.family,
@@ -521,7 +533,7 @@ class Runner:
             models.append(entry)
             for n in a.n:
                 _log(f"{name}: N = {n:.0e}")
-                case = self.case(bm, loss, n, lam, lam_info)
+                case = self.case(bm, loss, n, lam, lam_info, loss32)
                 gc.collect()
                 entry["cases"].append(case)
                 jx = case["jax"]
@@ -601,6 +613,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="numba threads (default: numba's, all cores); 1 also makes JAX single-threaded through XLA_FLAGS",
     )
     p.add_argument("--no-jax", action="store_true")
+    p.add_argument("--no-float32", action="store_true", help="skip the float32 compile and timing of symsm")
     p.add_argument("--no-lambdify", action="store_true")
     p.add_argument("--no-firstcall", action="store_true", help="skip the first call in a new process")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")

@@ -9,8 +9,10 @@ dtype (double or float):
   double* result)`.
 * `build_sum_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, T* buf, double* out)`, a loop
   over rows [start, stop) of X, `LANES` rows at a time in SIMD registers, accumulating the per-row sums in
-  float64 vectors; the last, partial group of rows is masked (its extra lanes recompute the last row and
-  contribute nothing). The lanes are added in a fixed order at the end.
+  float64 vectors (float32 kernels: in float32 lanes within chunks of at most `F32_CHUNK` rows, each chunk's
+  partial sums then added in float64, so the float32 rounding of a sum covers ≤ 32 terms per lane whatever
+  the number of rows, and no lane is converted per row); the last, partial group of rows is masked (its extra
+  lanes recompute the last row and contribute nothing). The lanes are added in a fixed order at the end.
 * `build_row_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, double* out)`, the same loop
   writing per-row outputs.
 
@@ -21,7 +23,8 @@ subexpressions shared, with nothing left to vectorise.
 
 Arithmetic carries LLVM's `contract` flag (multiply-adds may fuse into FMAs: fewer roundings, never more);
 functions whose record in symsm/core/functions.py names a vectorised implementation (exp, expm1, log, log1p,
-tanh) use those of `symsm.backends.llvm.vecmath`; other functions call the C library lane by lane.
+tanh) use those of `symsm.backends.llvm.vecmath` (in the kernel's dtype); other functions call the C library
+lane by lane.
 """
 
 from __future__ import annotations
