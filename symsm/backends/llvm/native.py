@@ -330,6 +330,18 @@ _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
 
 
+BUFFER_ALIGN = 64  # bytes: a cache line, so no vector load of the factor buffer straddles two
+
+
+def _aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised 1-D array of n elements starting on a `BUFFER_ALIGN`-byte boundary (malloc aligns to
+    16 bytes only: at 16 mod 32, half the 32-byte loads of the product tiles would straddle cache lines)."""
+    itemsize = dtype.itemsize
+    raw = np.empty(n + BUFFER_ALIGN // itemsize, dtype=dtype)
+    start = (-raw.ctypes.data % BUFFER_ALIGN) // itemsize
+    return raw[start : start + n]
+
+
 class SumKernel(_Native):
     """f(theta, X) → results: a θ-only prologue, sums over the rows of X in blocks on several threads
     (symsm.core.threads: the split depends only on the number of rows and the partial sums are added in block
@@ -367,7 +379,7 @@ class SumKernel(_Native):
         part, stride = partial.ctypes.data, partial.strides[0]
 
         def blocks(lo: int, hi: int) -> None:
-            buf = np.empty(self.buffer, dtype=self.dtype)
+            buf = _aligned_empty(self.buffer, self.dtype)
             for i in range(lo, hi):
                 block(th, co, xs, i * n // n_blocks, (i + 1) * n // n_blocks, buf.ctypes.data, part + i * stride)
 
