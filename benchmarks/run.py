@@ -73,6 +73,28 @@ def time_calls(
     return _stats(times)
 
 
+def dtype_timing(calls: dict[str, Callable[[], Any]], *, repeat: int) -> dict[str, Any]:
+    """Median wall and process CPU ms of each call, the calls interleaved round by round (after one warm-up
+    round), and the ratios float64 / float32 of the medians."""
+    for fn in calls.values():
+        fn()
+    wall: dict[str, list[float]] = {k: [] for k in calls}
+    cpu: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeat):
+        for k, fn in calls.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    out: dict[str, Any] = {"n_runs": repeat, "loadavg": _loadavg()}
+    for k in calls:
+        out[k] = {"wall_ms": float(np.median(wall[k])) * 1e3, "cpu_ms": float(np.median(cpu[k])) * 1e3}
+    if "float64" in out and "float32" in out:
+        out["wall_ratio"] = out["float64"]["wall_ms"] / out["float32"]["wall_ms"]
+        out["cpu_ratio"] = out["float64"]["cpu_ms"] / out["float32"]["cpu_ms"]
+    return out
+
+
 def rel_diff(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> dict[str, float]:
     """Relative differences of (J, ∇J) pairs: |ΔJ|/|J_b| and max|Δ∇J| / max|∇J_b|."""
     ja, ga = a
@@ -364,13 +386,19 @@ class Runner:
             th, data = loss._inputs(theta, X)
             out["symsm_kernel"] = self.timing(lambda: module.value_and_grad(th, loss._reduced(data)))
 
-        # the same model compiled for float32 (8 lanes), on the data already in float32; its agreement with float64
+        # the same model compiled for float32 (8 lanes), on the data already in float32, its calls interleaved with
+        # float64 calls (the machines are noisy: both see the same load); wall and process CPU time of each
         if loss32 is not None:
             X32 = X.astype(np.float32)
             f32 = loss32.value_and_grad(theta, X32)
-            out["symsm_f32"] = self.timing(lambda: loss32.value_and_grad(theta, X32))
-            out["symsm_f32"]["vs_float64"] = rel_diff(f32, values["symsm"])
-            out["symsm_f32"]["speedup"] = out["symsm"]["median_ms"] / out["symsm_f32"]["median_ms"]
+            out["dtypes"] = dtype_timing(
+                {
+                    "float64": lambda: loss.value_and_grad(theta, X),
+                    "float32": lambda: loss32.value_and_grad(theta, X32),
+                },
+                repeat=max(self.args.repeat, 5),
+            )
+            out["dtypes"]["float32_vs_float64"] = rel_diff(f32, values["symsm"])
             del X32
 
         # roofline
@@ -486,7 +514,7 @@ class Runner:
                 "max_call_s": a.max_call_s,
                 "lambdify_cap_s": a.lambdify_cap,
                 "jax_formulations": list(a.jax_forms),
-                "dtype": "float64" if a.no_float32 else "float64 (and float32: symsm_f32)",
+                "dtype": "float64" if a.no_float32 else "float64 (and float32: dtypes)",
                 "threads": a.threads,
                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
             },
