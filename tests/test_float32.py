@@ -157,3 +157,17 @@ def test_float32_results_do_not_depend_on_the_thread_count(monkeypatch):
         v, g = loss.value_and_grad(theta, X)
         results.append((v, g.tobytes()))
     assert results[0] == results[1] == results[2]
+
+
+def test_float32_input_check_sums_in_float32_and_still_finds_non_finite_values():
+    from symsm.core.arrays import _all_finite
+
+    X = np.ones((200_000, 2), np.float32)
+    assert _all_finite(X)
+    X[150_000, 1] = 3e38  # finite, but a float32 sum of its chunk overflows: the elementwise check decides
+    X[150_001, 1] = 3e38
+    assert _all_finite(X)
+    for bad in (np.inf, -np.inf, np.nan):
+        Y = X.copy()
+        Y[199_999, 0] = bad
+        assert not _all_finite(Y)
