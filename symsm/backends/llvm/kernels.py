@@ -37,7 +37,7 @@ from llvmlite import ir
 from ...core.functions import FUNCTIONS
 from .vecmath import declare_intrinsic, vector_function
 
-__all__ = ["LANES", "build_row_block", "build_section", "build_sum_block", "chunk_rows"]
+__all__ = ["LANES", "build_block_loop", "build_row_block", "build_section", "build_sum_block", "chunk_rows"]
 
 LANES = {"float64": 4, "float32": 8}  # one AVX2 register of either type
 I64 = ir.IntType(64)
@@ -478,6 +478,36 @@ def build_sum_block(
     _ChunkLoop(b, chunk).run(start_v, stop_v, chunk_body)
     for k, acc in enumerate([*accs, *paccs]):
         _store(b, _horizontal_sum(b, b.load(acc), width), out_p, k)
+    b.ret_void()
+    return fn
+
+
+def build_block_loop(module: ir.Module, symbol: str, block: ir.Function, dtype: str) -> ir.Function:
+    """`void symbol(theta, consts, X, n, n_blocks, lo, hi, buf, partial, stride)`: the sum block `block` on
+    blocks lo ≤ i < hi of n rows split in n_blocks, block i on rows [i·n / n_blocks, (i + 1)·n / n_blocks)
+    into partial + i·stride. One call from Python per thread instead of one per block (a ctypes call costs
+    ~9 µs here: 2.3 ms for 256 blocks, as much as a whole float32 Student-t kernel's rows take in 1/5)."""
+    pt = ir.PointerType(_llvm_type(dtype))
+    args = [("theta", pt), ("consts", pt), ("X", pt), ("n", I64), ("n_blocks", I64), ("lo", I64), ("hi", I64)]
+    args += [("buf", pt), ("partial", ir.PointerType(F64)), ("stride", I64)]
+    fn, v = _function(module, symbol, args)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    head, body, done = (b.append_basic_block(name) for name in ("blocks.head", "blocks.body", "blocks.done"))
+    entry = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, "block.i")
+    i.add_incoming(v["lo"], entry)
+    b.cbranch(b.icmp_signed("<", i, v["hi"]), body, done)
+    b.position_at_end(body)
+    one = ir.Constant(I64, 1)
+    start = b.sdiv(b.mul(i, v["n"]), v["n_blocks"])
+    stop = b.sdiv(b.mul(b.add(i, one), v["n"]), v["n_blocks"])
+    out = b.gep(v["partial"], [b.mul(i, v["stride"])])
+    b.call(block, [v["theta"], v["consts"], v["X"], start, stop, v["buf"], out])
+    i.add_incoming(b.add(i, one), b.block)
+    b.branch(head)
+    b.position_at_end(done)
     b.ret_void()
     return fn
 

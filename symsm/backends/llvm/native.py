@@ -354,34 +354,39 @@ class SumKernel(_Native):
         self.buffer = buffer_size(len(t["factors"]) if t["products"] else 0, self.dtype.name)
 
     def build(self, module: Any) -> None:
-        from .kernels import build_section, build_sum_block
+        from .kernels import build_block_loop, build_section, build_sum_block
 
         t, dt = _parsed(self.tables), self.dtype.name
         self._build_prologue(module, t)
-        build_sum_block(
+        block = build_sum_block(
             module, self.symbol("block"), t["body"], t["body_inputs"], t["sums"], self.dim, dt,
             t["factors"], t["products"],
         )  # fmt: skip
+        build_block_loop(module, self.symbol("blocks"), block, dt)
         build_section(
             module, self.symbol("epilogue"), t["epilogue"], t["epilogue_inputs"], t["results"], "float64",
             [("theta", dt), ("consts", dt), ("totals", "float64")], ("n",),
         )  # fmt: skip
 
     def signatures(self) -> dict[str, list[Any]]:
-        return {"prologue": [_P, _P], "block": [_P, _P, _P, _I64, _I64, _P, _P], "epilogue": [_P, _P, _P, _F64, _P]}
+        return {
+            "prologue": [_P, _P],
+            "block": [_P, _P, _P, _I64, _I64, _P, _P],
+            "blocks": [_P, _P, _P, _I64, _I64, _I64, _I64, _P, _P, _I64],
+            "epilogue": [_P, _P, _P, _F64, _P],
+        }
 
     def __call__(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         fns, consts, n_blocks = self._start(theta, X)
         n = X.shape[0]
         partial = np.zeros((n_blocks, max(1, self.n_totals)))
-        block = fns["block"]
+        run = fns["blocks"]  # blocks lo..hi in one call: block i on rows [i·n // n_blocks, (i + 1)·n // n_blocks)
         th, co, xs = theta.ctypes.data, consts.ctypes.data, X.ctypes.data
-        part, stride = partial.ctypes.data, partial.strides[0]
+        part, stride = partial.ctypes.data, partial.shape[1]
 
         def blocks(lo: int, hi: int) -> None:
             buf = _aligned_empty(self.buffer, self.dtype)
-            for i in range(lo, hi):
-                block(th, co, xs, i * n // n_blocks, (i + 1) * n // n_blocks, buf.ctypes.data, part + i * stride)
+            run(th, co, xs, n, n_blocks, lo, hi, buf.ctypes.data, part, stride)
 
         run_blocks(blocks, n_blocks)
         totals = np.zeros(partial.shape[1])
