@@ -103,6 +103,13 @@ def target_description() -> str:
     )
 
 
+@cache
+def _has_avx512vl() -> bool:
+    """Whether the host has AVX-512VL: 32 vector registers for 256-bit code (the object files' names include
+    the host's features, so a kernel built with larger tiles is never loaded elsewhere)."""
+    return "+avx512vl" in _llvm().get_host_cpu_features().flatten().split(",")
+
+
 def codegen_opt(ops: int) -> int:
     """The code generator's optimisation level for a kernel of `ops` table instructions per row."""
     return 0 if ops > HUGE_KERNEL else CODEGEN_OPT
@@ -345,7 +352,8 @@ def _aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
 class SumKernel(_Native):
     """f(theta, X) → results: a θ-only prologue, sums over the rows of X in blocks on several threads
     (symsm.core.threads: the split depends only on the number of rows and the partial sums are added in block
-    order, so the result does not depend on the thread count), then an epilogue on the totals."""
+    order, so the result does not depend on the thread count), then an epilogue on the totals. Each thread
+    makes one call, the loop over its blocks being machine code too (`kernels.build_block_loop`)."""
 
     def __init__(self, module_file: str, key: str, kernel: str, **options: Any) -> None:
         super().__init__(module_file, key, kernel, **options)
@@ -354,13 +362,13 @@ class SumKernel(_Native):
         self.buffer = buffer_size(len(t["factors"]) if t["products"] else 0, self.dtype.name)
 
     def build(self, module: Any) -> None:
-        from .kernels import build_block_loop, build_section, build_sum_block
+        from .kernels import TILE, TILE_AVX512, build_block_loop, build_section, build_sum_block
 
         t, dt = _parsed(self.tables), self.dtype.name
         self._build_prologue(module, t)
         block = build_sum_block(
             module, self.symbol("block"), t["body"], t["body_inputs"], t["sums"], self.dim, dt,
-            t["factors"], t["products"],
+            t["factors"], t["products"], TILE_AVX512 if _has_avx512vl() else TILE,
         )  # fmt: skip
         build_block_loop(module, self.symbol("blocks"), block, dt)
         build_section(
