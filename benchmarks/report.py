@@ -144,6 +144,35 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_num(roof['bound_ms'])} ({roof['bound'].split()[0]}) | {_num(_ratio(s, roof['bound_ms']), '×')} |"
         )
 
+    # ------------------------------------------------------------------ float32
+    f32_cases = [(m, c) for m, c in _cases(result) if "float32" in c.get("dtypes", {})]
+    if f32_cases:
+        lines += [
+            "",
+            "## float32",
+            "",
+            "The same model compiled with `dtype=np.float32` (8 lanes per AVX2 register instead of 4; float32 vector "
+            "math; sums in float32 lanes within chunks of ≤ 256 rows, then in float64), on the data already in "
+            "float32. Its calls alternate with float64 calls (same load); medians of wall and of process CPU time "
+            "(all threads), which is the steadier of the two on a loaded machine. Agreement: |ΔJ|/|J| and "
+            "max|Δ∇J| / max|∇J| against float64.",
+            "",
+            "| model | d | P | N | float64 ms (CPU) | float32 ms (CPU) | float64 / float32 wall (CPU) "
+            "| J rel. diff | ∇J rel. diff | load |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for m, c in f32_cases:
+            t = c["dtypes"]
+            f64, f32 = t["float64"], t["float32"]
+            agree = t.get("float32_vs_float64", {})
+            lines.append(
+                f"| {m['model']} | {m['d']} | {m['P']} | {_n(c['n'])} | "
+                f"{_num(f64['wall_ms'])} ({_num(f64['cpu_ms'])}) | {_num(f32['wall_ms'])} ({_num(f32['cpu_ms'])}) | "
+                f"{_num(t.get('wall_ratio'), '×')} "
+                f"({_num(t.get('cpu_ratio'), '×')}) | {_sci(agree.get('value'))} | {_sci(agree.get('grad'))} | "
+                f"{_num(t['loadavg'][0]) if t.get('loadavg') else '—'} |"
+            )
+
     # ------------------------------------------------------------------ targets
     big = [(m, c) for m, c in _cases(result) if c["n"] == TARGET_N]
     if big:

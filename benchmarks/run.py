@@ -73,6 +73,28 @@ def time_calls(
     return _stats(times)
 
 
+def dtype_timing(calls: dict[str, Callable[[], Any]], *, repeat: int) -> dict[str, Any]:
+    """Median wall and process CPU ms of each call, the calls interleaved round by round (after one warm-up
+    round), and the ratios float64 / float32 of the medians."""
+    for fn in calls.values():
+        fn()
+    wall: dict[str, list[float]] = {k: [] for k in calls}
+    cpu: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(repeat):
+        for k, fn in calls.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    out: dict[str, Any] = {"n_runs": repeat, "loadavg": _loadavg()}
+    for k in calls:
+        out[k] = {"wall_ms": float(np.median(wall[k])) * 1e3, "cpu_ms": float(np.median(cpu[k])) * 1e3}
+    if "float64" in out and "float32" in out:
+        out["wall_ratio"] = out["float64"]["wall_ms"] / out["float32"]["wall_ms"]
+        out["cpu_ratio"] = out["float64"]["cpu_ms"] / out["float32"]["cpu_ms"]
+    return out
+
+
 def rel_diff(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> dict[str, float]:
     """Relative differences of (J, ∇J) pairs: |ΔJ|/|J_b| and max|Δ∇J| / max|∇J_b|."""
     ja, ga = a
@@ -347,7 +369,7 @@ class Runner:
         return fn, info
 
     # -- one (model, N)
-    def case(self, bm: BenchModel, loss: Any, n: int, lam: Any, lam_info: dict) -> dict:
+    def case(self, bm: BenchModel, loss: Any, n: int, lam: Any, lam_info: dict, loss32: Any = None) -> dict:
         from . import roofline
 
         X = bm.make_data(n, 2)
@@ -363,6 +385,21 @@ class Runner:
         if module is not None and hasattr(loss, "_inputs") and hasattr(loss, "_reduced"):
             th, data = loss._inputs(theta, X)
             out["symsm_kernel"] = self.timing(lambda: module.value_and_grad(th, loss._reduced(data)))
+
+        # the same model compiled for float32 (8 lanes), on the data already in float32, its calls interleaved with
+        # float64 calls (the machines are noisy: both see the same load); wall and process CPU time of each
+        if loss32 is not None:
+            X32 = X.astype(np.float32)
+            f32 = loss32.value_and_grad(theta, X32)
+            out["dtypes"] = dtype_timing(
+                {
+                    "float64": lambda: loss.value_and_grad(theta, X),
+                    "float32": lambda: loss32.value_and_grad(theta, X32),
+                },
+                repeat=max(self.args.repeat, 5),
+            )
+            out["dtypes"]["float32_vs_float64"] = rel_diff(f32, values["symsm"])
+            del X32
 
         # roofline
         out["read_X"] = self.timing(lambda: roofline.read_once(X))
@@ -477,7 +514,7 @@ class Runner:
                 "max_call_s": a.max_call_s,
                 "lambdify_cap_s": a.lambdify_cap,
                 "jax_formulations": list(a.jax_forms),
-                "dtype": "float64",
+                "dtype": "float64" if a.no_float32 else "float64 (and float32: dtypes)",
                 "threads": a.threads,
                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
             },
@@ -507,6 +544,9 @@ class Runner:
             warm = self.warm_first_call(bm, loss.key) if not a.no_firstcall else {"skipped": "--no-firstcall"}
             _log(f"{name}: lambdify derivation (cap {a.lambdify_cap:.0f} s)")
             lam, lam_info = self.lambdify(bm)
+            loss32 = None if a.no_float32 else bm.model.compile(dtype=np.float32)
+            if loss32 is not None:
+                loss32.value_and_grad(bm.theta, bm.make_data(FIRST_CALL_ROWS, 1).astype(np.float32))
             entry: dict[str, Any] = {
                 "model": name,
                 "family": bm.family,
@@ -521,7 +561,7 @@ class Runner:
             models.append(entry)
             for n in a.n:
                 _log(f"{name}: N = {n:.0e}")
-                case = self.case(bm, loss, n, lam, lam_info)
+                case = self.case(bm, loss, n, lam, lam_info, loss32)
                 gc.collect()
                 entry["cases"].append(case)
                 jx = case["jax"]
@@ -601,6 +641,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="numba threads (default: numba's, all cores); 1 also makes JAX single-threaded through XLA_FLAGS",
     )
     p.add_argument("--no-jax", action="store_true")
+    p.add_argument("--no-float32", action="store_true", help="skip the float32 compile and timing of symsm")
     p.add_argument("--no-lambdify", action="store_true")
     p.add_argument("--no-firstcall", action="store_true", help="skip the first call in a new process")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")

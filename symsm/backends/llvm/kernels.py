@@ -9,8 +9,10 @@ dtype (double or float):
   double* result)`.
 * `build_sum_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, T* buf, double* out)`, a loop
   over rows [start, stop) of X, `LANES` rows at a time in SIMD registers, accumulating the per-row sums in
-  float64 vectors; the last, partial group of rows is masked (its extra lanes recompute the last row and
-  contribute nothing). The lanes are added in a fixed order at the end.
+  float64 vectors (float32 kernels: in float32 lanes within chunks of at most `F32_CHUNK` rows, each chunk's
+  partial sums then added in float64, so the float32 rounding of a sum covers ≤ 32 terms per lane whatever
+  the number of rows, and no lane is converted per row); the last, partial group of rows is masked (its extra
+  lanes recompute the last row and contribute nothing). The lanes are added in a fixed order at the end.
 * `build_row_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, double* out)`, the same loop
   writing per-row outputs.
 
@@ -21,7 +23,8 @@ subexpressions shared, with nothing left to vectorise.
 
 Arithmetic carries LLVM's `contract` flag (multiply-adds may fuse into FMAs: fewer roundings, never more);
 functions whose record in symsm/core/functions.py names a vectorised implementation (exp, expm1, log, log1p,
-tanh) use those of `symsm.backends.llvm.vecmath`; other functions call the C library lane by lane.
+tanh) use those of `symsm.backends.llvm.vecmath` (in the kernel's dtype); other functions call the C library
+lane by lane.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from llvmlite import ir
 from ...core.functions import FUNCTIONS
 from .vecmath import declare_intrinsic, vector_function
 
-__all__ = ["LANES", "build_row_block", "build_section", "build_sum_block", "chunk_rows"]
+__all__ = ["LANES", "build_block_loop", "build_row_block", "build_section", "build_sum_block", "chunk_rows"]
 
 LANES = {"float64": 4, "float32": 8}  # one AVX2 register of either type
 I64 = ir.IntType(64)
@@ -109,12 +112,8 @@ class _Emitter:
 
     def _call(self, name: str, values: list[ir.Value]) -> ir.Value:
         b = self.b
-        if self.width > 1 and name in _VECTOR:
-            fn = vector_function(b.module, _VECTOR[name], self.width)
-            if self.ctype == F64:
-                return b.call(fn, values)
-            wide = ir.VectorType(F64, self.width)
-            return b.fptrunc(b.call(fn, [b.fpext(values[0], wide)]), self.ty)
+        if self.width > 1 and name in _VECTOR:  # in the kernel's own precision (float32 lanes stay float32)
+            return b.call(vector_function(b.module, _VECTOR[name], self.width, self.ctype), values)
         if self.width == 1:
             return self._scalar_call(name, values)
         out = ir.Constant(self.ty, ir.Undefined)
@@ -227,14 +226,20 @@ def build_section(
 # ---------------------------------------------------------------------- blocks of rows, SIMD across rows
 
 TILE = 12  # products accumulated in registers at once (AVX2 has 16 vector registers)
+TILE_AVX512 = 24  # with AVX-512VL (32 vector registers; measured: float32 Student-t d = 8 −10 %, others level)
 BUFFER_BYTES = 16384  # the per-chunk buffer of product factors stays well inside L1 (measured: 32 KiB spills to L2)
+# float32: rows per chunk at most. Sums and products are accumulated in float32 lanes within a chunk (at most
+# F32_CHUNK / 8 = 32 additions per lane) and each chunk's partial sums added to float64 accumulators, so the
+# float32 rounding of a sum is that of ≤ 32 terms whatever the number of rows (a block of 10⁸ rows included).
+F32_CHUNK = 256
 
 
 def chunk_rows(n_factors: int, dtype: str) -> int:
     """Rows per chunk for a kernel with `n_factors` product factors: a multiple of the lane count."""
     width = LANES[dtype]
-    rows = BUFFER_BYTES // (8 * max(1, n_factors))
-    return max(8 * width, min(1024, rows - rows % width))
+    itemsize = 8 if dtype == "float64" else 4
+    rows = BUFFER_BYTES // (itemsize * max(1, n_factors))
+    return max(8 * width, min(1024 if dtype == "float64" else F32_CHUNK, rows - rows % width))
 
 
 def buffer_size(n_factors: int, dtype: str) -> int:
@@ -295,15 +300,44 @@ def _row_loader(
     """Loads table inputs for one step of the row loop: θ and constants splatted, data columns per lane.
 
     With 4 lanes of float64, four consecutive columns are read as four row vectors and transposed with
-    shuffles (12 instructions for 16 values instead of 16 scalar loads and 12 inserts).
+    shuffles (12 instructions for 16 values instead of 16 scalar loads and 12 inserts); with 8 lanes of float32,
+    as eight row vectors of 4, paired into 8-lane vectors (rows r and r + 4) and transposed within each
+    128-bit half (20 instructions for 32 values instead of 32 loads and 28 inserts).
     """
     vty = ir.VectorType(ctype, width)
     offsets = builder.mul(rows, ir.Constant(ir.VectorType(I64, width), [dim] * width))
     lane_offsets = [builder.extract_element(offsets, ir.Constant(I32, lane)) for lane in range(width)]
     columns: dict[int, ir.Value] = {}
-    transpose = width == 4 and ctype == F64
+    transpose = (width == 4 and ctype == F64) or (width == 8 and ctype == F32)
+
+    def load_group32(first: int) -> None:
+        v4, i32x8 = ir.VectorType(ctype, 4), ir.VectorType(I32, 8)
+        row_vecs = []
+        for off in lane_offsets:
+            at = builder.gep(ptrs["X"], [builder.add(off, ir.Constant(I64, first))])
+            row_vecs.append(builder.load(builder.bitcast(at, ir.PointerType(v4)), align=4))
+
+        def shuffle(a: ir.Value, b: ir.Value, mask: list[int]) -> ir.Value:
+            return builder.shuffle_vector(a, b, ir.Constant(i32x8, mask))
+
+        q = [shuffle(row_vecs[k], row_vecs[k + 4], list(range(8))) for k in range(4)]  # rows k | k + 4
+        lo, hi = [0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15]
+        t0, t1, t2, t3 = (
+            shuffle(q[0], q[1], lo),
+            shuffle(q[0], q[1], hi),
+            shuffle(q[2], q[3], lo),
+            shuffle(q[2], q[3], hi),
+        )
+        even, odd = [0, 1, 8, 9, 4, 5, 12, 13], [2, 3, 10, 11, 6, 7, 14, 15]
+        columns[first] = shuffle(t0, t2, even)
+        columns[first + 1] = shuffle(t0, t2, odd)
+        columns[first + 2] = shuffle(t1, t3, even)
+        columns[first + 3] = shuffle(t1, t3, odd)
 
     def load_group(first: int) -> None:
+        if ctype == F32:
+            load_group32(first)
+            return
         row_vecs = []
         for off in lane_offsets:
             at = builder.gep(ptrs["X"], [builder.add(off, ir.Constant(I64, first))])
@@ -355,24 +389,27 @@ def build_sum_block(
     dtype: str,
     factors: Sequence[str] = (),
     products: Sequence[tuple[int, int]] = (),
+    tile: int = TILE,
 ) -> ir.Function:
     """`void symbol(theta, consts, X, start, stop, buf, out)` over rows [start, stop) of X (row stride `dim`):
     out[k] = Σ sums[k] for k < len(sums), then out[len(sums) + p] = Σ factors[u]·factors[v] for (u, v) = products[p].
 
     Rows are processed in chunks; each chunk's factor values go to `buf` (`buffer_size(len(factors))`
-    elements), then every product is summed over the chunk in register tiles of TILE accumulators.
+    elements), then every product is summed over the chunk in register tiles of `tile` accumulators.
     """
     ctype = _llvm_type(dtype)
     width = LANES[dtype]
     n_factors = len(factors)
-    chunk = chunk_rows(n_factors, dtype) if products else 1 << 40
-    tiles: list[tuple[int, list[tuple[int, int]]]] = []  # (u, [(v, product index)...])
-    by_u: dict[int, list[tuple[int, int]]] = {}
+    narrow = ctype != F64  # float32: sums and products in float32 within a chunk, then into float64 (F32_CHUNK)
+    chunk = chunk_rows(n_factors, dtype) if products or narrow else 1 << 40
+    # tiles of TILE products each, products sharing a first factor next to each other (one load serves them);
+    # a tile may span several first factors, so that models with few products per factor (Student-t: one)
+    # still fill the registers rather than run one short loop per product
+    by_u: dict[int, list[tuple[int, int, int]]] = {}
     for p, (u, v) in enumerate(products):
-        by_u.setdefault(u, []).append((v, p))
-    for u, vs in by_u.items():
-        for k in range(0, len(vs), TILE):
-            tiles.append((u, vs[k : k + TILE]))
+        by_u.setdefault(u, []).append((u, v, p))
+    ordered = [entry for entries in by_u.values() for entry in entries]
+    tiles = [ordered[k : k + tile] for k in range(0, len(ordered), tile)]
 
     cvec = ir.VectorType(ctype, width)
     fn, values = _function(
@@ -382,28 +419,30 @@ def build_sum_block(
     ptrs = {name: values[name] for name in ("theta", "consts", "X")}
     buf_p, out_p, start_v, stop_v = values["buf"], values["out"], values["start"], values["stop"]
     acc_ty = ir.VectorType(F64, width)
-    zero_acc = ir.Constant(acc_ty, [0.0] * width)
     zero_c = ir.Constant(cvec, [0.0] * width)
     accs = [_alloca_zero(b, acc_ty) for _ in sums]
+    chunk_accs = [_alloca_zero(b, cvec) for _ in sums] if narrow else []
     paccs = [_alloca_zero(b, acc_ty) for _ in products]
-    # one set of tile registers for all tiles, allocated while the entry block is still open (an alloca
-    # added later is inserted before the entry's terminator, a lookup that grows with the block)
-    regs_pool = [_alloca_zero(b, acc_ty) for _ in range(min(TILE, len(products)))]
+    # one set of tile registers (in the kernel's dtype) for all tiles, allocated while the entry block is still
+    # open (an alloca added later is inserted before the entry's terminator, a lookup that grows with the block)
+    regs_pool = [_alloca_zero(b, cvec) for _ in range(min(tile, len(products)))]
     rows = _Rows(b, width)
     chunk_c = ir.Constant(I64, chunk)
     buf_vec = ir.PointerType(cvec)
 
     def chunk_body(c: ir.Value, _mask: ir.Value, _rows: ir.Value) -> None:
         c_end = b.select(b.icmp_signed("<", b.add(c, chunk_c), stop_v), b.add(c, chunk_c), stop_v)
+        for slot in chunk_accs:
+            b.store(zero_c, slot)
 
         def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
             ref: list[_Emitter] = []
             emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype))
             ref.append(emitter)
             emitter.run(code)
-            for acc, name in zip(accs, sums, strict=True):
-                value = _convert(b, emitter.operand(name), acc_ty)
-                b.store(b.fadd(b.load(acc), b.select(mask, value, zero_acc)), acc)
+            for acc, name in zip(chunk_accs or accs, sums, strict=True):
+                value = emitter.operand(name)
+                b.store(b.fadd(b.load(acc), b.select(mask, value, zero_c)), acc)
             offset = b.sub(i, c)
             for f, name in enumerate(factors):
                 value = b.select(mask, emitter.operand(name), zero_c)  # padding lanes contribute 0
@@ -411,33 +450,66 @@ def build_sum_block(
                 b.store(value, b.bitcast(at, buf_vec), align=8)
 
         rows.loop(c, c_end, row_body, "rows")
+        for acc, slot in zip(accs, chunk_accs, strict=False):
+            b.store(b.fadd(b.load(acc), _convert(b, b.load(slot), acc_ty)), acc)
         if not products:
             return
         n_rows = b.sub(c_end, c)
-        fma = declare_intrinsic(b.module, "llvm.fma", acc_ty, 3)
-        for u, vs in tiles:
-            regs = regs_pool[: len(vs)]
+        fma = declare_intrinsic(b.module, "llvm.fma", cvec, 3)
+        for tile in tiles:
+            regs = regs_pool[: len(tile)]
             for reg in regs:
-                b.store(zero_acc, reg)
+                b.store(zero_c, reg)
 
-            def tile_body(
-                t: ir.Value, _m: ir.Value, _r: ir.Value, u: int = u, vs: list = vs, regs: list = regs
-            ) -> None:
+            def tile_body(t: ir.Value, _m: ir.Value, _r: ir.Value, tile: list = tile, regs: list = regs) -> None:
+                loaded: dict[int, ir.Value] = {}
+
                 def vec_at(f: int) -> ir.Value:
-                    at = b.gep(buf_p, [b.add(t, ir.Constant(I64, f * chunk))])
-                    return _convert(b, b.load(b.bitcast(at, buf_vec), align=8), acc_ty)
+                    if f not in loaded:
+                        at = b.gep(buf_p, [b.add(t, ir.Constant(I64, f * chunk))])
+                        loaded[f] = b.load(b.bitcast(at, buf_vec), align=8)
+                    return loaded[f]
 
-                uv = vec_at(u)
-                for reg, (v, _) in zip(regs, vs, strict=True):
-                    b.store(b.call(fma, [uv, vec_at(v), b.load(reg)]), reg)
+                for reg, (u, v, _) in zip(regs, tile, strict=True):
+                    b.store(b.call(fma, [vec_at(u), vec_at(v), b.load(reg)]), reg)
 
             rows.loop(ir.Constant(I64, 0), n_rows, tile_body, "tile")
-            for reg, (_, p) in zip(regs, vs, strict=True):
-                b.store(b.fadd(b.load(paccs[p]), b.load(reg)), paccs[p])
+            for reg, (_, _, p) in zip(regs, tile, strict=True):
+                b.store(b.fadd(b.load(paccs[p]), _convert(b, b.load(reg), acc_ty)), paccs[p])
 
     _ChunkLoop(b, chunk).run(start_v, stop_v, chunk_body)
     for k, acc in enumerate([*accs, *paccs]):
         _store(b, _horizontal_sum(b, b.load(acc), width), out_p, k)
+    b.ret_void()
+    return fn
+
+
+def build_block_loop(module: ir.Module, symbol: str, block: ir.Function, dtype: str) -> ir.Function:
+    """`void symbol(theta, consts, X, n, n_blocks, lo, hi, buf, partial, stride)`: the sum block `block` on
+    blocks lo ≤ i < hi of n rows split in n_blocks, block i on rows [i·n / n_blocks, (i + 1)·n / n_blocks)
+    into partial + i·stride. One call from Python per thread instead of one per block (a ctypes call costs
+    ~9 µs here: 2.3 ms for 256 blocks, as much as a whole float32 Student-t kernel's rows take in 1/5)."""
+    pt = ir.PointerType(_llvm_type(dtype))
+    args = [("theta", pt), ("consts", pt), ("X", pt), ("n", I64), ("n_blocks", I64), ("lo", I64), ("hi", I64)]
+    args += [("buf", pt), ("partial", ir.PointerType(F64)), ("stride", I64)]
+    fn, v = _function(module, symbol, args)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    head, body, done = (b.append_basic_block(name) for name in ("blocks.head", "blocks.body", "blocks.done"))
+    entry = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, "block.i")
+    i.add_incoming(v["lo"], entry)
+    b.cbranch(b.icmp_signed("<", i, v["hi"]), body, done)
+    b.position_at_end(body)
+    one = ir.Constant(I64, 1)
+    start = b.sdiv(b.mul(i, v["n"]), v["n_blocks"])
+    stop = b.sdiv(b.mul(b.add(i, one), v["n"]), v["n_blocks"])
+    out = b.gep(v["partial"], [b.mul(i, v["stride"])])
+    b.call(block, [v["theta"], v["consts"], v["X"], start, stop, v["buf"], out])
+    i.add_incoming(b.add(i, one), b.block)
+    b.branch(head)
+    b.position_at_end(done)
     b.ret_void()
     return fn
 

@@ -103,6 +103,13 @@ def target_description() -> str:
     )
 
 
+@cache
+def _has_avx512vl() -> bool:
+    """Whether the host has AVX-512VL: 32 vector registers for 256-bit code (the object files' names include
+    the host's features, so a kernel built with larger tiles is never loaded elsewhere)."""
+    return "+avx512vl" in _llvm().get_host_cpu_features().flatten().split(",")
+
+
 def codegen_opt(ops: int) -> int:
     """The code generator's optimisation level for a kernel of `ops` table instructions per row."""
     return 0 if ops > HUGE_KERNEL else CODEGEN_OPT
@@ -330,10 +337,23 @@ _I64 = ctypes.c_int64
 _F64 = ctypes.c_double
 
 
+BUFFER_ALIGN = 64  # bytes: a cache line, so no vector load of the factor buffer straddles two
+
+
+def _aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised 1-D array of n elements starting on a `BUFFER_ALIGN`-byte boundary (malloc aligns to
+    16 bytes only: at 16 mod 32, half the 32-byte loads of the product tiles would straddle cache lines)."""
+    itemsize = dtype.itemsize
+    raw = np.empty(n + BUFFER_ALIGN // itemsize, dtype=dtype)
+    start = (-raw.ctypes.data % BUFFER_ALIGN) // itemsize
+    return raw[start : start + n]
+
+
 class SumKernel(_Native):
     """f(theta, X) → results: a θ-only prologue, sums over the rows of X in blocks on several threads
     (symsm.core.threads: the split depends only on the number of rows and the partial sums are added in block
-    order, so the result does not depend on the thread count), then an epilogue on the totals."""
+    order, so the result does not depend on the thread count), then an epilogue on the totals. Each thread
+    makes one call, the loop over its blocks being machine code too (`kernels.build_block_loop`)."""
 
     def __init__(self, module_file: str, key: str, kernel: str, **options: Any) -> None:
         super().__init__(module_file, key, kernel, **options)
@@ -342,34 +362,39 @@ class SumKernel(_Native):
         self.buffer = buffer_size(len(t["factors"]) if t["products"] else 0, self.dtype.name)
 
     def build(self, module: Any) -> None:
-        from .kernels import build_section, build_sum_block
+        from .kernels import TILE, TILE_AVX512, build_block_loop, build_section, build_sum_block
 
         t, dt = _parsed(self.tables), self.dtype.name
         self._build_prologue(module, t)
-        build_sum_block(
+        block = build_sum_block(
             module, self.symbol("block"), t["body"], t["body_inputs"], t["sums"], self.dim, dt,
-            t["factors"], t["products"],
+            t["factors"], t["products"], TILE_AVX512 if _has_avx512vl() else TILE,
         )  # fmt: skip
+        build_block_loop(module, self.symbol("blocks"), block, dt)
         build_section(
             module, self.symbol("epilogue"), t["epilogue"], t["epilogue_inputs"], t["results"], "float64",
             [("theta", dt), ("consts", dt), ("totals", "float64")], ("n",),
         )  # fmt: skip
 
     def signatures(self) -> dict[str, list[Any]]:
-        return {"prologue": [_P, _P], "block": [_P, _P, _P, _I64, _I64, _P, _P], "epilogue": [_P, _P, _P, _F64, _P]}
+        return {
+            "prologue": [_P, _P],
+            "block": [_P, _P, _P, _I64, _I64, _P, _P],
+            "blocks": [_P, _P, _P, _I64, _I64, _I64, _I64, _P, _P, _I64],
+            "epilogue": [_P, _P, _P, _F64, _P],
+        }
 
     def __call__(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         fns, consts, n_blocks = self._start(theta, X)
         n = X.shape[0]
         partial = np.zeros((n_blocks, max(1, self.n_totals)))
-        block = fns["block"]
+        run = fns["blocks"]  # blocks lo..hi in one call: block i on rows [i·n // n_blocks, (i + 1)·n // n_blocks)
         th, co, xs = theta.ctypes.data, consts.ctypes.data, X.ctypes.data
-        part, stride = partial.ctypes.data, partial.strides[0]
+        part, stride = partial.ctypes.data, partial.shape[1]
 
         def blocks(lo: int, hi: int) -> None:
-            buf = np.empty(self.buffer, dtype=self.dtype)
-            for i in range(lo, hi):
-                block(th, co, xs, i * n // n_blocks, (i + 1) * n // n_blocks, buf.ctypes.data, part + i * stride)
+            buf = _aligned_empty(self.buffer, self.dtype)
+            run(th, co, xs, n, n_blocks, lo, hi, buf.ctypes.data, part, stride)
 
         run_blocks(blocks, n_blocks)
         totals = np.zeros(partial.shape[1])

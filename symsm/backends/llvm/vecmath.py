@@ -8,7 +8,10 @@ reduction with a Taylor polynomial for exp/expm1; fdlibm's log), accurate to a f
 whole range, with IEEE special values (±inf, nan, ±0, subnormals) handled by selects. tests/test_vecmath.py
 measures the errors against numpy.
 
-Each function is defined once per LLVM module as an internal, always-inlined function on `<W x double>`.
+Each function is defined once per LLVM module as an internal, always-inlined function on `<W x double>` or
+`<W x float>`. The float32 versions are the same reductions with float32 constants and shorter polynomials
+(musl's expf/logf splits of ln 2 and logf's coefficients), a few ulp of float32: computing float32 lanes
+through float64 (two registers per eight lanes, conversions both ways) cost as much as the float64 kernel.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 from llvmlite import ir
 
 __all__ = ["VECTOR_FUNCTIONS", "vector_function"]
 
 F64 = ir.DoubleType()
+F32 = ir.FloatType()
 I64 = ir.IntType(64)
+I32 = ir.IntType(32)
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
@@ -45,17 +51,37 @@ LG = (
 )
 
 
-class _Ops:
-    """Small helpers over one IRBuilder for vectors of `width` doubles."""
+def _f32(bits: int) -> float:
+    """The float32 value with these bits (as a Python float, exactly)."""
+    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
 
-    def __init__(self, builder: ir.IRBuilder, width: int) -> None:
+
+# float32: musl's expf/logf constants (a split of ln 2 whose high part has trailing zero bits) and logf's
+# minimax coefficients of R(s²) on the same reduced range as fdlibm's
+LN2_HI32_EXP = _f32(0x3F317200)  # k·LN2_HI32_EXP exact for |k| < 2**9
+LN2_LO32_EXP = _f32(0x35BFBE8E)
+LN2_HI32_LOG = _f32(0x3F317180)
+LN2_LO32_LOG = _f32(0x3717F7D1)
+LG32 = (0xAAAAAA / 2.0**24, 0xCCCE13 / 2.0**25, 0x91E9EE / 2.0**25, 0xF89E26 / 2.0**26)
+SHIFTER32 = 12582912.0  # 1.5·2**23
+MIN_NORMAL32 = 1.1754943508222875e-38
+TWO25 = 33554432.0
+
+
+class _Ops:
+    """Small helpers over one IRBuilder for vectors of `width` doubles (or floats: `ctype` F32, with
+    32-bit integers for the bit operations)."""
+
+    def __init__(self, builder: ir.IRBuilder, width: int, ctype: ir.Type = F64) -> None:
         self.b = builder
         self.w = width
-        self.vf = ir.VectorType(F64, width)
-        self.vi = ir.VectorType(I64, width)
+        self.f32 = ctype == F32
+        self.vf = ir.VectorType(ctype, width)
+        self.vi = ir.VectorType(I32 if self.f32 else I64, width)
 
     def c(self, value: float) -> ir.Constant:
-        return ir.Constant(self.vf, [float(value)] * self.w)
+        value = float(np.float32(value)) if self.f32 else float(value)  # float32: rounded to nearest
+        return ir.Constant(self.vf, [value] * self.w)
 
     def ci(self, value: int) -> ir.Constant:
         return ir.Constant(self.vi, [int(value)] * self.w)
@@ -99,6 +125,8 @@ class _Ops:
 
 
 def _exp(o: _Ops, x: ir.Value) -> ir.Value:
+    if o.f32:
+        return _exp32(o, x)
     xc = o.intrinsic("llvm.minnum", o.intrinsic("llvm.maxnum", x, o.c(-746.0)), o.c(710.0))
     shifted = o.fma(xc, o.c(LOG2E), o.c(SHIFTER))
     kd = o.sub(shifted, o.c(SHIFTER))
@@ -116,10 +144,30 @@ def _exp(o: _Ops, x: ir.Value) -> ir.Value:
     return o.select(o.b.fcmp_unordered("uno", x, x), x, y)
 
 
+def _exp32(o: _Ops, x: ir.Value) -> ir.Value:
+    """expf: the same reduction as _exp; 2**k in [2**-150, 2**128] as two normal factors."""
+    xc = o.intrinsic("llvm.minnum", o.intrinsic("llvm.maxnum", x, o.c(-104.0)), o.c(89.0))
+    shifted = o.fma(xc, o.c(LOG2E), o.c(SHIFTER32))
+    kd = o.sub(shifted, o.c(SHIFTER32))
+    r = o.fma(kd, o.c(-LN2_HI32_EXP), xc)
+    r = o.fma(kd, o.c(-LN2_LO32_EXP), r)
+    p = o.horner(r, [1.0 / math.factorial(n) for n in range(8)])  # |r| ≤ ln2/2: error r⁸/8! < 2⁻²⁷
+    k = o.b.sub(o.as_int(shifted), o.ci(0x4B400000))
+    k1 = o.b.ashr(k, o.ci(1))
+    k2 = o.b.sub(k, k1)
+    s1 = o.as_float(o.b.shl(o.b.add(k1, o.ci(127)), o.ci(23)))
+    s2 = o.as_float(o.b.shl(o.b.add(k2, o.ci(127)), o.ci(23)))
+    y = o.mul(o.mul(p, s1), s2)  # overflows to inf by itself above log(FLT_MAX)
+    y = o.select(o.cmp(">", x, o.c(89.0)), o.c(math.inf), y)
+    y = o.select(o.cmp("<", x, o.c(-104.0)), o.c(0.0), y)
+    return o.select(o.b.fcmp_unordered("uno", x, x), x, y)
+
+
 def _expm1(o: _Ops, x: ir.Value) -> ir.Value:
-    # |x| ≤ ln 2: x·(1 + x/2 + x²/6 + ...) to x¹⁷/18!, relative error < 2⁻⁶⁰; elsewhere exp(x) − 1 loses
-    # nothing (exp(x) ≤ 1/2 or ≥ 2).
-    small = o.mul(x, o.horner(x, [1.0 / math.factorial(n + 1) for n in range(18)]))
+    # |x| ≤ ln 2: x·(1 + x/2 + x²/6 + ...) to x¹⁷/18!, relative error < 2⁻⁶⁰ (float32: to x⁹/10!, < 2⁻²⁶);
+    # elsewhere exp(x) − 1 loses nothing (exp(x) ≤ 1/2 or ≥ 2).
+    terms = 10 if o.f32 else 18
+    small = o.mul(x, o.horner(x, [1.0 / math.factorial(n + 1) for n in range(terms)]))
     large = o.sub(_exp(o, x), o.c(1.0))
     ax = o.intrinsic("llvm.fabs", x)
     return o.select(o.cmp("<=", ax, o.c(LN2)), small, large)
@@ -133,7 +181,36 @@ def _tanh(o: _Ops, x: ir.Value) -> ir.Value:
     return o.intrinsic("llvm.copysign", t, x)
 
 
+def _log32(o: _Ops, x: ir.Value) -> ir.Value:
+    """logf: _log's reduction in float32 (musl's logf: R(s²) of degree 4)."""
+    sub = o.cmp("<", x, o.c(MIN_NORMAL32))
+    xs = o.select(sub, o.mul(x, o.c(TWO25)), x)
+    bits = o.as_int(xs)
+    e = o.b.sub(o.b.lshr(bits, o.ci(23)), o.ci(127))
+    e = o.b.sub(e, o.b.select(sub, o.ci(25), o.ci(0)))
+    m = o.as_float(o.b.or_(o.b.and_(bits, o.ci(0x007FFFFF)), o.ci(0x3F800000)))
+    big = o.cmp(">", m, o.c(SQRT2))
+    m = o.select(big, o.mul(m, o.c(0.5)), m)
+    e = o.b.add(e, o.b.select(big, o.ci(1), o.ci(0)))
+    f = o.sub(m, o.c(1.0))
+    s = o.div(f, o.add(o.c(2.0), f))
+    z = o.mul(s, s)
+    w = o.mul(z, z)
+    t1 = o.mul(w, o.horner(w, [LG32[1], LG32[3]]))
+    t2 = o.mul(z, o.horner(w, [LG32[0], LG32[2]]))
+    big_r = o.add(t2, t1)
+    hfsq = o.mul(o.mul(o.c(0.5), f), f)
+    dk = o.b.sitofp(e, o.vf)
+    inner = o.sub(hfsq, o.add(o.mul(s, o.add(hfsq, big_r)), o.mul(dk, o.c(LN2_LO32_LOG))))
+    y = o.sub(o.mul(dk, o.c(LN2_HI32_LOG)), o.sub(inner, f))
+    y = o.select(o.cmp("==", x, o.c(0.0)), o.c(-math.inf), y)
+    y = o.select(o.cmp("==", x, o.c(math.inf)), o.c(math.inf), y)
+    return o.select(o.b.fcmp_unordered("ult", x, o.c(0.0)), o.c(math.nan), y)
+
+
 def _log(o: _Ops, x: ir.Value) -> ir.Value:
+    if o.f32:
+        return _log32(o, x)
     sub = o.cmp("<", x, o.c(MIN_NORMAL))
     xs = o.select(sub, o.mul(x, o.c(TWO54)), x)
     bits = o.as_int(xs)
@@ -191,17 +268,18 @@ _BUILDERS: dict[str, Callable[[_Ops, ir.Value], ir.Value]] = {
 VECTOR_FUNCTIONS = frozenset(_BUILDERS)
 
 
-def vector_function(module: ir.Module, name: str, width: int) -> ir.Function:
-    """The function `symsm.v{name}.{width}` (<W x double> → <W x double>), defined in `module` once."""
-    symbol = f"symsm.v{name}.{width}"
+def vector_function(module: ir.Module, name: str, width: int, ctype: ir.Type = F64) -> ir.Function:
+    """The function `symsm.v{name}.{width}` (<W x double> → <W x double>; `symsm.v{name}.{width}f` on
+    <W x float> for `ctype` F32), defined in `module` once."""
+    symbol = f"symsm.v{name}.{width}" + ("f" if ctype == F32 else "")
     existing = module.globals.get(symbol)
     if existing is not None:
         return existing
-    vf = ir.VectorType(F64, width)
+    vf = ir.VectorType(ctype, width)
     fn = ir.Function(module, ir.FunctionType(vf, [vf]), symbol)
     fn.linkage = "internal"
     fn.attributes.add("alwaysinline")
     fn.attributes.add("nounwind")
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
-    builder.ret(_BUILDERS[name](_Ops(builder, width), fn.args[0]))
+    builder.ret(_BUILDERS[name](_Ops(builder, width, ctype), fn.args[0]))
     return fn
