@@ -11,10 +11,11 @@ from __future__ import annotations
 from ._version import __version__
 from .core.errors import CacheError, CodegenError, IdentificationError, ModelError, SymsmError
 from .criticism import Comparison, KSDResult, compare, ksd_test
-from .fitting import FitResult, fit
+from .fitting import L1, FitResult, PathResult, PenalizedFit, Windham, WindhamResult, fit, path
 from .model import Model, ParamGroup, load_model, matrix, symmetric
 
 __all__ = [
+    "L1",
     "CacheError",
     "CodegenError",
     "Comparison",
@@ -24,12 +25,17 @@ __all__ = [
     "Model",
     "ModelError",
     "ParamGroup",
+    "PathResult",
+    "PenalizedFit",
     "SymsmError",
+    "Windham",
+    "WindhamResult",
     "__version__",
     "compare",
     "fit",
     "ksd_test",
     "load_model",
     "matrix",
+    "path",
     "symmetric",
 ]
