@@ -25,7 +25,7 @@ from .loader import load_module
 if TYPE_CHECKING:
     import scipy.sparse
 
-    from ..ir.sparse_kernels import SparsePattern
+    from ..ir.sparse_kernels import SparseParts, SparsePattern
     from .loss import CompiledLoss
 
 __all__ = ["check_weights", "pattern", "sparse_quadratic_form", "weighted_quadratic_form"]
@@ -66,14 +66,19 @@ def pattern(loss: CompiledLoss) -> SparsePattern:
     return _pattern(loss)
 
 
-def _pattern(loss: CompiledLoss) -> SparsePattern:
-    cached = getattr(loss, "_symsm_sparse_pattern", None)
+def _parts(loss: CompiledLoss) -> SparseParts:
+    """The sparse pieces of the loss's quadratic objective (symbolic; computed once per loss)."""
+    cached = getattr(loss, "_symsm_sparse_parts", None)
     if cached is None:
-        from ..ir.sparse_kernels import sparse_pattern
+        from ..ir.sparse_kernels import sparse_parts
 
-        cached = sparse_pattern(loss.derivation)
-        loss._symsm_sparse_pattern = cached  # type: ignore[attr-defined]
+        cached = sparse_parts(loss.derivation)
+        loss._symsm_sparse_parts = cached  # type: ignore[attr-defined]
     return cached
+
+
+def _pattern(loss: CompiledLoss) -> SparsePattern:
+    return _parts(loss).pattern
 
 
 def _module(loss: CompiledLoss) -> ModuleType:
@@ -86,9 +91,10 @@ def _module(loss: CompiledLoss) -> ModuleType:
     der = loss.derivation
 
     def generate(key: str) -> str:
-        return backend.generate(der, build_sparse_quadratic_kernels(der), dtype=np.float64, cache_key=key)
+        kernels = build_sparse_quadratic_kernels(der, _parts(loss))
+        return backend.generate(der, kernels, dtype=np.float64, cache_key=key)
 
-    parts = {"model": loss.model.canonical(), "backend": backend.name, "dtype": "float64"}
+    parts = {"model": loss.model.canonical(), "backend": backend.name, "dtype": "float64", "layout": "sparse-v2"}
     module = load_module("quadratic_sparse", generate, **parts).module
     loss._symsm_sparse_module = module  # type: ignore[attr-defined]
     return module
