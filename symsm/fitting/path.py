@@ -144,7 +144,11 @@ def _grid(lam_max: float, n_lambdas: int, ratio: float) -> np.ndarray:
     return lam_max * np.geomspace(1.0, ratio, n_lambdas)
 
 
-def _quadratic_path(prob: QuadraticProblem, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _quadratic_path(
+    prob: QuadraticProblem, lambdas: np.ndarray, refits: list[Any] | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Warm-started solves down the grid; with `refits`, the unpenalised refit on each support is appended
+    right after its solve (the polish step's LU of A on that support is reused)."""
     theta, _ = prob.start()
     thetas = np.empty((lambdas.size, theta.size))
     kkt = np.empty(lambdas.size)
@@ -155,6 +159,8 @@ def _quadratic_path(prob: QuadraticProblem, lambdas: np.ndarray) -> tuple[np.nda
         thetas[k] = theta
         sweeps += s
         prev = float(lam)
+        if refits is not None:
+            refits.append(_refit_quadratic(prob, prob.mask & (theta != 0)))
     return thetas, kkt, sweeps
 
 
@@ -174,22 +180,16 @@ def _fista_path(loss: CompiledLoss, data: _Data, lambdas: np.ndarray, mask: np.n
 
 def _refit_quadratic(prob: QuadraticProblem, support: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The unpenalised minimiser of J̃ with θ_j = 0 off the support (and the unpenalised parameters free)."""
-    import scipy.sparse.linalg
-
-    free = np.flatnonzero(~prob.mask | support)
+    free = ~prob.mask | support
     theta = np.zeros(prob.b.size)
-    if free.size:
-        Aff = prob.A[free][:, free].tocsc()
-        try:
-            lu = scipy.sparse.linalg.splu(Aff)
-        except RuntimeError:  # exactly singular
+    idx = np.flatnonzero(free)
+    if idx.size:
+        lu = prob.factor(free)
+        if lu is None:
             return None
-        diagU = np.abs(lu.U.diagonal())
-        if not diagU.min() > 1e-12 * diagU.max():
-            return None
-        theta[free] = lu.solve(-prob.b[free])
-        # one step of iterative refinement
-        theta[free] += lu.solve(-prob.b[free] - Aff @ theta[free])
+        rhs = -prob.b[idx]
+        sol = lu.solve(rhs)
+        theta[idx] = sol + lu.solve(rhs - prob.A[idx][:, idx] @ sol)  # one step of iterative refinement
     return theta, prob.value(theta)
 
 
@@ -252,8 +252,9 @@ def path(
     else:
         grid = _grid(lam_max, n_lambdas, ratio)
 
+    refits: list[Any] = []
     if prob is not None:
-        thetas, kkt, _ = _quadratic_path(prob, grid)
+        thetas, kkt, _ = _quadratic_path(prob, grid, refits if refit else None)
         losses = np.array([prob.value(th) for th in thetas])
     else:
         thetas, kkt, losses = _fista_path(loss, data, grid, mask, theta_max)
@@ -261,9 +262,8 @@ def path(
     df = supports.sum(axis=1)
 
     result_ebic = ebic_loss = cv_mean = cv_se = None
-    refits: list[Any] = [None] * grid.size
-    if refit and prob is not None:
-        refits = [_refit_quadratic(prob, s) for s in supports]
+    if not refits:
+        refits = [None] * grid.size
     if select == "ebic":
         ebic_loss = np.array([r[1] if r is not None else math.inf for r in refits]) if refit and prob else losses
         graph = _graph_index(mdl)
