@@ -6,9 +6,11 @@ in a graphical model, coordinate i involves only its own row of interactions. A 
 then a sum of d blocks, block i supported on the parameters coordinate i involves: for a Gaussian graphical
 model in d dimensions (P = d(d+3)/2) A has O(d³) non-zeros instead of O(d⁴).
 
-``quadratic_sparse_rows`` writes, per row, only the non-zero coefficients (coordinate by coordinate, in the
-order of `SparsePattern.columns`), then b_k, c₀ and, on [0, ∞)ᵈ, the weights h_i; the host
-(symsm/runtime/sparse.py) forms each block with BLAS and assembles A as a scipy.sparse matrix.
+``quadratic_sparse_rows`` writes, per row, each *distinct* non-zero coefficient once (for a graphical model
+the coefficients are ±x_j and constants, so about 5d outputs per row instead of d² + P — the generated
+kernel's compile time grows faster than linearly in its outputs), their distinct ∂_i-derivatives, the
+offsets o_i, c₀ and, on [0, ∞)ᵈ, h_i and h_i′; the host (symsm/runtime/sparse.py) gathers each
+coordinate's block with BLAS, assembles A as a scipy.sparse matrix and b from three small products.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ if TYPE_CHECKING:
 
 __all__ = ["SparseParts", "SparsePattern", "build_sparse_quadratic_kernels", "sparse_parts", "sparse_pattern"]
 
-DESCRIPTION = "out[t] = [a_ik != 0 (coordinate-major), b_k, c0, h_i] at row t; J = th.A.th/2 + b.th + c0."
+DESCRIPTION = "out[t] = [distinct a_ik, distinct d_i a_ik, o_i, c0, (h_i, h'_i)] at row t; A, b formed on the host."
 
 
 @dataclass(frozen=True)
 class SparsePattern:
     """columns[i]: the parameters (flat θ indices) whose coefficient a_ik in coordinate i's score is not
-    identically zero. The per-row output holds Σ_i len(columns[i]) coefficients, then P + 1 + (d if weighted)."""
+    identically zero."""
 
     columns: tuple[tuple[int, ...], ...]
     n_params: int
@@ -41,10 +43,6 @@ class SparsePattern:
     @property
     def n_coeffs(self) -> int:
         return sum(len(c) for c in self.columns)
-
-    @property
-    def width(self) -> int:
-        return self.n_coeffs + self.n_params + 1 + (len(self.columns) if self.weighted else 0)
 
     @property
     def nnz_bound(self) -> int:
@@ -57,14 +55,32 @@ class SparsePattern:
 
 @dataclass(frozen=True)
 class SparseParts:
-    """The non-zero coefficients a_ik (coeffs[i][m] for θ_k, k = pattern.columns[i][m]), the offsets o_i, the
-    per-sample b_k and c₀ of a quadratic objective, and the weights h_i (None on Rᵈ)."""
+    """The quadratic objective through its distinct per-row quantities.
+
+    `features`: the distinct non-zero coefficients a_ik (as expressions); `feature_index[i][m]` is the one of
+    θ_k, k = pattern.columns[i][m], in coordinate i's score. `dfeatures`: the distinct non-zero ∂_i a_ik, with
+    `dfeature_index[i][m]` (−1 where ∂_i a_ik = 0). `offsets`: o_i = score_i at θ = 0. `c_term`: the per-row c₀.
+    `weights`, `weight_derivatives`: h_i, h_i′ (None on Rᵈ). Then, with means over rows,
+        A = Σ_i mean h_i a_i a_iᵀ,   b_k = Σ_i mean [h_i ∂_i a_ik + h_i o_i a_ik + h_i′ a_ik],
+    formed on the host from the kernel's per-row outputs [features, dfeatures, offsets, c₀, h, h′]: for a
+    Gaussian graphical model about 5d outputs per row (the coefficients are ±x_j and 1), not d² + P."""
 
     pattern: SparsePattern
-    coeffs: tuple[tuple[sp.Expr, ...], ...]
-    b_terms: tuple[sp.Expr, ...]
+    features: tuple[sp.Expr, ...]
+    feature_index: tuple[tuple[int, ...], ...]
+    dfeatures: tuple[sp.Expr, ...]
+    dfeature_index: tuple[tuple[int, ...], ...]
+    offsets: tuple[sp.Expr, ...]
     c_term: sp.Expr
     weights: tuple[sp.Expr, ...] | None
+    weight_derivatives: tuple[sp.Expr, ...] | None
+
+    @property
+    def outputs(self) -> list[sp.Expr]:
+        out = [*self.features, *self.dfeatures, *self.offsets, self.c_term]
+        if self.weights is not None and self.weight_derivatives is not None:
+            out += [*self.weights, *self.weight_derivatives]
+        return out
 
 
 def _affine_split(score: sp.Expr, index: dict[sp.Symbol, int]) -> tuple[dict[int, sp.Expr], sp.Expr]:
@@ -91,35 +107,44 @@ def _affine_split(score: sp.Expr, index: dict[sp.Symbol, int]) -> tuple[dict[int
 
 def sparse_parts(derivation: Derivation) -> SparseParts:
     """The pieces of the quadratic objective with only the coefficients that are not identically zero, found
-    from the terms of each score (no P derivatives per coordinate: a Gaussian graphical model in d dimensions
-    needs O(d²) coefficients, not d·P = O(d³))."""
+    from the terms of each score (no P derivatives per coordinate), and each distinct expression once."""
     if not derivation.is_quadratic:
         raise ValueError(f"model {derivation.model.name!r}: the objective is not quadratic in θ")
     theta = derivation.params
     x = derivation.data
     index = {p: k for k, p in enumerate(theta)}
+    features: dict[sp.Expr, int] = {}
+    dfeatures: dict[sp.Expr, int] = {}
     columns: list[tuple[int, ...]] = []
-    coeffs: list[tuple[sp.Expr, ...]] = []
+    f_index: list[tuple[int, ...]] = []
+    d_index: list[tuple[int, ...]] = []
     offsets: list[sp.Expr] = []
-    for s in derivation.score:
+    for i, s in enumerate(derivation.score):
         split, offset = _affine_split(s, index)
         ks = tuple(k for k in sorted(split) if not split[k].is_zero)
         columns.append(ks)
-        coeffs.append(tuple(split[k] for k in ks))
+        f_index.append(tuple(features.setdefault(split[k], len(features)) for k in ks))
+        dcoeffs = [sp.diff(split[k], x[i]) for k in ks]
+        d_index.append(tuple(-1 if a.is_zero else dfeatures.setdefault(a, len(dfeatures)) for a in dcoeffs))
         offsets.append(offset)
     h = derivation.weights
     dh = derivation.weight_derivatives
-    b_lists: list[list[sp.Expr]] = [[] for _ in theta]
-    for i, (ks, cs) in enumerate(zip(columns, coeffs, strict=True)):
-        for k, a in zip(ks, cs, strict=True):
-            term = sp.diff(a, x[i]) + offsets[i] * a
-            b_lists[k].append(term if h is None or dh is None else h[i] * term + dh[i] * a)
     c_parts = []
     for i, o in enumerate(offsets):
         term = sp.diff(o, x[i]) + o**2 / 2
         c_parts.append(term if h is None or dh is None else h[i] * term + dh[i] * o)
     pattern = SparsePattern(tuple(columns), len(theta), h is not None)
-    return SparseParts(pattern, tuple(coeffs), tuple(sp.Add(*b) for b in b_lists), sp.Add(*c_parts), h)
+    return SparseParts(
+        pattern,
+        tuple(features),
+        tuple(f_index),
+        tuple(dfeatures),
+        tuple(d_index),
+        tuple(offsets),
+        sp.Add(*c_parts),
+        h,
+        dh,
+    )
 
 
 def sparse_pattern(derivation: Derivation) -> SparsePattern:
@@ -128,13 +153,9 @@ def sparse_pattern(derivation: Derivation) -> SparsePattern:
 
 
 def build_sparse_quadratic_kernels(derivation: Derivation, parts: SparseParts | None = None) -> KernelSet:
-    """``quadratic_sparse_rows``: per row, the non-zero a_ik (coordinate-major), b_k, c₀ and the weights h_i."""
+    """``quadratic_sparse_rows``: per row, [features, dfeatures, offsets, c₀] and, on [0, ∞)ᵈ, [h, h′]."""
     parts = parts or sparse_parts(derivation)
-    features = [a for row in parts.coeffs for a in row]
-    weights = list(parts.weights or ())
-    ir = build_forward_ir(
-        [*features, *parts.b_terms, parts.c_term, *weights], derivation.params, derivation.data, mode="per_sample"
-    )
+    ir = build_forward_ir(parts.outputs, derivation.params, derivation.data, mode="per_sample")
     kernels = KernelSet()
     kernels.add("quadratic_sparse_rows", ir, ROW_MATRIX, DESCRIPTION)
     return kernels

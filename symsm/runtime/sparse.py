@@ -94,7 +94,7 @@ def _module(loss: CompiledLoss) -> ModuleType:
         kernels = build_sparse_quadratic_kernels(der, _parts(loss))
         return backend.generate(der, kernels, dtype=np.float64, cache_key=key)
 
-    parts = {"model": loss.model.canonical(), "backend": backend.name, "dtype": "float64", "layout": "sparse-v2"}
+    parts = {"model": loss.model.canonical(), "backend": backend.name, "dtype": "float64", "layout": "sparse-v3"}
     module = load_module("quadratic_sparse", generate, **parts).module
     loss._symsm_sparse_module = module  # type: ignore[attr-defined]
     return module
@@ -113,41 +113,59 @@ def sparse_quadratic_form(
     data = as_data(loss.model, X)
     n = data.shape[0]
     w = check_weights(weights, n)
-    pat = _pattern(loss)
+    parts = _parts(loss)
+    pat = parts.pattern
     module = _module(loss)
     d, P = loss.model.dim, loss.model.n_params
-    offsets = np.cumsum([0, *(len(c) for c in pat.columns)])
-    nc = int(offsets[-1])
+    nf, nd = len(parts.features), len(parts.dfeatures)
+    o0 = nf + nd  # offsets o_i
+    c0_col = o0 + d
+    h0 = c0_col + 1  # h_i, then h_i′ (domain "nonnegative" only)
+    width = h0 + (2 * d if pat.weighted else 0)
+    f_index = [np.asarray(ix, dtype=np.int64) for ix in parts.feature_index]
     blocks = [np.zeros((len(c), len(c))) for c in pat.columns]
-    b = np.zeros(P)
-    c0 = 0.0
-    width = pat.width
+    M1 = np.zeros((d, nd))  # Σ_t w h_i ∂a (by distinct ∂a)
+    M2 = np.zeros((d, nf))  # Σ_t w h_i o_i a
+    M3 = np.zeros((d, nf))  # Σ_t w h_i′ a
+    c_sum = 0.0
     buf = _buffer(n, width)
     unused_theta = np.zeros(P)
     for start, stop in _chunks(n, width):
         out = buf[: stop - start]
         module.quadratic_sparse_rows(unused_theta, data[start:stop], out)
-        wt = None if w is None else w[start:stop]
+        rows = stop - start
+        wt = np.ones(rows) if w is None else w[start:stop]
+        F = out[:, :nf]
+        if pat.weighted:
+            H = out[:, h0 : h0 + d] * wt[:, None]  # w_t h_i
+            Hp = out[:, h0 + d : h0 + 2 * d] * wt[:, None]
+            M3 += Hp.T @ F
+        else:
+            H = np.broadcast_to(wt[:, None], (rows, d))
+        M1 += H.T @ out[:, nf:o0]
+        M2 += (H * out[:, o0:c0_col]).T @ F
+        c_sum += float(wt @ out[:, c0_col])
         for i in range(d):
             if not len(pat.columns[i]):
                 continue
-            F = out[:, offsets[i] : offsets[i + 1]]
-            scale = out[:, nc + P + 1 + i] if pat.weighted else None
-            if wt is not None:
-                scale = wt if scale is None else scale * wt
-            blocks[i] += (F * scale[:, None]).T @ F if scale is not None else F.T @ F
-        tail = out[:, nc : nc + P + 1]
-        sums = (wt @ tail) if wt is not None else np.ones(stop - start) @ tail
-        b += sums[:P]
-        c0 += float(sums[P])
+            Fi = F[:, f_index[i]]
+            blocks[i] += (Fi * H[:, i, None]).T @ Fi
     total = float(n if w is None else w.sum())
-    rows = np.concatenate([np.repeat(np.asarray(c, dtype=np.int64), len(c)) for c in pat.columns if len(c)])
-    cols = np.concatenate([np.tile(np.asarray(c, dtype=np.int64), len(c)) for c in pat.columns if len(c)])
+    b = np.zeros(P)
+    for i, cols in enumerate(pat.columns):
+        if not len(cols):
+            continue
+        k = np.asarray(cols, dtype=np.int64)
+        v = np.asarray(parts.dfeature_index[i], dtype=np.int64)
+        terms = M2[i, f_index[i]] + M3[i, f_index[i]] + np.where(v >= 0, M1[i, np.maximum(v, 0)], 0.0)
+        np.add.at(b, k, terms)
+    rows_idx = np.concatenate([np.repeat(np.asarray(c, dtype=np.int64), len(c)) for c in pat.columns if len(c)])
+    cols_idx = np.concatenate([np.tile(np.asarray(c, dtype=np.int64), len(c)) for c in pat.columns if len(c)])
     vals = np.concatenate([blk.ravel() for blk in blocks if blk.size]) / total
-    A = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(P, P)).tocsr()
+    A = scipy.sparse.coo_matrix((vals, (rows_idx, cols_idx)), shape=(P, P)).tocsr()
     A.sum_duplicates()
     A = ((A + A.T) * 0.5).tocsr()  # exactly symmetric
-    return A, b / total, c0 / total
+    return A, b / total, c_sum / total
 
 
 def weighted_quadratic_form(loss: CompiledLoss, X: Any, weights: Any) -> tuple[np.ndarray, np.ndarray, float]:
