@@ -288,7 +288,7 @@ def path(
         loss, theta_sel, value_sel, g_sel, float(grid[selected]), mask, float(kkt[selected]), method=method,
         n_iter=0, n_evals=0, n=n, tol=tol, start=start,
     )  # fmt: skip
-    refit_result = _refit_result(loss, data, supports[selected], mask, refits[selected]) if refit else None
+    refit_result = _refit_result(loss, data, supports[selected], mask, refits[selected], prob) if refit else None
     return PathResult(
         lambdas=grid,
         thetas=thetas,
@@ -316,7 +316,9 @@ def path(
     )
 
 
-def _refit_result(loss: CompiledLoss, data: _Data, support: np.ndarray, mask: np.ndarray, solved: Any) -> Any:
+def _refit_result(
+    loss: CompiledLoss, data: _Data, support: np.ndarray, mask: np.ndarray, solved: Any, prob: QuadraticProblem | None
+) -> Any:
     """The unpenalised refit on the selected support as a PenalizedFit with λ = 0 (θ_j = 0 off the support)."""
     start = time.perf_counter()
     if solved is not None:
@@ -338,7 +340,10 @@ def _refit_result(loss: CompiledLoss, data: _Data, support: np.ndarray, mask: np
 
         theta, _, _, _, _, _ = fista(vg, theta0, 0.0, np.zeros_like(mask), lower_fixed)
         theta = np.where(off, 0.0, theta)
-    v, g = _value_and_grad(loss, theta, data)
+    if prob is not None:  # the quadratic form: no pass over the data (nor the loss's kernels)
+        v, g = prob.value(theta), prob.grad(theta)
+    else:
+        v, g = _value_and_grad(loss, theta, data)
     g_free = np.where(mask & ~support, 0.0, g)
     r = float(np.max(np.abs(g_free))) if g_free.size else 0.0
     return make_fit(
