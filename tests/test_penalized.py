@@ -264,3 +264,19 @@ def test_shipped_graphical_models():
         assert model.domain == "nonnegative" and model.derive().is_quadratic
         mask = penalized_mask(model)
         assert int(mask.sum()) == 10  # the off-diagonal K entries of a 5 × 5 symmetric matrix
+
+
+def test_score_of_a_long_sum_is_sympys():
+    """Derivation.score differentiates a long sum term by term (only the terms involving each coordinate):
+    the same expressions as sympy's diff of the whole log f."""
+    from symsm.derive.derivation import SCORE_SPLIT_TERMS, _tidy
+
+    d = 12
+    x = sp.symbols(f"x0:{d}", real=True)
+    K = symsm.symmetric("K", d)
+    log_f = -sum(K[i, j] * x[i] * x[j] for i in range(d) for j in range(d)) / 2 - sum(
+        xi**3 / 3 + sp.exp(-xi) for xi in x
+    )
+    assert len(sp.Add.make_args(log_f)) > SCORE_SPLIT_TERMS
+    model = symsm.Model(log_f, list(x), {"K": K}, name="long_sum")
+    assert model.derive().score == tuple(_tidy(sp.diff(log_f, xi)) for xi in x)
