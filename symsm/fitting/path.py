@@ -220,7 +220,7 @@ def path(
         raise ValueError(f"gamma must be ≥ 0, got {gamma!r}")
     if select == "cv" and not (isinstance(folds, int) and folds >= 2):
         raise ValueError(f"folds must be an integer ≥ 2, got {folds!r}")
-    loss = _loss_of(model, backend)
+    loss = _loss_of(model, backend, quadratic_only=True)
     mdl = loss.model
     mask = penalized_mask(mdl, penalty.on)
     data = _fit_data(loss, X, weights)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._version import __version__
-from ..backends import DEFAULT_BACKEND
+from ..backends import DEFAULT_BACKEND, get_backend
 from ..core.arrays import as_theta
 from ..model.model import Model
 from ..runtime.accumulate import is_quadratic
@@ -380,10 +380,33 @@ class PenalizedFit(FitResult):
         return [n for n, s in zip(self.param_names, self.support, strict=True) if s]
 
 
-def _loss_of(model: Model | CompiledLoss, backend: str) -> CompiledLoss:
+class QuadraticOnly:
+    """What a penalised fit of an exponential family needs from a loss — the model, its derivation and the
+    backend of its fitting kernels — without compiling the loss's own kernels (their code generation and
+    native compilation dominate at large d; the sparse quadratic form has a kernel of its own)."""
+
+    objective = "exact"
+    objective_spec = None
+    dtype = np.dtype(np.float64)
+
+    def __init__(self, model: Model, backend: str) -> None:
+        from ..derive.derivation import Derivation
+
+        self.model = model
+        self.backend = backend
+        self.derivation = Derivation(model)
+
+
+def _loss_of(model: Model | CompiledLoss, backend: str, *, quadratic_only: bool = False) -> CompiledLoss:
+    """The compiled loss; with `quadratic_only`, a Model whose objective is quadratic in θ gets a
+    `QuadraticOnly` stand-in instead (no kernels compiled but the sparse quadratic form's)."""
     if isinstance(model, CompiledLoss):
         return model
     if isinstance(model, Model):
+        if quadratic_only:
+            stand_in = QuadraticOnly(model, get_backend(backend).name)
+            if stand_in.derivation.is_quadratic:
+                return stand_in  # type: ignore[return-value]
         return compile_model(model, backend=backend)
     raise TypeError(f"model must be a symsm.Model or a CompiledLoss, got {type(model).__name__}")
 
@@ -470,7 +493,7 @@ def fit_penalized(
         raise ValueError("symsm.fit(..., penalty=L1(lam)): give λ, or use symsm.path for a grid of λ")
     if options:
         raise ValueError("options are not used by penalised fits")
-    loss = _loss_of(model, backend)
+    loss = _loss_of(model, backend, quadratic_only=True)
     mdl = loss.model
     mask = penalized_mask(mdl, penalty.on)
     lam = float(penalty.lam)
