@@ -400,7 +400,7 @@ class QuadraticOnly:
 def _loss_of(model: Model | CompiledLoss, backend: str, *, quadratic_only: bool = False) -> CompiledLoss:
     """The compiled loss; with `quadratic_only`, a Model whose objective is quadratic in θ gets a
     `QuadraticOnly` stand-in instead (no kernels compiled but the sparse quadratic form's)."""
-    if isinstance(model, CompiledLoss):
+    if isinstance(model, CompiledLoss | QuadraticOnly):
         return model
     if isinstance(model, Model):
         if quadratic_only:
