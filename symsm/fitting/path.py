@@ -48,6 +48,7 @@ from .penalized import (
 __all__ = ["PathResult", "ebic", "graph_edges", "path"]
 
 SELECT = ("ebic", "cv", None)
+REFIT_TOL = 1e-10  # largest gradient entry of the unpenalised refit on a support
 
 
 @dataclass(repr=False)
@@ -138,6 +139,13 @@ def ebic(
     return 2 * n * np.asarray(loss_values) + np.asarray(df) * (math.log(n) + prior)
 
 
+def _first_min(values: np.ndarray) -> int:
+    """The first (largest λ) index whose value is within rounding (1e-10 relative) of the minimum."""
+    v = np.asarray(values, dtype=np.float64)
+    best = float(np.min(v))
+    return int(np.flatnonzero(v <= best + 1e-10 * max(1.0, abs(best)))[0])
+
+
 def _grid(lam_max: float, n_lambdas: int, ratio: float) -> np.ndarray:
     if lam_max <= 0:
         return np.zeros(1)
@@ -148,7 +156,7 @@ def _quadratic_path(
     prob: QuadraticProblem, lambdas: np.ndarray, refits: list[Any] | None = None
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Warm-started solves down the grid; with `refits`, the unpenalised refit on each support is appended
-    right after its solve (the polish step's LU of A on that support is reused)."""
+    right after its solve, started from it."""
     theta, _ = prob.start()
     thetas = np.empty((lambdas.size, theta.size))
     kkt = np.empty(lambdas.size)
@@ -160,7 +168,11 @@ def _quadratic_path(
         sweeps += s
         prev = float(lam)
         if refits is not None:
-            refits.append(_refit_quadratic(prob, prob.mask & (theta != 0)))
+            support = prob.mask & (theta != 0)
+            if k and np.array_equal(support, prob.mask & (thetas[k - 1] != 0)) and refits[-1] is not None:
+                refits.append(refits[-1])  # the same support: the same refit (ties in eBIC stay exact)
+            else:
+                refits.append(_refit_quadratic(prob, support, theta))
     return thetas, kkt, sweeps
 
 
@@ -178,18 +190,20 @@ def _fista_path(loss: CompiledLoss, data: _Data, lambdas: np.ndarray, mask: np.n
     return thetas, kkt, values
 
 
-def _refit_quadratic(prob: QuadraticProblem, support: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """The unpenalised minimiser of J̃ with θ_j = 0 off the support (and the unpenalised parameters free)."""
+def _refit_quadratic(
+    prob: QuadraticProblem, support: np.ndarray, start: np.ndarray | None = None
+) -> tuple[np.ndarray, float] | None:
+    """The unpenalised minimiser of J̃ with θ_j = 0 off the support (and the unpenalised parameters free), by
+    conjugate gradients from `start` (the penalised estimate); None when A on that set is singular."""
     free = ~prob.mask | support
     theta = np.zeros(prob.b.size)
     idx = np.flatnonzero(free)
     if idx.size:
-        lu = prob.factor(free)
-        if lu is None:
+        x0 = np.zeros(idx.size) if start is None else start[idx]
+        sol = prob.solve_on(free, -prob.b[idx], x0, REFIT_TOL)
+        if sol is None:
             return None
-        rhs = -prob.b[idx]
-        sol = lu.solve(rhs)
-        theta[idx] = sol + lu.solve(rhs - prob.A[idx][:, idx] @ sol)  # one step of iterative refinement
+        theta[idx] = sol
     return theta, prob.value(theta)
 
 
@@ -269,10 +283,10 @@ def path(
         graph = _graph_index(mdl)
         is_graph = bool(graph) and all(k in graph for k in np.flatnonzero(mask))
         result_ebic = ebic(ebic_loss, df, n_eff, int(mask.sum()), gamma, mdl.dim if is_graph else None)
-        selected = int(np.argmin(result_ebic))
+        selected = _first_min(result_ebic)
     elif select == "cv":
         cv_mean, cv_se = _cross_validate(loss, data, mask, grid, folds, seed, theta_max)
-        selected = int(np.argmin(cv_mean))
+        selected = _first_min(cv_mean)
     else:
         selected = grid.size - 1
 

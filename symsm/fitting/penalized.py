@@ -44,6 +44,7 @@ __all__ = ["KKT_TOL", "L1", "PenalizedFit", "fit_penalized", "kkt_residual", "pe
 KKT_TOL = 1e-10  # largest violation of a KKT condition accepted by coordinate descent
 FISTA_TOL = 1e-8  # the same, for FISTA (a gradient evaluated by a kernel carries more rounding)
 MAX_SWEEPS = 100_000
+CG_MAXITER = 2000  # conjugate-gradient steps of the exact solve on a support (plus 10·√|F|)
 POLISH_FROM = 1e-6  # CD runs to this tolerance before the exact solve on the support and signs is tried
 FISTA_MAXITER = 20_000
 
@@ -237,41 +238,44 @@ class QuadraticProblem:
             raise ValueError(f"coordinate descent diverged at λ = {lam:.4g}: J̃ + λ‖θ_S‖₁ is unbounded below")
         return theta, r, sweeps
 
-    def factor(self, free: np.ndarray) -> Any:
-        """A sparse LU of A restricted to the parameters `free` (bool mask), or None if it is singular; the
-        last one is kept (the eBIC refit on a support solves with the same matrix as the polish step)."""
-        import scipy.sparse.linalg
-
-        key = free.tobytes()
-        cached = getattr(self, "_lu", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+    def solve_on(self, free: np.ndarray, rhs: np.ndarray, x0: np.ndarray, tol: float) -> np.ndarray | None:
+        """Solve A_FF y = rhs (F = `free`) by conjugate gradients with a Jacobi preconditioner from x0 until
+        |A_FF y − rhs|_∞ ≤ tol — which is the KKT residual on F when rhs = −(b_F + λ s_F). A_FF is positive
+        semi-definite; None when it does not converge (singular: the support does not identify θ_F)."""
         idx = np.flatnonzero(free)
-        lu = None
-        if idx.size:
-            try:
-                lu = scipy.sparse.linalg.splu(self.A[idx][:, idx].tocsc())
-                diag_u = np.abs(lu.U.diagonal())
-                if not diag_u.min() > 1e-12 * diag_u.max():
-                    lu = None
-            except RuntimeError:  # exactly singular
-                lu = None
-        self._lu = (key, lu)
-        return lu
+        sub = self.A[idx][:, idx].tocsr()
+        inv_diag = 1.0 / self.diag[idx]
+        y = x0.copy()
+        r = rhs - sub @ y
+        z = inv_diag * r
+        p = z.copy()
+        rz = float(r @ z)
+        for _ in range(CG_MAXITER + 10 * int(np.sqrt(idx.size))):
+            if np.max(np.abs(r), initial=0.0) <= tol:
+                return y
+            q = sub @ p
+            pq = float(p @ q)
+            if not pq > 0:
+                return None
+            alpha = rz / pq
+            y += alpha * p
+            r -= alpha * q
+            z = inv_diag * r
+            rz_new = float(r @ z)
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        r = rhs - sub @ y  # the true residual: stop when the recursion's has drifted below it
+        return y if np.max(np.abs(r), initial=0.0) <= tol else None
 
     def _polish(self, theta: np.ndarray, lam: float) -> np.ndarray | None:
         """With the support and signs s of θ fixed, the minimiser solves A_FF θ_F = −(b_F + λ s_F) (F: the free
         parameters and the non-zero penalised ones): accepted when no sign changes."""
         free = ~self.mask | (theta != 0)
-        lu = self.factor(free)
-        if lu is None:
-            return None
         idx = np.flatnonzero(free)
         s = np.where(self.mask[idx], np.sign(theta[idx]), 0.0)
-        rhs = -(self.b[idx] + lam * s)
-        sol = lu.solve(rhs)
-        sub = self.A[idx][:, idx]
-        sol = sol + lu.solve(rhs - sub @ sol)  # one step of iterative refinement
+        sol = self.solve_on(free, -(self.b[idx] + lam * s), theta[idx], 0.1 * KKT_TOL)
+        if sol is None:
+            return None
         pen = self.mask[idx]
         if np.any(np.sign(sol[pen]) != s[pen]):
             return None
