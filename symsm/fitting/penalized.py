@@ -45,7 +45,7 @@ KKT_TOL = 1e-10  # largest violation of a KKT condition accepted by coordinate d
 FISTA_TOL = 1e-8  # the same, for FISTA (a gradient evaluated by a kernel carries more rounding)
 MAX_SWEEPS = 100_000
 CG_MAXITER = 2000  # conjugate-gradient steps of the exact solve on a support (plus 10·√|F|)
-POLISH_FROM = 1e-6  # CD runs to this tolerance before the exact solve on the support and signs is tried
+POLISH_FROM = 1e-4  # CD runs to this tolerance before the exact solve on the support and signs is tried
 FISTA_MAXITER = 20_000
 
 
