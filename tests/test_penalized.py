@@ -250,6 +250,8 @@ def test_bad_input(gauss):
         symsm.fit(loss, X, penalty=symsm.L1(0.1, on=["Q"]))
     with pytest.raises(ValueError, match="give λ"):
         symsm.fit(loss, X, penalty=symsm.L1())
+    with pytest.raises(ValueError, match="method, callback and hessian"):
+        symsm.fit(loss, X, penalty=symsm.L1(0.1), method="lbfgs")
     with pytest.raises(ValueError, match="select"):
         symsm.path(loss, X, select="aic")
     x = sp.Symbol("x", real=True)

@@ -195,6 +195,10 @@ def fit(
         The Hessian (A for the closed form) is singular or ill-conditioned at θ̂: the data do not identify
         θ; the message names the parameters along the flat direction.
     """
+    if (penalty is not None or robust is not None) and (method != "auto" or callback is not None or hessian != "auto"):
+        raise ValueError("method, callback and hessian apply to unpenalised, non-robust fits only")
+    if (penalty is not None or robust is not None) and (objective != "exact" or seed != 0):
+        raise ValueError("penalty= and robust= fits use the exact objective")
     if robust is not None:
         from .robust import windham_fit
 

@@ -401,6 +401,12 @@ class QuadraticOnly:
         self.derivation = Derivation(model)
 
 
+# the stand-ins of the last few models (by identity), so that a second path on the same Model reuses its
+# derivation and sparse pieces (seconds for a large graphical model); bounded, so models are not kept for long
+_STAND_INS: dict[tuple[int, str], QuadraticOnly] = {}
+STAND_INS_KEPT = 4
+
+
 def _loss_of(model: Model | CompiledLoss, backend: str, *, quadratic_only: bool = False) -> CompiledLoss:
     """The compiled loss; with `quadratic_only`, a Model whose objective is quadratic in θ gets a
     `QuadraticOnly` stand-in instead (no kernels compiled but the sparse quadratic form's)."""
@@ -408,8 +414,15 @@ def _loss_of(model: Model | CompiledLoss, backend: str, *, quadratic_only: bool 
         return model
     if isinstance(model, Model):
         if quadratic_only:
-            stand_in = QuadraticOnly(model, get_backend(backend).name)
+            key = (id(model), get_backend(backend).name)
+            stand_in = _STAND_INS.get(key)
+            if stand_in is None or stand_in.model is not model:
+                stand_in = QuadraticOnly(model, key[1])
             if stand_in.derivation.is_quadratic:
+                _STAND_INS.pop(key, None)
+                _STAND_INS[key] = stand_in
+                while len(_STAND_INS) > STAND_INS_KEPT:
+                    del _STAND_INS[next(iter(_STAND_INS))]
                 return stand_in  # type: ignore[return-value]
         return compile_model(model, backend=backend)
     raise TypeError(f"model must be a symsm.Model or a CompiledLoss, got {type(model).__name__}")
