@@ -283,3 +283,19 @@ def test_score_of_a_long_sum_is_sympys():
     assert len(sp.Add.make_args(log_f)) > SCORE_SPLIT_TERMS
     model = symsm.Model(log_f, list(x), {"K": K}, name="long_sum")
     assert model.derive().score == tuple(_tidy(sp.diff(log_f, xi)) for xi in x)
+
+
+def test_closed_form_of_a_larger_model_uses_the_sparse_form():
+    """truncated_ggm_5d: d·P(P+1)/2 = 1050 products per row, beyond the reduction kernel's budget; the closed
+    form then takes A, b from the sparse quadratic form — equal to the hand-built ones."""
+    from symsm.ir.fit_kernels import quadratic_layout
+
+    model = symsm.load_model("truncated_ggm_5d")
+    assert quadratic_layout(model.dim, model.n_params) == "rows"
+    rng = np.random.default_rng(9)
+    X = np.abs(rng.normal(0.5, 1.0, size=(400, 5)))
+    res = symsm.fit(model, X)
+    A, b = _reference(X, True)
+    np.testing.assert_allclose(res.hessian, A, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(res.theta, np.linalg.solve(A, -b), rtol=1e-9, atol=1e-12)
+    assert np.all(np.isfinite(res.se))

@@ -304,11 +304,19 @@ def _value_and_grad(loss: CompiledLoss, theta: np.ndarray, data: _Data) -> tuple
 
 
 def _quadratic_form(loss: CompiledLoss, data: _Data) -> tuple[np.ndarray, np.ndarray, float]:
-    if data.weights is None:
-        return loss.quadratic_form(data.rows)
+    """(A, b, c): from the loss's own reduction when A is small; from the sparse quadratic form (only the
+    distinct non-zero score coefficients per row; symsm/runtime/sparse.py) with weights, or when the dense
+    per-row features would be large (d·P(P+1)/2 products per row beyond the reduction kernel's budget)."""
+    from ..ir.fit_kernels import quadratic_layout
     from ..runtime.sparse import weighted_quadratic_form
 
-    return weighted_quadratic_form(loss, data.host, data.weights)
+    if data.weights is not None:
+        return weighted_quadratic_form(loss, data.host, data.weights)
+    mdl = loss.model
+    sparse_ok = not is_variant(loss) and isinstance(data.host, np.ndarray) and isinstance(data.rows, np.ndarray)
+    if sparse_ok and quadratic_layout(mdl.dim, mdl.n_params) == "rows":
+        return weighted_quadratic_form(loss, data.host, None)
+    return loss.quadratic_form(data.rows)
 
 
 @dataclass

@@ -169,6 +169,6 @@ def sparse_quadratic_form(
 
 
 def weighted_quadratic_form(loss: CompiledLoss, X: Any, weights: Any) -> tuple[np.ndarray, np.ndarray, float]:
-    """(A, b, c) as dense arrays, with observation weights (`sparse_quadratic_form`, densified)."""
+    """(A, b, c) as dense arrays, with observation weights or none (`sparse_quadratic_form`, densified)."""
     A, b, c = sparse_quadratic_form(loss, X, weights)
     return A.toarray(), b, c
