@@ -299,3 +299,10 @@ def test_closed_form_of_a_larger_model_uses_the_sparse_form():
     np.testing.assert_allclose(res.hessian, A, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(res.theta, np.linalg.solve(A, -b), rtol=1e-9, atol=1e-12)
     assert np.all(np.isfinite(res.se))
+
+
+def test_weights_with_dask_data_are_refused(gauss):
+    da = pytest.importorskip("dask.array")
+    loss, X = gauss
+    with pytest.raises(NotImplementedError, match="weights="):
+        symsm.fit(loss, da.from_array(X, chunks=100), weights=np.ones(len(X)))
