@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._version import __version__
 from .core.errors import CacheError, CodegenError, IdentificationError, ModelError, NonFiniteError, SymsmError
 from .criticism import Comparison, KSDResult, compare, ksd_test
-from .fitting import FitResult, fit
+from .fitting import L1, FitResult, PathResult, PenalizedFit, Windham, WindhamResult, fit, path
 from .model import Model, ParamGroup, load_model, matrix, symmetric
 from .model.tensor import (  # models written with vectors and matrices; elementwise functions: symsm.log(...)
     TensorExpr,
@@ -44,6 +44,7 @@ from .model.tensor import (  # models written with vectors and matrices; element
 sum = tsum  # symsm.sum (the sum of a tensor expression's entries); not in __all__, so `import *` keeps the builtin
 
 __all__ = [
+    "L1",
     "CacheError",
     "CodegenError",
     "Comparison",
@@ -54,8 +55,12 @@ __all__ = [
     "ModelError",
     "NonFiniteError",
     "ParamGroup",
+    "PathResult",
+    "PenalizedFit",
     "SymsmError",
     "TensorExpr",
+    "Windham",
+    "WindhamResult",
     "__version__",
     "asinh",
     "atan",
@@ -79,6 +84,7 @@ __all__ = [
     "param_scalar",
     "param_symmetric",
     "param_vector",
+    "path",
     "quad",
     "sin",
     "sinh",

@@ -161,6 +161,9 @@ def fit(
     objective: str | Objective = "exact",
     seed: int = 0,
     verbose: bool = False,
+    weights: Any = None,
+    penalty: Any = None,
+    robust: Any = None,
 ) -> FitResult:
     """Estimate θ by minimising the score-matching objective J̃ on the rows of X.
 
@@ -196,6 +199,13 @@ def fit(
         Report the compilation's stages and every iteration (stage, iteration, J̃ and the norm of ∇J̃) on
         stderr. Without it, a fit that runs longer than two seconds shows one live line on a terminal, and
         nothing elsewhere (symsm/core/progress.py).
+    weights
+        Observation (frequency) weights, one per row, ≥ 0: every mean over rows becomes a weighted mean and
+        the standard errors use N = Σ w (integer weights = repeated rows). symsm/runtime/weighted.py.
+    penalty
+        `symsm.L1(lam, on=...)`: minimise J̃ + λ Σ_{j∈S} |θ_j| instead (symsm/fitting/penalized.py).
+    robust
+        `symsm.Windham(c)` (or a number c): a robust fit by Windham weighting (symsm/fitting/robust.py).
 
     Raises
     ------
@@ -203,6 +213,18 @@ def fit(
         The Hessian (A for the closed form) is singular or ill-conditioned at θ̂: the data do not identify
         θ; the message names the parameters along the flat direction.
     """
+    if (penalty is not None or robust is not None) and (method != "auto" or callback is not None or hessian != "auto"):
+        raise ValueError("method, callback and hessian apply to unpenalised, non-robust fits only")
+    if (penalty is not None or robust is not None) and (objective != "exact" or seed != 0):
+        raise ValueError("penalty= and robust= fits use the exact objective")
+    if robust is not None:
+        from .robust import windham_fit
+
+        return windham_fit(model, X, robust, theta0=theta0, backend=backend, weights=weights, penalty=penalty)
+    if penalty is not None:
+        from .penalized import fit_penalized
+
+        return fit_penalized(model, X, penalty, theta0=theta0, backend=backend, weights=weights, options=options)
     start = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -224,7 +246,7 @@ def fit(
             f"hessian='exact': no exact Hessian kernel is generated for objective {loss.objective!r}; "
             "use 'auto' or 'central_differences'"
         )
-    data = _fit_data(loss, X)
+    data = _fit_data(loss, X, weights)
     quadratic = is_quadratic(loss)
     if method == "closed_form" and not quadratic:
         raise ValueError(
@@ -273,15 +295,52 @@ class _Data:
 
     rows: Any
     host: Any
+    weights: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return int(self.host.shape[0])
 
+    @property
+    def n_eff(self) -> float:
+        """N, or Σ w with observation weights (frequency weights: the N of repeated rows)."""
+        return float(self.n if self.weights is None else self.weights.sum())
 
-def _fit_data(loss: CompiledLoss, X: Any) -> _Data:
-    """Validate X once, where it lives (symsm.runtime.placement.fit_data)."""
-    return _Data(*placement.fit_data(loss, X))
+
+def _fit_data(loss: CompiledLoss, X: Any, weights: Any = None) -> _Data:
+    """Validate X once, where it lives (symsm.runtime.placement.fit_data); weights checked against it."""
+    if weights is None:
+        return _Data(*placement.fit_data(loss, X))
+    from ..runtime.sparse import check_weights
+
+    if placement.is_dask(X) or placement.is_device(X):
+        raise NotImplementedError("weights= is supported for host (numpy) data only, not dask or device arrays yet")
+    rows, host = placement.fit_data(loss, X)
+    return _Data(rows, host, check_weights(weights, int(host.shape[0])))
+
+
+def _value_and_grad(loss: CompiledLoss, theta: np.ndarray, data: _Data) -> tuple[float, np.ndarray]:
+    if data.weights is None:
+        return loss.value_and_grad(theta, data.rows)
+    from ..runtime.weighted import weighted_value_and_grad
+
+    return weighted_value_and_grad(loss, theta, data.host, data.weights)
+
+
+def _quadratic_form(loss: CompiledLoss, data: _Data) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, b, c): from the loss's own reduction when A is small; from the sparse quadratic form (only the
+    distinct non-zero score coefficients per row; symsm/runtime/sparse.py) with weights, or when the dense
+    per-row features would be large (d·P(P+1)/2 products per row beyond the reduction kernel's budget)."""
+    from ..ir.fit_kernels import quadratic_layout
+    from ..runtime.sparse import weighted_quadratic_form
+
+    if data.weights is not None:
+        return weighted_quadratic_form(loss, data.host, data.weights)
+    mdl = loss.model
+    sparse_ok = not is_variant(loss) and isinstance(data.host, np.ndarray) and isinstance(data.rows, np.ndarray)
+    if sparse_ok and quadratic_layout(mdl.dim, mdl.n_params) == "rows":
+        return weighted_quadratic_form(loss, data.host, None)
+    return loss.quadratic_form(data.rows)
 
 
 @dataclass
@@ -299,7 +358,7 @@ class _Estimate:
 
 
 def _closed_form(loss: CompiledLoss, data: _Data) -> _Estimate:
-    A, b, c = loss.quadratic_form(data.rows)
+    A, b, c = _quadratic_form(loss, data)
     _check_identified(A, loss.model.param_names, "A (J̃ = ½θᵀAθ + bᵀθ + c)", data.n)
     theta = _solve_spd(A, -b)
     value = float(0.5 * theta @ A @ theta + b @ theta + c)
@@ -342,13 +401,15 @@ def _lbfgs(
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
         state["evals"] += 1
         try:
-            value, grad = loss.value_and_grad(th, data.rows)
-            latest["value"], latest["grad_norm"] = value, float(np.linalg.norm(grad))
-            return value, grad
+            value, grad = _value_and_grad(loss, th, data)
         except NonFiniteError as exc:
-            state["nonfinite"] += 1
             problems["domain" if exc.domain else "data"] = exc
+            value, grad = math.nan, np.full(len(th), math.nan)
+        if not (math.isfinite(value) and np.isfinite(grad).all()):
+            state["nonfinite"] += 1
             return math.inf, np.zeros(len(th))
+        latest["value"], latest["grad_norm"] = value, float(np.linalg.norm(grad))
+        return value, grad
 
     def on_iteration(intermediate_result: Any) -> None:
         state["iters"] += 1
@@ -375,7 +436,7 @@ def _lbfgs(
         if state["stopped"] or not met_nonfinite or not np.all(np.isfinite(theta)):
             break
     try:
-        value, grad = loss.value_and_grad(theta, data.rows)
+        value, grad = _value_and_grad(loss, theta, data)
     except NonFiniteError as exc:
         problems["domain" if exc.domain else "data"] = exc
         value, grad = math.nan, np.full(len(theta), math.nan)
@@ -416,7 +477,7 @@ def _lbfgs(
         if np.any(trial <= lower):
             break
         try:
-            v2, g2 = loss.value_and_grad(trial, data.rows)
+            v2, g2 = _value_and_grad(loss, trial, data)
         except NonFiniteError:
             break
         est.n_evals += 1
@@ -448,10 +509,28 @@ def _hessian(loss: CompiledLoss, theta: np.ndarray, data: _Data, how: str) -> tu
     from ..ir.fit_kernels import HESSIAN_MAX_PARAMS
 
     if how != "central_differences" and is_quadratic(loss):
-        return loss.quadratic_form(data.rows)[0], "quadratic_form"
+        return _quadratic_form(loss, data)[0], "quadratic_form"
+    if data.weights is not None:
+        return _weighted_central_differences(loss, theta, data), "central_differences"
     if how == "exact" or (how == "auto" and loss.model.n_params <= HESSIAN_MAX_PARAMS and not is_variant(loss)):
         return loss.hessian(theta, data.host), "exact"
     return central_difference_hessian(loss, theta, data.rows), "central_differences"
+
+
+def _weighted_central_differences(loss: CompiledLoss, theta: np.ndarray, data: _Data) -> np.ndarray:
+    """`central_difference_hessian` of the weighted gradient (same steps)."""
+    P = loss.model.n_params
+    H = np.empty((P, P))
+    base = np.finfo(loss.dtype).eps ** (1 / 3)
+    for k, p in enumerate(loss.model.params):
+        h = base * max(1.0, abs(theta[k]))
+        if p.is_positive:
+            h = min(h, theta[k] / 2)
+        up, down = theta.copy(), theta.copy()
+        up[k] += h
+        down[k] -= h
+        H[:, k] = (_value_and_grad(loss, up, data)[1] - _value_and_grad(loss, down, data)[1]) / (up[k] - down[k])
+    return (H + H.T) / 2
 
 
 def _positive_definite(H: np.ndarray | None) -> bool:
@@ -467,7 +546,7 @@ def _positive_definite(H: np.ndarray | None) -> bool:
 def _result(loss: CompiledLoss, data: _Data, est: _Estimate, start: float) -> FitResult:
     """The sandwich covariance H⁻¹VH⁻¹/N at θ̂, and the result."""
     mdl = loss.model
-    n = data.n
+    n = data.n_eff
     P = mdl.n_params
     message = est.message
     if est.H is None:
@@ -477,8 +556,13 @@ def _result(loss: CompiledLoss, data: _Data, est: _Estimate, start: float) -> Fi
         message += "; no standard errors"
     else:
         H = est.H
-        _check_identified(H, mdl.param_names, "the Hessian of J̃ at θ̂", n)
-        _, V = placement.executor(data.host).gradient_moments(loss, est.theta, data.host)
+        _check_identified(H, mdl.param_names, "the Hessian of J̃ at θ̂", data.n)
+        if data.weights is None:
+            _, V = placement.executor(data.host).gradient_moments(loss, est.theta, data.host)
+        else:
+            from ..runtime.weighted import weighted_gradient_moments
+
+            _, V = weighted_gradient_moments(loss, est.theta, data.host, data.weights)
         if _positive_definite(H):
             cov = np.linalg.solve(H, np.linalg.solve(H, V).T) / n
             cov = (cov + cov.T) / 2
@@ -500,7 +584,7 @@ def _result(loss: CompiledLoss, data: _Data, est: _Estimate, start: float) -> Fi
         message=message,
         hessian_method=est.hessian_method,
         param_names=mdl.param_names,
-        n_samples=n,
+        n_samples=data.n,
         grad=np.asarray(est.grad, dtype=np.float64),
         hessian=H,
         grad_cov=V,

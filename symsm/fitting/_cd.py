@@ -1,0 +1,36 @@
+"""Cyclic coordinate descent for J̃ + λ‖θ_S‖₁ on a sparse (CSC) A (numba; loaded through symsm's verified cache
+from a copy of this text, so numba's machine code lands in the private cache directory; see penalized.py)."""
+
+from __future__ import annotations
+
+import numba
+
+
+@numba.njit(cache=True, nogil=True)
+def coordinate_descent(indptr, indices, data, diag, theta, grad, lam, active, tol, max_sweeps):
+    """Sweeps over `active` until no coordinate moves its own gradient by more than tol; grad (= Aθ + b) is
+    updated in place with the columns of A. Returns the number of sweeps."""
+    for sweep in range(max_sweeps):
+        biggest = 0.0
+        for jj in range(active.size):
+            j = active[jj]
+            a = diag[j]
+            z = theta[j] - grad[j] / a
+            t = lam[j] / a
+            if z > t:
+                new = z - t
+            elif z < -t:
+                new = z + t
+            else:
+                new = 0.0
+            delta = new - theta[j]
+            if delta != 0.0:
+                theta[j] = new
+                for p in range(indptr[j], indptr[j + 1]):
+                    grad[indices[p]] += data[p] * delta
+                change = abs(delta) * a
+                if change > biggest:
+                    biggest = change
+        if biggest <= tol:
+            return sweep + 1
+    return max_sweeps
