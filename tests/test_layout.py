@@ -74,3 +74,15 @@ def test_layers_contract_holds():
     out = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout
+
+
+def test_no_import_cycles_apart_from_the_convenience_methods():
+    """Every import that runs (module level or in a function) counts; only the documented convenience methods'
+    lazy imports (benchmarks/import_graph.py CONVENIENCE, the contract's ignore_imports) may close a cycle."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.import_graph import measure
+    finally:
+        sys.path.remove(str(ROOT))
+    result = measure(allow_convenience=True)
+    assert result["cycles"] == [], result["cycles"]

@@ -3,7 +3,7 @@
 
 from .fit import METHODS, FitResult, fit
 from .path import PathResult, path
-from .penalized import L1, PenalizedFit
-from .robust import Windham, WindhamResult
+from .penalized import L1, PenalizedFit  # also registers fit(..., penalty=)
+from .robust import Windham, WindhamResult  # also registers fit(..., robust=)
 
 __all__ = ["L1", "METHODS", "FitResult", "PathResult", "PenalizedFit", "Windham", "WindhamResult", "fit", "path"]

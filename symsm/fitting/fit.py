@@ -39,6 +39,17 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "FitResult", "fit"]
 
+# fit(..., penalty=) and fit(..., robust=) hand over to symsm/fitting/penalized.py and robust.py, which build on
+# this module; each registers its entry point here when the package symsm.fitting is imported (its __init__
+# imports them), so this module does not import them back.
+_VARIANTS: dict[str, Any] = {}
+
+
+def register_variant(keyword: str, entry: Any) -> None:
+    """Called once by penalized.py ("penalty") and robust.py ("robust") with the function `fit` hands over to."""
+    _VARIANTS[keyword] = entry
+
+
 METHODS = ("auto", "closed_form", "lbfgs")
 HESSIAN_METHODS = ("auto", "exact", "central_differences")
 POSITIVE_LOWER_BOUND = 1e-10  # L-BFGS-B bound for parameters declared positive (their domain is open)
@@ -218,13 +229,9 @@ def fit(
     if (penalty is not None or robust is not None) and (objective != "exact" or seed != 0):
         raise ValueError("penalty= and robust= fits use the exact objective")
     if robust is not None:
-        from .robust import windham_fit
-
-        return windham_fit(model, X, robust, theta0=theta0, backend=backend, weights=weights, penalty=penalty)
+        return _VARIANTS["robust"](model, X, robust, theta0=theta0, backend=backend, weights=weights, penalty=penalty)
     if penalty is not None:
-        from .penalized import fit_penalized
-
-        return fit_penalized(model, X, penalty, theta0=theta0, backend=backend, weights=weights, options=options)
+        return _VARIANTS["penalty"](model, X, penalty, theta0=theta0, backend=backend, weights=weights, options=options)
     start = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -34,7 +34,7 @@ from ..model.model import Model
 from ..runtime.accumulate import is_quadratic
 from ..runtime.compiled import CompiledLoss, compile_model
 from ..runtime.loader import load_module
-from .fit import POSITIVE_LOWER_BOUND, FitResult, _fit_data, _value_and_grad
+from .fit import POSITIVE_LOWER_BOUND, FitResult, _fit_data, _value_and_grad, register_variant
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -532,3 +532,6 @@ def fit_penalized(
         loss, theta, value, grad, lam, mask, r, method="l1_fista", n_iter=it, n_evals=evals, n=data.n,
         tol=FISTA_TOL, start=start,
     )  # fmt: skip
+
+
+register_variant("penalty", fit_penalized)

@@ -24,7 +24,7 @@ from ..backends import DEFAULT_BACKEND
 from ..core.arrays import as_data
 from ..model.model import Model
 from ..runtime.compiled import CompiledLoss
-from .fit import FitResult, fit
+from .fit import FitResult, fit, register_variant
 from .penalized import _loss_of
 
 __all__ = ["Windham", "WindhamResult", "log_density", "windham_fit"]
@@ -156,3 +156,6 @@ def windham_fit(
         fixed_point_residual=change,
         inner=current,
     )
+
+
+register_variant("robust", windham_fit)
