@@ -214,7 +214,7 @@ def fit(
         Observation (frequency) weights, one per row, ≥ 0: every mean over rows becomes a weighted mean and
         the standard errors use N = Σ w (integer weights = repeated rows). symsm/runtime/weighted.py.
     penalty
-        `symsm.L1(lam, on=...)`: minimise J̃ + λ Σ_{j∈S} |θ_j| instead (symsm/fitting/penalized.py).
+        `symsm.L1(lam, on=...)`: minimise J̃ + λ Σ_{j∈S} ``|θ_j|`` instead (symsm/fitting/penalized.py).
     robust
         `symsm.Windham(c)` (or a number c): a robust fit by Windham weighting (symsm/fitting/robust.py).
 

@@ -51,11 +51,15 @@ FISTA_MAXITER = 20_000
 
 @dataclass(frozen=True)
 class L1:
-    """The ℓ1 penalty λ Σ_{j∈S} |θ_j|.
+    """The ℓ1 penalty λ Σ_{j∈S} ``|θ_j|``.
 
-    lam : λ ≥ 0 (for `symsm.fit`; `symsm.path` builds its own grid and ignores it)
-    on  : the penalised set S — None (the default: off-diagonal entries of square matrix parameters, or all
-          parameters when there are none), "all", or a list of parameter-group and parameter names
+    Attributes
+    ----------
+    lam : float or None
+        λ ≥ 0 (for `symsm.fit`; `symsm.path` builds its own grid and ignores it).
+    on : None, "all" or list of str
+        The penalised set S — None (the default: off-diagonal entries of square matrix parameters, or all
+        parameters when there are none), "all", or a list of parameter-group and parameter names.
     """
 
     lam: float | None = None
