@@ -152,11 +152,7 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
             raise fail("weight", f'expected a formula in t such as "t**2/(1 + t**2)", got {_kind(weight)}')
         if domain != "nonnegative":
             raise fail("weight", 'applies to domain = "nonnegative" only')
-    init = table.get("init", {})
-    if not isinstance(init, Mapping):
-        raise fail("init", f"expected a table of starting values, got {_kind(init)}")
-    for key, value in init.items():
-        _check_numbers(value, f"init.{key}", fail)
+    init = _checked_init(table, fail)
 
     try:
         return Model.from_string(
@@ -173,6 +169,16 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
         message = str(exc)
         key = next((k for k in ("init", "weight") if message.startswith(k)), "log_f")
         raise fail(key, message.removeprefix(f"{key}: ")) from None
+
+
+def _checked_init(table: Mapping[str, Any], fail: Any) -> Mapping[str, Any]:
+    """The file's [init] table (empty if absent), every starting value a finite number or array of them."""
+    init = table.get("init", {})
+    if not isinstance(init, Mapping):
+        raise fail("init", f"expected a table of starting values, got {_kind(init)}")
+    for key, value in init.items():
+        _check_numbers(value, f"init.{key}", fail)
+    return init
 
 
 def _vector_model(table: Mapping[str, Any], name: str, description: str, fail: Any) -> Model:
@@ -201,11 +207,7 @@ def _vector_model(table: Mapping[str, Any], name: str, description: str, fail: A
     domain = table.get("domain", "real")
     if domain != "real" or "weight" in table:
         raise fail("domain", 'models written with vectors support domain = "real" only (and no weight)')
-    init = table.get("init", {})
-    if not isinstance(init, Mapping):
-        raise fail("init", f"expected a table of starting values, got {_kind(init)}")
-    for key, value in init.items():
-        _check_numbers(value, f"init.{key}", fail)
+    init = _checked_init(table, fail)
     try:
         return Model.from_string(
             log_f,
