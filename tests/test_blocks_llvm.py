@@ -56,13 +56,16 @@ def test_matmul_through_accumulations(d: int, transpose: bool, dtype: str) -> No
     _check(out["c"], Y.sum(0), absY.sum(0), dtype)
 
 
-@pytest.mark.parametrize(("mr", "nv"), [(4, 3), (4, 4), (6, 2), (3, 4), (1, 1)])
+@pytest.mark.parametrize(("mr", "nv", "tiles"), [(4, 3, 1), (4, 4, 1), (6, 2, 1), (3, 4, 1), (1, 1, 1), (8, 3, 4)])
+@pytest.mark.parametrize("lanes", [4, 8])
 @pytest.mark.parametrize("d", [5, 33])
-def test_tile_shapes(d: int, mr: int, nv: int) -> None:
+def test_tile_shapes(d: int, lanes: int, mr: int, nv: int, tiles: int) -> None:
+    """Register tiles and vector widths (256- and 512-bit vectors: LLVM splits the latter where the host lacks
+    AVX-512), with partial tiles, panels and blocks."""
     prog = BlockProgram(d, (Param("P", (d, d)),), (MatMul("Y", "X", "P", True), AccOuter("G", "Y", "Y")))
     X = _data(101, d, "float64")
     P = np.random.default_rng(2).standard_normal((d, d))
-    out = BlockKernel(prog, mr=mr, nv=nv, block_rows=17)(X, {"P": P})
+    out = BlockKernel(prog, mr=mr, nv=nv, tiles=tiles, lanes=lanes, block_rows=17)(X, {"P": P})
     Y = X @ P.T
     _check(out["G"], Y.T @ Y, np.abs(Y).T @ np.abs(Y), "float64")
 
@@ -209,12 +212,13 @@ def numpy_ica_value(W: np.ndarray, X: np.ndarray) -> float:
     return float(np.mean(np.sum(-((1.0 - T * T) @ (W * W)) + 0.5 * S * S, axis=1)))
 
 
+@pytest.mark.parametrize("lanes", [4, 8])
 @pytest.mark.parametrize("d", [1, 5, 32, 33])
-def test_ica_value_and_grad(d: int) -> None:
+def test_ica_value_and_grad(d: int, lanes: int) -> None:
     rng = np.random.default_rng(6)
     W = np.eye(d) + 0.3 * rng.standard_normal((d, d))
     X = rng.standard_normal((301, d))
-    value, grad = ica_value_and_grad(BlockKernel(ica_program(d), block_rows=40), W, X)
+    value, grad = ica_value_and_grad(BlockKernel(ica_program(d), block_rows=40, lanes=lanes), W, X)
     assert value == pytest.approx(numpy_ica_value(W, X), rel=1e-13)
     h = 1e-5
     for i, j in {(0, 0), (d - 1, 0), (d // 2, d - 1)}:
@@ -231,9 +235,11 @@ def test_ica_float32_close_to_float64() -> None:
     W = np.eye(d) + 0.1 * rng.standard_normal((d, d))
     X = rng.standard_normal((500, d))
     v64, g64 = ica_value_and_grad(BlockKernel(ica_program(d)), W, X)
-    v32, g32 = ica_value_and_grad(BlockKernel(ica_program(d), "float32"), W.astype(np.float32), X.astype(np.float32))
-    assert v32 == pytest.approx(v64, rel=1e-5)
-    assert np.max(np.abs(g32 - g64)) <= 1e-4 * np.max(np.abs(g64))
+    for lanes in (8, 16):
+        kernel = BlockKernel(ica_program(d), "float32", lanes=lanes)
+        v32, g32 = ica_value_and_grad(kernel, W.astype(np.float32), X.astype(np.float32))
+        assert v32 == pytest.approx(v64, rel=1e-5)
+        assert np.max(np.abs(g32 - g64)) <= 1e-4 * np.max(np.abs(g64))
 
 
 def test_same_bits_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,8 +258,9 @@ def test_same_bits_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_fma_peak_runs() -> None:
-    run = blocks.fma_peak(iters=1000)
+    run = blocks.fma_peak(iters=1000, lanes=4)
     assert run() == 2.0 * 12 * 4 * 1000
+    assert blocks.fma_peak(iters=1000)() == 2.0 * 12 * blocks.default_lanes("float64") * 1000
 
 
 def _apply_tanh(x: np.ndarray) -> np.ndarray:

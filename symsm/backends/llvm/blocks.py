@@ -76,6 +76,7 @@ __all__ = [
     "Param",
     "RowOut",
     "RowSum",
+    "default_lanes",
     "default_tile",
     "fma_peak",
     "tanh_function",
@@ -87,6 +88,7 @@ I32 = ir.IntType(32)
 F64 = ir.DoubleType()
 F32 = ir.FloatType()
 LANES = {"float64": 4, "float32": 8}  # one AVX2 register
+WIDE_LANES = {"float64": 8, "float32": 16}  # one AVX-512 register
 # rows of an outer product's sub-block: its C panels stay in L1 across the A tiles (measured: 32 rows 10–20 %
 # faster than 128 at d = 128; 16 loses at d = 32 to the tiles' start-up)
 ACC_SUB_ROWS = 32
@@ -218,9 +220,16 @@ class _Layout:
 
 
 def _plan(
-    program: BlockProgram, dtype: str, mr: int, nv: int, tiles: int, block_rows: int | None, l2_bytes: int
+    program: BlockProgram,
+    dtype: str,
+    mr: int,
+    nv: int,
+    tiles: int,
+    block_rows: int | None,
+    l2_bytes: int,
+    lanes: int | None = None,
 ) -> _Layout:
-    lay = _Layout(dtype, LANES[dtype], mr, nv, mr * tiles)
+    lay = _Layout(dtype, lanes or LANES[dtype], mr, nv, mr * tiles)
     lay.params = {p.name: p for p in program.params}
     arrays = lay.arrays
     arrays[program.x] = _Array(program.x, program.dim, lay.pad(program.dim))
@@ -1052,20 +1061,39 @@ def _symbol(prefix: str) -> str:
 
 
 @cache
-def default_tile() -> tuple[int, int]:
-    """The register tile (rows, vectors): 4 × 3 (12 accumulators) for AVX2's 16 vector registers; 4 × 4 where
-    the host has AVX-512's 32 (still 256-bit vectors; measured 5–8 % faster for ICA at d = 32 and 128)."""
+def _host_avx512() -> bool:
     from .native import _llvm
 
-    features = _llvm().get_host_cpu_features()
-    return (4, 4) if features.get("avx512f") else (4, 3)
+    return bool(_llvm().get_host_cpu_features().get("avx512f"))
+
+
+def default_lanes(dtype: str) -> int:
+    """SIMD lanes of the block kernels: one 512-bit register where the host has AVX-512 (measured: its FMA peak
+    per core is twice the 256-bit one's, and ICA d = 32–256 runs 20–30 % faster), else one AVX2 register."""
+    return (WIDE_LANES if _host_avx512() else LANES)[dtype]
+
+
+def default_tile(dim: int = 0, lanes: int = 4, itemsize: int = 8) -> tuple[int, int, int]:
+    """The register tile (rows, vectors) and register tiles of rows per panel for a program of width `dim` with
+    vectors of `lanes` elements of `itemsize` bytes. With AVX2's 16 vector registers 4 × 3 (12
+    accumulators); with AVX-512's 32: 4 × 4 on 256-bit vectors, and on 512-bit vectors 6 × 4 (24) where a row
+    is at most 4 vectors, else 8 × 3, with 4 tiles per panel from d = 64 (a θ micro-panel then serves 24–32 rows
+    from L1; measured at d = 8–256, BENCHMARKS in benchmarks/STRUCTURED_SPEED.md)."""
+    if not _host_avx512():
+        return (4, 3, 1)
+    if lanes * itemsize < 64:
+        return (4, 4, 1)
+    vectors = -(-dim // lanes)
+    if vectors <= 4:
+        return (6, 4, 1)
+    return (8, 3, 4 if dim >= 64 else 1)
 
 
 class BlockKernel:
     """A block program compiled for one dtype: `kernel(X, params)` → {accumulator name: float64 array}.
 
-    `mr`, `nv`: the register tile (rows × SIMD vectors; default `default_tile()`); `tiles`: register tiles of
-    rows per panel; `block_rows`: rows per block (default: the arrays the accumulations read fill about `l2_bytes`)."""
+    `lanes`: SIMD lanes (default `default_lanes(dtype)`); `mr`, `nv`: the register tile (rows × SIMD vectors)
+    and `tiles`: register tiles of rows per panel (defaults: `default_tile`); `block_rows`: rows per block (default: the arrays the accumulations read fill about `l2_bytes`)."""
 
     def __init__(
         self,
@@ -1074,7 +1102,8 @@ class BlockKernel:
         *,
         mr: int | None = None,
         nv: int | None = None,
-        tiles: int = 1,
+        tiles: int | None = None,
+        lanes: int | None = None,
         block_rows: int | None = None,
         l2_bytes: int = 192 * 1024,
         symbol: str | None = None,
@@ -1085,8 +1114,11 @@ class BlockKernel:
         does not match is rebuilt, never loaded."""
         self.program = program
         self.dtype = np.dtype(dtype)
-        tile = default_tile()
-        self.layout = _plan(program, self.dtype.name, mr or tile[0], nv or tile[1], tiles, block_rows, l2_bytes)
+        lanes = lanes or default_lanes(self.dtype.name)
+        tile = default_tile(program.dim, lanes, self.dtype.itemsize)
+        self.layout = _plan(
+            program, self.dtype.name, mr or tile[0], nv or tile[1], tiles or tile[2], block_rows, l2_bytes, lanes
+        )
         self.symbol = symbol or _symbol("block")
         self.ir = ""
         self.compiled = False
@@ -1094,7 +1126,7 @@ class BlockKernel:
         tag = ""
         if object_file is not None:
             lay = self.layout
-            shape = f"mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows} {self.dtype.name}"
+            shape = f"lanes={lay.width} mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows} {self.dtype.name}"
             tag = f"{self.symbol} {shape} {target_description()} codegen-opt={CODEGEN_OPT}"
             obj = _read_object(object_file, tag)
         if obj is None:
@@ -1198,10 +1230,11 @@ class BlockKernel:
 # ---------------------------------------------------------------------- the FMA peak
 
 
-def fma_peak(dtype: str = "float64", iters: int = 20_000_000) -> Callable[[], float]:
-    """A function measuring one core's FMA throughput: 12 independent vector FMA chains (returns flops done)."""
+def fma_peak(dtype: str = "float64", iters: int = 20_000_000, lanes: int | None = None) -> Callable[[], float]:
+    """A function measuring one core's FMA throughput: 12 independent vector FMA chains (returns flops done), on
+    vectors of `lanes` (default: the block kernels', `default_lanes`)."""
     ctype = _llvm_type(dtype)
-    w = LANES[dtype]
+    w = lanes or default_lanes(dtype)
     module = ir.Module(name="symsm_fma_peak")
     symbol = _symbol("fma_peak")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ir.PointerType(ctype)]), symbol)
