@@ -34,6 +34,9 @@ N_PARAMS = {n_params}
 DTYPE = np.{dtype}
 # the integrand has degree ≤ 2 in x: the host may replace the rows by 2d moment-matching points
 QUADRATIC_IN_DATA = {quadratic}
+# value and value_and_grad test X for non-finite entries while they read it (a non-finite result where it has
+# some): the host may skip its own pass over X and test X only when a result is non-finite
+CHECKS_FINITE_DATA = {checks}
 {programs}
 
 _KERNELS = {{}}
@@ -73,6 +76,7 @@ def generate_blocks_source(
     package: str = "symsm.backends.blocks_numpy.executor",
     cls: str = "BlockKernel",
     options: str = "",
+    checks_finite_data: bool = False,
 ) -> str:
     """The module text holding `programs` (one per kernel of KERNELS), run by `package`.`cls`(text, dtype`options`)."""
     flops = "\n".join(
@@ -101,4 +105,5 @@ def generate_blocks_source(
         package=package,
         cls=cls,
         options=options,
+        checks=checks_finite_data,
     )

@@ -44,6 +44,9 @@ def _theta_shapes(program: IRProgram) -> dict[str, tuple[int, ...]]:
 
 
 MAX_RECIPROCAL_POWER = 4
+#: the column sums of X, accumulated by the value and value_and_grad kernels: finite iff every entry of X is
+#: (or a sum overflowed: then X itself is tested), so the host needs no pass of its own over X
+XSUM = "__xsum"
 
 
 def reciprocals(table: tuple[str, ...] | list[str]) -> list[str]:
@@ -123,6 +126,8 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
             ops.append(llvm_blocks.RowOut(op.ins[0]))
         else:
             raise CodegenError(f"the LLVM block executor has no block operation {kind!r}")
+    if program.kernel in ("value", "value_and_grad"):
+        ops.append(llvm_blocks.AccColSum(XSUM, "X"))
     params = tuple(llvm_blocks.Param(name, shapes[name]) for name in used)
     return llvm_blocks.BlockProgram(program.dim, params, tuple(ops), x="X")
 
@@ -169,7 +174,8 @@ class StructuredKernel(NumpyBlockKernel):
     def run(
         self, theta: np.ndarray, X: np.ndarray, per_sample: np.ndarray | None = None, score: np.ndarray | None = None
     ) -> tuple[float, np.ndarray]:
-        """(J̃, ∇θJ̃) (each only where the program computes it), writing per-row outputs into the arrays given."""
+        """(J̃, ∇θJ̃) (each only where the program computes it), writing per-row outputs into the arrays given.
+        The value and value_and_grad kernels give NaN where X has non-finite entries (the host's data check)."""
         n = X.shape[0]
         native = self.native()
         theta_env = self.prologue(np.asarray(theta, dtype=np.float64))
@@ -178,6 +184,9 @@ class StructuredKernel(NumpyBlockKernel):
         if native.layout.out_width and out is None:
             out = np.empty((n, native.layout.out_width))
         totals = native(X, {p.name: theta_env[p.name] for p in self.llvm_program.params}, out)
+        xsum = totals.pop(XSUM, None)
+        if xsum is not None and not np.isfinite(xsum).all() and not np.isfinite(X).all():
+            return float("nan"), np.full(self.program.n_params, np.nan)  # the host names the entries
         env = dict(theta_env)
         for name, a in self.program.arrays.items():
             if a.kind == "acc":
@@ -199,5 +208,5 @@ def generate_llvm_blocks_source(model: Any, programs: dict[str, IRProgram], *, d
     return generate_blocks_source(
         model, programs, dtype=dtype, cache_key=cache_key, backend="llvm-blocks",
         package="symsm.backends.llvm.structured", cls="StructuredKernel",
-        options=", kernel=name, module_file=__file__, key=CACHE_KEY",
+        options=", kernel=name, module_file=__file__, key=CACHE_KEY", checks_finite_data=True,
     )  # fmt: skip
