@@ -1,11 +1,16 @@
 """Interleaved A/B of the structured kernels in one process: ``python -m benchmarks.structured_ab`` (the numbers
 of benchmarks/STRUCTURED_SPEED.md).
 
-For ICA log cosh at each d: value_and_grad (prologue, block kernel, epilogue: `StructuredKernel.run`, what a
-compiled structured loss calls) with the block kernel built two ways — *before*: 256-bit vectors and the 4 × 4
-tile (what symsm used on AVX-512 hosts until this change), *after*: the defaults (`default_lanes`,
-`default_tile`) — and the loss through `model.compile(path="structured")`, and JAX (jit, float64) with the
-derivatives written by hand, each call interleaved with the others, `--repeat` rounds. Medians of wall and
+For ICA log cosh at each d, value_and_grad four ways, each call interleaved with the others, `--repeat` rounds:
+
+* *before*: what `loss.value_and_grad` did until this change — the host's test of X for non-finite values
+  (`as_data`), then `StructuredKernel.run` (prologue, block kernel, epilogue) with the block kernel as it was built
+  then: 256-bit vectors, the 4 × 4 tile, no prefetch;
+* *after kernel*: `StructuredKernel.run` with today's defaults (`default_lanes`, `default_tile`, the kernel's own
+  test of X), without the host's test;
+* *compiled loss*: `model.compile(path="structured").value_and_grad`, today's whole path;
+* *JAX hand*: JAX (jit, float64) with the derivatives written by hand.
+ Medians of wall and
 process CPU time (all threads); the load average at the start and end. `--dtype float32` runs the after-kernel
 in float32 too (against the float64 after-kernel)."""
 
@@ -37,11 +42,15 @@ def kernels(d: int, float32: bool) -> tuple[Any, dict[str, Any]]:
     text = build_block_programs(Derivation(model, path="structured").structured, model)["value_and_grad"].text()
     out = {}
     before = StructuredKernel(text, np.float64)
-    before._native = blocks.BlockKernel(before.llvm_program, "float64", lanes=4, mr=4, nv=4, tiles=1)
+    saved, blocks.PREFETCH_BYTES = blocks.PREFETCH_BYTES, 0
+    try:
+        before._native = blocks.BlockKernel(before.llvm_program, "float64", lanes=4, mr=4, nv=4, tiles=1)
+    finally:
+        blocks.PREFETCH_BYTES = saved
     out["before"] = before
     after = StructuredKernel(text, np.float64)
     after.native()
-    out["after"] = after
+    out["after kernel"] = after
     if float32:
         f32 = StructuredKernel(text, np.float32)
         f32.native()
@@ -68,10 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         X = np.random.default_rng(1).standard_normal((n, d))
         X32 = X.astype(np.float32)
         loss = model.compile(path="structured")
-        calls = {name: (lambda k=k: k.run(theta, X)) for name, k in ks.items() if name != "after f32"}
+        from symsm.core.arrays import as_data
+
+        calls = {
+            "before": lambda k=ks["before"]: k.run(theta, as_data(model, X)),
+            "after kernel": lambda k=ks["after kernel"]: k.run(theta, X),
+            "compiled loss": lambda: loss.value_and_grad(theta, X),
+        }
         if "after f32" in ks:
+            loss32 = model.compile(path="structured", dtype=np.float32)
             calls["after f32"] = lambda k=ks["after f32"]: k.run(theta, X32)
-        calls["compiled loss"] = lambda: loss.value_and_grad(theta, X)
+            calls["loss f32"] = lambda: loss32.value_and_grad(theta, X32)
+            calls["loss f32, X f64"] = lambda: loss32.value_and_grad(theta, X)
         results = {name: fn() for name, fn in calls.items()}
         if not args.no_jax:
             vg = jax_ica(d, n)
@@ -87,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 fn()
                 times[name].append((time.perf_counter() - t, time.process_time() - c))
         load1 = os.getloadavg()[0]
-        ref = results["after"]
+        ref = results["compiled loss"]
         print(f"ICA d = {d}, N = {n}, float64 unless noted, load {load0:.1f} → {load1:.1f}")
         jw = statistics.median(t[0] for t in times.get("JAX hand", [(float("nan"), 0.0)]))
         jc = statistics.median(t[1] for t in times.get("JAX hand", [(0.0, float("nan"))]))
@@ -96,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             rel = _rel(results[name], ref)
             print(
                 f"  {name:14s} wall {1e3 * w:8.1f} ms  CPU {1e3 * c:8.1f} ms  JAX/this wall {jw / w:5.2f}× "
-                f"CPU {jc / c:5.2f}×  rel. diff to after {rel:.1e}",
+                f"CPU {jc / c:5.2f}×  rel. diff to the compiled loss {rel:.1e}",
                 flush=True,
             )
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
