@@ -58,6 +58,56 @@ def kernels(d: int, float32: bool) -> tuple[Any, dict[str, Any]]:
     return model, out
 
 
+def measure(d: int, n: int, args: argparse.Namespace) -> None:
+    """One dimension's interleaved rounds, printed."""
+    import jax
+
+    from symsm.core.arrays import as_data
+
+    model, ks = kernels(d, args.float32)
+    theta = ica_theta(d)
+    X = np.random.default_rng(1).standard_normal((n, d))
+    X32 = X.astype(np.float32)
+    loss = model.compile(path="structured")
+    calls = {
+        "before": lambda k=ks["before"]: k.run(theta, as_data(model, X)),
+        "after kernel": lambda k=ks["after kernel"]: k.run(theta, X),
+        "compiled loss": lambda: loss.value_and_grad(theta, X),
+    }
+    if "after f32" in ks:
+        loss32 = model.compile(path="structured", dtype=np.float32)
+        calls["after f32"] = lambda k=ks["after f32"]: k.run(theta, X32)
+        calls["loss f32"] = lambda: loss32.value_and_grad(theta, X32)
+        calls["loss f32, X f64"] = lambda: loss32.value_and_grad(theta, X)
+    results = {name: fn() for name, fn in calls.items()}
+    if not args.no_jax:
+        vg = jax_ica(d, n)
+        th, Xj = jax.numpy.asarray(theta), jax.numpy.asarray(X)
+        calls["JAX hand"] = lambda: jax.block_until_ready(vg(th, Xj))
+        jv = calls["JAX hand"]()
+        results["JAX hand"] = (float(jv[0]), np.asarray(jv[1]))
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+    load0 = os.getloadavg()[0]
+    for _ in range(args.repeat):
+        for name, fn in calls.items():
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t, time.process_time() - c))
+    load1 = os.getloadavg()[0]
+    ref = results["compiled loss"]
+    print(f"ICA d = {d}, N = {n}, float64 unless noted, load {load0:.1f} → {load1:.1f}")
+    jw = statistics.median(t[0] for t in times.get("JAX hand", [(float("nan"), 0.0)]))
+    jc = statistics.median(t[1] for t in times.get("JAX hand", [(0.0, float("nan"))]))
+    for name, ts in times.items():
+        w, c = statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)
+        rel = _rel(results[name], ref)
+        print(
+            f"  {name:16s} wall {1e3 * w:8.1f} ms  CPU {1e3 * c:8.1f} ms  JAX/this wall {jw / w:5.2f}× "
+            f"CPU {jc / c:5.2f}×  rel. diff to the compiled loss {rel:.1e}",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dims", default="8,32,64,128,256")
@@ -71,51 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", True)
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
     for d in (int(v) for v in args.dims.split(",")):
-        n = DIMS[d] // args.scale
-        model, ks = kernels(d, args.float32)
-        theta = ica_theta(d)
-        X = np.random.default_rng(1).standard_normal((n, d))
-        X32 = X.astype(np.float32)
-        loss = model.compile(path="structured")
-        from symsm.core.arrays import as_data
-
-        calls = {
-            "before": lambda k=ks["before"]: k.run(theta, as_data(model, X)),
-            "after kernel": lambda k=ks["after kernel"]: k.run(theta, X),
-            "compiled loss": lambda: loss.value_and_grad(theta, X),
-        }
-        if "after f32" in ks:
-            loss32 = model.compile(path="structured", dtype=np.float32)
-            calls["after f32"] = lambda k=ks["after f32"]: k.run(theta, X32)
-            calls["loss f32"] = lambda: loss32.value_and_grad(theta, X32)
-            calls["loss f32, X f64"] = lambda: loss32.value_and_grad(theta, X)
-        results = {name: fn() for name, fn in calls.items()}
-        if not args.no_jax:
-            vg = jax_ica(d, n)
-            th, Xj = jax.numpy.asarray(theta), jax.numpy.asarray(X)
-            calls["JAX hand"] = lambda: jax.block_until_ready(vg(th, Xj))
-            jv = calls["JAX hand"]()
-            results["JAX hand"] = (float(jv[0]), np.asarray(jv[1]))
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
-        load0 = os.getloadavg()[0]
-        for _ in range(args.repeat):
-            for name, fn in calls.items():
-                c, t = time.process_time(), time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t, time.process_time() - c))
-        load1 = os.getloadavg()[0]
-        ref = results["compiled loss"]
-        print(f"ICA d = {d}, N = {n}, float64 unless noted, load {load0:.1f} → {load1:.1f}")
-        jw = statistics.median(t[0] for t in times.get("JAX hand", [(float("nan"), 0.0)]))
-        jc = statistics.median(t[1] for t in times.get("JAX hand", [(0.0, float("nan"))]))
-        for name, ts in times.items():
-            w, c = statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)
-            rel = _rel(results[name], ref)
-            print(
-                f"  {name:14s} wall {1e3 * w:8.1f} ms  CPU {1e3 * c:8.1f} ms  JAX/this wall {jw / w:5.2f}× "
-                f"CPU {jc / c:5.2f}×  rel. diff to the compiled loss {rel:.1e}",
-                flush=True,
-            )
+        measure(d, DIMS[d] // args.scale, args)
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
     return 0
 

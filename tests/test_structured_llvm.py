@@ -207,12 +207,12 @@ def test_non_finite_data_tested_by_the_kernel(name):
             Y = X.copy()
             Y[611, 1] = bad
             for call in (loss.value_and_grad, loss.value):
-                with pytest.raises(ValueError, match="non-finite values .*row 611, column 1"):
+                with pytest.raises(ValueError, match=r"non-finite values .*row 611, column 1"):
                     call(theta, Y)
         if dtype == np.float32:
             Y = X.copy()
             Y[5, 0] = 1e39
-            with pytest.raises(ValueError, match="non-finite values .*row 5, column 0"):
+            with pytest.raises(ValueError, match=r"non-finite values .*row 5, column 0"):
                 loss.value_and_grad(theta, Y)
     if name == "ica":  # column sums of 1e307 overflow; the rows are finite, tanh saturates: a finite result
         Y = X.copy()

@@ -1108,7 +1108,8 @@ class BlockKernel:
     """A block program compiled for one dtype: `kernel(X, params)` → {accumulator name: float64 array}.
 
     `lanes`: SIMD lanes (default `default_lanes(dtype)`); `mr`, `nv`: the register tile (rows × SIMD vectors)
-    and `tiles`: register tiles of rows per panel (defaults: `default_tile`); `block_rows`: rows per block (default: the arrays the accumulations read fill about `l2_bytes`)."""
+    and `tiles`: register tiles of rows per panel (defaults: `default_tile`); `block_rows`: rows per block
+    (default: the arrays the accumulations read fill about `l2_bytes`)."""
 
     def __init__(
         self,
@@ -1141,7 +1142,8 @@ class BlockKernel:
         tag = ""
         if object_file is not None:
             lay = self.layout
-            shape = f"lanes={lay.width} mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows} {self.dtype.name}"
+            shape = f"lanes={lay.width} mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows}"
+            shape += f" {self.dtype.name}"
             tag = f"{self.symbol} {shape} {target_description()} codegen-opt={CODEGEN_OPT}"
             obj = _read_object(object_file, tag)
         if obj is None:
