@@ -16,13 +16,14 @@ A block program runs over the rows of X (N × d, float64 or float32) in blocks o
 How it runs (one function `void f(T* X, i64 n_rows, T** params, double* accs, T* work)` per program):
 
 * Rows are taken in blocks of B rows (the arrays the accumulations read fill ~192 KiB of L2); a block is
-  processed in panels of `mr` rows. For each panel the row-local ops (matmul, elementwise, rowsum) run in
-  program order, so intermediates stay in L1, and arrays nothing reads after the panel only ever occupy `mr`
-  rows. X is copied into a row buffer padded to whole SIMD vectors first.
+  processed in panels of `mr`·`tiles` rows. For each panel the row-local ops (matmul, elementwise, rowsum) run
+  in program order, so intermediates stay in L1, and arrays nothing reads after the panel only ever occupy a
+  panel's rows. X is copied into a row buffer padded to whole SIMD vectors first (prefetching the rows 4 KiB ahead).
+* SIMD vectors are 512-bit where the host has AVX-512, else 256-bit (`default_lanes`).
 * A matmul is a register-tiled micro-kernel of `mr` rows × `nv` SIMD vectors of columns (4 × 3 = 12
-  accumulators for AVX2's 16 registers, 4 × 4 with AVX-512's 32), one FMA per element and k, with a loop over
-  k that is never unrolled (code size does not grow with d). θ matrices are packed once per call into
-  (k, nv·W) micro-panels, read contiguously.
+  accumulators for AVX2's 16 registers; 6 × 4 or 8 × 3 with AVX-512's 32: `default_tile`), one FMA per element
+  and k, with a loop over k that is never unrolled (code size does not grow with d). θ matrices are packed once
+  per call into (k, nv·W) micro-panels, read contiguously.
 * Fusion: an elementwise table right after a matmul runs on each tile vector while it is in registers (the
   product is stored only if something else reads it); a row sum of a table output accumulates as the table
   runs. tanh is this module's own (`tanh_function`: one branch, about half the work of vecmath's).
@@ -1082,18 +1083,23 @@ def _host_avx512() -> bool:
     return bool(_llvm().get_host_cpu_features().get("avx512f"))
 
 
-def default_lanes(dtype: str) -> int:
-    """SIMD lanes of the block kernels: one 512-bit register where the host has AVX-512 (measured: its FMA peak
-    per core is twice the 256-bit one's, and ICA d = 32–256 runs 20–30 % faster), else one AVX2 register."""
-    return (WIDE_LANES if _host_avx512() else LANES)[dtype]
+def default_lanes(dtype: str, dim: int = 0) -> int:
+    """SIMD lanes of the block kernels for rows of `dim` entries: one 512-bit register where the host has AVX-512
+    (measured: its FMA peak per core is twice the 256-bit one's, and ICA d = 32–256 runs 20–30 % faster), unless
+    rows padded to it would be over 1.5 times as long as padded to a 256-bit one (float32 at d = 8: half of
+    every vector would be padding; measured 15 % slower); else one AVX2 register."""
+    narrow, wide = LANES[dtype], WIDE_LANES[dtype]
+    if not _host_avx512() or (dim and 2 * _ceil(dim, wide) * wide > 3 * _ceil(dim, narrow) * narrow):
+        return narrow
+    return wide
 
 
 def default_tile(dim: int = 0, lanes: int = 4, itemsize: int = 8) -> tuple[int, int, int]:
     """The register tile (rows, vectors) and register tiles of rows per panel for a program of width `dim` with
     vectors of `lanes` elements of `itemsize` bytes. With AVX2's 16 vector registers 4 × 3 (12
     accumulators); with AVX-512's 32: 4 × 4 on 256-bit vectors, and on 512-bit vectors 6 × 4 (24) where a row
-    is at most 4 vectors, else 8 × 3, with 4 tiles per panel from d = 64 (a θ micro-panel then serves 24–32 rows
-    from L1; measured at d = 8–256, BENCHMARKS in benchmarks/STRUCTURED_SPEED.md)."""
+    is at most 4 vectors, else 8 × 3, with 4 tiles per panel from d = 64 (a θ micro-panel then serves 32 rows
+    from L1; measured at d = 8–256: benchmarks/STRUCTURED_SPEED.md)."""
     if not _host_avx512():
         return (4, 3, 1)
     if lanes * itemsize < 64:
@@ -1130,7 +1136,7 @@ class BlockKernel:
         does not match is rebuilt, never loaded."""
         self.program = program
         self.dtype = np.dtype(dtype)
-        lanes = lanes or default_lanes(self.dtype.name)
+        lanes = lanes or default_lanes(self.dtype.name, program.dim)
         tile = default_tile(program.dim, lanes, self.dtype.itemsize)
         self.layout = _plan(
             program, self.dtype.name, mr or tile[0], nv or tile[1], tiles or tile[2], block_rows, l2_bytes, lanes
