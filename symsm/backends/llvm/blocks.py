@@ -1087,7 +1087,7 @@ def default_lanes(dtype: str, dim: int = 0) -> int:
     """SIMD lanes of the block kernels for rows of `dim` entries: one 512-bit register where the host has AVX-512
     (measured: its FMA peak per core is twice the 256-bit one's, and ICA d = 32–256 runs 20–30 % faster), unless
     rows padded to it would be over 1.5 times as long as padded to a 256-bit one (float32 at d = 8: half of
-    every vector would be padding; measured 15 % slower); else one AVX2 register."""
+    every vector would be padding; measured about 20 % slower); else one AVX2 register."""
     narrow, wide = LANES[dtype], WIDE_LANES[dtype]
     if not _host_avx512() or (dim and 2 * _ceil(dim, wide) * wide > 3 * _ceil(dim, narrow) * narrow):
         return narrow
