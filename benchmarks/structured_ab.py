@@ -44,7 +44,7 @@ def kernels(d: int, float32: bool) -> tuple[Any, dict[str, Any]]:
     before = StructuredKernel(text, np.float64)
     saved, blocks.PREFETCH_BYTES = blocks.PREFETCH_BYTES, 0
     try:
-        before._native = blocks.BlockKernel(before.llvm_program, "float64", lanes=4, mr=4, nv=4, tiles=1)
+        before.natives["float64"] = blocks.BlockKernel(before.llvm_program, "float64", lanes=4, mr=4, nv=4, tiles=1)
     finally:
         blocks.PREFETCH_BYTES = saved
     out["before"] = before

@@ -242,6 +242,27 @@ def test_ica_float32_close_to_float64() -> None:
         assert np.max(np.abs(g32 - g64)) <= 1e-4 * np.max(np.abs(g64))
 
 
+def test_float64_rows_into_a_float32_kernel() -> None:
+    """x_dtype float64: the kernel rounds the rows as it copies them, the same bits as numpy's astype first (odd d:
+    a partial vector; values at float32's range and beyond round to ±max / ±inf alike)."""
+    d = 13
+    rng = np.random.default_rng(10)
+    W = np.eye(d) + 0.2 * rng.standard_normal((d, d))
+    X = rng.standard_normal((777, d))
+    X[3, 4] = 1 + 2.0**-30  # rounds to 1 in float32
+    ref = ica_value_and_grad(BlockKernel(ica_program(d), "float32", block_rows=40), W, X.astype(np.float32))
+    got = ica_value_and_grad(BlockKernel(ica_program(d), "float32", x_dtype="float64", block_rows=40), W, X)
+    assert got[0] == ref[0] and np.array_equal(got[1], ref[1])
+    prog = BlockProgram(2, (), (AccColSum("c", "X"),))
+    big = np.array([[3.4028235e38, 1e39], [-1e39, 1.0]])
+    out = BlockKernel(prog, "float32", x_dtype="float64", block_rows=8)(big, {})["c"]
+    assert out.tolist() == [-np.inf, np.inf]
+    with pytest.raises(ValueError, match="x_dtype"):
+        BlockKernel(prog, "float64", x_dtype="float32")
+    with pytest.raises(TypeError, match="float64 array"):
+        BlockKernel(prog, "float32", x_dtype="float64")(big.astype(np.float32), {})
+
+
 def test_same_bits_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
     d = 17
     rng = np.random.default_rng(8)

@@ -224,3 +224,21 @@ def test_non_finite_data_tested_by_the_kernel(name):
         assert np.isfinite(v) and np.isfinite(g).all()
         _close(v, v_ref)
         _close(g, g_ref)
+
+
+def test_float32_loss_reads_float64_rows():
+    """A float32 loss given float64 rows rounds them in the kernel (no float32 copy of X): the same bits as the
+    rows converted by numpy first, for value and value_and_grad; per-row outputs too."""
+    model = MODELS["ica_bias"]()
+    theta = _theta(model)
+    X = np.random.default_rng(4).normal(size=(1001, model.dim))
+    loss = model.compile(path="structured", dtype=np.float32)
+    assert "FLOAT64_ROWS = True" in loss.source
+    X32 = X.astype(np.float32)
+    v64, g64 = loss.value_and_grad(theta, X)
+    v32, g32 = loss.value_and_grad(theta, X32)
+    assert v64 == v32 and np.array_equal(g64, g32)
+    assert set(loss._module._kernel("value_and_grad").natives) == {"float32", "float64"}
+    assert loss.value(theta, X) == loss.value(theta, X32)
+    assert np.array_equal(loss.per_sample(theta, X), loss.per_sample(theta, X32))
+    assert np.array_equal(loss.score(theta, X), loss.score(theta, X32))

@@ -37,6 +37,8 @@ QUADRATIC_IN_DATA = {quadratic}
 # value and value_and_grad test X for non-finite entries while they read it (a non-finite result where it has
 # some): the host may skip its own pass over X and test X only when a result is non-finite
 CHECKS_FINITE_DATA = {checks}
+# the float32 kernels read float64 rows as they are (rounding them as they copy them): no float32 copy of X
+FLOAT64_ROWS = {rows64}
 {programs}
 
 _KERNELS = {{}}
@@ -77,6 +79,7 @@ def generate_blocks_source(
     cls: str = "BlockKernel",
     options: str = "",
     checks_finite_data: bool = False,
+    float64_rows: bool = False,
 ) -> str:
     """The module text holding `programs` (one per kernel of KERNELS), run by `package`.`cls`(text, dtype`options`)."""
     flops = "\n".join(
@@ -106,4 +109,5 @@ def generate_blocks_source(
         cls=cls,
         options=options,
         checks=checks_finite_data,
+        rows64=float64_rows,
     )

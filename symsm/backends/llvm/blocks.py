@@ -652,13 +652,17 @@ class _BlockEmitter(_Emitter):
 
 
 class _Generator:
-    def __init__(self, program: BlockProgram, lay: _Layout, module: ir.Module, symbol: str) -> None:
+    def __init__(
+        self, program: BlockProgram, lay: _Layout, module: ir.Module, symbol: str, x_dtype: str | None = None
+    ) -> None:
         self.program = program
         self.lay = lay
         self.ctype = _llvm_type(lay.dtype)
+        self.xtype = _llvm_type(x_dtype or lay.dtype)  # the rows' type: rounded to ctype as they are copied
         pt = ir.PointerType(self.ctype)
         fnty = ir.FunctionType(
-            ir.VoidType(), [pt, I64, ir.PointerType(pt), ir.PointerType(F64), pt, ir.PointerType(F64)]
+            ir.VoidType(),
+            [ir.PointerType(self.xtype), I64, ir.PointerType(pt), ir.PointerType(F64), pt, ir.PointerType(F64)],
         )
         self.fn = ir.Function(module, fnty, symbol)
         self.fn.attributes.add("nounwind")
@@ -717,7 +721,8 @@ class _Generator:
         d, w = self.program.dim, lay.width
         ld = lay.arrays[self.program.x].ld
 
-        ahead_rows = -(-PREFETCH_BYTES // (d * x.itemsize))
+        row_bytes = d * (8 if self.xtype == F64 else 4)
+        ahead_rows = -(-PREFETCH_BYTES // row_bytes)
         if PREFETCH_BYTES:
             i8p = ir.PointerType(ir.IntType(8))
             fn = b.module.globals.get("llvm.prefetch.p0") or ir.Function(
@@ -729,7 +734,7 @@ class _Generator:
             i = b.add(p0, r)
             if PREFETCH_BYTES:  # prefetches never fault: rows past the end need no test
                 ahead = b.bitcast(x.gep(xblock, b.mul(b.add(i, x.i64(ahead_rows)), x.i64(d))), i8p)
-                for line in range(0, d * x.itemsize, 64):
+                for line in range(0, row_bytes, 64):
                     locality = [ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)]  # read, keep, data
                     b.call(fn, [b.gep(ahead, [x.i64(line)]), *locality])
             with b.if_else(b.icmp_signed("<", i, nb), likely=True) as (inside, outside):
@@ -740,7 +745,9 @@ class _Generator:
                     if d % w:
                         vec = x.zero()
                         for j in range(d - d % w, d):
-                            vec = b.insert_element(vec, b.load(x.gep(src, j)), ir.Constant(I32, j % w))
+                            value = b.load(x.gep(src, j))
+                            value = value if self.xtype == self.ctype else b.fptrunc(value, self.ctype)
+                            vec = b.insert_element(vec, value, ir.Constant(I32, j % w))
                         x.vstore(vec, x.gep(dst, d - d % w))
                 with outside:
                     for v in range(ld // w):
@@ -750,8 +757,14 @@ class _Generator:
         x.loop(0, lay.panel, 1, row, nonempty=True)
 
     def _copy_vec(self, src: ir.Value, dst: ir.Value, v: ir.Value) -> None:
-        at = self.b.mul(v, self.x.i64(self.lay.width))
-        self.x.vstore(self.x.vload(self.x.gep(src, at)), self.x.gep(dst, at))
+        b, x = self.b, self.x
+        at = b.mul(v, x.i64(self.lay.width))
+        if self.xtype == self.ctype:
+            x.vstore(x.vload(x.gep(src, at)), x.gep(dst, at))
+            return
+        wide = ir.VectorType(self.xtype, self.lay.width)
+        vec = b.load(b.bitcast(x.gep(src, at), ir.PointerType(wide)), align=8)
+        x.vstore(b.fptrunc(vec, x.vt), x.gep(dst, at))
 
     # -- row ops on one panel
     def _group(self, g: _Group, p0: ir.Value) -> None:
@@ -1126,16 +1139,22 @@ class BlockKernel:
         nv: int | None = None,
         tiles: int | None = None,
         lanes: int | None = None,
+        x_dtype: str | None = None,
         block_rows: int | None = None,
         l2_bytes: int = 192 * 1024,
         symbol: str | None = None,
         object_file: Path | None = None,
     ) -> None:
-        """`symbol`, `object_file`: the function's name and a file of the private cache directory that keeps its
+        """`x_dtype`: the rows' dtype (default `dtype`; float64 rows feed a float32 kernel, rounded as the kernel
+        copies them into its panels, as numpy's astype would: no converted copy of X).
+        `symbol`, `object_file`: the function's name and a file of the private cache directory that keeps its
         object code (verified by native.py's header: sha256, the symbol, the layout and the target); a file that
         does not match is rebuilt, never loaded."""
         self.program = program
         self.dtype = np.dtype(dtype)
+        self.x_dtype = np.dtype(x_dtype or dtype)
+        if self.x_dtype.itemsize < self.dtype.itemsize or self.x_dtype.kind != "f":
+            raise ValueError(f"x_dtype {self.x_dtype} cannot feed a {self.dtype} kernel (float64 rows: float32 ok)")
         lanes = lanes or default_lanes(self.dtype.name, program.dim)
         tile = default_tile(program.dim, lanes, self.dtype.itemsize)
         self.layout = _plan(
@@ -1149,12 +1168,12 @@ class BlockKernel:
         if object_file is not None:
             lay = self.layout
             shape = f"lanes={lay.width} mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows}"
-            shape += f" {self.dtype.name}"
+            shape += f" {self.dtype.name} rows={self.x_dtype.name}"
             tag = f"{self.symbol} {shape} {target_description()} codegen-opt={CODEGEN_OPT}"
             obj = _read_object(object_file, tag)
         if obj is None:
             module = ir.Module(name="symsm_blocks")
-            _Generator(program, self.layout, module, self.symbol).build()
+            _Generator(program, self.layout, module, self.symbol, self.x_dtype.name).build()
             self.ir = str(module)
             obj = compile_module(module)
             self.compiled = True
@@ -1203,12 +1222,12 @@ class BlockKernel:
         lay = self.layout
         if not (
             isinstance(X, np.ndarray)
-            and X.dtype == self.dtype
+            and X.dtype == self.x_dtype
             and X.ndim == 2
             and X.shape[1] == self.program.dim
             and X.flags.c_contiguous
         ):
-            raise TypeError(f"X must be a C-contiguous {self.dtype} array of shape (n, {self.program.dim})")
+            raise TypeError(f"X must be a C-contiguous {self.x_dtype} array of shape (n, {self.program.dim})")
         n = X.shape[0]
         if lay.out_width:
             if not (
