@@ -248,3 +248,119 @@ def test_named_weight_errors():
         model(("scad", 1, 1))
     with pytest.raises(ModelError, match=r"h'\(0\) = oo"):  # h′ must be finite where data may lie
         model(("pow", 0.5))
+
+
+# ------------------------------------------------------------------------------------------- LaTeX, files, CLI, Dask
+
+
+def test_latex_shows_the_box_its_weights_and_the_limits_at_its_ends():
+    from symsm.latex import derivation_latex
+
+    case = box_ggm("min_t2")
+    tex = derivation_latex(case.model.derive())
+    assert r"\in [-1, 1.5] \times [0, \infty) \times (-\infty, 2]" in tex
+    assert r"\int_{[-1, 1.5] \times [0, \infty) \times (-\infty, 2]} f(x;\theta)" in tex
+    assert r"h(x_{0}) &= \min\left(1, \min\left(\frac{3}{2} - x_{0}, x_{0} + 1\right)^{2}\right)" in tex  # exact
+    assert r"h(x_{2}) &= \min\left(1, \left(2 - x_{2}\right)^{2}\right)" in tex
+    for limit in (r"x_{0} \to -1^{+}", r"x_{0} \to 1.5^{-}", r"x_{1} \to 0^{+}", r"x_{2} \to -\infty"):
+        assert rf"\lim_{{{limit}}}" in tex, limit
+    assert r"integration by parts in $x_{i}$ over $[a_{i}, b_{i}]$" in tex and "piece by piece" in tex
+    # a one-dimensional box [0, 1]: the interval itself
+    one = symsm.Model.from_string("-(x - m)**2/2", "x", "m", domain=symsm.Box(0, 1))
+    assert r"$x \in [0, 1]$" in derivation_latex(one.derive())
+
+
+BOX_LOG_F = (
+    "-(K[0,0]*x0**2 + K[1,1]*x1**2 + K[2,2]*x2**2)/2 - K[0,1]*x0*x1 - K[0,2]*x0*x2 - K[1,2]*x1*x2"
+    " + eta0*x0 + eta1*x1 + eta2*x2"
+)
+BOX_TOML = f"""
+name = "box_file"
+data = ["x0", "x1", "x2"]
+params = [{{name = "K", shape = [3, 3], symmetric = true}}, "eta0", "eta1", "eta2"]
+log_f = "{BOX_LOG_F}"
+domain = "box"
+lower = [-1, 0, -inf]
+upper = [1.5, inf, 2]
+weight = "min(t**2, 1)"
+"""
+
+
+def test_model_file_with_a_box(tmp_path):
+    from symsm.model.modelfile import load_model
+
+    path = tmp_path / "box.toml"
+    path.write_text(BOX_TOML)
+    model = load_model(path)
+    case = box_ggm("min_t2")
+    assert model.domain == "box" and model.box == case.model.box
+    X = case.X[:80]
+    assert model.compile().value(case.theta, X) == pytest.approx(case.objective(case.theta, X), rel=1e-12)
+    path.write_text(BOX_TOML.replace('weight = "min(t**2, 1)"', 'weight = ["min_pow", 2, 1]'))
+    assert load_model(path).weight_expr == sp.Min(WEIGHT_VARIABLE, 1) ** 2  # genscore's min_pow(2, 1)
+    path.write_text(BOX_TOML.replace("lower = [-1, 0, -inf]\n", "").replace("upper = [1.5, inf, 2]", "upper = 3"))
+    assert load_model(path).box == symsm.Box(-math.inf, 3).resolve(3)
+
+
+@pytest.mark.parametrize(
+    ("replace", "key", "problem"),
+    [
+        (("lower = [-1, 0, -inf]\nupper = [1.5, inf, 2]\n", ""), "domain", r"needs its bounds"),
+        (("lower = [-1, 0, -inf]", "lower = [-1, 0]"), "lower", r"has 2 bounds; expected a number or 3"),
+        (("lower = [-1, 0, -inf]", 'lower = [-1, "a", 0]'), "lower[1]", r"expected a number"),
+        (("upper = [1.5, inf, 2]", "upper = [1.5, -1, 2]"), "lower", r"lower\[1\] = 0.0 must be below upper\[1\] = -1"),
+        (('domain = "box"', 'domain = "nonnegative"'), "lower", r'applies to domain = "box" only'),
+        (('weight = "min(t**2, 1)"', "weight = [2, 1]"), "weight", r"a named weight or \[name, para, para2\]"),
+        (('weight = "min(t**2, 1)"', 'weight = ["min_pow", "2"]'), "weight[1]", r"expected a number"),
+        (('weight = "min(t**2, 1)"', 'weight = "max(t, 1)"'), "weight", r"must vanish at 0"),
+    ],
+)
+def test_box_model_file_errors_name_the_key(tmp_path, replace, key, problem):
+    from symsm.model.modelfile import ModelFileError, load_model
+
+    path = tmp_path / "box.toml"
+    path.write_text(BOX_TOML.replace(*replace))
+    with pytest.raises(ModelFileError, match=problem) as info:
+        load_model(path)
+    assert info.value.key == key
+
+
+def test_cli_derive_reports_the_box_and_fit_refuses_rows_off_it(tmp_path):
+    from test_domains import _cli
+
+    path = tmp_path / "box.toml"
+    path.write_text(BOX_TOML)
+    out = _cli("derive", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    import json
+
+    data = json.loads(out.stdout)
+    assert data["domain"] == "box" and data["lower"] == [-1.0, 0.0, None] and data["upper"] == [1.5, None, 2.0]
+    X = box_ggm().X[:40].copy()
+    X[4, 2] = 2.25
+    np.save(tmp_path / "X.npy", X)
+    out = _cli("fit", str(path), "--data", str(tmp_path / "X.npy"))
+    assert out.returncode == 1 and "row 4, column 2 (x2): 2.25, above its upper bound 2" in out.stderr, out.stderr
+
+
+def test_dask_passes_follow_the_box():
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    from symsm.runtime import dask as sd
+
+    case = box_ggm("min_t2")
+    loss = case.model.compile()
+    X = case.X
+    with dask.config.set(scheduler="sync"):
+        value, grad = sd.value_and_grad(loss, case.theta, da.from_array(X, chunks=(150, 3)))
+        want_value, want_grad = loss.value_and_grad(case.theta, X)
+        assert value == pytest.approx(want_value, rel=1e-12)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-11)
+        distributed = sd.quadratic_form(loss, da.from_array(X, chunks=(150, 3)))
+        for got, want in zip(distributed, loss.quadratic_form(X), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)
+        bad = X.copy()
+        bad[160, 0] = -3.0
+        with pytest.raises(ValueError, match=r"row 10, column 0 \(x0\): -3.0, below its lower bound -1.*chunk 1"):
+            sd.value(loss, case.theta, da.from_array(bad, chunks=(150, 3)))
