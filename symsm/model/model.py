@@ -175,7 +175,8 @@ class Model:
         elif domain == "box":
             raise ModelError("domain 'box' needs its bounds: pass domain=symsm.Box(lower, upper)")
         elif not isinstance(domain, str) or domain not in DOMAINS:
-            raise ModelError(f"domain must be one of {DOMAINS[:-1]} or a symsm.Box(lower, upper), got {domain!r}")
+            named = tuple(d for d in DOMAINS if d != "box")
+            raise ModelError(f"domain must be one of {named} or a symsm.Box(lower, upper), got {domain!r}")
         elif domain == "nonnegative":
             self.box = Box.nonnegative(len(self.data))
         self.domain = domain
