@@ -364,3 +364,10 @@ def test_dask_passes_follow_the_box():
         bad[160, 0] = -3.0
         with pytest.raises(ValueError, match=r"row 10, column 0 \(x0\): -3.0, below its lower bound -1.*chunk 1"):
             sd.value(loss, case.theta, da.from_array(bad, chunks=(150, 3)))
+
+
+def test_randomised_objectives_refuse_a_box():
+    model = box_ggm().model
+    for objective in ("sliced", "denoising"):
+        with pytest.raises(ValueError, match=f"objective '{objective}' supports the domains \\('real',\\).*'box'"):
+            model.compile(objective=objective)
