@@ -58,7 +58,7 @@ class ModelGraph:
         stopped = g.reverse({self.log_f: g.ONE}, relevant=lambda n: bool(g.mask[n] & self.x_mask))
         self.score = [stopped.get(x, g.ZERO) for x in self.x]
         self.hessian_diag = [g.tangent(s, i, {}) for i, s in enumerate(self.score)]
-        # Domains "nonnegative" and "box": the coordinate weights hᵢ and hᵢ′ (a forward tangent: exact), else None.
+        # Domain "nonnegative": the coordinate weights hᵢ = h(xᵢ) and hᵢ′ (a forward tangent: exact), else None.
         self.objective.check_model(model)
         weights = model.coordinate_weights()
         self.weight: list[int] | None = None
