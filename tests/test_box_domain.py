@@ -393,3 +393,15 @@ def test_box_cuda_kernels_with_min_max_and_the_step_compile_to_ptx():
     # min/max stay in float32 (no promotion to double) and are the GPU's own instructions
     assert not any(".f64" in text for text in ptx.values())
     assert "max.f32" in ptx["value_and_grad"]
+
+
+def test_the_shipped_box_example_fits_a_truncated_normal():
+    model = symsm.load_model("truncated_normal_box_2d")
+    assert model.domain == "box" and model.box == symsm.Box(-0.5, 1).resolve(2)
+    assert model.weight_expr == sp.Min(WEIGHT_VARIABLE, sp.Rational(1, 2)) ** 2
+    mean, cov = np.array([0.4, 0.1]), np.array([[1.0, 0.3], [0.3, 0.8]])
+    X = box_sample(mean, cov, np.array([-0.5, -0.5]), np.array([1.0, 1.0]), 3000, 5)
+    K = np.linalg.inv(cov)
+    truth = model.pack({"K": (K + K.T) / 2, "eta": K @ mean})
+    res = symsm.fit(model, X)
+    assert res.method == "closed_form" and np.all(np.abs(res.theta - truth) < 3 * res.se), (res.theta, truth)
