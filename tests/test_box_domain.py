@@ -98,6 +98,13 @@ def test_box_quadratic_form_matches_hand_written_and_lbfgs():
     assert 0.5 * case.theta @ A @ case.theta + b @ case.theta + c == pytest.approx(
         case.objective(case.theta, X), rel=1e-12
     )
+    # the sparse assembly (only the blocks the score pattern allows; what symsm.path uses) agrees
+    from symsm.runtime.sparse import sparse_quadratic_form
+
+    A_sparse, b_sparse, c_sparse = sparse_quadratic_form(loss, X)
+    np.testing.assert_allclose(A_sparse.toarray(), A_hand, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(b_sparse, b_hand, rtol=1e-12, atol=1e-13)
+    assert c_sparse == pytest.approx(c, rel=1e-12)
     closed = symsm.fit(loss, X)
     assert closed.method == "closed_form" and np.all(closed.se > 0)
     np.testing.assert_allclose(closed.theta, np.linalg.solve(A_hand, -b_hand), rtol=1e-10)
