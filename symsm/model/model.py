@@ -18,14 +18,16 @@ import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
-from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS  # the function table's smoothness
+from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS, WEIGHT_FUNCTIONS  # the table's smoothness
+from .box import Box
 from .tensor import TensorExpr
+from .weights import NAMED_WEIGHTS, named_weight
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
     from ..runtime.loss import CompiledLoss
 
-__all__ = ["Model", "ParamGroup", "matrix", "symmetric"]
+__all__ = ["Box", "Model", "ParamGroup", "matrix", "symmetric"]
 
 # Models written with vectors and matrices: symsm/model/structured.py registers its StructuredModel class and
 # its formula reader here when the package symsm.model is imported (its __init__ imports it, before anything
@@ -39,7 +41,11 @@ def register_structured(model_class: type[Model], from_string: Any) -> None:
     _STRUCTURED.update(model=model_class, from_string=from_string)
 
 
-DOMAINS = ("real", "nonnegative")
+#: The domains by name (`Model.domain`); "box" is given as ``domain=Box(lower, upper)`` (symsm/model/box.py),
+#: "nonnegative" is the box [0, ∞)ᵈ.
+DOMAINS = ("real", "nonnegative", "box")
+#: Domains whose objective is the weighted one, with a weight h of the distance to the boundary.
+WEIGHTED_DOMAINS = ("nonnegative", "box")
 
 #: The argument of a coordinate weight h(t) as the model stores it: one fixed Symbol, so the canonical form
 #: (and the cache key) does not depend on the name the user gave the argument.
@@ -123,13 +129,18 @@ class Model:
     init
         Starting values for fits: a mapping from group or parameter names to values.
     domain
-        "real" (x ∈ Rᵈ, Hyvärinen 2005) or "nonnegative" (x ∈ [0, ∞)ᵈ: generalized score matching,
-        Hyvärinen 2007, Yu, Drton & Shojaie 2019, with the per-coordinate weight h).
+        "real" (x ∈ Rᵈ, Hyvärinen 2005), "nonnegative" (x ∈ [0, ∞)ᵈ: generalized score matching,
+        Hyvärinen 2007, Yu, Drton & Shojaie 2019, with the per-coordinate weight h), or a box
+        ``symsm.Box(lower, upper)`` (aᵢ ≤ xᵢ ≤ bᵢ, bounds possibly infinite; ``model.domain`` is then "box" and
+        ``model.box`` the bounds): coordinate i is weighted by h(distᵢ(xᵢ)), distᵢ = min(xᵢ − aᵢ, bᵢ − xᵢ)
+        (one-sided where a bound is infinite; weight 1 where both are), as genscore's interval domains.
     weight
-        For domain "nonnegative": h(t), applied to each coordinate — a one-argument callable (called once
-        with a sympy Symbol), a sympy ``Lambda``, or a formula string in ``t`` (parsed through the
-        allow-list). Default t². It must be smooth, positive for t > 0, with h(0) = 0 and h′(0) finite,
-        so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes at 0.
+        For domain "nonnegative" or a box: h(t), applied to each coordinate's distance to the boundary — a
+        one-argument callable (called once with a sympy Symbol), a sympy ``Lambda``, a formula string in ``t``
+        (parsed through the allow-list; ``min`` and ``max`` allowed: a capped weight "min(t**2, 1)"), or one of
+        genscore's named weights (``"min_pow"`` or ``("min_pow", 2, 1)``: `NAMED_WEIGHTS`). Default t². It must
+        be continuous and piecewise smooth (h′ taken piecewise, a.e.), positive for t > 0, with h(0) = 0 and
+        h′(0) finite, so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes there.
     """
 
     def __new__(cls, log_f: Any = None, *args: Any, **kwargs: Any) -> Model:
@@ -147,7 +158,7 @@ class Model:
         name: str | None = None,
         description: str = "",
         init: Mapping[str, Any] | None = None,
-        domain: str = "real",
+        domain: str | Box = "real",
         weight: Any = None,
     ) -> None:
         self.log_f = _as_scalar_expr(log_f)
@@ -156,10 +167,20 @@ class Model:
         self.params: tuple[sp.Symbol, ...] = tuple(s for g in self.groups for s in g.symbols)
         self.name = _as_name(name)
         self.description = _as_description(description)
-        if not isinstance(domain, str) or domain not in DOMAINS:
-            raise ModelError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        #: the bounds of domains "nonnegative" ([0, ∞)ᵈ) and "box", one per coordinate; None for the others
+        self.box: Box | None = None
+        if isinstance(domain, Box):
+            self.box = domain.resolve(len(self.data))
+            domain = "box"
+        elif domain == "box":
+            raise ModelError("domain 'box' needs its bounds: pass domain=symsm.Box(lower, upper)")
+        elif not isinstance(domain, str) or domain not in DOMAINS:
+            named = tuple(d for d in DOMAINS if d != "box")
+            raise ModelError(f"domain must be one of {named} or a symsm.Box(lower, upper), got {domain!r}")
+        elif domain == "nonnegative":
+            self.box = Box.nonnegative(len(self.data))
         self.domain = domain
-        #: h(t) as an expression in `WEIGHT_VARIABLE` for domain "nonnegative" (default t²), None for "real"
+        #: h(t) as an expression in `WEIGHT_VARIABLE` for the weighted domains (default t²), None for "real"
         self.weight_expr: sp.Expr | None = _as_weight(weight, domain)
         self._validate()
         self.positive: frozenset[sp.Symbol] = frozenset(p for p in self.params if p.is_positive)
@@ -178,7 +199,7 @@ class Model:
         name: str | None = None,
         description: str = "",
         init: Mapping[str, Any] | None = None,
-        domain: str = "real",
+        domain: str | Box = "real",
         weight: Any = None,
     ) -> Model:
         """Build a model from a formula string, parsed through an allow-list (never `eval`).
@@ -253,18 +274,32 @@ class Model:
             parts += [g.name, repr(g.shape), sp.srepr(g.template)]
         if self.weight_expr is not None:  # (real models keep the form, and the cache keys, they always had)
             parts += ["weight", sp.srepr(self.weight_expr)]
+        if self.domain == "box":  # (and "nonnegative" models theirs: [0, ∞)ᵈ is implied by the name)
+            assert self.box is not None
+            parts += self.box.canonical()
         return parts
 
     @property
     def weight(self) -> sp.Lambda | None:
-        """The coordinate weight h as a sympy Lambda (domain "nonnegative"), None on Rᵈ."""
+        """The coordinate weight h as a sympy Lambda (domains "nonnegative" and "box"), None on Rᵈ."""
         return None if self.weight_expr is None else sp.Lambda(WEIGHT_VARIABLE, self.weight_expr)
 
-    def coordinate_weights(self) -> tuple[sp.Expr, ...] | None:
-        """hᵢ = h(xᵢ) for each data coordinate (domain "nonnegative"), None for the plain objective on Rᵈ."""
-        if self.weight_expr is None:
+    def boundary_distances(self) -> tuple[sp.Expr | None, ...] | None:
+        """distᵢ(xᵢ), the distance to the nearer finite end of coordinate i's interval (xᵢ on [0, ∞); None for
+        a coordinate unbounded on both sides), per coordinate; None on Rᵈ."""
+        if self.box is None:
             return None
-        return tuple(self.weight_expr.xreplace({WEIGHT_VARIABLE: x}) for x in self.data)
+        return tuple(self.box.distance(i, x) for i, x in enumerate(self.data))
+
+    def coordinate_weights(self) -> tuple[sp.Expr, ...] | None:
+        """hᵢ = h(distᵢ(xᵢ)) for each data coordinate (h(xᵢ) on [0, ∞)ᵈ; 1 where a coordinate has no finite
+        bound), None for the plain objective on Rᵈ."""
+        distances = self.boundary_distances()
+        if self.weight_expr is None or distances is None:
+            return None
+        return tuple(
+            sp.Integer(1) if dist is None else self.weight_expr.xreplace({WEIGHT_VARIABLE: dist}) for dist in distances
+        )
 
     # ------------------------------------------------------------------ θ packing
     def pack(self, values: Mapping[str, Any]) -> np.ndarray:
@@ -558,10 +593,18 @@ def _infer_group_name(symbols: Sequence[sp.Symbol]) -> str:
 
 
 def _check_smooth(term: sp.Expr, what: str = "log_f") -> None:
+    """log f: smooth functions only. A weight h may also use min and max (continuous, piecewise smooth: a capped
+    weight min(h(t), c)), whose h′ the objective takes piecewise (a.e.); nothing discontinuous."""
     where = "in a term that depends on the data" if what == "log_f" else "(h(t))"
-    need = "score matching needs log f twice differentiable in x" if what == "log_f" else "h must be smooth"
+    need = (
+        "score matching needs log f twice differentiable in x (min and max are allowed in weights only)"
+        if what == "log_f"
+        else "h must be continuous and piecewise smooth (smooth functions, min and max)"
+    )
     for node in sp.preorder_traversal(term):
         if isinstance(node, (sp.Symbol, sp.Number, sp.NumberSymbol, sp.Add, sp.Mul, sp.Pow)):
+            continue
+        if what != "log_f" and isinstance(node, WEIGHT_FUNCTIONS):
             continue
         if isinstance(node, NON_SMOOTH_FUNCTIONS):
             raise ModelError(f"{what} contains the non-smooth function {type(node).__name__} {where}: {node}; {need}")
@@ -583,16 +626,18 @@ def _as_weight(weight: Any, domain: str) -> sp.Expr | None:
     h > 0 inside the domain. Each is checked here, with sympy where it decides and at a grid of points where
     it does not.
     """
-    if domain == "real":
+    if domain not in WEIGHTED_DOMAINS:
         if weight is not None:
             raise ModelError(
-                "weight applies to domain='nonnegative' (generalized score matching on [0, ∞)^d); "
-                "the plain objective on R^d has no weight"
+                "weight applies to domain='nonnegative' or a symsm.Box (generalized score matching with a weight "
+                f"of the distance to the boundary); the objective on domain {domain!r} has no weight"
             )
         return None
     t = WEIGHT_VARIABLE
     if weight is None:
         return t**2
+    if isinstance(weight, tuple) or (isinstance(weight, str) and weight in NAMED_WEIGHTS):
+        weight = named_weight(*(weight if isinstance(weight, tuple) else (weight,)))
     if isinstance(weight, str):
         from .parse import parse_formula
 
@@ -689,7 +734,7 @@ def _check_positive_weight(expr: sp.Expr) -> None:
     if positive is True:
         return
     for point in _WEIGHT_CHECK_POINTS:
-        value = expr.xreplace({t: sp.Float(point)}).evalf(30)
+        value = expr.xreplace({t: sp.Rational(repr(point))}).evalf(30)  # an exact point: evalf tracks cancellation
         if not (value.is_real and value.is_finite and value > 0):
             raise ModelError(
                 f"weight must be positive for t > 0 (the weighted Fisher divergence is a divergence only then): "

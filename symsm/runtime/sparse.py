@@ -120,7 +120,7 @@ def sparse_quadratic_form(
     nf, nd = len(parts.features), len(parts.dfeatures)
     o0 = nf + nd  # offsets o_i
     c0_col = o0 + d
-    h0 = c0_col + 1  # h_i, then h_i′ (domain "nonnegative" only)
+    h0 = c0_col + 1  # h_i, then h_i′ (weighted domains only: "nonnegative", "box")
     width = h0 + (2 * d if pat.weighted else 0)
     f_index = [np.asarray(ix, dtype=np.int64) for ix in parts.feature_index]
     blocks = [np.zeros((len(c), len(c))) for c in pat.columns]
