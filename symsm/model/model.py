@@ -19,6 +19,7 @@ import sympy as sp
 
 from ..core.errors import ModelError
 from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS  # the function table's smoothness
+from .manifold import MANIFOLD_DOMAINS, Geometry, make_geometry
 from .tensor import TensorExpr
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def register_structured(model_class: type[Model], from_string: Any) -> None:
     _STRUCTURED.update(model=model_class, from_string=from_string)
 
 
-DOMAINS = ("real", "nonnegative")
+DOMAINS = ("real", "nonnegative", "sphere", "simplex")
 
 #: The argument of a coordinate weight h(t) as the model stores it: one fixed Symbol, so the canonical form
 #: (and the cache key) does not depend on the name the user gave the argument.
@@ -130,6 +131,13 @@ class Model:
         with a sympy Symbol), a sympy ``Lambda``, or a formula string in ``t`` (parsed through the
         allow-list). Default t². It must be smooth, positive for t > 0, with h(0) = 0 and h′(0) finite,
         so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes at 0.
+        For domains "sphere" and "simplex" (symsm/model/manifold.py): "ones" (h = 1, the sphere's default),
+        "minsq" = min(min_j z_j², a_c²) (the sqrt-mapped simplex's default) or "prodsq" = min(∏_j z_j², a_c²);
+        on the sphere also h(x) as a formula string or sympy expression in the data coordinates.
+    transform, a_c
+        Domain "simplex" only: "sqrt" (default: z = √u on the positive part of the sphere, Scealy & Wood
+        2023; zeros allowed under a boundary weight) or "alr" (ℝ^{d−1}, no zeros). a_c: the cap of the
+        minsq / prodsq weight (default 0.01, Scealy & Wood's value).
     """
 
     def __new__(cls, log_f: Any = None, *args: Any, **kwargs: Any) -> Model:
@@ -149,6 +157,8 @@ class Model:
         init: Mapping[str, Any] | None = None,
         domain: str = "real",
         weight: Any = None,
+        transform: str | None = None,
+        a_c: float | None = None,
     ) -> None:
         self.log_f = _as_scalar_expr(log_f)
         self.data: tuple[sp.Symbol, ...] = _as_data_symbols(data)
@@ -159,9 +169,18 @@ class Model:
         if not isinstance(domain, str) or domain not in DOMAINS:
             raise ModelError(f"domain must be one of {DOMAINS}, got {domain!r}")
         self.domain = domain
-        #: h(t) as an expression in `WEIGHT_VARIABLE` for domain "nonnegative" (default t²), None for "real"
-        self.weight_expr: sp.Expr | None = _as_weight(weight, domain)
-        self._validate()
+        #: sphere / simplex: where score matching happens (symsm/model/manifold.py), else None
+        self.geometry: Geometry | None = None
+        #: h(t) as an expression in `WEIGHT_VARIABLE` for domain "nonnegative" (default t²), None otherwise
+        self.weight_expr: sp.Expr | None = None
+        if domain in MANIFOLD_DOMAINS:
+            self._validate()
+            self.geometry = make_geometry(domain, self.log_f, self.data, weight, transform, a_c)
+        else:
+            if transform is not None or a_c is not None:
+                raise ModelError("transform and a_c apply to domain='simplex' (a_c also to 'sphere') only")
+            self.weight_expr = _as_weight(weight, domain)
+            self._validate()
         self.positive: frozenset[sp.Symbol] = frozenset(p for p in self.params if p.is_positive)
         self.init: dict[str, Any] = dict(init or {})
         self._initial_theta = self._resolve_init(self.init)
@@ -180,6 +199,8 @@ class Model:
         init: Mapping[str, Any] | None = None,
         domain: str = "real",
         weight: Any = None,
+        transform: str | None = None,
+        a_c: float | None = None,
     ) -> Model:
         """Build a model from a formula string, parsed through an allow-list (never `eval`).
 
@@ -212,9 +233,11 @@ class Model:
                 symbols[str(s)] = s
         indexed = {name: g for name, g in groups.items() if isinstance(g, sp.MatrixBase)}
         log_f = parse_formula(formula, symbols, indexed=indexed)
+        extra = {} if transform is None and a_c is None else {"transform": transform, "a_c": a_c}
         return cls(
-            log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight
-        )
+            log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight,
+            **extra,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ properties
     @property
@@ -253,6 +276,8 @@ class Model:
             parts += [g.name, repr(g.shape), sp.srepr(g.template)]
         if self.weight_expr is not None:  # (real models keep the form, and the cache keys, they always had)
             parts += ["weight", sp.srepr(self.weight_expr)]
+        if self.geometry is not None:
+            parts += self.geometry.canonical()
         return parts
 
     @property
