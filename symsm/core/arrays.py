@@ -92,7 +92,7 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
                 row = start + int(bad[0])
                 raise ValueError(
                     f"{name} has rows off the unit sphere (domain='sphere': every row must have norm 1 to within "
-                    f"{tol:.1e}); the first is row {row}, with norm {norms[bad[0]]!r} — divide each row by its norm"
+                    f"{tol:.1e}); the first is row {row}, with norm {float(norms[bad[0]])!r} — divide each row by its norm"
                 )
             continue
         positive = geometry.transform == "alr" or geometry.weight_name == "ones"
@@ -102,14 +102,14 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
             need = "> 0 (alr and the unweighted sqrt map take logs or divide by them)" if positive else ">= 0"
             raise ValueError(
                 f"{name} has a row outside the simplex (domain='simplex' needs entries {need}); the first is row "
-                f"{start + row}, column {col} ({model.data_names[col]}): {chunk[row, col]!r}"
+                f"{start + row}, column {col} ({model.data_names[col]}): {float(chunk[row, col])!r}"
             )
         sums = chunk.sum(axis=1)
         bad = np.flatnonzero(np.abs(sums - 1.0) > tol)
         if bad.size:
             raise ValueError(
                 f"{name} has rows off the simplex (domain='simplex': every row must sum to 1 to within {tol:.1e}); "
-                f"the first is row {start + int(bad[0])}, with sum {sums[bad[0]]!r} — divide each row by its sum"
+                f"the first is row {start + int(bad[0])}, with sum {float(sums[bad[0]])!r} — divide each row by its sum"
             )
 
 
