@@ -94,7 +94,31 @@ class ManifoldParts:
         z, g = geometry.coords, geometry.log_f
         score = tuple(_tidy(sp.diff(g, zi)) for zi in z)
         hd = tuple(_tidy(sp.diff(s, zi)) for s, zi in zip(score, z, strict=True))
-        return cls(geometry, params, score, hd, cls.integrand(geometry, score, hd))
+        objective = cls.integrand(geometry, score, hd)
+        if cls.boundary_safe(geometry):
+            objective = cls.without_theta_free_terms(objective, params)
+        return cls(geometry, params, score, hd, objective)
+
+    @staticmethod
+    def boundary_safe(geometry: Any) -> bool:
+        """True for the sqrt-mapped simplex under a boundary weight, where data may have zeros (z_j = 0)."""
+        return geometry.transform == "sqrt" and geometry.weight is not None
+
+    @staticmethod
+    def without_theta_free_terms(objective: sp.Expr, params: Sequence[sp.Symbol]) -> sp.Expr:
+        """The integrand expanded, its terms of the data alone dropped (J̃ up to a θ-free constant).
+
+        On the sqrt-mapped simplex the score has terms c_j/z_j (from log z_j: the Jacobian, u_j^β), infinite
+        at a zero z_j = 0, where the weight h ≤ z_j² vanishes: the integrand has a finite limit there, but
+        written as it comes (h · (c/z)², ∂ⱼh · c/z) it is 0 · ∞ in floating point. Expanded, sympy's products
+        cancel z_j against 1/z_j (∂ⱼh ∝ z_j; the PPI statistics' ∂ⱼt ∝ z_j), so every term that depends on θ
+        through the score's finite part is a finite expression; what stays 0 · ∞ is h c²/z_j² and h c/z_j², free
+        of θ when c is (β fixed), and dropped: J̃ changes by a constant, θ̂, ∇θJ̃ and the SEs do not. With a
+        c that depends on θ (β estimated), rows with zeros stay non-finite and are reported as such.
+        """
+        theta = set(params)
+        terms = sp.Add.make_args(sp.expand(objective))
+        return sp.Add(*[t for t in terms if t.free_symbols & theta])
 
     @staticmethod
     def integrand(geometry: Any, score: Sequence[sp.Expr], hd: Sequence[sp.Expr]) -> sp.Expr:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import sympy as sp
 
+from ..derive.derivation import ManifoldParts
 from ..derive.graph import ExprGraph
 from ..derive.stable import stable_log_f
 from .ir import Assign, KernelIR, _inline_single_use, _reads
@@ -91,6 +92,7 @@ class ModelGraph:
         if geometry.weight is not None:
             self.manifold_weight = g.from_sympy(geometry.weight)
         self.integrand = self.objective.integrand(self)
+        parts = ManifoldParts.derive(geometry, self.model.params) if ManifoldParts.boundary_safe(geometry) else None
         if tuple(geometry.coords) != tuple(self.model.data):
             mapping = {zi: g.from_sympy(b) for zi, b in zip(z, geometry.back, strict=True)}
             memo: dict[int, int] = {}
@@ -99,6 +101,10 @@ class ModelGraph:
             self.hessian_diag = [g.substitute(h, mapping, memo) for h in self.hessian_diag]
             self.log_f = g.substitute(self.log_f, mapping, memo)
         self.x = data_x
+        if parts is not None:
+            # zeros allowed (sqrt map under a boundary weight): the integrand in the expanded form that is
+            # finite at z_j = 0 (`ManifoldParts.without_theta_free_terms`), from sympy
+            self.integrand = g.from_sympy(parts.in_data((parts.objective,))[0])
 
     def degree_in_data(self) -> float:
         """Polynomial degree of the integrand in x (inf when not a polynomial)."""
