@@ -92,8 +92,9 @@ class ManifoldParts:
     @classmethod
     def derive(cls, geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
         z, g = geometry.coords, geometry.log_f
-        score = tuple(_tidy(sp.diff(g, zi)) for zi in z)
-        hd = tuple(_tidy(sp.diff(s, zi)) for s, zi in zip(score, z, strict=True))
+        tidy = (lambda e: e) if geometry.rewrites else _tidy  # together() would hide what the rewrites match
+        score = tuple(tidy(sp.diff(g, zi)) for zi in z)
+        hd = tuple(tidy(sp.diff(s, zi)) for s, zi in zip(score, z, strict=True))
         objective = cls.integrand(geometry, score, hd)
         if cls.boundary_safe(geometry):
             objective = cls.without_theta_free_terms(objective, params)
@@ -141,7 +142,13 @@ class ManifoldParts:
     def in_data(self, exprs: Sequence[sp.Expr]) -> tuple[sp.Expr, ...]:
         """The expressions with z replaced by its expression in the data coordinates."""
         back = dict(zip(self.geometry.coords, self.geometry.back, strict=True))
-        return tuple(sp.sympify(e).xreplace(back) for e in exprs)
+        out = []
+        for e in exprs:
+            e = sp.sympify(e)
+            for old, new in self.geometry.rewrites:
+                e = e.xreplace({old: new})
+            out.append(e.xreplace(back))
+        return tuple(out)
 
     def quadratic_parts(self) -> QuadraticParts:
         """J̃ = ½θᵀAθ + bᵀθ + c₀ per sample when the score in z is affine in θ (the caller checks it).

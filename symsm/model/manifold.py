@@ -68,6 +68,9 @@ class Geometry:
     weight_name: str
     transform: str | None
     a_c: float | None
+    #: exact rewrites applied before `back` when writing derivatives in the data (alr: 1 + Σ e^y → 1/u_d,
+    #: e^{y_i} → u_i/u_d), so that they read in u
+    rewrites: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
 
     def canonical(self) -> list[str]:
         """What enters the model's cache key beyond log f and the domain."""
@@ -149,7 +152,8 @@ def make_geometry(
     mapped = sp.expand_log(log_f, force=True).xreplace({sp.log(u): lu for u, lu in zip(data, log_u, strict=True)})
     mapped = mapped.xreplace(subs) + sp.Add(*log_u)
     back = tuple(sp.log(u) - sp.log(data[-1]) for u in data[:-1])
-    return Geometry("real", y, _data_terms(mapped, y), back, None, "ones", "alr", None)
+    rewrites = ((denom, 1 / data[-1]), *((sp.exp(yi), u / data[-1]) for yi, u in zip(y, data, strict=False)))
+    return Geometry("real", y, _data_terms(mapped, y), back, None, "ones", "alr", None, rewrites)
 
 
 def _data_terms(expr: sp.Expr, coords: tuple[sp.Symbol, ...]) -> sp.Expr:

@@ -8,8 +8,11 @@ A model file holds one model::
     params = ["m0", "m1", {name = "s", positive = true}, {name = "W", shape = [2, 2]},
               {name = "P", shape = [2, 2], symmetric = true}, {name = "b", shape = [2]}]
     log_f = "-(nu + 2)/2 * log(1 + ...)"      # the formula; W[0, 1] or W_0_1 name matrix entries
-    domain = "real"                           # optional: "real" or "nonnegative"
-    weight = "t**2/(1 + t**2)"                # optional, domain "nonnegative" only: h(t) (default t**2)
+    domain = "real"                           # optional: "real", "nonnegative", "sphere" or "simplex"
+    weight = "t**2/(1 + t**2)"                # optional: h(t) on [0, ∞) (default t**2); on the sphere and
+                                              # the simplex "ones", "minsq" or "prodsq" (or h(x) on the sphere)
+    transform = "sqrt"                        # optional, domain "simplex" only: "sqrt" (default) or "alr"
+    a_c = 0.01                                # optional: the cap of the minsq / prodsq weight
     [init]                                    # optional starting values
     s = 1.0
     W = [[1.0, 0.0], [0.0, 1.0]]
@@ -58,7 +61,7 @@ __all__ = [
 MAX_FILE_BYTES = 4_000_000  # a model file; the formula itself is limited to 1M characters by the parser
 MAX_DATA = 10_000  # data coordinates
 MAX_PARAMETERS = 100_000  # entries of θ (a 128 × 128 unmixing matrix has 16 384)
-KEYS = ("name", "description", "data", "params", "log_f", "domain", "weight", "init")
+KEYS = ("name", "description", "data", "params", "log_f", "domain", "weight", "init", "transform", "a_c")
 REQUIRED = ("data", "params", "log_f")
 PARAM_KEYS = ("name", "shape", "symmetric", "positive")
 
@@ -150,8 +153,23 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
     if weight is not None:
         if not isinstance(weight, str):
             raise fail("weight", f'expected a formula in t such as "t**2/(1 + t**2)", got {_kind(weight)}')
-        if domain != "nonnegative":
-            raise fail("weight", 'applies to domain = "nonnegative" only')
+        if domain not in ("nonnegative", "sphere", "simplex"):
+            raise fail("weight", 'applies to domain = "nonnegative", "sphere" or "simplex" only')
+    manifold: dict[str, Any] = {}
+    transform = table.get("transform")
+    if transform is not None:
+        if domain != "simplex":
+            raise fail("transform", 'applies to domain = "simplex" only')
+        if not isinstance(transform, str):
+            raise fail("transform", f'expected "sqrt" or "alr", got {_kind(transform)}')
+        manifold["transform"] = transform
+    a_c = table.get("a_c")
+    if a_c is not None:
+        if domain not in ("sphere", "simplex"):
+            raise fail("a_c", 'applies to domain = "sphere" or "simplex" only')
+        if isinstance(a_c, bool) or not isinstance(a_c, (int, float)):
+            raise fail("a_c", f"expected a number in (0, 1], got {_kind(a_c)}")
+        manifold["a_c"] = float(a_c)
     init = _checked_init(table, fail)
 
     try:
@@ -164,10 +182,11 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
             init=init,
             domain=domain,
             weight=weight,
+            **manifold,
         )
     except ModelError as exc:
         message = str(exc)
-        key = next((k for k in ("init", "weight") if message.startswith(k)), "log_f")
+        key = next((k for k in ("init", "weight", "transform", "a_c") if message.startswith(k)), "log_f")
         raise fail(key, message.removeprefix(f"{key}: ")) from None
 
 
