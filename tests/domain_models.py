@@ -40,6 +40,28 @@ WEIGHTS: dict[str, Weight] = {
     ),
 }
 
+#: capped and kinked weights (min, max: h′ piecewise, a.e.); the data never sit exactly on a kink
+CAPPED: dict[str, Weight] = {
+    "min_t2": Weight("min_t2", "min(t**2, 1)", lambda t: np.minimum(t**2, 1), lambda t: np.where(t < 1, 2 * t, 0.0)),
+    # genscore's min_log_pow with para = 2, para2 = 1: min(log(1 + t), 1)²
+    "min_log_pow": Weight(
+        "min_log_pow",
+        "min(log(1 + t), 1)**2",
+        lambda t: np.minimum(np.log1p(t), 1) ** 2,
+        lambda t: np.where(t < np.e - 1, 2 * np.log1p(t) / (1 + t), 0.0),
+    ),
+    # a callable with max: t² up to 1, then 1/t
+    "t2_over_max": Weight(
+        "t2_over_max",
+        lambda t: t**2 / sp.Max(1, t**3),
+        lambda t: t**2 / np.maximum(1, t**3),
+        lambda t: np.where(t < 1, 2 * t, -1 / np.maximum(t, 1) ** 2),
+    ),
+}
+
+
+ALL_WEIGHTS = {**WEIGHTS, **CAPPED}
+
 
 @dataclass
 class DomainCase:
@@ -76,7 +98,7 @@ def truncated_normal(weight: str = "t2", domain: str = "nonnegative") -> DomainC
     x = sp.Symbol("x", real=True)
     mu = sp.Symbol("mu", real=True)
     sigma = sp.Symbol("sigma", positive=True)
-    w = WEIGHTS[weight]
+    w = ALL_WEIGHTS[weight]
     kwargs = {"weight": w.spec} if domain == "nonnegative" else {}
     model = symsm.Model(
         -((x - mu) ** 2) / (2 * sigma**2), [x], [mu, sigma], name=f"truncated_normal_{weight}", domain=domain, **kwargs
@@ -114,7 +136,7 @@ def nonnegative_ggm(weight: str = "t2", cubic: bool = False) -> DomainCase:
     log_f = -(xv.T * K * xv)[0, 0] / 2 + sum(e * xi for e, xi in zip(eta, x, strict=True))
     if cubic:
         log_f -= sum(xi**3 for xi in x) / 6
-    w = WEIGHTS[weight]
+    w = ALL_WEIGHTS[weight]
     name = f"nonnegative_ggm_{weight}{'_cubic' if cubic else ''}"
     model = symsm.Model(log_f, list(x), {"K": K, "eta": list(eta)}, name=name, domain="nonnegative", weight=w.spec)
 

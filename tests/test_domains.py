@@ -270,7 +270,7 @@ def test_weight_forms_and_default():
         ({"domain": "nonnegative", "weight": sp.sqrt}, r"h'\(0\) = oo.*differentiable at 0"),
         (
             {"domain": "nonnegative", "weight": lambda t: sp.Abs(t) * t},
-            r"weight contains the non-smooth function Abs.*must be smooth",
+            r"weight contains the non-smooth function Abs.*must be continuous and piecewise smooth",
         ),
         ({"domain": "nonnegative", "weight": lambda t: t**2 * sp.Symbol("a")}, r"also depends on a"),
         ({"domain": "nonnegative", "weight": lambda t: sp.I * t**2}, r"must be real and finite"),

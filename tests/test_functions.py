@@ -40,13 +40,16 @@ POINTS = {"log": (0.3, 1.0, 7.5), "acosh": (1.2, 2.0, 9.0), "asin": (-0.7, 0.1, 
 POINTS["atanh"] = POINTS["asin"]
 POINTS["log1p"] = (-0.6, 0.2, 4.0)
 DEFAULT_POINTS = (-1.3, 0.2, 0.9)
-NODES = [f for f in FUNCTIONS if f.cls is not None]
+NODES = [f for f in FUNCTIONS if f.cls is not None and f.smooth]
+#: piecewise smooth records (min, max: weights only) and the step in their derivatives
+PIECEWISE = [f for f in FUNCTIONS if not f.smooth]
 
 
 def test_names_are_unique_and_the_lookups_cover_the_table():
     assert len(BY_NAME) == len(FUNCTIONS)
-    assert set(BY_CLASS.values()) == set(NODES)
-    assert all(BY_CLASS[f.cls] is f for f in NODES)
+    assert set(BY_CLASS.values()) == set(NODES) | set(PIECEWISE)
+    assert {f.name for f in PIECEWISE} == {"min", "max", "heaviside"}
+    assert all(BY_CLASS[f.cls] is f for f in NODES + PIECEWISE)
     assert set(SMOOTH_FUNCTIONS) == {f.cls for f in NODES if f.smooth}
     assert not set(SMOOTH_FUNCTIONS) & set(NON_SMOOTH_FUNCTIONS)
 
@@ -105,8 +108,13 @@ def test_the_parser_allows_exactly_the_table_parser_functions():
     for name, (constructor, arity) in parse.FUNCTIONS.items():
         assert BY_NAME[name].sympy is constructor and BY_NAME[name].arity == arity
     x = sp.Symbol("x", real=True)
-    for name in PARSER_FUNCTIONS:
-        assert parse_formula(f"{name}(x)", {"x": x}) == BY_NAME[name].sympy(x)
+    for name, f in PARSER_FUNCTIONS.items():
+        if f.arity is None:  # min, max: two arguments or more
+            assert parse_formula(f"{name}(x, 1, x**2)", {"x": x}) == f.sympy(x, 1, x**2)
+            with pytest.raises(ModelError, match="two or more arguments"):
+                parse_formula(f"{name}(x)", {"x": x})
+        else:
+            assert parse_formula(f"{name}(x)", {"x": x}) == f.sympy(x)
     with pytest.raises(ModelError, match=r"allowed: " + ", ".join(sorted(PARSER_FUNCTIONS))):
         parse_formula("gamma(x)", {"x": x})
     for f in FUNCTIONS:
@@ -115,7 +123,7 @@ def test_the_parser_allows_exactly_the_table_parser_functions():
                 parse_formula(f"{f.name}(x)", {"x": x})
 
 
-@pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.name)
+@pytest.mark.parametrize("function", [f for f in FUNCTIONS if f.arity == 1], ids=lambda f: f.name)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_every_printer_prints_every_function(function, dtype):
     x = sp.Symbol("x")

@@ -115,14 +115,23 @@ class ScalarMathPrinter(PythonCodePrinter):
         return super()._print_Mul(expr)
 
     def _print_Function(self, expr: sp.Function) -> str:
-        """Only functions of the table with a scalar math.* equivalent are printable (strict)."""
+        """Only functions of the table with a scalar math.* equivalent are printable (strict); min and max
+        print as the builtins (n-ary, typed by numba in the kernel's dtype)."""
         function = BY_CLASS.get(type(expr))
         if function is None or function.math is None:
             raise CodegenError(f"function {type(expr).__name__} has no scalar implementation for numba kernels")
         return f"{function.math}({', '.join(self._print(a) for a in expr.args)})"
 
+    def _print_Heaviside(self, expr: sp.Heaviside) -> str:
+        """H(u) with H(0) = ½ (the function table's convention) as a conditional expression of typed literals."""
+        if expr.args[1:] not in ((), (sp.S.Half,)):
+            raise CodegenError(f"Heaviside with H(0) = {expr.args[1]} is not supported (symsm uses H(0) = 1/2)")
+        u = self.parenthesize(expr.args[0], PRECEDENCE["Relational"] + 1)
+        one, zero, half = self.number(1), self.number(0), self.number(0.5)
+        return f"({one} if {u} > {zero} else ({zero} if {u} < {zero} else {half}))"
+
 
 # sympy's PythonCodePrinter prints every function it knows (gamma, floor, ...) through its own methods;
 # route them all through the strict `_print_Function` so only the supported ones reach generated code.
-for _name in [*PythonCodePrinter._kf, *(cls.__name__ for cls in BY_CLASS)]:
+for _name in [*PythonCodePrinter._kf, *(cls.__name__ for cls in BY_CLASS if cls is not sp.Heaviside)]:
     setattr(ScalarMathPrinter, f"_print_{_name.split('.')[-1]}", ScalarMathPrinter._print_Function)

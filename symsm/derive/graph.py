@@ -28,7 +28,7 @@ from typing import Any
 import sympy as sp
 
 from ..core.errors import CodegenError
-from ..core.functions import BY_CLASS, BY_NAME, X, Y
+from ..core.functions import BY_CLASS, BY_NAME, X2, X, Y
 
 __all__ = ["ExprGraph", "Number"]
 
@@ -50,7 +50,7 @@ class ExprGraph:
 
     Ops: "const" (payload: Fraction or float), "leaf" (payload: (kind, sympy Symbol)), "add", "mul"
     (n-ary, canonically ordered arguments), "pow" (payload: numeric exponent), "powv" (base, exponent
-    nodes), "fn" (payload: function name, one argument).
+    nodes), "fn" (payload: function name; one argument, or two for min and max: n-ary ones are nested).
     """
 
     def __init__(self, n_data: int = 0) -> None:
@@ -270,7 +270,16 @@ class ExprGraph:
             return self.pow(base, self.payload[exponent])
         return self._node("powv", (base, exponent), None, self.mask[base] | self.mask[exponent])
 
-    def fn(self, name: str, arg: int) -> int:
+    def fn(self, name: str, *args: int) -> int:
+        if len(args) == 2:  # min, max
+            first, second = args
+            if first == second:
+                return first
+            if self.op[first] == "const" and self.op[second] == "const":
+                return self.const((min if name == "min" else max)(self.payload[first], self.payload[second]))
+            first, second = sorted(args)  # min and max are symmetric: one node for both orders
+            return self._node("fn", (first, second), name, self.mask[first] | self.mask[second])
+        (arg,) = args
         if self.op[arg] == "const":
             folded = self._fold(name, self.payload[arg])
             if folded is not None:
@@ -279,6 +288,8 @@ class ExprGraph:
 
     def _fold(self, name: str, value: Number) -> int | None:
         """f(constant) as a constant (exact where the float result is an integer: sin(0) → 0, exp(0) → 1)."""
+        if name == "heaviside":  # H(0) = ½, as in the function table's rules
+            return self.const(Fraction(1) if value > 0 else Fraction(0) if value < 0 else Fraction(1, 2))
         scalar = BY_NAME[name].scalar
         if scalar is None:
             return None
@@ -318,6 +329,13 @@ class ExprGraph:
                 out = self.powv(visit(e.base), visit(e.exp))
             elif isinstance(e, sp.Function) and type(e) in BY_CLASS and len(e.args) == 1:
                 out = self.fn(BY_CLASS[type(e)].name, visit(e.args[0]))
+            elif isinstance(e, (sp.Min, sp.Max)):  # n-ary: nested, two arguments at a time
+                name = BY_CLASS[type(e)].name
+                out = visit(e.args[0])
+                for a in e.args[1:]:
+                    out = self.fn(name, out, visit(a))
+            elif isinstance(e, sp.Heaviside) and e.args[1:] in ((), (sp.S.Half,)):
+                out = self.fn("heaviside", visit(e.args[0]))
             else:
                 raise CodegenError(f"cannot differentiate {type(e).__name__}: {e}")
             memo[e] = out
@@ -352,7 +370,7 @@ class ExprGraph:
         if op == "powv":
             return sp.Pow(args[0], args[1])
         if op == "fn":
-            return BY_NAME[self.payload[n]].sympy(args[0])
+            return BY_NAME[self.payload[n]].sympy(*args)
         raise CodegenError(f"unknown node {op}")
 
     def expression(self, n: int) -> sp.Expr:
@@ -381,17 +399,22 @@ class ExprGraph:
             a, b = args
             return [(a, self.mul(b, n, self.pow(a, -1))), (b, self.mul(n, self.fn("log", a)))]
         if op == "fn":
+            if len(args) == 2:  # min, max: one rule per argument
+                rules = _rule(self.payload[n])
+                return [(a, self._build(r, args, n)) for a, r in zip(args, rules, strict=True)]
             return [(args[0], self._function_derivative(self.payload[n], args[0], n))]
         return []
 
     def _function_derivative(self, name: str, a: int, n: int) -> int:
         """d n/d a for n = name(a), by the function table's rule (X → a, Y → n)."""
-        return self._build(_rule(name), a, n)
+        return self._build(_rule(name), (a,), n)
 
-    def _build(self, rule: tuple, a: int, n: int) -> int:
+    def _build(self, rule: tuple, a: tuple[int, ...], n: int) -> int:
         op = rule[0]
         if op == "X":
-            return a
+            return a[0]
+        if op == "X2":
+            return a[1]
         if op == "Y":
             return n
         if op == "const":
@@ -532,7 +555,7 @@ class ExprGraph:
             elif op == "powv":
                 memo[m] = self.powv(new[0], new[1])
             elif op == "fn":
-                memo[m] = self.fn(self.payload[m], new[0])
+                memo[m] = self.fn(self.payload[m], *new)
             else:
                 raise CodegenError(f"cannot substitute into node {op}")
         return memo.get(n, n)
@@ -597,9 +620,10 @@ class ExprGraph:
 
 
 @functools.cache
-def _rule(name: str) -> tuple:
+def _rule(name: str) -> Any:
     """The derivative rule of `name` (symsm/core/functions.py) as a tree of graph operations, converted once:
-    ("X",) | ("Y",) | ("const", number) | ("add" | "mul", (rules...)) | ("pow", rule, exponent) | ("fn", name, rule).
+    ("X",) | ("X2",) | ("Y",) | ("const", number) | ("add" | "mul", (rules...)) | ("pow", rule, exponent) |
+    ("fn", name, rule); a tuple of two such trees for a two-argument function (min, max).
     Each numeric coefficient is one constant (2/√π one float, as a hand-written rule would have it)."""
     function = BY_NAME.get(name)
     if function is None or function.derivative is None:
@@ -608,6 +632,8 @@ def _rule(name: str) -> tuple:
     def convert(e: sp.Expr) -> tuple:
         if e == X:
             return ("X",)
+        if e == X2:
+            return ("X2",)
         if e == Y:
             return ("Y",)
         if not e.free_symbols:
@@ -615,7 +641,7 @@ def _rule(name: str) -> tuple:
         if isinstance(e, sp.Add):
             return ("add", tuple(convert(t) for t in e.args))
         if isinstance(e, sp.Mul):
-            coeff, rest = e.as_independent(X, Y, as_Add=False)
+            coeff, rest = e.as_independent(X, X2, Y, as_Add=False)
             if coeff != 1:
                 return ("mul", (("const", _number(coeff)), convert(rest)))
             return ("mul", tuple(convert(f) for f in e.args))
@@ -623,8 +649,12 @@ def _rule(name: str) -> tuple:
             return ("pow", convert(e.base), _number(e.exp))
         if isinstance(e, sp.Function) and type(e) in BY_CLASS and len(e.args) == 1:
             return ("fn", BY_CLASS[type(e)].name, convert(e.args[0]))
+        if isinstance(e, sp.Heaviside):
+            return ("fn", "heaviside", convert(e.args[0]))
         raise CodegenError(f"cannot build the derivative rule {e} of {name} on the graph")
 
+    if isinstance(function.derivative, tuple):
+        return tuple(convert(r) for r in function.derivative)
     return convert(function.derivative)
 
 

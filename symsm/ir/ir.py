@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..core.errors import CodegenError
-from ..core.functions import BY_CLASS, derivative
+from ..core.functions import BY_CLASS, derivative, derivatives
 
 __all__ = ["Assign", "KernelIR", "build_forward_ir", "build_value_and_grad_ir", "data_columns", "hoist_invariants"]
 
@@ -193,7 +193,7 @@ class Tape:
                 op = sp.Pow(self.emit(expr.base ** (-expr.exp)), -1)
             else:
                 op = sp.Pow(self.emit(expr.base), expr.exp if expr.exp.is_Number else self.emit(expr.exp))
-        elif isinstance(expr, sp.Function):
+        elif isinstance(expr, (sp.Function, sp.Min, sp.Max)):
             op = expr.func(*[self.emit(a) for a in expr.args])
         else:
             raise CodegenError(f"cannot generate code for {type(expr).__name__}: {expr}")
@@ -238,9 +238,13 @@ def _local_derivatives(target: sp.Symbol, op: sp.Expr) -> list[tuple[sp.Symbol, 
     for arg in sorted(op.free_symbols, key=str):
         if isinstance(op, sp.Pow) and not op.exp.is_Integer and op.exp.is_Number and arg == op.base:
             local = op.exp * target / arg  # d a**r = r a**r / a: no second root or power
-        elif isinstance(op, sp.Function) and len(op.args) == 1:
-            inner = op.args[0]
+        elif (isinstance(op, sp.Function) and len(op.args) == 1) or isinstance(op, sp.Heaviside):
+            inner = op.args[0]  # (Heaviside's second argument is its value at 0, a number)
             local = _function_derivative(op, target) * (1 if inner == arg else sp.diff(inner, arg))
+        elif isinstance(op, (sp.Min, sp.Max)) and len(op.args) == 2 and all(a.is_Atom for a in op.args):
+            first, second = op.args
+            rules = derivatives(BY_CLASS[op.func], first, second, target)  # the table's rule: H(0) = ½ at a tie
+            local = sum((r for a, r in zip(op.args, rules, strict=True) if a == arg), sp.Integer(0))
         else:
             local = sp.diff(op, arg)
         out.append((arg, local))

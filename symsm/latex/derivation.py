@@ -278,6 +278,8 @@ class _Builder:
                 [(h_i, self._printable(self.weight_at(xg))), (hp_i, self._printable(self.weight_at(xg, prime=True)))]
             ),
             "boundary_term": boundary,
+            # a capped or kinked weight (min, max): h′ is taken piecewise, and the text says so
+            "kinked": [True] if self.weight is not None and self.weight.has(sp.Min, sp.Max) else [],
         }
 
     def partial(self, k: int | None, of: str = r"\log f") -> str:

@@ -117,6 +117,12 @@ class SymsmLatexPrinter(LatexPrinter):
             body = rf"\left({body}\right)"
         return rf"\sum\nolimits_{{{var}={lo}}}^{{{hi}}} {body}"
 
+    def _print_Heaviside(self, expr: sp.Expr, exp: str | None = None) -> str:
+        """The step in the derivative of a capped weight (min, max) as an indicator, 𝟏[u > 0]: sympy's θ(u)
+        would read as the parameter vector θ."""
+        tex = rf"\mathbf{{1}}\left[{self._print(expr.args[0])} > 0\right]"
+        return tex if exp is None else rf"{tex}^{{{exp}}}"
+
     def _needs_mul_brackets(self, expr: sp.Expr, first: bool = False, last: bool = False) -> bool:
         """A function application carries its own brackets; sympy's rule for Sums does not apply."""
         if isinstance(expr, sp.Function):

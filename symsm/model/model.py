@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
-from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS  # the function table's smoothness
+from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS, WEIGHT_FUNCTIONS  # the table's smoothness
 from .manifold import MANIFOLD_DOMAINS, Geometry, make_geometry
 from .tensor import TensorExpr
 
@@ -583,10 +583,18 @@ def _infer_group_name(symbols: Sequence[sp.Symbol]) -> str:
 
 
 def _check_smooth(term: sp.Expr, what: str = "log_f") -> None:
+    """log f: smooth functions only. A weight h may also use min and max (continuous, piecewise smooth: a capped
+    weight min(h(t), c)), whose h′ the objective takes piecewise (a.e.); nothing discontinuous."""
     where = "in a term that depends on the data" if what == "log_f" else "(h(t))"
-    need = "score matching needs log f twice differentiable in x" if what == "log_f" else "h must be smooth"
+    need = (
+        "score matching needs log f twice differentiable in x (min and max are allowed in weights only)"
+        if what == "log_f"
+        else "h must be continuous and piecewise smooth (smooth functions, min and max)"
+    )
     for node in sp.preorder_traversal(term):
         if isinstance(node, (sp.Symbol, sp.Number, sp.NumberSymbol, sp.Add, sp.Mul, sp.Pow)):
+            continue
+        if what != "log_f" and isinstance(node, WEIGHT_FUNCTIONS):
             continue
         if isinstance(node, NON_SMOOTH_FUNCTIONS):
             raise ModelError(f"{what} contains the non-smooth function {type(node).__name__} {where}: {node}; {need}")

@@ -36,7 +36,7 @@ from . import hints
 __all__ = ["CONSTANTS", "FUNCTIONS", "parse_formula"]
 
 #: name → (sympy constructor, number of arguments): the allow-list, from symsm/core/functions.py
-FUNCTIONS: dict[str, tuple[Callable[..., sp.Expr], int]] = {
+FUNCTIONS: dict[str, tuple[Callable[..., sp.Expr], int | None]] = {
     f.name: (f.sympy, f.arity) for f in PARSER_FUNCTIONS.values()
 }
 CONSTANTS: dict[str, sp.Expr] = {"pi": sp.pi, "E": sp.E}
@@ -455,7 +455,9 @@ class _Builder:
         if any(isinstance(a, ast.Starred) for a in node.args):
             raise self.refuse(node, "a starred argument")
         fn, arity = FUNCTIONS[name]
-        if len(node.args) != arity:
+        if arity is None and len(node.args) < 2:  # min, max: n-ary
+            raise ModelError(f"{name} takes two or more arguments, got {len(node.args)}: {self.fragment(node)!r}")
+        if arity is not None and len(node.args) != arity:
             raise ModelError(f"{name} takes {arity} argument(s), got {len(node.args)}: {self.fragment(node)!r}")
         args = [self.build(a, depth + 1) for a in node.args]
         self.charge(sum(self._width(a) for a in args), f"{name}(...)")

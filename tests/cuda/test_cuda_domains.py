@@ -19,6 +19,9 @@ CASES = {
     "truncated_normal_one_minus_exp": lambda: truncated_normal("one_minus_exp"),
     "ggm3_t2_bounded": lambda: nonnegative_ggm("t2_bounded"),
     "ggm3_t2": lambda: nonnegative_ggm("t2"),
+    # capped and kinked weights: min, max and the step of h′ in the CUDA printer
+    "truncated_normal_min_log_pow": lambda: truncated_normal("min_log_pow"),
+    "truncated_normal_t2_over_max": lambda: truncated_normal("t2_over_max"),
 }
 
 

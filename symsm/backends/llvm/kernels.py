@@ -49,6 +49,8 @@ Table = Sequence[Sequence[Any]]
 Inputs = Mapping[str, tuple[str, int]]
 #: `call` name (the C library's) → vectorised implementation in vecmath, from symsm/core/functions.py
 _VECTOR = {f.libm(): f.vector for f in FUNCTIONS if f.vector is not None}
+#: calls lowered to LLVM intrinsics instead of the C library (the semantics of C's fmin and fmax)
+_INTRINSIC = {"fmin": "llvm.minnum", "fmax": "llvm.maxnum"}
 
 
 def _llvm_type(dtype: str) -> ir.Type:
@@ -105,13 +107,19 @@ class _Emitter:
         if op == "sqrt":
             return b.call(declare_intrinsic(b.module, "llvm.sqrt", self.ty, 1), [self.operand(args[0])])
         if op == "call":
-            return self._call(args[0], [self.operand(args[1])])
+            return self._call(args[0], [self.operand(a) for a in args[1:]])
+        if op == "step":  # H(u): 1 above 0, 0 below, ½ at 0 (and for NaN)
+            u, zero = self.operand(args[0]), self.const(0.0)
+            above = b.select(b.fcmp_ordered(">", u, zero), self.const(1.0), self.const(0.5))
+            return b.select(b.fcmp_ordered("<", u, zero), zero, above)
         if op == "pow":
             return self._call("pow", [self.operand(args[0]), self.operand(args[1])])
         raise ValueError(f"unknown instruction {op!r}")
 
     def _call(self, name: str, values: list[ir.Value]) -> ir.Value:
         b = self.b
+        if name in _INTRINSIC:  # fmin, fmax: LLVM's minnum / maxnum, on scalars and vectors alike
+            return b.call(declare_intrinsic(b.module, _INTRINSIC[name], self.ty, len(values)), values)
         if self.width > 1 and name in _VECTOR:  # in the kernel's own precision (float32 lanes stay float32)
             return b.call(vector_function(b.module, _VECTOR[name], self.width, self.ctype), values)
         if self.width == 1:

@@ -6,7 +6,8 @@ is a tuple ``(dst, op, *operands)``; an operand is a name (str) or a float const
 
     add sub mul div      binary arithmetic
     neg sqrt             unary
-    call <fn>            elementary function: exp log tanh sin ... (one operand)
+    call <fn>            elementary function: exp log tanh sin ... (one operand); fmin fmax (two operands)
+    step                 Heaviside step H(u): 1 for u > 0, 0 for u < 0, ½ at 0 (min's and max's derivatives)
     pow                  general power (two operands)
     copy                 dst = operand
 
@@ -175,6 +176,21 @@ class TacPrinter(Printer):
         if function is None or function.scalar is None or len(expr.args) != 1:
             raise CodegenError(f"function {type(expr).__name__} has no implementation in the CPU kernels")
         return self._new("call", function.libm(), self._print(expr.args[0]))
+
+    def _print_MinMaxBase(self, expr: sp.Expr) -> Any:
+        """min and max, two operands at a time, in sympy's argument order (fixed, so results are too)."""
+        name = BY_CLASS[type(expr)].libm()
+        acc = self._print(expr.args[0])
+        for a in expr.args[1:]:
+            acc = self._new("call", name, acc, self._print(a))
+        return acc
+
+    _print_Min = _print_Max = _print_MinMaxBase
+
+    def _print_Heaviside(self, expr: sp.Heaviside) -> Any:
+        if expr.args[1:] not in ((), (sp.S.Half,)):
+            raise CodegenError(f"Heaviside with H(0) = {expr.args[1]} is not supported (symsm uses H(0) = 1/2)")
+        return self._new("step", self._print(expr.args[0]))
 
     def emptyPrinter(self, expr: Any) -> Any:
         if isinstance(expr, sp.Function):
