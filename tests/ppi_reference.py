@@ -19,7 +19,8 @@ z = √u (component-wise) maps the simplex onto the positive orthant of the unit
 is u_j = z_j². The (p-1)-dimensional Jacobian of z ↦ u from the sphere's surface measure to the simplex
 measure is ∝ ∏_j z_j (the constant 2^{p-1}√p drops out), so the density of z on the sphere is
 
-    f_S(z) ∝ f_U(z²) ∏ z_j,   log f_S(z) = ℓ(z) = Σ_{i,j<p} A_ij z_i² z_j² + Σ_{j<p} b_j z_j² + Σ_{j≤p} (1 + 2β_j) log z_j.
+    f_S(z) ∝ f_U(z²) ∏ z_j,
+    log f_S(z) = ℓ(z) = Σ_{i,j<p} A_ij z_i² z_j² + Σ_{j<p} b_j z_j² + Σ_{j≤p} (1 + 2β_j) log z_j.
 
 ℓ is linear in the free parameters. With β fixed, write ℓ(z; θ) = θᵀ t(z) + t₀(z) with
 
@@ -182,7 +183,7 @@ def quadratic_parts(
     """Per-observation W(z_k) (n, m, m) and d(z_k) (n, m) of ψ for compositions u (n, p), β fixed."""
     u = np.asarray(u, dtype=float)
     beta = np.asarray(beta, dtype=float).ravel()
-    n, p = u.shape
+    p = u.shape[1]
     if beta.shape != (p,):
         raise ValueError(f"beta must have {p} entries, got {beta.shape}")
     z = np.sqrt(u)
@@ -344,6 +345,8 @@ def windham_ppi_alr(
 
     to a fixed point (simple iteration, stopping when max |θ_{n+1} - θ_n| < tol over the fitted entries).
     ``cW`` has one tuning constant per paramvec entry (zero for fixed entries and for β here).
+    (scorematchingad's density also gives weight 0 to rows whose sum differs from 1 by more than 1e-15; no row
+    of the microbiome data does, so that rule is not reproduced here.)
     Returns the estimate and the number of iterations.
     """
     theta = np.asarray(start, dtype=float).copy()

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.ppi_reference import (
+from ppi_reference import (
     A_from_theta,
     alr_quadratic_parts,
-    fit_ppi_alr,
     fit_ppi_sqrt,
     microbiome_tcap,
     quadratic_parts,
@@ -192,7 +190,10 @@ def _psi_fd(z, theta, beta, acut, bdryw, include_bL, eps=1e-4) -> float:
     g = np.array([(f(z + E[i]) - f(z - E[i])) / (2 * eps) for i in range(p)])
     H = np.array(
         [
-            [(f(z + E[i] + E[j]) - f(z + E[i] - E[j]) - f(z - E[i] + E[j]) + f(z - E[i] - E[j])) / (4 * eps**2) for j in range(p)]
+            [
+                (f(z + E[i] + E[j]) - f(z + E[i] - E[j]) - f(z - E[i] + E[j]) + f(z - E[i] - E[j])) / (4 * eps**2)
+                for j in range(p)
+            ]
             for i in range(p)
         ]
     )
@@ -219,7 +220,10 @@ def test_sqrt_quadratic_form_matches_finite_differences(bdryw, include_bL):
         assert (_h2(z, acut, bdryw) < acut**2) == active
         W, d = quadratic_parts(u[None], beta, acut, include_bL, bdryw)
         t1, t2 = rng.normal(size=m), rng.normal(size=m)
-        q = lambda t: 0.5 * t @ W[0] @ t - d[0] @ t  # noqa: E731
+
+        def q(t, W=W, d=d):
+            return 0.5 * t @ W[0] @ t - d[0] @ t
+
         fd = _psi_fd(z, t1, beta, acut, bdryw, include_bL) - _psi_fd(z, t2, beta, acut, bdryw, include_bL)
         np.testing.assert_allclose(q(t1) - q(t2), fd, rtol=1e-5, atol=1e-7)
 
@@ -253,6 +257,9 @@ def test_alr_quadratic_form_matches_finite_differences():
         for _ in range(2):
             free = rng.normal(size=9)  # A_L (6 entries), then α_1..α_3 = β + 1
             pvs.append((free, np.concatenate([free[:6], np.zeros(3), free[6:] - 1, [beta_p]])))
-        q = lambda t: 0.5 * t @ W[0] @ t - d[0] @ t  # noqa: E731
+
+        def q(t, W=W, d=d):
+            return 0.5 * t @ W[0] @ t - d[0] @ t
+
         fd = _alr_psi_fd(u, pvs[0][1]) - _alr_psi_fd(u, pvs[1][1])
         np.testing.assert_allclose(q(pvs[0][0]) - q(pvs[1][0]), fd, rtol=1e-5, atol=1e-7)
