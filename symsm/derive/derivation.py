@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sympy as sp
@@ -88,17 +88,26 @@ class ManifoldParts:
     score: tuple[sp.Expr, ...]
     hessian_diag: tuple[sp.Expr, ...]
     objective: sp.Expr
+    #: symbols standing for the weight's piecewise pieces (min, max, steps) in `objective`, and what they are
+    hidden: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
 
     @classmethod
     def derive(cls, geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
+        """The parts for `geometry` (cached: the loss's, the fit's and the graph's kernels all ask for them)."""
+        return _manifold_parts(cls, geometry, params)
+
+    @classmethod
+    def _derive(cls, geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
         z, g = geometry.coords, geometry.log_f
         tidy = (lambda e: e) if geometry.rewrites else _tidy  # together() would hide what the rewrites match
         score = tuple(tidy(sp.diff(g, zi)) for zi in z)
         hd = tuple(tidy(sp.diff(s, zi)) for s, zi in zip(score, z, strict=True))
-        objective = cls.integrand(geometry, score, hd)
+        table: dict[sp.Expr, sp.Symbol] = {}
+        objective = cls.integrand(geometry, score, hd, table)
         if cls.boundary_safe(geometry):
             objective = cls.without_theta_free_terms(objective, params)
-        return cls(geometry, params, score, hd, objective)
+        hidden = tuple((sym, expr) for expr, sym in table.items())
+        return cls(geometry, params, score, hd, objective, hidden)
 
     @staticmethod
     def boundary_safe(geometry: Any) -> bool:
@@ -122,8 +131,12 @@ class ManifoldParts:
         return sp.Add(*[t for t in terms if t.free_symbols & theta])
 
     @staticmethod
-    def integrand(geometry: Any, score: Sequence[sp.Expr], hd: Sequence[sp.Expr]) -> sp.Expr:
-        """The per-sample objective in z from the score and ∂ᵢ² g (and, on the sphere, their z-derivatives)."""
+    def integrand(
+        geometry: Any, score: Sequence[sp.Expr], hd: Sequence[sp.Expr], table: dict[sp.Expr, sp.Symbol] | None = None
+    ) -> sp.Expr:
+        """The per-sample objective in z from the score and ∂ᵢ² g (and, on the sphere, their z-derivatives).
+        With `table`, the weight's min, max and steps are written as symbols (recorded there), so that expanding
+        the objective sees a polynomial in them (and keeps ∂ⱼh's factor zⱼ in sight)."""
         z = geometry.coords
         half = sp.Rational(1, 2)
         sq = sp.Add(*[s**2 for s in score])
@@ -136,18 +149,23 @@ class ManifoldParts:
         if h is None:
             return core
         dh = [sp.diff(h, zi) for zi in z]
+        if table is not None:
+            h, dh = _hide_piecewise(h, table), [_hide_piecewise(e, table) for e in dh]
         za = sp.Add(*[zi * dhi for zi, dhi in zip(z, dh, strict=True)])
         return h * core + sp.Add(*[dhi * s for dhi, s in zip(dh, score, strict=True)]) - za * a
 
     def in_data(self, exprs: Sequence[sp.Expr]) -> tuple[sp.Expr, ...]:
         """The expressions with z replaced by its expression in the data coordinates."""
         back = dict(zip(self.geometry.coords, self.geometry.back, strict=True))
+        # the weight's pieces are written in the data once (building a min compares its arguments: costly)
+        shown = {sym: piece.xreplace(back) for sym, piece in self.hidden}
         out = []
         for e in exprs:
             e = sp.sympify(e)
             for old, new in self.geometry.rewrites:
                 e = e.xreplace({old: new})
-            out.append(e.xreplace(back))
+            e = e.xreplace(back)
+            out.append(e.xreplace(shown) if shown else e)
         return tuple(out)
 
     def quadratic_parts(self) -> QuadraticParts:
@@ -180,6 +198,25 @@ class ManifoldParts:
             flat[k + m + P],
             None if weights is None else tuple(flat[k + m + P + 1 :]),
         )
+
+
+@lru_cache(maxsize=32)
+def _manifold_parts(cls: type[ManifoldParts], geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
+    return cls._derive(geometry, params)
+
+
+_PIECEWISE = (sp.Min, sp.Max, sp.Heaviside)
+
+
+def _hide_piecewise(expr: sp.Expr, table: dict[sp.Expr, sp.Symbol]) -> sp.Expr:
+    """`expr` with each outermost min, max or step replaced by a symbol (the same symbol for the same piece)."""
+    if isinstance(expr, _PIECEWISE):
+        if expr not in table:
+            table[expr] = sp.Dummy(f"w{len(table)}", real=True)
+        return table[expr]
+    if not expr.args or not expr.has(*_PIECEWISE):
+        return expr
+    return expr.func(*[_hide_piecewise(a, table) for a in expr.args])
 
 
 class Derivation:

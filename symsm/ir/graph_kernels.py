@@ -89,10 +89,10 @@ class ModelGraph:
         stopped = g.reverse({self.log_f: g.ONE}, relevant=lambda n: bool(g.mask[n] & z_mask))
         self.score = [stopped.get(zi, g.ZERO) for zi in z]
         self.hessian_diag = [g.tangent(s, i, {}) for i, s in enumerate(self.score)]
-        if geometry.weight is not None:
-            self.manifold_weight = g.from_sympy(geometry.weight)
-        self.integrand = self.objective.integrand(self)
         parts = ManifoldParts.derive(geometry, self.model.params) if ManifoldParts.boundary_safe(geometry) else None
+        if geometry.weight is not None and parts is None:
+            self.manifold_weight = g.from_sympy(geometry.weight)
+        self.integrand = g.ZERO if parts is not None else self.objective.integrand(self)
         if tuple(geometry.coords) != tuple(self.model.data):
             mapping = {zi: g.from_sympy(b) for zi, b in zip(z, geometry.back, strict=True)}
             memo: dict[int, int] = {}
