@@ -85,7 +85,7 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
             weight_text = f"here $h(z) = {tex(geometry.weight)}$"
             boundary = (
                 r"with no boundary term: $h$ vanishes where the positive part of the sphere has its boundary "
-                r"$\{z_j = 0\}$ (Scealy \& Wood 2023); $h$ is Lipschitz, so its gradient exists almost everywhere."
+                r"$\{z_j = 0\}$ (Scealy and Wood 2023); $h$ is Lipschitz, so its gradient exists almost everywhere."
                 if geometry.transform is not None
                 else r"with no boundary term on the whole sphere."
             )
@@ -125,4 +125,4 @@ def _score_lines(coords: Any, score: Any, tex: Any) -> list[str]:
 def _text(name: str) -> str:
     from .printer import _escape_text
 
-    return r"\texttt{" + _escape_text(name) + "}"
+    return r"$\texttt{" + _escape_text(name) + "}$"
