@@ -11,7 +11,6 @@ reference tests/ppi_reference.py (written from the mathematics, sharing no code 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from ppi_reference import fit_ppi_sqrt
 from test_ppi_reference import _upper_colmajor, assert_signif, counts, published, tcap_clean  # noqa: F401
 
@@ -50,7 +49,7 @@ def test_table3_b_zero(published, tcap_clean) -> None:  # noqa: F811
     text = (symsm.model.modelfile.resolve_model_path("ppi_5d")).read_text()
     model = load_model("ppi_5d")
     log_f = model.log_f.xreplace({p: 0 for p in model.params if str(p).startswith("b_")})
-    A = [g for g in model.groups if g.name == "A"][0]
+    A = next(g for g in model.groups if g.name == "A")
     no_b = symsm.Model(
         log_f, model.data, {"A": A.template}, name="ppi_5d_b0", domain="simplex", transform="sqrt",
         weight="minsq", a_c=0.01,

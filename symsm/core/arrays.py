@@ -82,7 +82,8 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
     precision and refuses data that were not). Chunked (no N × d temporaries); the squared norms and the sums
     are one matrix-vector product or one fused reduction per chunk, the full report only for a bad chunk."""
     tol = float(np.sqrt(np.finfo(arr.dtype).eps))
-    geometry = model.geometry  # type: ignore[attr-defined]
+    geometry = model.geometry
+    assert geometry is not None  # domains "sphere" and "simplex" have one
     d = arr.shape[1]
     ones = np.ones(d, dtype=arr.dtype)
     positive = model.domain == "simplex" and (geometry.transform == "alr" or geometry.weight_name == "ones")

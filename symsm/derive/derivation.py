@@ -94,7 +94,7 @@ class ManifoldParts:
     @classmethod
     def derive(cls, geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
         """The parts for `geometry` (cached: the loss's, the fit's and the graph's kernels all ask for them)."""
-        return _manifold_parts(cls, geometry, params)
+        return _manifold_parts(geometry, params)
 
     @classmethod
     def _derive(cls, geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
@@ -181,7 +181,9 @@ class ManifoldParts:
         offsets = [s.xreplace(zero) for s in self.score]
         weights: tuple[sp.Expr, ...] | None = None
         if self.geometry.kind == "sphere":
-            coeffs.append(tuple(sp.Add(*[zi * row[k] for zi, row in zip(z, coeffs, strict=True)]) for k in range(len(theta))))
+            coeffs.append(
+                tuple(sp.Add(*[zi * row[k] for zi, row in zip(z, coeffs, strict=True)]) for k in range(len(theta)))
+            )
             offsets.append(sp.Add(*[zi * c for zi, c in zip(z, offsets, strict=True)]))
             h = self.geometry.weight if self.geometry.weight is not None else sp.Integer(1)
             weights = (h,) * len(z) + (-h,)
@@ -201,8 +203,8 @@ class ManifoldParts:
 
 
 @lru_cache(maxsize=32)
-def _manifold_parts(cls: type[ManifoldParts], geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
-    return cls._derive(geometry, params)
+def _manifold_parts(geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
+    return ManifoldParts._derive(geometry, params)
 
 
 _PIECEWISE = (sp.Min, sp.Max, sp.Heaviside)

@@ -27,8 +27,8 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
     from .derivation import _document_frame, _header_lines
 
     model = derivation.model
-    geometry = model.geometry
-    parts = derivation.manifold
+    geometry, parts = model.geometry, derivation.manifold
+    assert geometry is not None and parts is not None  # derivation_latex sends only these models here
     printer = _make_printer(model, None)
     coord = "z" if geometry.transform != "alr" else "y"
     named = {zi: sp.Symbol(f"{coord}_{j}") for j, zi in enumerate(geometry.coords)}
@@ -58,7 +58,8 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
                 "text": r"The square-root map $z_j = \sqrt{u_j}$ takes the simplex to the positive part of the unit "
                 rf"sphere $S^{{{d - 1}}}$; its inverse $u_j = z_j^2$ has the Jacobian (surface measure to the "
                 r"simplex's measure)",
-                "jacobian": r"du = 2^{d-1}\sqrt{d}\, \prod_j z_j \, d\sigma(z), \qquad \log J(z) = \sum_j \log z_j + \text{const},",
+                "jacobian": r"du = 2^{d-1}\sqrt{d}\, \prod_j z_j \, d\sigma(z), \qquad "
+                r"\log J(z) = \sum_j \log z_j + \text{const},",
                 "log_g": tex(geometry.log_f),
             }
         ]
@@ -67,7 +68,8 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
             {
                 "text": rf"The additive log-ratio map $y_j = \log(u_j / u_{{{d - 1}}})$, $j < {d - 1}$, takes the open "
                 rf"simplex to $\mathbf{{R}}^{{{d - 1}}}$; its inverse $u_j = e^{{y_j}} / (1 + \sum_k e^{{y_k}})$ has",
-                "jacobian": r"\Bigl|\det \frac{\partial u}{\partial y}\Bigr| = \prod_{j} u_j, \qquad \log J = \sum_j \log u_j,",
+                "jacobian": r"\Bigl|\det \frac{\partial u}{\partial y}\Bigr| = \prod_{j} u_j, \qquad "
+                r"\log J = \sum_j \log u_j,",
                 "log_g": tex(geometry.log_f),
             }
         ]
@@ -102,7 +104,8 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
     ctx["quadratic_note"] = (
         [
             r"Every component of $\nabla g$ is affine in $\theta$, so $\tilde J$ is quadratic in $\theta$ and its "
-            r"minimiser has a closed form, $\hat\theta = -A^{-1} b$ (on the sphere $A = \mathrm{mean}\, h F^{\top} P F$ "
+            r"minimiser has a closed form, $\hat\theta = -A^{-1} b$ "
+            r"(on the sphere $A = \mathrm{mean}\, h F^{\top} P F$ "
             r"with $F$ the Jacobian of $\nabla g$ in $\theta$)."
         ]
         if derivation.is_quadratic
@@ -114,7 +117,7 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
 
 def _score_lines(coords: Any, score: Any, tex: Any) -> list[str]:
     lines = []
-    for j, (zi, s) in enumerate(zip(coords, score, strict=True)):
+    for j, (_, s) in enumerate(zip(coords, score, strict=True)):
         body = tex(s)
         if len(body) > _MAX_SCORE_CHARS:
             body = r"\text{(long: see \texttt{symsm derive})}"

@@ -233,10 +233,13 @@ class Model:
                 symbols[str(s)] = s
         indexed = {name: g for name, g in groups.items() if isinstance(g, sp.MatrixBase)}
         log_f = parse_formula(formula, symbols, indexed=indexed)
-        extra = {} if transform is None and a_c is None else {"transform": transform, "a_c": a_c}
+        if transform is None and a_c is None:  # (subclasses without the manifold keywords keep working)
+            return cls(
+                log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight
+            )
         return cls(
             log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight,
-            **extra,
+            transform=transform, a_c=a_c,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ properties

@@ -212,6 +212,7 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
     # the rows of A's features: d coordinates (d − 1 after alr; d + 1 on the sphere, the last one zᵀF with
     # weight −h), followed by their weights when they have them ([0, ∞)ᵈ, the sphere)
     parts = loss.derivation.quadratic_parts
+    assert parts is not None  # _require_quadratic
     d = len(parts.coeffs)
     weighted = parts.weights is not None
     width = d * P + P + 1 + (d if weighted else 0)
