@@ -12,7 +12,7 @@ from ._version import __version__
 from .core.errors import CacheError, CodegenError, IdentificationError, ModelError, NonFiniteError, SymsmError
 from .criticism import Comparison, KSDResult, compare, ksd_test
 from .fitting import L1, FitResult, PathResult, PenalizedFit, Windham, WindhamResult, fit, path
-from .model import Model, ParamGroup, load_model, matrix, symmetric
+from .model import Box, Model, ParamGroup, load_model, matrix, symmetric
 from .model.tensor import (  # models written with vectors and matrices; elementwise functions: symsm.log(...)
     TensorExpr,
     asinh,
@@ -45,6 +45,7 @@ sum = tsum  # symsm.sum (the sum of a tensor expression's entries); not in __all
 
 __all__ = [
     "L1",
+    "Box",
     "CacheError",
     "CodegenError",
     "Comparison",

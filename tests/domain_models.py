@@ -72,11 +72,27 @@ class DomainCase:
     hessian_diag: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (theta, X) -> (N, d)
     theta: np.ndarray
     X: np.ndarray
+    # a box domain (None: [0, ∞)ᵈ): the bounds, ±inf for an open side
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+    def weights(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hᵢ, dhᵢ/dxᵢ) per row and coordinate: h(xᵢ) on [0, ∞)ᵈ; on a box h(distᵢ) with distᵢ = min(xᵢ − aᵢ,
+        bᵢ − xᵢ) (one-sided where a bound is infinite) and the chain rule ±h′(distᵢ); 1 and 0 where both are."""
+        if self.lower is None or self.upper is None:
+            return self.weight.h(X), self.weight.dh(X)
+        below, above = X - self.lower, self.upper - X
+        dist = np.minimum(below, above)  # inf − x = inf: a one-sided bound picks the finite side
+        sign = np.where(below < above, 1.0, -1.0)
+        free = np.isinf(self.lower) & np.isinf(self.upper)
+        h = np.where(free, 1.0, self.weight.h(np.where(free, 0.0, dist)))
+        dh = np.where(free, 0.0, sign * self.weight.dh(np.where(free, 0.0, dist)))
+        return h, dh
 
     def integrand(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] per row."""
         s = self.score(theta, X)
-        h, dh = self.weight.h(X), self.weight.dh(X)
+        h, dh = self.weights(X)
         return np.sum(h * self.hessian_diag(theta, X) + 0.5 * h * s * s + dh * s, axis=1)
 
     def objective(self, theta: np.ndarray, X: np.ndarray) -> float:
@@ -177,3 +193,58 @@ def ggm_features(X: np.ndarray, cubic: bool = False) -> tuple[np.ndarray, np.nda
         dF[:, j, len(pairs) + j] = 1.0
     dc = -(X**2) / 2 if cubic else np.zeros_like(X)
     return dF, d2F, dc
+
+
+def box_sample(
+    mean: np.ndarray, cov: np.ndarray, lower: np.ndarray, upper: np.ndarray, n: int, seed: int
+) -> np.ndarray:
+    """n rows of N(mean, cov) restricted to the box lower ≤ x ≤ upper, by rejection (seeded)."""
+    rng = np.random.default_rng(seed)
+    chol = np.linalg.cholesky(cov)
+    rows = np.empty((0, len(mean)))
+    while len(rows) < n:
+        draw = mean + rng.standard_normal((4 * n, len(mean))) @ chol.T
+        rows = np.concatenate([rows, draw[((draw >= lower) & (draw <= upper)).all(axis=1)]])
+    return rows[:n]
+
+
+#: a 3-D box with a two-sided, a lower-only and an upper-only coordinate
+BOX_LOWER = np.array([-1.0, 0.0, -np.inf])
+BOX_UPPER = np.array([1.5, np.inf, 2.0])
+BOX_MEAN = np.array([0.6, 0.3, 0.8])
+BOX_COV = np.array([[1.0, 0.4, -0.2], [0.4, 1.0, 0.3], [-0.2, 0.3, 1.0]])
+
+
+def box_ggm(weight: str = "t2", lower: np.ndarray = BOX_LOWER, upper: np.ndarray = BOX_UPPER) -> DomainCase:
+    """A Gaussian graphical model restricted to a box: log f = −½ xᵀKx + ηᵀx (K symmetric), an exponential family;
+    data by rejection from N(BOX_MEAN, BOX_COV) (the truth: K = BOX_COV⁻¹, η = K·BOX_MEAN)."""
+    d = len(lower)
+    x = sp.symbols(f"x0:{d}", real=True)
+    K = symsm.symmetric("K", d)
+    eta = sp.symbols(f"eta0:{d}", real=True)
+    xv = sp.Matrix(x)
+    log_f = -(xv.T * K * xv)[0, 0] / 2 + sum(e * xi for e, xi in zip(eta, x, strict=True))
+    w = ALL_WEIGHTS[weight]
+    box = symsm.Box(list(lower), list(upper))
+    model = symsm.Model(
+        log_f, list(x), {"K": K, "eta": list(eta)}, name=f"box_ggm{d}_{weight}", domain=box, weight=w.spec
+    )
+
+    def unpack(theta):
+        p = model.unpack(theta)
+        return np.asarray(p["K"], dtype=float), np.ravel(p["eta"])
+
+    def score(theta, X):
+        Kv, ev = unpack(theta)
+        return ev - X @ Kv
+
+    def hess(theta, X):
+        Kv, _ = unpack(theta)
+        return np.broadcast_to(-np.diag(Kv), X.shape)
+
+    mean, cov = BOX_MEAN[:d], BOX_COV[:d, :d]
+    K0 = np.linalg.inv(cov)
+    K0 = (K0 + K0.T) / 2  # exactly symmetric
+    theta = model.pack({"K": K0, "eta": K0 @ mean})
+    X = box_sample(mean, cov, lower, upper, 400, 17)
+    return DomainCase(model.name, model, w, score, hess, theta, X, lower=np.asarray(lower), upper=np.asarray(upper))

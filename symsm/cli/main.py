@@ -113,6 +113,7 @@ def _derive(args: argparse.Namespace) -> int:
                 "objective": sstr(der.objective),
                 "domain": model.domain,
                 "weight": None if model.weight_expr is None else sstr(model.weight_expr),
+                **_bounds(model),
                 "quadratic_in_theta": der.is_quadratic,
             }
             if show_gradient(der, args.gradient):
@@ -121,6 +122,17 @@ def _derive(args: argparse.Namespace) -> int:
         return 0
     print(derivation_text(der, pretty=args.pretty, gradient=args.gradient, stage=progress.stage))
     return 0
+
+
+def _bounds(model: Model) -> dict[str, Any]:
+    """A box model's bounds for JSON (null for an open side: JSON has no infinity); nothing for other domains."""
+    if model.domain != "box" or model.box is None:
+        return {}
+    lower, upper = model.box.arrays()
+    return {
+        side: [None if np.isinf(v) else float(v) for v in values]
+        for side, values in (("lower", lower), ("upper", upper))
+    }
 
 
 def _codegen(args: argparse.Namespace) -> int:

@@ -62,7 +62,8 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -
             f"{name} has non-finite values ({rows.size} in all); the first is at row {rows[0]}, "
             f"column {cols[0]} ({model.data_names[cols[0]]}): {arr[rows[0], cols[0]]}"
         )
-    if getattr(model, "domain", "real") == "nonnegative":
+    domain = getattr(model, "domain", "real")
+    if domain == "nonnegative":
         first = _first_negative(arr)
         if first is not None:
             row, col = divmod(first, d)
@@ -71,7 +72,9 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -
                 f"{name} has values outside the model's domain [0, ∞)^{d} (domain='nonnegative'; {n_bad} negative "
                 f"in all); the first is at row {row}, column {col} ({model.data_names[col]}): {arr[row, col]}"
             )
-    if getattr(model, "domain", "real") in ("sphere", "simplex"):
+    elif domain == "box":
+        _check_box(model, arr, name)
+    elif domain in ("sphere", "simplex"):
         _check_manifold_rows(model, arr, name)
     return arr
 
@@ -120,6 +123,31 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
                 f"the first is row {start + int(bad[0])}, with sum {float(sums[bad[0]])!r} — divide each row by its "
                 "sum"
             )
+
+
+def _check_box(model: Model, arr: np.ndarray, name: str) -> None:
+    """Every row inside the model's box lower ≤ x ≤ upper, else a ValueError naming the first offending row,
+    column and bound (chunked over rows, so no N × d temporary unless there is one to report)."""
+    box = model.box
+    assert box is not None  # domain "box" always has its bounds
+    lower, upper = box.arrays()
+    lower, upper = lower.astype(arr.dtype), upper.astype(arr.dtype)  # bounds as the data's dtype compare them
+    rows_per_chunk = max(1, _FINITE_CHUNK // max(1, arr.shape[1]))
+    for start in range(0, arr.shape[0], rows_per_chunk):
+        chunk = arr[start : start + rows_per_chunk]
+        outside = (chunk < lower) | (chunk > upper)
+        if not outside.any():
+            continue
+        row, col = np.argwhere(outside)[0]
+        n_bad = int(np.count_nonzero((arr < lower) | (arr > upper)))
+        value = chunk[row, col]
+        side = (
+            f"below its lower bound {lower[col]:g}" if value < lower[col] else f"above its upper bound {upper[col]:g}"
+        )
+        raise ValueError(
+            f"{name} has values outside the model's box domain {box.describe(model.data_names)} ({n_bad} in "
+            f"all); the first is at row {start + row}, column {col} ({model.data_names[col]}): {value}, {side}"
+        )
 
 
 def _first_negative(arr: np.ndarray) -> int | None:

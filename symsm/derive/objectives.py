@@ -40,7 +40,7 @@ class Objective:
         if model.domain not in self.domains:
             raise ValueError(
                 f"objective {self.name!r} supports the domains {self.domains}, not {model.domain!r} of model "
-                f"{model.name!r}; use objective='exact', which is weighted for [0, ∞)^d"
+                f"{model.name!r}; use objective='exact', which is weighted for [0, ∞)^d and boxes"
             )
 
     def options(self) -> dict[str, Any]:
@@ -74,12 +74,12 @@ class Objective:
 
 @dataclass(frozen=True)
 class Exact(Objective):
-    """Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²] (Hyvärinen 2005); on [0, ∞)ᵈ the generalized objective
-    Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] with the model's weight hᵢ = h(xᵢ) (Hyvärinen 2007;
-    Yu, Drton & Shojaie 2019)."""
+    """Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²] (Hyvärinen 2005); on [0, ∞)ᵈ and on a box the generalized objective
+    Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] with the model's weight hᵢ = h(distᵢ(xᵢ)) and its
+    derivative in xᵢ (Hyvärinen 2007; Yu, Drton & Shojaie 2019)."""
 
     name = "exact"
-    domains = ("real", "nonnegative", "sphere", "simplex")
+    domains = ("real", "nonnegative", "box", "sphere", "simplex")
 
     def integrand(self, mg: ModelGraph) -> int:
         g = mg.graph

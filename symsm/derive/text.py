@@ -109,6 +109,12 @@ def derivation_text(
         )
     elif der.weights is None:
         out.append("per-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
+    elif model.domain == "box" and model.box is not None:  # h of the distance to the box's boundary
+        out.append(
+            f"domain {model.box.describe(model.data_names)}, weight h(t) = {sstr(model.weight_expr)}, "
+            "hᵢ = h(distᵢ), distᵢ = min(xᵢ − aᵢ, bᵢ − xᵢ) (one-sided where a bound is infinite, hᵢ = 1 where both are)"
+        )
+        out += [f"  h_{name} = {sstr(h)}" for name, h in zip(x, der.weights, strict=True)]
     else:  # domain "nonnegative": generalized score matching with the coordinate weight h
         out.append(f"domain [0, ∞)^{model.dim}, weight h(t) = {sstr(model.weight_expr)}, hᵢ = h(xᵢ)")
         out.append("per-sample objective Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f]  (J̃(θ) is its mean)")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,7 +32,7 @@ __all__ = ["SUPPORTED_DOMAINS", "derivation_latex", "model_latex"]
 
 #: Domains whose boundary condition the derivation states: R^d (Hyvärinen 2005) and the non-negative orthant
 #: with the model's coordinate weight h (generalized score matching, Hyvärinen 2007; Yu, Drton & Shojaie 2019).
-SUPPORTED_DOMAINS = ("real", "nonnegative", "sphere", "simplex")
+SUPPORTED_DOMAINS = ("real", "nonnegative", "box", "sphere", "simplex")
 
 #: Letters for the coordinate weight h, in order of preference; the first one the model does not use is taken.
 _WEIGHT_LETTERS = ("h", "w", "g", "q")
@@ -257,26 +258,90 @@ class _Builder:
         self.printer._settings["symbol_names"][sym] = self.coord(None)
         return sym
 
+    def box_tex(self) -> str:
+        """The box as a set: [a, b]^d when every coordinate has the same interval, else a product of intervals."""
+        assert self.model.box is not None
+        lower, upper = self.model.box.arrays()
+        intervals = [_interval_tex(a, b) for a, b in zip(lower, upper, strict=True)]
+        if len(set(intervals)) == 1:
+            return intervals[0] if self.d == 1 else rf"{intervals[0]}^{{{self.d}}}"
+        if self.d <= 4:
+            return r" \times ".join(intervals)
+        return rf"{intervals[0]} \times \dots \times {intervals[-1]}"
+
+    def box_weight_lines(self) -> list[str]:
+        """h(t), then hᵢ = h(δᵢ(xᵢ)) and its derivative in xᵢ for the shown coordinates (each has its own bounds)."""
+        from ..model.model import WEIGHT_VARIABLE
+
+        der = self.der
+        assert self.weight is not None and der.weights is not None and der.weight_derivatives is not None
+        rows: list[tuple[str | None, sp.Expr | str]] = [(rf"{self.weight_letter}(t)", self._printable(self.weight))]
+        t = sp.Symbol("t", real=True)
+        rows[0] = (rows[0][0], self._printable(self.weight.xreplace({WEIGHT_VARIABLE: t})))
+        shown = self.shown_components()
+        for k in shown:
+            if k == self.d - 1 and len(shown) < self.d:
+                rows.append((r"\vdots", ""))
+            rows.append((self.weight_name(k), self._printable(der.weights[k])))
+            rows.append((self.weight_name(k, prime=True), self._printable(der.weight_derivatives[k])))
+        return self.w.align(rows)
+
     def weighted_context(self, ctx: dict[str, Any]) -> dict[str, Any]:
         """The pieces of the weighted derivation's text: h and h′ at x_i, and the boundary term of Step 4."""
         vec, coord_i, score_i = self.vec, ctx["coord_i"], ctx["score_i"]
         xg = self.general_coordinate()
         h_i, hp_i = self.weight_name(None), self.weight_name(None, prime=True)
         inner = rf"p_{{D}}({vec})\, {h_i}\, {score_i}({vec})"
+        box = self.model.domain == "box"
+        lo, hi = (rf"a_{{{ctx['i']}}}", rf"b_{{{ctx['i']}}}") if box else ("0", r"\infty")
         if self.d == 1:
-            boundary = rf"\Bigl[{inner}\Bigr]_{{{vec}=0}}^{{{vec}=\infty}}"
+            lo, hi = ("a", "b") if box else (lo, hi)
+            boundary = rf"\Bigl[{inner}\Bigr]_{{{vec}={lo}}}^{{{vec}={hi}}}"
         else:
             boundary = (
-                rf"\int \Bigl[{inner}\Bigr]_{{{coord_i}=0}}^{{{coord_i}=\infty}} "
+                rf"\int \Bigl[{inner}\Bigr]_{{{coord_i}={lo}}}^{{{coord_i}={hi}}} "
                 rf"\prod_{{{self.other} \ne {ctx['i']}}} d{vec}_{{{self.other}}}"
             )
+        letter = self.weight_letter
+        if box:
+            weight_lines = self.box_weight_lines()
+            texts = {
+                "domain_text": rf"the box ${self.box_tex()}$",
+                "boundary_text": "the finite ends of their intervals",
+                "weight_text": (
+                    rf" ${letter}$ of its distance $\delta_{{{ctx['i']}}}({coord_i}) = \min({coord_i} - {lo}, {hi} - "
+                    rf"{coord_i})$ to the nearer finite end of its interval $[{lo}, {hi}]$ (one-sided where an end is "
+                    rf"infinite; $1$ where both are), writing ${h_i}$ for ${letter}(\delta_{{{ctx['i']}}}({coord_i}))$ "
+                    rf"and ${hp_i}$ for its derivative in ${coord_i}$:"
+                ),
+                "interval_i": rf"[{lo}, {hi}]",
+                "ends_text": (
+                    rf"At an infinite end this holds when $p_{{D}}$ decays fast enough; at a finite end, where "
+                    rf"$p_{{D}}$ need not vanish, it holds because the distance to it is $0$ and ${letter}(0) = 0$, "
+                    rf"for model scores that stay bounded near the end (or grow more slowly than $1/{letter}$)."
+                ),
+            }
+        else:
+            weight_lines = self.w.align(
+                [(h_i, self._printable(self.weight_at(xg))), (hp_i, self._printable(self.weight_at(xg, prime=True)))]
+            )
+            texts = {
+                "domain_text": "the non-negative orthant",
+                "boundary_text": rf"the boundary ${coord_i} = 0$",
+                "weight_text": "",
+                "interval_i": r"[0, \infty)",
+                "ends_text": (
+                    rf"At ${coord_i} \to \infty$ this holds when $p_{{D}}$ decays fast enough; at ${coord_i} = 0$, "
+                    rf"where $p_{{D}}$ need not vanish, it holds because ${letter}(0) = 0$, for model scores that stay "
+                    rf"bounded near $0$ (or grow more slowly than $1/{letter}$)."
+                ),
+            }
         return {
+            **texts,
             "h_i": h_i,
             "hp_i": hp_i,
             "letter": self.weight_letter,
-            "weight_lines": self.w.align(
-                [(h_i, self._printable(self.weight_at(xg))), (hp_i, self._printable(self.weight_at(xg, prime=True)))]
-            ),
+            "weight_lines": weight_lines,
             "boundary_term": boundary,
             # a capped or kinked weight (min, max): h′ is taken piecewise, and the text says so
             "kinked": [True] if self.weight is not None and self.weight.has(sp.Min, sp.Max) else [],
@@ -331,6 +396,10 @@ class _Builder:
         ctx["data_vector"] = self.data_vector(space)
         # Z integrates f over the domain: written out on [0, ∞)^d, left implicit on R^d (as it always was)
         ctx["z_domain"] = "" if self.weight is None else (rf"_{{{space}}}" if d == 1 else rf"_{{{space}^{{{d}}}}}")
+        if model.domain == "box":
+            box = self.box_tex()
+            ctx["data_vector"] = self.data_vector(box, power=False)
+            ctx["z_domain"] = rf"_{{{box}}}"
         ctx["d"] = str(d)
         ctx["param_vector"] = self.param_vector()
         ctx["param_groups"] = self.group_descriptions()
@@ -406,13 +475,14 @@ class _Builder:
         ctx["shortened"] = self.shortened_note()
         return ctx
 
-    def data_vector(self, space: str) -> str:
-        """``x ∈ space`` or ``x = (x_0, …, x_{d-1}) ∈ space^d`` as inline math (a long tuple with ``\\dots``)."""
+    def data_vector(self, space: str, power: bool = True) -> str:
+        """``x ∈ space`` or ``x = (x_0, …, x_{d-1}) ∈ space^d`` as inline math (a long tuple with ``\\dots``);
+        `power` False: `space` is already the whole set (a box)."""
         if self.d == 1:
             return rf"${self.vec} \in {space}$"
         coords = [self.tex(xi) for xi in self.model.data]
         shown = coords if self.d <= 4 else [coords[0], coords[1], r"\dots", coords[-1]]
-        return _inline_tuple(rf"{self.vec} = ", shown, rf" \in {space}^{{{self.d}}}")
+        return _inline_tuple(rf"{self.vec} = ", shown, rf" \in {space}^{{{self.d}}}" if power else rf" \in {space}")
 
     def param_vector(self) -> str:
         """``θ = (θ_1, …, θ_P) ∈ R^P`` as inline math (a long tuple with ``\\dots``)."""
@@ -501,8 +571,10 @@ class _Builder:
                 rows.append((rf"\lim_{{|{self.coord(k)}| \to \infty}} p_{{D}}(x)\, {body}", "0"))
                 continue
             h = self.weight_name(k)
-            rows.append((rf"\lim_{{{self.coord(k)} \to 0^{{+}}}} p_{{D}}(x)\, {h}\, {body}", "0"))
-            rows.append((rf"\lim_{{{self.coord(k)} \to \infty}} p_{{D}}(x)\, {h}\, {body}", "0"))
+            box = self.model.box
+            lo, hi = ("0^{+}", r"\infty") if box is None else _box_ends(*(a[k] for a in box.arrays()))
+            rows.append((rf"\lim_{{{self.coord(k)} \to {lo}}} p_{{D}}(x)\, {h}\, {body}", "0"))
+            rows.append((rf"\lim_{{{self.coord(k)} \to {hi}}} p_{{D}}(x)\, {h}\, {body}", "0"))
         return self.w.align(rows)
 
     def objective_lines(self) -> list[list[str]]:
@@ -514,7 +586,9 @@ class _Builder:
             lo, hi = self._index_range
             hessian, score = self.general["hessian"], self.general["score"]
             term = hessian + score**2 / 2
-            if self.weight is not None:  # h(x_i) [∂_i² log f + ½ (∂_i log f)²] + h'(x_i) ∂_i log f
+            if self.weight is not None and self.model.domain == "box":  # hᵢ differs by coordinate: no general term
+                objective = self.best(der.objective)
+            elif self.weight is not None:  # h(x_i) [∂_i² log f + ½ (∂_i log f)²] + h'(x_i) ∂_i log f
                 xg = self.general_coordinate()
                 term = self.weight_at(xg) * term + self.weight_at(xg, prime=True) * score
             objective = self._printable(sp.Sum(term, (self.index, lo, hi)))
@@ -767,3 +841,19 @@ def model_latex(model: Model, **options: Any) -> str:
     printer = _make_printer(model, options.get("symbol_names"))
     lines = _Builder(model, printer, o, None).log_f_lines()
     return "$$\\begin{aligned}\n" + "\n".join(lines) + "\n\\end{aligned}$$"
+
+
+def _number_tex(v: float) -> str:
+    return rf"{'-' if v < 0 else ''}\infty" if math.isinf(v) else f"{v:g}"
+
+
+def _interval_tex(a: float, b: float) -> str:
+    """[a, b], (−∞, b], [a, ∞) or (−∞, ∞) in LaTeX."""
+    return f"{'(' if math.isinf(a) else '['}{_number_tex(a)}, {_number_tex(b)}{')' if math.isinf(b) else ']'}"
+
+
+def _box_ends(a: float, b: float) -> tuple[str, str]:
+    """The limits of coordinate k's interval for the boundary terms: a⁺ and b⁻, or ∓∞."""
+    lo = r"-\infty" if math.isinf(a) else f"{a:g}^{{+}}"
+    hi = r"\infty" if math.isinf(b) else f"{b:g}^{{-}}"
+    return lo, hi

@@ -19,14 +19,16 @@ import sympy as sp
 
 from ..core.errors import ModelError
 from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS, WEIGHT_FUNCTIONS  # the table's smoothness
+from .box import Box
 from .manifold import MANIFOLD_DOMAINS, Geometry, make_geometry
 from .tensor import TensorExpr
+from .weights import NAMED_WEIGHTS, named_weight
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
     from ..runtime.loss import CompiledLoss
 
-__all__ = ["Model", "ParamGroup", "matrix", "symmetric"]
+__all__ = ["Box", "Model", "ParamGroup", "matrix", "symmetric"]
 
 # Models written with vectors and matrices: symsm/model/structured.py registers its StructuredModel class and
 # its formula reader here when the package symsm.model is imported (its __init__ imports it, before anything
@@ -40,7 +42,11 @@ def register_structured(model_class: type[Model], from_string: Any) -> None:
     _STRUCTURED.update(model=model_class, from_string=from_string)
 
 
-DOMAINS = ("real", "nonnegative", "sphere", "simplex")
+#: The domains by name (`Model.domain`); "box" is given as ``domain=Box(lower, upper)`` (symsm/model/box.py),
+#: "nonnegative" is the box [0, ∞)ᵈ.
+DOMAINS = ("real", "nonnegative", "box", "sphere", "simplex")
+#: Domains whose objective is the weighted one, with a weight h of the distance to the boundary.
+WEIGHTED_DOMAINS = ("nonnegative", "box")
 
 #: The argument of a coordinate weight h(t) as the model stores it: one fixed Symbol, so the canonical form
 #: (and the cache key) does not depend on the name the user gave the argument.
@@ -124,13 +130,18 @@ class Model:
     init
         Starting values for fits: a mapping from group or parameter names to values.
     domain
-        "real" (x ∈ Rᵈ, Hyvärinen 2005) or "nonnegative" (x ∈ [0, ∞)ᵈ: generalized score matching,
-        Hyvärinen 2007, Yu, Drton & Shojaie 2019, with the per-coordinate weight h).
+        "real" (x ∈ Rᵈ, Hyvärinen 2005), "nonnegative" (x ∈ [0, ∞)ᵈ: generalized score matching,
+        Hyvärinen 2007, Yu, Drton & Shojaie 2019, with the per-coordinate weight h), or a box
+        ``symsm.Box(lower, upper)`` (aᵢ ≤ xᵢ ≤ bᵢ, bounds possibly infinite; ``model.domain`` is then "box" and
+        ``model.box`` the bounds): coordinate i is weighted by h(distᵢ(xᵢ)), distᵢ = min(xᵢ − aᵢ, bᵢ − xᵢ)
+        (one-sided where a bound is infinite; weight 1 where both are), as genscore's interval domains.
     weight
-        For domain "nonnegative": h(t), applied to each coordinate — a one-argument callable (called once
-        with a sympy Symbol), a sympy ``Lambda``, or a formula string in ``t`` (parsed through the
-        allow-list). Default t². It must be smooth, positive for t > 0, with h(0) = 0 and h′(0) finite,
-        so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes at 0.
+        For domain "nonnegative" or a box: h(t), applied to each coordinate's distance to the boundary — a
+        one-argument callable (called once with a sympy Symbol), a sympy ``Lambda``, a formula string in ``t``
+        (parsed through the allow-list; ``min`` and ``max`` allowed: a capped weight "min(t**2, 1)"), or one of
+        genscore's named weights (``"min_pow"`` or ``("min_pow", 2, 1)``: `NAMED_WEIGHTS`). Default t². It must
+        be continuous and piecewise smooth (h′ taken piecewise, a.e.), positive for t > 0, with h(0) = 0 and
+        h′(0) finite, so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes there.
         For domains "sphere" and "simplex" (symsm/model/manifold.py): "ones" (h = 1, the sphere's default),
         "minsq" = min(min_j z_j², a_c²) (the sqrt-mapped simplex's default) or "prodsq" = min(∏_j z_j², a_c²);
         on the sphere also h(x) as a formula string or sympy expression in the data coordinates.
@@ -155,7 +166,7 @@ class Model:
         name: str | None = None,
         description: str = "",
         init: Mapping[str, Any] | None = None,
-        domain: str = "real",
+        domain: str | Box = "real",
         weight: Any = None,
         transform: str | None = None,
         a_c: float | None = None,
@@ -166,12 +177,22 @@ class Model:
         self.params: tuple[sp.Symbol, ...] = tuple(s for g in self.groups for s in g.symbols)
         self.name = _as_name(name)
         self.description = _as_description(description)
-        if not isinstance(domain, str) or domain not in DOMAINS:
-            raise ModelError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        #: the bounds of domains "nonnegative" ([0, ∞)ᵈ) and "box", one per coordinate; None for the others
+        self.box: Box | None = None
+        if isinstance(domain, Box):
+            self.box = domain.resolve(len(self.data))
+            domain = "box"
+        elif domain == "box":
+            raise ModelError("domain 'box' needs its bounds: pass domain=symsm.Box(lower, upper)")
+        elif not isinstance(domain, str) or domain not in DOMAINS:
+            named = tuple(d for d in DOMAINS if d != "box")
+            raise ModelError(f"domain must be one of {named} or a symsm.Box(lower, upper), got {domain!r}")
+        elif domain == "nonnegative":
+            self.box = Box.nonnegative(len(self.data))
         self.domain = domain
         #: sphere / simplex: where score matching happens (symsm/model/manifold.py), else None
         self.geometry: Geometry | None = None
-        #: h(t) as an expression in `WEIGHT_VARIABLE` for domain "nonnegative" (default t²), None otherwise
+        #: h(t) as an expression in `WEIGHT_VARIABLE` for the weighted domains (default t²), None otherwise
         self.weight_expr: sp.Expr | None = None
         if domain in MANIFOLD_DOMAINS:
             self._validate()
@@ -197,7 +218,7 @@ class Model:
         name: str | None = None,
         description: str = "",
         init: Mapping[str, Any] | None = None,
-        domain: str = "real",
+        domain: str | Box = "real",
         weight: Any = None,
         transform: str | None = None,
         a_c: float | None = None,
@@ -279,20 +300,34 @@ class Model:
             parts += [g.name, repr(g.shape), sp.srepr(g.template)]
         if self.weight_expr is not None:  # (real models keep the form, and the cache keys, they always had)
             parts += ["weight", sp.srepr(self.weight_expr)]
+        if self.domain == "box":  # (and "nonnegative" models theirs: [0, ∞)ᵈ is implied by the name)
+            assert self.box is not None
+            parts += self.box.canonical()
         if self.geometry is not None:
             parts += self.geometry.canonical()
         return parts
 
     @property
     def weight(self) -> sp.Lambda | None:
-        """The coordinate weight h as a sympy Lambda (domain "nonnegative"), None on Rᵈ."""
+        """The coordinate weight h as a sympy Lambda (domains "nonnegative" and "box"), None on Rᵈ."""
         return None if self.weight_expr is None else sp.Lambda(WEIGHT_VARIABLE, self.weight_expr)
 
-    def coordinate_weights(self) -> tuple[sp.Expr, ...] | None:
-        """hᵢ = h(xᵢ) for each data coordinate (domain "nonnegative"), None for the plain objective on Rᵈ."""
-        if self.weight_expr is None:
+    def boundary_distances(self) -> tuple[sp.Expr | None, ...] | None:
+        """distᵢ(xᵢ), the distance to the nearer finite end of coordinate i's interval (xᵢ on [0, ∞); None for
+        a coordinate unbounded on both sides), per coordinate; None on Rᵈ."""
+        if self.box is None:
             return None
-        return tuple(self.weight_expr.xreplace({WEIGHT_VARIABLE: x}) for x in self.data)
+        return tuple(self.box.distance(i, x) for i, x in enumerate(self.data))
+
+    def coordinate_weights(self) -> tuple[sp.Expr, ...] | None:
+        """hᵢ = h(distᵢ(xᵢ)) for each data coordinate (h(xᵢ) on [0, ∞)ᵈ; 1 where a coordinate has no finite
+        bound), None for the plain objective on Rᵈ."""
+        distances = self.boundary_distances()
+        if self.weight_expr is None or distances is None:
+            return None
+        return tuple(
+            sp.Integer(1) if dist is None else self.weight_expr.xreplace({WEIGHT_VARIABLE: dist}) for dist in distances
+        )
 
     # ------------------------------------------------------------------ θ packing
     def pack(self, values: Mapping[str, Any]) -> np.ndarray:
@@ -619,16 +654,18 @@ def _as_weight(weight: Any, domain: str) -> sp.Expr | None:
     h > 0 inside the domain. Each is checked here, with sympy where it decides and at a grid of points where
     it does not.
     """
-    if domain == "real":
+    if domain not in WEIGHTED_DOMAINS:
         if weight is not None:
             raise ModelError(
-                "weight applies to domain='nonnegative' (generalized score matching on [0, ∞)^d); "
-                "the plain objective on R^d has no weight"
+                "weight applies to domain='nonnegative' or a symsm.Box (generalized score matching with a weight "
+                f"of the distance to the boundary); the objective on domain {domain!r} has no weight"
             )
         return None
     t = WEIGHT_VARIABLE
     if weight is None:
         return t**2
+    if isinstance(weight, tuple) or (isinstance(weight, str) and weight in NAMED_WEIGHTS):
+        weight = named_weight(*(weight if isinstance(weight, tuple) else (weight,)))
     if isinstance(weight, str):
         from .parse import parse_formula
 
@@ -725,7 +762,7 @@ def _check_positive_weight(expr: sp.Expr) -> None:
     if positive is True:
         return
     for point in _WEIGHT_CHECK_POINTS:
-        value = expr.xreplace({t: sp.Float(point)}).evalf(30)
+        value = expr.xreplace({t: sp.Rational(repr(point))}).evalf(30)  # an exact point: evalf tracks cancellation
         if not (value.is_real and value.is_finite and value > 0):
             raise ModelError(
                 f"weight must be positive for t > 0 (the weighted Fisher divergence is a divergence only then): "

@@ -8,14 +8,25 @@ A model file holds one model::
     params = ["m0", "m1", {name = "s", positive = true}, {name = "W", shape = [2, 2]},
               {name = "P", shape = [2, 2], symmetric = true}, {name = "b", shape = [2]}]
     log_f = "-(nu + 2)/2 * log(1 + ...)"      # the formula; W[0, 1] or W_0_1 name matrix entries
-    domain = "real"                           # optional: "real", "nonnegative", "sphere" or "simplex"
-    weight = "t**2/(1 + t**2)"                # optional: h(t) on [0, ∞) (default t**2); on the sphere and
-                                              # the simplex "ones", "minsq" or "prodsq" (or h(x) on the sphere)
+    domain = "real"                           # optional: "real", "nonnegative", "box", "sphere" or "simplex"
+    weight = "t**2/(1 + t**2)"                # optional, domains "nonnegative" and "box": h(t) (default t**2);
+                                              # "sphere", "simplex": "ones", "minsq" or "prodsq" (or h(x), sphere)
     transform = "sqrt"                        # optional, domain "simplex" only: "sqrt" (default) or "alr"
     a_c = 0.01                                # optional: the cap of the minsq / prodsq weight
     [init]                                    # optional starting values
     s = 1.0
     W = [[1.0, 0.0], [0.0, 1.0]]
+
+A box domain (generalized score matching on aᵢ ≤ xᵢ ≤ bᵢ, symsm/model/box.py) takes its bounds from ``lower``
+and ``upper``, each a number (every coordinate) or an array with one number per data coordinate; TOML's own
+``inf`` and ``-inf`` leave a side open (``lower`` defaults to ``-inf``, ``upper`` to ``inf``, and at least one
+must be given). The weight may be capped (``min``, ``max``) or one of genscore's named weights, by name or as
+``[name, para, para2]``::
+
+    domain = "box"
+    lower = 0                                 # [0, 0, 0]
+    upper = [1, 2, inf]                       # x0 ≤ 1, x1 ≤ 2, x2 unbounded above
+    weight = "min(t**2, 1)"                   # or "min_pow", or ["min_pow", 2, 1]
 
 A model written with vectors and matrices names its data vector with a size, and its formula uses whole
 vectors and matrices (``@``, ``.T``, ``sum``, ``dot``, ``quad``; symsm/model/tensor_parse.py)::
@@ -46,7 +57,8 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ModelError
-from .model import DOMAINS, Model, _as_description, _as_name, _split_names
+from .box import Box
+from .model import DOMAINS, WEIGHTED_DOMAINS, Model, _as_description, _as_name, _split_names
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -61,7 +73,20 @@ __all__ = [
 MAX_FILE_BYTES = 4_000_000  # a model file; the formula itself is limited to 1M characters by the parser
 MAX_DATA = 10_000  # data coordinates
 MAX_PARAMETERS = 100_000  # entries of θ (a 128 × 128 unmixing matrix has 16 384)
-KEYS = ("name", "description", "data", "params", "log_f", "domain", "weight", "init", "transform", "a_c")
+KEYS = (
+    "name",
+    "description",
+    "data",
+    "params",
+    "log_f",
+    "domain",
+    "lower",
+    "upper",
+    "weight",
+    "init",
+    "transform",
+    "a_c",
+)
 REQUIRED = ("data", "params", "log_f")
 PARAM_KEYS = ("name", "shape", "symmetric", "positive")
 
@@ -149,12 +174,21 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
     domain = table.get("domain", "real")
     if not isinstance(domain, str) or domain not in DOMAINS:
         raise fail("domain", f"expected one of {', '.join(map(repr, DOMAINS))}, got {domain!r}")
+    domain_arg: str | Box = _box(table, domain, len(data), fail) if domain == "box" else domain
+    for side in ("lower", "upper"):
+        if side in table and domain != "box":
+            raise fail(side, 'applies to domain = "box" only (the bounds of the box)')
     weight = table.get("weight")
     if weight is not None:
-        if not isinstance(weight, str):
-            raise fail("weight", f'expected a formula in t such as "t**2/(1 + t**2)", got {_kind(weight)}')
-        if domain not in ("nonnegative", "sphere", "simplex"):
-            raise fail("weight", 'applies to domain = "nonnegative", "sphere" or "simplex" only')
+        if domain in ("sphere", "simplex"):
+            if not isinstance(weight, str):
+                raise fail(
+                    "weight", f'expected "ones", "minsq", "prodsq" or a formula in the data, got {_kind(weight)}'
+                )
+        else:
+            weight = _weight(weight, fail)
+            if domain not in WEIGHTED_DOMAINS:
+                raise fail("weight", 'applies to domain = "nonnegative", "box", "sphere" or "simplex" only')
     manifold: dict[str, Any] = {}
     transform = table.get("transform")
     if transform is not None:
@@ -180,7 +214,7 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
             name=name,
             description=description,
             init=init,
-            domain=domain,
+            domain=domain_arg,
             weight=weight,
             **manifold,
         )
@@ -188,6 +222,43 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
         message = str(exc)
         key = next((k for k in ("init", "weight", "transform", "a_c") if message.startswith(k)), "log_f")
         raise fail(key, message.removeprefix(f"{key}: ")) from None
+
+
+def _box(table: Mapping[str, Any], domain: str, d: int, fail: Any) -> Box:
+    """The bounds of domain "box" from the keys lower and upper (a number, or one per data coordinate)."""
+    if "lower" not in table and "upper" not in table:
+        raise fail("domain", 'domain = "box" needs its bounds: lower and/or upper (a number or one per coordinate)')
+    sides = {}
+    for side, default in (("lower", -math.inf), ("upper", math.inf)):
+        value = table.get(side, default)
+        if isinstance(value, list):
+            if len(value) != d:
+                raise fail(side, f"has {len(value)} bounds; expected a number or {d}, one per data coordinate")
+            for k, v in enumerate(value):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+                    raise fail(f"{side}[{k}]", f"expected a number (or inf, -inf), got {_kind(v)}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise fail(side, f"expected a number, inf, -inf or an array of them, got {_kind(value)}")
+        sides[side] = value
+    try:
+        return Box(sides["lower"], sides["upper"])
+    except ModelError as exc:
+        raise fail("lower", str(exc).removeprefix("Box: ")) from None
+
+
+def _weight(weight: Any, fail: Any) -> str | tuple[Any, ...]:
+    """A weight formula in t, a named weight, or [name, para, para2] (genscore's named weights)."""
+    if isinstance(weight, str):
+        return weight
+    if isinstance(weight, list) and weight and isinstance(weight[0], str):
+        for k, v in enumerate(weight[1:], start=1):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise fail(f"weight[{k}]", f"expected a number (a parameter of {weight[0]}), got {_kind(v)}")
+        return tuple(weight)
+    raise fail(
+        "weight", f'expected a formula in t such as "t**2/(1 + t**2)", a named weight or [name, para, para2], '
+        f"got {_kind(weight)}"
+    )  # fmt: skip
 
 
 def _checked_init(table: Mapping[str, Any], fail: Any) -> Mapping[str, Any]:
@@ -224,8 +295,8 @@ def _vector_model(table: Mapping[str, Any], name: str, description: str, fail: A
     if not isinstance(log_f, str):
         raise fail("log_f", f"expected a formula string, got {_kind(log_f)}")
     domain = table.get("domain", "real")
-    if domain != "real" or "weight" in table:
-        raise fail("domain", 'models written with vectors support domain = "real" only (and no weight)')
+    if domain != "real" or any(k in table for k in ("weight", "lower", "upper")):
+        raise fail("domain", 'models written with vectors support domain = "real" only (and no weight or bounds)')
     init = _checked_init(table, fail)
     try:
         return Model.from_string(

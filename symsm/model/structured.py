@@ -54,6 +54,7 @@ class StructuredModel(Model):
             )
         self.domain = "real"
         self.weight_expr = None
+        self.box = None
         self._validate_structure()
         offsets = np.cumsum([0] + [_leaf_size(p) for p in self.param_leaves])
         self._offsets = {

@@ -1,5 +1,5 @@
-"""The CUDA backend on the non-negative orthant [0, ∞)ᵈ (generalized score matching with a coordinate weight h)
-against the numba CPU backend and the hand-written numpy integrand of tests/domain_models.py.
+"""The CUDA backend on the non-negative orthant [0, ∞)ᵈ and on boxes (generalized score matching with a coordinate
+weight h) against the numba CPU backend and the hand-written numpy integrand of tests/domain_models.py.
 
 Run under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1, a process of its own) by tests/run_all.sh; the simulator is
 slow, so N is small (≤ 96 rows) and the launches use small blocks (several blocks and a grid-stride loop).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from domain_models import nonnegative_ggm, truncated_normal
+from domain_models import box_ggm, nonnegative_ggm, truncated_normal
 
 TOL = {np.dtype(np.float64): 1e-11, np.dtype(np.float32): 1e-4}
 N_ROWS = 64
@@ -22,6 +22,8 @@ CASES = {
     # capped and kinked weights: min, max and the step of h′ in the CUDA printer
     "truncated_normal_min_log_pow": lambda: truncated_normal("min_log_pow"),
     "truncated_normal_t2_over_max": lambda: truncated_normal("t2_over_max"),
+    # a box with a two-sided, a lower-only and an upper-only coordinate, and a capped weight
+    "box_ggm3_min_t2": lambda: box_ggm("min_t2"),
 }
 
 
@@ -48,6 +50,8 @@ def compiled():
 def _data(case) -> np.ndarray:
     X = case.X[:N_ROWS].copy()
     X[1, :] = 0.0  # boundary rows are data too
+    if case.lower is not None:  # a box: a row on its finite lower ends (0 would sit on the capped weight's kink)
+        X[1] = np.where(np.isfinite(case.lower), case.lower, X[2])
     return X
 
 
@@ -71,8 +75,9 @@ def test_weighted_value_and_grad_match_cpu_and_numpy(compiled, name, dtype):
     assert np.all(np.abs(per_sample - case.integrand(theta, X)) <= tol * value_scale)
 
 
-def test_weighted_quadratic_form_matches_cpu(compiled):
-    case, cpu, gpus = compiled["ggm3_t2_bounded"]
+@pytest.mark.parametrize("name", ["ggm3_t2_bounded", "box_ggm3_min_t2"])
+def test_weighted_quadratic_form_matches_cpu(compiled, name):
+    case, cpu, gpus = compiled[name]
     X = _data(case)
     A, b, c = gpus[np.dtype(np.float64)].quadratic_form(X)
     A_cpu, b_cpu, c_cpu = cpu.quadratic_form(X)
