@@ -715,11 +715,13 @@ def derivation_latex(
     if getattr(model, "geometry", None) is not None:  # sphere and simplex: symsm/latex/manifold.py
         from .manifold import manifold_latex
 
+        with_header = full_document if header is None else bool(header)
         return manifold_latex(
             derivation,
-            full_document=full_document,
-            header=full_document if header is None else bool(header),
-            title=title if isinstance(title, str) else f"Score matching for the model {model.name}",
+            frame=_document_frame(
+                full_document, title if isinstance(title, str) else f"Score matching for the model {model.name}"
+            ),
+            header_lines=_header_lines(model) if with_header else [],
         )
     if domain not in SUPPORTED_DOMAINS:
         raise LatexError(f"the LaTeX derivation supports the domains {SUPPORTED_DOMAINS}, not {domain!r}")

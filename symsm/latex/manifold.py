@@ -21,10 +21,10 @@ __all__ = ["manifold_latex"]
 _MAX_SCORE_CHARS = 400
 
 
-def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool, title: str) -> str:
-    """The derivation of a model with domain "sphere" or "simplex" (see the module docstring)."""
+def manifold_latex(derivation: Derivation, *, frame: dict[str, Any], header_lines: list[str]) -> str:
+    """The derivation of a model with domain "sphere" or "simplex" (see the module docstring); `frame` and
+    `header_lines` are the document's frame and header from `derivation_latex`."""
     from ..core.templates import render
-    from .derivation import _document_frame, _header_lines
 
     model = derivation.model
     geometry, parts = model.geometry, derivation.manifold
@@ -39,7 +39,7 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
         "vec": vec,
         "coord": coord,
         "log_f": tex(model.log_f),
-        "header_lines": _header_lines(model) if header else [],
+        "header_lines": header_lines,
         "simplex_map": [],
         "on_sphere": [],
         "on_real": [],
@@ -111,7 +111,7 @@ def manifold_latex(derivation: Derivation, *, full_document: bool, header: bool,
         if derivation.is_quadratic
         else []
     )
-    ctx.update(_document_frame(full_document, title))
+    ctx.update(frame)
     return render("symsm.latex", "manifold.tex.j2", **ctx)
 
 
