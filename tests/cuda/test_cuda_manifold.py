@@ -50,3 +50,18 @@ def test_quadratic_form_matches_cpu():
     np.testing.assert_allclose(A, A_cpu, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(b, b_cpu, rtol=1e-11, atol=1e-13)
     assert c == pytest.approx(c_cpu, rel=1e-11, abs=1e-13)
+
+
+def test_ppi_sqrt_minsq_matches_cpu():
+    """The sqrt-mapped PPI under minsq (min and its steps in the kernel; rows with zeros) on 16 rows."""
+    from symsm.model.modelfile import load_model
+
+    model = load_model("ppi_5d")
+    U = np.random.default_rng(14).dirichlet([1, 1, 2, 2, 3], size=16)
+    U[3] = [0.0, 0.2, 0.3, 0.1, 0.4]
+    theta = np.linspace(-3, 2, model.n_params)
+    v_cpu, g_cpu = model.compile().value_and_grad(theta, U)
+    v_gpu, g_gpu = _configure(model.compile(backend="cuda")).value_and_grad(theta, U)
+    np.testing.assert_allclose(v_gpu, v_cpu, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(g_gpu, g_cpu, rtol=1e-11, atol=1e-13)
+
