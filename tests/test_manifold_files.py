@@ -93,3 +93,12 @@ def test_cli_fit_on_the_sphere(tmp_path) -> None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 1 and "row 5, with norm 3.0" in out.stderr
+
+
+def test_penalized_fits_refuse_the_sphere() -> None:
+    """The sparse quadratic form is per coordinate (A = Σᵢ mean hᵢ aᵢaᵢᵀ); the sphere's A = mean h FᵀPF is not:
+    a penalized fit says so instead of using the wrong A."""
+    from symsm.ir.sparse_kernels import sparse_parts
+
+    with pytest.raises(ValueError, match="sparse quadratic form"):
+        sparse_parts(load_model("vmf_3d").derive())
