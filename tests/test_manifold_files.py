@@ -102,3 +102,13 @@ def test_penalized_fits_refuse_the_sphere() -> None:
 
     with pytest.raises(ValueError, match="sparse quadratic form"):
         sparse_parts(load_model("vmf_3d").derive())
+
+
+def test_cli_derive_json_names_the_map_and_the_weight() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "symsm.cli", "derive", "ppi_5d", "--json", "--no-gradient"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    info = json.loads(out.stdout)
+    assert (info["domain"], info["transform"], info["weight"], info["a_c"]) == ("simplex", "sqrt", "minsq", 0.01)
+    assert len(info["score"]) == 5
