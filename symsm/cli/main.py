@@ -141,7 +141,7 @@ def _geometry(model: Model) -> dict[str, Any]:
     geometry = getattr(model, "geometry", None)
     if geometry is None:
         return {}
-    weight = sstr(geometry.weight) if geometry.weight_name == "custom" else geometry.weight_name
+    weight = sp.sstr(geometry.weight) if geometry.weight_name == "custom" else geometry.weight_name
     return {"transform": geometry.transform, "weight": weight, "a_c": geometry.a_c}
 
 
