@@ -112,3 +112,16 @@ def test_cli_derive_json_names_the_map_and_the_weight() -> None:
     info = json.loads(out.stdout)
     assert (info["domain"], info["transform"], info["weight"], info["a_c"]) == ("simplex", "sqrt", "minsq", 0.01)
     assert len(info["score"]) == 5
+
+
+@pytest.mark.parametrize("name", ["fisher_bingham_3d"])
+def test_cuda_kernels_compile_to_ptx(name) -> None:
+    """The sphere's CUDA kernels compile to PTX without a GPU (their numbers, and the sqrt-mapped PPI's, are
+    checked under the simulator in tests/cuda/test_cuda_manifold.py; min and its steps in PTX by wip-box's tests)."""
+    pytest.importorskip("numba_cuda", reason="the CUDA backend's extra is not installed: pip install 'symsm[cuda]'")
+    from symsm.runtime.device import simulator_enabled
+
+    if simulator_enabled():
+        pytest.skip("PTX needs numba-cuda's real compiler (NUMBA_ENABLE_CUDASIM is set)")
+    ptx = load_model(name).compile(backend="cuda").ptx(cc=(8, 0))
+    assert ptx and all(".entry" in text for text in ptx.values())
