@@ -364,3 +364,30 @@ def test_dask_passes_follow_the_box():
         bad[160, 0] = -3.0
         with pytest.raises(ValueError, match=r"row 10, column 0 \(x0\): -3.0, below its lower bound -1.*chunk 1"):
             sd.value(loss, case.theta, da.from_array(bad, chunks=(150, 3)))
+
+
+def test_randomised_objectives_refuse_a_box():
+    model = box_ggm().model
+    for objective in ("sliced", "denoising"):
+        with pytest.raises(ValueError, match=f"objective '{objective}' supports the domains \\('real',\\).*'box'"):
+            model.compile(objective=objective)
+
+
+@pytest.mark.slow
+def test_box_cuda_kernels_with_min_max_and_the_step_compile_to_ptx():
+    """numba-cuda's real compiler (no GPU needed) types min, max and the step's conditional in both dtypes."""
+    from required import require_module
+
+    require_module("numba_cuda")
+    from symsm.runtime.device import simulator_enabled
+
+    if simulator_enabled():
+        pytest.skip("PTX needs numba-cuda's real compiler (NUMBA_ENABLE_CUDASIM is set)")
+    for dtype in (np.float64, np.float32):
+        loss = box_ggm("t2_over_max").model.compile(backend="cuda", dtype=dtype)
+        ptx = loss.ptx(cc=(8, 0))
+        assert sorted(ptx) == sorted(("value_and_grad", "value", "per_sample", "score"))
+        assert all(".entry" in text for text in ptx.values())
+        if dtype == np.float32:  # min/max stay in float32 (no promotion to double) and are the GPU's own
+            assert not any(".f64" in text for text in ptx.values())
+            assert "max.f32" in ptx["value_and_grad"]

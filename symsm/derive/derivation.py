@@ -14,6 +14,10 @@ boundary term at xᵢ = 0, so the objective is the generalized one (Hyvärinen 2
 
     objective      = Σ_i [h_i hessian_diag_i + ½ h_i score_i² + h_i′ score_i]
 
+On a box aᵢ ≤ xᵢ ≤ bᵢ (`Model(domain=symsm.Box(lower, upper))`) the same objective has hᵢ = h(distᵢ(xᵢ)), the
+weight of the distance to the nearer finite end (symsm/model/box.py), and hᵢ′ its derivative in xᵢ (piecewise
+for a two-sided interval or a capped weight: min and max differentiate to Heaviside steps).
+
 Terms of log f that depend on θ alone (a normalising constant) have zero x-derivative and drop out
 here, exactly. `Derivation` also detects objectives that are quadratic in θ (every score affine in θ,
 i.e. exponential families) and gives the pieces of J̃ = ½θᵀAθ + bᵀθ + c₀ per sample.
@@ -234,7 +238,7 @@ class Derivation:
     score : tuple of d sympy expressions ∂_i log f
     hessian_diag : tuple of d sympy expressions ∂_i² log f
     objective : the per-sample integrand Σ_i [∂_i² log f + ½(∂_i log f)²] (on [0, ∞)ᵈ the weighted one)
-    weights, weight_derivatives : h(x_i) and h′(x_i) per coordinate (domain "nonnegative"), else None
+    weights, weight_derivatives : hᵢ and dhᵢ/dxᵢ per coordinate (domains "nonnegative" and "box"), else None
     gradient : tuple of P expressions ∂θ_k of the integrand (computed on first access)
     """
 
@@ -289,12 +293,13 @@ class Derivation:
 
     @cached_property
     def weights(self) -> tuple[sp.Expr, ...] | None:
-        """hᵢ = h(xᵢ) per coordinate for domain "nonnegative", None on Rᵈ (no weight)."""
+        """hᵢ = h(xᵢ) per coordinate for domain "nonnegative", h(distᵢ(xᵢ)) on a box, None on Rᵈ (no weight)."""
         return self.model.coordinate_weights()
 
     @cached_property
     def weight_derivatives(self) -> tuple[sp.Expr, ...] | None:
-        """hᵢ′ = dh/dt at t = xᵢ per coordinate (exact, by sympy), None on Rᵈ."""
+        """hᵢ′ = dhᵢ/dxᵢ per coordinate (exact, by sympy; piecewise through Heaviside steps for min and max), None
+        on Rᵈ."""
         if self.weights is None:
             return None
         return tuple(sp.diff(h, xi) for h, xi in zip(self.weights, self.model.data, strict=True))

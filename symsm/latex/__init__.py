@@ -8,8 +8,11 @@ condition for each coordinate (Step 4), and the empirical objective with ∂ᵢ�
 written out (Step 5). For a model on the non-negative orthant (``domain="nonnegative"``) Steps 2–5 are
 those of generalized score matching (Hyvärinen 2007; Yu, Drton & Shojaie 2019): the Fisher divergence
 weighted by the model's h(xᵢ), integration by parts over [0, ∞) with the boundary condition at 0 and at ∞,
-and the weighted objective. The narrative lives in ``templates/derivation.tex.j2``; everything instantiated
-is computed in Python and handed to the template as strings and lists of strings.
+and the weighted objective; on a box (``domain=symsm.Box(lower, upper)``) the weight is h of each coordinate's
+distance to the nearer finite end, shown per coordinate with its piecewise derivative (a Heaviside step printed
+as an indicator 𝟏[u > 0]), and the boundary conditions are taken at each end. The narrative lives in
+``templates/derivation.tex.j2``; everything instantiated is computed in Python and handed to the template as
+strings and lists of strings.
 
 How expressions are shown:
 
