@@ -645,6 +645,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-lambdify", action="store_true")
     p.add_argument("--no-firstcall", action="store_true", help="skip the first call in a new process")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument(
+        "--no-structured",
+        action="store_true",
+        help="skip the structured section (benchmarks/structured.py: ICA d = 8–256 and the Gaussian d = 32 against "
+        "JAX with hand-written derivatives, a few minutes; `python -m benchmarks structured` runs it alone)",
+    )
     p.add_argument("--mem-n", type=float, help="rows for the peak-memory measurement (default 1e7, quick 1e6)")
     p.add_argument("--mem-models", help="models for the memory measurement (default: those of the run with d = 8)")
     p.add_argument("--bw-bytes", type=float, help="array size for the read bandwidth (default 256 MiB, quick 64 MiB)")
@@ -691,6 +697,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         runner.close()
     print(f"wrote {args.json} and {args.markdown}")
+    if not args.no_structured:  # after the main run, in this process: its own tables (STRUCTURED.md)
+        from .structured import main as structured_main
+
+        out = args.markdown.with_name("STRUCTURED-quick.md" if args.quick else "STRUCTURED.md")
+        extra = ["--quick"] if args.quick else []
+        if args.no_jax:
+            extra.append("--no-jax")
+        return structured_main([*extra, "--out", str(out)])
     return 0
 
 

@@ -56,13 +56,16 @@ def test_matmul_through_accumulations(d: int, transpose: bool, dtype: str) -> No
     _check(out["c"], Y.sum(0), absY.sum(0), dtype)
 
 
-@pytest.mark.parametrize(("mr", "nv"), [(4, 3), (4, 4), (6, 2), (3, 4), (1, 1)])
+@pytest.mark.parametrize(("mr", "nv", "tiles"), [(4, 3, 1), (4, 4, 1), (6, 2, 1), (3, 4, 1), (1, 1, 1), (8, 3, 4)])
+@pytest.mark.parametrize("lanes", [4, 8])
 @pytest.mark.parametrize("d", [5, 33])
-def test_tile_shapes(d: int, mr: int, nv: int) -> None:
+def test_tile_shapes(d: int, lanes: int, mr: int, nv: int, tiles: int) -> None:
+    """Register tiles and vector widths (256- and 512-bit vectors: LLVM splits the latter where the host lacks
+    AVX-512), with partial tiles, panels and blocks."""
     prog = BlockProgram(d, (Param("P", (d, d)),), (MatMul("Y", "X", "P", True), AccOuter("G", "Y", "Y")))
     X = _data(101, d, "float64")
     P = np.random.default_rng(2).standard_normal((d, d))
-    out = BlockKernel(prog, mr=mr, nv=nv, block_rows=17)(X, {"P": P})
+    out = BlockKernel(prog, mr=mr, nv=nv, tiles=tiles, lanes=lanes, block_rows=17)(X, {"P": P})
     Y = X @ P.T
     _check(out["G"], Y.T @ Y, np.abs(Y).T @ np.abs(Y), "float64")
 
@@ -209,12 +212,13 @@ def numpy_ica_value(W: np.ndarray, X: np.ndarray) -> float:
     return float(np.mean(np.sum(-((1.0 - T * T) @ (W * W)) + 0.5 * S * S, axis=1)))
 
 
+@pytest.mark.parametrize("lanes", [4, 8])
 @pytest.mark.parametrize("d", [1, 5, 32, 33])
-def test_ica_value_and_grad(d: int) -> None:
+def test_ica_value_and_grad(d: int, lanes: int) -> None:
     rng = np.random.default_rng(6)
     W = np.eye(d) + 0.3 * rng.standard_normal((d, d))
     X = rng.standard_normal((301, d))
-    value, grad = ica_value_and_grad(BlockKernel(ica_program(d), block_rows=40), W, X)
+    value, grad = ica_value_and_grad(BlockKernel(ica_program(d), block_rows=40, lanes=lanes), W, X)
     assert value == pytest.approx(numpy_ica_value(W, X), rel=1e-13)
     h = 1e-5
     for i, j in {(0, 0), (d - 1, 0), (d // 2, d - 1)}:
@@ -231,9 +235,32 @@ def test_ica_float32_close_to_float64() -> None:
     W = np.eye(d) + 0.1 * rng.standard_normal((d, d))
     X = rng.standard_normal((500, d))
     v64, g64 = ica_value_and_grad(BlockKernel(ica_program(d)), W, X)
-    v32, g32 = ica_value_and_grad(BlockKernel(ica_program(d), "float32"), W.astype(np.float32), X.astype(np.float32))
-    assert v32 == pytest.approx(v64, rel=1e-5)
-    assert np.max(np.abs(g32 - g64)) <= 1e-4 * np.max(np.abs(g64))
+    for lanes in (8, 16):
+        kernel = BlockKernel(ica_program(d), "float32", lanes=lanes)
+        v32, g32 = ica_value_and_grad(kernel, W.astype(np.float32), X.astype(np.float32))
+        assert v32 == pytest.approx(v64, rel=1e-5)
+        assert np.max(np.abs(g32 - g64)) <= 1e-4 * np.max(np.abs(g64))
+
+
+def test_float64_rows_into_a_float32_kernel() -> None:
+    """x_dtype float64: the kernel rounds the rows as it copies them, the same bits as numpy's astype first (odd d:
+    a partial vector; values at float32's range and beyond round to ±max / ±inf alike)."""
+    d = 13
+    rng = np.random.default_rng(10)
+    W = np.eye(d) + 0.2 * rng.standard_normal((d, d))
+    X = rng.standard_normal((777, d))
+    X[3, 4] = 1 + 2.0**-30  # rounds to 1 in float32
+    ref = ica_value_and_grad(BlockKernel(ica_program(d), "float32", block_rows=40), W, X.astype(np.float32))
+    got = ica_value_and_grad(BlockKernel(ica_program(d), "float32", x_dtype="float64", block_rows=40), W, X)
+    assert got[0] == ref[0] and np.array_equal(got[1], ref[1])
+    prog = BlockProgram(2, (), (AccColSum("c", "X"),))
+    big = np.array([[3.4028235e38, 1e39], [-1e39, 1.0]])
+    out = BlockKernel(prog, "float32", x_dtype="float64", block_rows=8)(big, {})["c"]
+    assert out.tolist() == [-np.inf, np.inf]
+    with pytest.raises(ValueError, match="x_dtype"):
+        BlockKernel(prog, "float64", x_dtype="float32")
+    with pytest.raises(TypeError, match="float64 array"):
+        BlockKernel(prog, "float32", x_dtype="float64")(big.astype(np.float32), {})
 
 
 def test_same_bits_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,13 +279,14 @@ def test_same_bits_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_fma_peak_runs() -> None:
-    run = blocks.fma_peak(iters=1000)
+    run = blocks.fma_peak(iters=1000, lanes=4)
     assert run() == 2.0 * 12 * 4 * 1000
+    assert blocks.fma_peak(iters=1000)() == 2.0 * 12 * blocks.default_lanes("float64") * 1000
 
 
-def _apply_tanh(x: np.ndarray) -> np.ndarray:
-    """blocks.tanh_function (float64) or tanh_function_f32 over x (length a multiple of 8), through a one-off
-    compiled loop."""
+def _apply_tanh(x: np.ndarray, width: int = 0) -> np.ndarray:
+    """blocks.tanh_function (float64) or tanh_function_f32 over x (length a multiple of 16) on vectors of `width`
+    (default 4 float64, 8 float32), through a one-off compiled loop."""
     import ctypes
 
     from llvmlite import ir
@@ -266,8 +294,9 @@ def _apply_tanh(x: np.ndarray) -> np.ndarray:
     from symsm.backends.llvm.native import _load_object, compile_module
 
     f32 = x.dtype == np.float32
-    ctype, width = (ir.FloatType(), 8) if f32 else (ir.DoubleType(), 4)
-    symbol = f"tanh_test_apply_{x.dtype}"
+    ctype, default = (ir.FloatType(), 8) if f32 else (ir.DoubleType(), 4)
+    width = width or default
+    symbol = f"tanh_test_apply_{x.dtype}_{width}"
     module = ir.Module(name=symbol)
     ptr = ir.PointerType(ctype)
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, ptr, ir.IntType(64)]), symbol)
@@ -300,13 +329,15 @@ def _tanh_inputs() -> np.ndarray:
             [0.25, -0.25, np.nextafter(0.25, 0), 5e-324, 0.0, -0.0, np.inf, -np.inf, np.nan, 800.0, -800.0],
         ]
     )
-    return np.concatenate([x, np.zeros(-len(x) % 8)])
+    return np.concatenate([x, np.zeros(-len(x) % 16)])
 
 
-def test_tanh_accuracy_and_special_values() -> None:
+@pytest.mark.parametrize("width", [4, 8])
+def test_tanh_accuracy_and_special_values(width: int) -> None:
+    """Within 4 ulp of mpmath on 256-bit and 512-bit vectors (LLVM splits the latter without AVX-512)."""
     mpmath = pytest.importorskip("mpmath")
     x = _tanh_inputs()
-    got = _apply_tanh(x)
+    got = _apply_tanh(x, width)
     finite = np.isfinite(x)
     with mpmath.workdps(40):
         ref = np.array([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in x[finite][::7]])

@@ -190,3 +190,55 @@ def test_dask_runs_structured_losses():
     v2, g2 = loss.value_and_grad(theta, X)
     _close(v1, v2)
     _close(g1, g2)
+
+
+@pytest.mark.parametrize("name", ["ica", "gaussian"])
+def test_non_finite_data_tested_by_the_kernel(name):
+    """The value kernels test X as they read it (the host's own pass over X is left out): a NaN or ±inf entry still
+    gives X's error naming its row and column, for value and value_and_grad, in float64 and float32 (where a float64
+    entry beyond float32's range becomes inf); huge finite rows whose column sums overflow are no error."""
+    model = MODELS[name]()
+    theta = _theta(model)
+    X = np.random.default_rng(3).normal(size=(700, model.dim))
+    for dtype in (np.float64, np.float32):
+        loss = model.compile(path="structured", dtype=dtype)
+        assert "CHECKS_FINITE_DATA = True" in loss.source
+        for bad in (np.nan, np.inf, -np.inf):
+            Y = X.copy()
+            Y[611, 1] = bad
+            for call in (loss.value_and_grad, loss.value):
+                with pytest.raises(ValueError, match=r"non-finite values .*row 611, column 1"):
+                    call(theta, Y)
+        if dtype == np.float32:
+            Y = X.copy()
+            Y[5, 0] = 1e39
+            with pytest.raises(ValueError, match=r"non-finite values .*row 5, column 0"):
+                loss.value_and_grad(theta, Y)
+    if name == "ica":  # column sums of 1e307 overflow; the rows are finite, tanh saturates: a finite result
+        Y = X.copy()
+        Y[:, 0] = 1e307
+        loss = model.compile(path="structured")
+        ref = model.compile(path="structured", backend="numba-python")
+        v, g = loss.value_and_grad(theta, Y)
+        v_ref, g_ref = ref.value_and_grad(theta, Y)
+        assert np.isfinite(v) and np.isfinite(g).all()
+        _close(v, v_ref)
+        _close(g, g_ref)
+
+
+def test_float32_loss_reads_float64_rows():
+    """A float32 loss given float64 rows rounds them in the kernel (no float32 copy of X): the same bits as the
+    rows converted by numpy first, for value and value_and_grad; per-row outputs too."""
+    model = MODELS["ica_bias"]()
+    theta = _theta(model)
+    X = np.random.default_rng(4).normal(size=(1001, model.dim))
+    loss = model.compile(path="structured", dtype=np.float32)
+    assert "FLOAT64_ROWS = True" in loss.source
+    X32 = X.astype(np.float32)
+    v64, g64 = loss.value_and_grad(theta, X)
+    v32, g32 = loss.value_and_grad(theta, X32)
+    assert v64 == v32 and np.array_equal(g64, g32)
+    assert set(loss._module._kernel("value_and_grad").natives) == {"float32", "float64"}
+    assert loss.value(theta, X) == loss.value(theta, X32)
+    assert np.array_equal(loss.per_sample(theta, X), loss.per_sample(theta, X32))
+    assert np.array_equal(loss.score(theta, X), loss.score(theta, X32))

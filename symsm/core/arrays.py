@@ -41,9 +41,10 @@ def as_theta(model: Model, theta: Any, *, name: str = "theta", check_positive: b
     return arr
 
 
-def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -> np.ndarray:
+def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, check_finite: bool = True) -> np.ndarray:
     """X as a C-contiguous (N, d) array of `dtype` with N ≥ 1 and finite values, inside the model's domain
-    (no negative entries for domain "nonnegative")."""
+    (no negative entries for domain "nonnegative"). `check_finite=False` leaves the test for non-finite values to
+    the caller (a kernel that tests them while it reads the rows, then calls this again for the error)."""
     d = model.dim
     expected = f"(N, {d}) with columns [{', '.join(model.data_names)}]"
     arr = _as_real_array(X, name, expected)
@@ -56,7 +57,7 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64) -
         raise ValueError(f"{name} is empty: shape {expected} needs N ≥ 1 rows")
     # float64 data into a float32 kernel is the user's explicit choice of precision (compile(dtype=...)).
     arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
-    if not _all_finite(arr):
+    if check_finite and not _all_finite(arr):
         rows, cols = np.nonzero(~np.isfinite(arr))
         raise ValueError(
             f"{name} has non-finite values ({rows.size} in all); the first is at row {rows[0]}, "

@@ -87,14 +87,32 @@ class CompiledLoss:
 
     def host_value(self, theta: Any, X: Any) -> float:
         """J̃(θ) on rows in host memory (`value` sends them here)."""
-        th, data = self._inputs(theta, X)
-        return float(self._module.value(th, self._reduced(data))[0])
+        checks = self._kernel_checks_data()
+        th, data = self._inputs(theta, X, check_finite=not checks)
+        value = float(self._module.value(th, self._reduced(data, checked=not checks))[0])
+        if checks and not np.isfinite(value):
+            as_data(self.model, X, dtype=self.dtype)  # X's own error where a non-finite entry of X is the cause
+        return value
 
     def host_value_and_grad(self, theta: Any, X: Any) -> tuple[float, np.ndarray]:
         """(J̃(θ), ∇θ J̃(θ)) on rows in host memory (`value_and_grad` sends them here)."""
-        th, data = self._inputs(theta, X)
-        result = self._module.value_and_grad(th, self._reduced(data))
+        checks = self._kernel_checks_data()
+        th, data = self._inputs(theta, X, check_finite=not checks)
+        result = self._module.value_and_grad(th, self._reduced(data, checked=not checks))
+        if checks and not np.isfinite(result).all():
+            as_data(self.model, X, dtype=self.dtype)  # X's own error where a non-finite entry of X is the cause
         return float(result[0]), np.array(result[1:], dtype=np.float64)
+
+    def _kernel_checks_data(self) -> bool:
+        """Whether the value kernels test X for non-finite entries as they read it (the structured path on LLVM:
+        a non-finite result where X has one), so the host's own pass over X is left out; the objective's extra
+        per-row inputs, if any, are the host's, so it keeps its test then."""
+        return bool(getattr(self._module, "CHECKS_FINITE_DATA", False)) and not self._has_aux()
+
+    def _has_aux(self) -> bool:
+        """Whether the objective has auxiliary per-row inputs (see `draws`)."""
+        spec = self.objective_spec
+        return spec is not None and bool(spec.aux_symbols(self.model))
 
     def per_sample(self, theta: Any, X: Any) -> np.ndarray:
         """The integrand Σ_i [∂_i² log f + ½ (∂_i log f)²] at every row, shape (N,)."""
@@ -110,19 +128,33 @@ class CompiledLoss:
         self._module.score(th, data, out)
         return out
 
-    def _reduced(self, data: np.ndarray) -> np.ndarray:
+    def _reduced(self, data: np.ndarray, checked: bool = True) -> np.ndarray:
         """Data with the same J̃ and ∇J̃: for integrands of degree ≤ 2 in x, 2d moment-matching points
-        (one pass of moments, then the kernel on 2d rows; see symsm/runtime/moments.py), else the data itself."""
+        (one pass of moments, then the kernel on 2d rows; see symsm/runtime/moments.py), else the data itself.
+        `checked`: whether `data` was tested for non-finite entries (the moments need it)."""
         n, d = data.shape
         if n > 2 * d and getattr(self._module, "QUADRATIC_IN_DATA", False):
             from .moments import moment_points
 
+            if not checked:
+                data = as_data(self.model, data, dtype=self.dtype)
+
             return moment_points(data).astype(self.dtype)
         return data
 
-    def _inputs(self, theta: Any, X: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _inputs(self, theta: Any, X: Any, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
         th = as_theta(self.model, theta).astype(self.dtype, copy=False)
-        return th, self._with_aux(as_data(self.model, X, dtype=self.dtype))
+        dtype = self.dtype
+        if (  # the value kernels that test X themselves (check_finite False) test the rounded rows
+            not check_finite
+            and dtype == np.float32
+            and isinstance(X, np.ndarray)
+            and X.dtype == np.float64
+            and getattr(self._module, "FLOAT64_ROWS", False)
+            and not self._has_aux()
+        ):
+            dtype = np.dtype(np.float64)  # the kernels round the rows as they read them: no float32 copy of X
+        return th, self._with_aux(as_data(self.model, X, dtype=dtype, check_finite=check_finite))
 
     def _with_aux(self, data: np.ndarray) -> np.ndarray:
         """The data with the objective's auxiliary per-row inputs appended as extra columns (if any)."""

@@ -34,6 +34,11 @@ N_PARAMS = {n_params}
 DTYPE = np.{dtype}
 # the integrand has degree ≤ 2 in x: the host may replace the rows by 2d moment-matching points
 QUADRATIC_IN_DATA = {quadratic}
+# value and value_and_grad test X for non-finite entries while they read it (a non-finite result where it has
+# some): the host may skip its own pass over X and test X only when a result is non-finite
+CHECKS_FINITE_DATA = {checks}
+# the float32 kernels read float64 rows as they are (rounding them as they copy them): no float32 copy of X
+FLOAT64_ROWS = {rows64}
 {programs}
 
 _KERNELS = {{}}
@@ -73,6 +78,8 @@ def generate_blocks_source(
     package: str = "symsm.backends.blocks_numpy.executor",
     cls: str = "BlockKernel",
     options: str = "",
+    checks_finite_data: bool = False,
+    float64_rows: bool = False,
 ) -> str:
     """The module text holding `programs` (one per kernel of KERNELS), run by `package`.`cls`(text, dtype`options`)."""
     flops = "\n".join(
@@ -101,4 +108,6 @@ def generate_blocks_source(
         package=package,
         cls=cls,
         options=options,
+        checks=checks_finite_data,
+        rows64=float64_rows,
     )

@@ -16,13 +16,14 @@ A block program runs over the rows of X (N × d, float64 or float32) in blocks o
 How it runs (one function `void f(T* X, i64 n_rows, T** params, double* accs, T* work)` per program):
 
 * Rows are taken in blocks of B rows (the arrays the accumulations read fill ~192 KiB of L2); a block is
-  processed in panels of `mr` rows. For each panel the row-local ops (matmul, elementwise, rowsum) run in
-  program order, so intermediates stay in L1, and arrays nothing reads after the panel only ever occupy `mr`
-  rows. X is copied into a row buffer padded to whole SIMD vectors first.
+  processed in panels of `mr`·`tiles` rows. For each panel the row-local ops (matmul, elementwise, rowsum) run
+  in program order, so intermediates stay in L1, and arrays nothing reads after the panel only ever occupy a
+  panel's rows. X is copied into a row buffer padded to whole SIMD vectors first (prefetching the rows 4 KiB ahead).
+* SIMD vectors are 512-bit where the host has AVX-512, else 256-bit (`default_lanes`).
 * A matmul is a register-tiled micro-kernel of `mr` rows × `nv` SIMD vectors of columns (4 × 3 = 12
-  accumulators for AVX2's 16 registers, 4 × 4 with AVX-512's 32), one FMA per element and k, with a loop over
-  k that is never unrolled (code size does not grow with d). θ matrices are packed once per call into
-  (k, nv·W) micro-panels, read contiguously.
+  accumulators for AVX2's 16 registers; 6 × 4 or 8 × 3 with AVX-512's 32: `default_tile`), one FMA per element
+  and k, with a loop over k that is never unrolled (code size does not grow with d). θ matrices are packed once
+  per call into (k, nv·W) micro-panels, read contiguously.
 * Fusion: an elementwise table right after a matmul runs on each tile vector while it is in registers (the
   product is stored only if something else reads it); a row sum of a table output accumulates as the table
   runs. tanh is this module's own (`tanh_function`: one branch, about half the work of vecmath's).
@@ -76,6 +77,7 @@ __all__ = [
     "Param",
     "RowOut",
     "RowSum",
+    "default_lanes",
     "default_tile",
     "fma_peak",
     "tanh_function",
@@ -87,6 +89,7 @@ I32 = ir.IntType(32)
 F64 = ir.DoubleType()
 F32 = ir.FloatType()
 LANES = {"float64": 4, "float32": 8}  # one AVX2 register
+WIDE_LANES = {"float64": 8, "float32": 16}  # one AVX-512 register
 # rows of an outer product's sub-block: its C panels stay in L1 across the A tiles (measured: 32 rows 10–20 %
 # faster than 128 at d = 128; 16 loses at d = 32 to the tiles' start-up)
 ACC_SUB_ROWS = 32
@@ -96,6 +99,9 @@ ELEMENTWISE_UNROLL = 4  # vectors of an elementwise table per loop step
 # vector (mr·nv copies)
 FUSE_MATMUL_TABLE = True
 FUSE_MATMUL_TABLE_OPS = 200
+# the copy of X prefetches the row this many bytes ahead (measured: 5–10 % at d = 8–32, where a row's work is
+# short against its read from memory; nothing lost at d = 128); 0: none
+PREFETCH_BYTES = 4096
 MAX_CHUNKS = 16  # row chunks with their own accumulators (they depend on N only, never on the thread count)
 
 
@@ -218,9 +224,16 @@ class _Layout:
 
 
 def _plan(
-    program: BlockProgram, dtype: str, mr: int, nv: int, tiles: int, block_rows: int | None, l2_bytes: int
+    program: BlockProgram,
+    dtype: str,
+    mr: int,
+    nv: int,
+    tiles: int,
+    block_rows: int | None,
+    l2_bytes: int,
+    lanes: int | None = None,
 ) -> _Layout:
-    lay = _Layout(dtype, LANES[dtype], mr, nv, mr * tiles)
+    lay = _Layout(dtype, lanes or LANES[dtype], mr, nv, mr * tiles)
     lay.params = {p.name: p for p in program.params}
     arrays = lay.arrays
     arrays[program.x] = _Array(program.x, program.dim, lay.pad(program.dim))
@@ -639,13 +652,17 @@ class _BlockEmitter(_Emitter):
 
 
 class _Generator:
-    def __init__(self, program: BlockProgram, lay: _Layout, module: ir.Module, symbol: str) -> None:
+    def __init__(
+        self, program: BlockProgram, lay: _Layout, module: ir.Module, symbol: str, x_dtype: str | None = None
+    ) -> None:
         self.program = program
         self.lay = lay
         self.ctype = _llvm_type(lay.dtype)
+        self.xtype = _llvm_type(x_dtype or lay.dtype)  # the rows' type: rounded to ctype as they are copied
         pt = ir.PointerType(self.ctype)
         fnty = ir.FunctionType(
-            ir.VoidType(), [pt, I64, ir.PointerType(pt), ir.PointerType(F64), pt, ir.PointerType(F64)]
+            ir.VoidType(),
+            [ir.PointerType(self.xtype), I64, ir.PointerType(pt), ir.PointerType(F64), pt, ir.PointerType(F64)],
         )
         self.fn = ir.Function(module, fnty, symbol)
         self.fn.attributes.add("nounwind")
@@ -704,9 +721,22 @@ class _Generator:
         d, w = self.program.dim, lay.width
         ld = lay.arrays[self.program.x].ld
 
+        row_bytes = d * (8 if self.xtype == F64 else 4)
+        ahead_rows = -(-PREFETCH_BYTES // row_bytes)
+        if PREFETCH_BYTES:
+            i8p = ir.PointerType(ir.IntType(8))
+            fn = b.module.globals.get("llvm.prefetch.p0") or ir.Function(
+                b.module, ir.FunctionType(ir.VoidType(), [i8p, I32, I32, I32]), "llvm.prefetch.p0"
+            )
+
         def row(r: ir.Value, _c: list) -> list:
             dst = self._row_ptr(self.program.x, p0, r)
             i = b.add(p0, r)
+            if PREFETCH_BYTES:  # prefetches never fault: rows past the end need no test
+                ahead = b.bitcast(x.gep(xblock, b.mul(b.add(i, x.i64(ahead_rows)), x.i64(d))), i8p)
+                for line in range(0, row_bytes, 64):
+                    locality = [ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)]  # read, keep, data
+                    b.call(fn, [b.gep(ahead, [x.i64(line)]), *locality])
             with b.if_else(b.icmp_signed("<", i, nb), likely=True) as (inside, outside):
                 with inside:
                     src = x.gep(xblock, b.mul(i, x.i64(d)))
@@ -715,7 +745,9 @@ class _Generator:
                     if d % w:
                         vec = x.zero()
                         for j in range(d - d % w, d):
-                            vec = b.insert_element(vec, b.load(x.gep(src, j)), ir.Constant(I32, j % w))
+                            value = b.load(x.gep(src, j))
+                            value = value if self.xtype == self.ctype else b.fptrunc(value, self.ctype)
+                            vec = b.insert_element(vec, value, ir.Constant(I32, j % w))
                         x.vstore(vec, x.gep(dst, d - d % w))
                 with outside:
                     for v in range(ld // w):
@@ -725,8 +757,14 @@ class _Generator:
         x.loop(0, lay.panel, 1, row, nonempty=True)
 
     def _copy_vec(self, src: ir.Value, dst: ir.Value, v: ir.Value) -> None:
-        at = self.b.mul(v, self.x.i64(self.lay.width))
-        self.x.vstore(self.x.vload(self.x.gep(src, at)), self.x.gep(dst, at))
+        b, x = self.b, self.x
+        at = b.mul(v, x.i64(self.lay.width))
+        if self.xtype == self.ctype:
+            x.vstore(x.vload(x.gep(src, at)), x.gep(dst, at))
+            return
+        wide = ir.VectorType(self.xtype, self.lay.width)
+        vec = b.load(b.bitcast(x.gep(src, at), ir.PointerType(wide)), align=8)
+        x.vstore(b.fptrunc(vec, x.vt), x.gep(dst, at))
 
     # -- row ops on one panel
     def _group(self, g: _Group, p0: ir.Value) -> None:
@@ -1052,20 +1090,45 @@ def _symbol(prefix: str) -> str:
 
 
 @cache
-def default_tile() -> tuple[int, int]:
-    """The register tile (rows, vectors): 4 × 3 (12 accumulators) for AVX2's 16 vector registers; 4 × 4 where
-    the host has AVX-512's 32 (still 256-bit vectors; measured 5–8 % faster for ICA at d = 32 and 128)."""
+def _host_avx512() -> bool:
     from .native import _llvm
 
-    features = _llvm().get_host_cpu_features()
-    return (4, 4) if features.get("avx512f") else (4, 3)
+    return bool(_llvm().get_host_cpu_features().get("avx512f"))
+
+
+def default_lanes(dtype: str, dim: int = 0) -> int:
+    """SIMD lanes of the block kernels for rows of `dim` entries: one 512-bit register where the host has AVX-512
+    (measured: its FMA peak per core is twice the 256-bit one's, and ICA d = 32–256 runs 20–30 % faster), unless
+    rows padded to it would be over 1.5 times as long as padded to a 256-bit one (float32 at d = 8: half of
+    every vector would be padding; measured about 20 % slower); else one AVX2 register."""
+    narrow, wide = LANES[dtype], WIDE_LANES[dtype]
+    if not _host_avx512() or (dim and 2 * _ceil(dim, wide) * wide > 3 * _ceil(dim, narrow) * narrow):
+        return narrow
+    return wide
+
+
+def default_tile(dim: int = 0, lanes: int = 4, itemsize: int = 8) -> tuple[int, int, int]:
+    """The register tile (rows, vectors) and register tiles of rows per panel for a program of width `dim` with
+    vectors of `lanes` elements of `itemsize` bytes. With AVX2's 16 vector registers 4 × 3 (12
+    accumulators); with AVX-512's 32: 4 × 4 on 256-bit vectors, and on 512-bit vectors 6 × 4 (24) where a row
+    is at most 4 vectors, else 8 × 3, with 4 tiles per panel from d = 64 (a θ micro-panel then serves 32 rows
+    from L1; measured at d = 8–256: benchmarks/STRUCTURED_SPEED.md)."""
+    if not _host_avx512():
+        return (4, 3, 1)
+    if lanes * itemsize < 64:
+        return (4, 4, 1)
+    vectors = -(-dim // lanes)
+    if vectors <= 4:
+        return (6, 4, 1)
+    return (8, 3, 4 if dim >= 64 else 1)
 
 
 class BlockKernel:
     """A block program compiled for one dtype: `kernel(X, params)` → {accumulator name: float64 array}.
 
-    `mr`, `nv`: the register tile (rows × SIMD vectors; default `default_tile()`); `tiles`: register tiles of
-    rows per panel; `block_rows`: rows per block (default: the arrays the accumulations read fill about `l2_bytes`)."""
+    `lanes`: SIMD lanes (default `default_lanes(dtype)`); `mr`, `nv`: the register tile (rows × SIMD vectors)
+    and `tiles`: register tiles of rows per panel (defaults: `default_tile`); `block_rows`: rows per block
+    (default: the arrays the accumulations read fill about `l2_bytes`)."""
 
     def __init__(
         self,
@@ -1074,19 +1137,29 @@ class BlockKernel:
         *,
         mr: int | None = None,
         nv: int | None = None,
-        tiles: int = 1,
+        tiles: int | None = None,
+        lanes: int | None = None,
+        x_dtype: str | None = None,
         block_rows: int | None = None,
         l2_bytes: int = 192 * 1024,
         symbol: str | None = None,
         object_file: Path | None = None,
     ) -> None:
-        """`symbol`, `object_file`: the function's name and a file of the private cache directory that keeps its
+        """`x_dtype`: the rows' dtype (default `dtype`; float64 rows feed a float32 kernel, rounded as the kernel
+        copies them into its panels, as numpy's astype would: no converted copy of X).
+        `symbol`, `object_file`: the function's name and a file of the private cache directory that keeps its
         object code (verified by native.py's header: sha256, the symbol, the layout and the target); a file that
         does not match is rebuilt, never loaded."""
         self.program = program
         self.dtype = np.dtype(dtype)
-        tile = default_tile()
-        self.layout = _plan(program, self.dtype.name, mr or tile[0], nv or tile[1], tiles, block_rows, l2_bytes)
+        self.x_dtype = np.dtype(x_dtype or dtype)
+        if self.x_dtype.itemsize < self.dtype.itemsize or self.x_dtype.kind != "f":
+            raise ValueError(f"x_dtype {self.x_dtype} cannot feed a {self.dtype} kernel (float64 rows: float32 ok)")
+        lanes = lanes or default_lanes(self.dtype.name, program.dim)
+        tile = default_tile(program.dim, lanes, self.dtype.itemsize)
+        self.layout = _plan(
+            program, self.dtype.name, mr or tile[0], nv or tile[1], tiles or tile[2], block_rows, l2_bytes, lanes
+        )
         self.symbol = symbol or _symbol("block")
         self.ir = ""
         self.compiled = False
@@ -1094,12 +1167,13 @@ class BlockKernel:
         tag = ""
         if object_file is not None:
             lay = self.layout
-            shape = f"mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows} {self.dtype.name}"
+            shape = f"lanes={lay.width} mr={lay.mr} nv={lay.nv} panel={lay.panel} block_rows={lay.block_rows}"
+            shape += f" {self.dtype.name} rows={self.x_dtype.name}"
             tag = f"{self.symbol} {shape} {target_description()} codegen-opt={CODEGEN_OPT}"
             obj = _read_object(object_file, tag)
         if obj is None:
             module = ir.Module(name="symsm_blocks")
-            _Generator(program, self.layout, module, self.symbol).build()
+            _Generator(program, self.layout, module, self.symbol, self.x_dtype.name).build()
             self.ir = str(module)
             obj = compile_module(module)
             self.compiled = True
@@ -1148,12 +1222,12 @@ class BlockKernel:
         lay = self.layout
         if not (
             isinstance(X, np.ndarray)
-            and X.dtype == self.dtype
+            and X.dtype == self.x_dtype
             and X.ndim == 2
             and X.shape[1] == self.program.dim
             and X.flags.c_contiguous
         ):
-            raise TypeError(f"X must be a C-contiguous {self.dtype} array of shape (n, {self.program.dim})")
+            raise TypeError(f"X must be a C-contiguous {self.x_dtype} array of shape (n, {self.program.dim})")
         n = X.shape[0]
         if lay.out_width:
             if not (
@@ -1198,10 +1272,11 @@ class BlockKernel:
 # ---------------------------------------------------------------------- the FMA peak
 
 
-def fma_peak(dtype: str = "float64", iters: int = 20_000_000) -> Callable[[], float]:
-    """A function measuring one core's FMA throughput: 12 independent vector FMA chains (returns flops done)."""
+def fma_peak(dtype: str = "float64", iters: int = 20_000_000, lanes: int | None = None) -> Callable[[], float]:
+    """A function measuring one core's FMA throughput: 12 independent vector FMA chains (returns flops done), on
+    vectors of `lanes` (default: the block kernels', `default_lanes`)."""
     ctype = _llvm_type(dtype)
-    w = LANES[dtype]
+    w = lanes or default_lanes(dtype)
     module = ir.Module(name="symsm_fma_peak")
     symbol = _symbol("fma_peak")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, ir.PointerType(ctype)]), symbol)

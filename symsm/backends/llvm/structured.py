@@ -44,6 +44,9 @@ def _theta_shapes(program: IRProgram) -> dict[str, tuple[int, ...]]:
 
 
 MAX_RECIPROCAL_POWER = 4
+#: the column sums of X, accumulated by the value and value_and_grad kernels: finite iff every entry of X is
+#: (or a sum overflowed: then X itself is tested), so the host needs no pass of its own over X
+XSUM = "__xsum"
 
 
 def reciprocals(table: tuple[str, ...] | list[str]) -> list[str]:
@@ -123,6 +126,8 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
             ops.append(llvm_blocks.RowOut(op.ins[0]))
         else:
             raise CodegenError(f"the LLVM block executor has no block operation {kind!r}")
+    if program.kernel in ("value", "value_and_grad"):
+        ops.append(llvm_blocks.AccColSum(XSUM, "X"))
     params = tuple(llvm_blocks.Param(name, shapes[name]) for name in used)
     return llvm_blocks.BlockProgram(program.dim, params, tuple(ops), x="X")
 
@@ -146,38 +151,47 @@ class StructuredKernel(NumpyBlockKernel):
         self.module_file = module_file
         self.key = key
         self.llvm_program = translate(self.program)
-        self._native: llvm_blocks.BlockKernel | None = None
+        self.natives: dict[str, llvm_blocks.BlockKernel] = {}  # by the rows' dtype
         self._native_lock = threading.Lock()
         self.timings: dict[str, float] = {}
 
-    def native(self) -> llvm_blocks.BlockKernel:
-        if self._native is None:
+    def native(self, x_dtype: Any = None) -> llvm_blocks.BlockKernel:
+        """The machine code for rows of `x_dtype` (default: the kernel's dtype; float64 rows for a float32 kernel
+        are rounded as they are read, so the host makes no float32 copy of X)."""
+        xd = np.dtype(x_dtype or self.dtype).name
+        if xd not in self.natives:
             with self._native_lock:
-                if self._native is None:
+                if xd not in self.natives:
                     start = time.perf_counter()
                     dt = self.dtype.name
-                    path = _object_file(self.module_file, self.kernel, dt) if self.module_file else None
-                    symbol = f"symsm_{self.key[:32]}_blocks_{self.kernel}_{dt}" if self.key else None
-                    native = llvm_blocks.BlockKernel(self.llvm_program, dt, symbol=symbol, object_file=path)
+                    name = self.kernel if xd == dt else f"{self.kernel}-rows-{xd}"
+                    path = _object_file(self.module_file, name, dt) if self.module_file else None
+                    symbol = f"symsm_{self.key[:32]}_blocks_{name.replace('-', '_')}_{dt}" if self.key else None
+                    native = llvm_blocks.BlockKernel(self.llvm_program, dt, x_dtype=xd, symbol=symbol, object_file=path)
                     self.timings["build"] = time.perf_counter() - start
                     if path is not None:
                         kind = "machine code compiled" if native.compiled else "machine code loaded"
-                        symsm_cache.record(kind, f"{self.key}/blocks-{self.kernel}", path, start)
-                    self._native = native
-        return self._native
+                        symsm_cache.record(kind, f"{self.key}/blocks-{name}", path, start)
+                    self.natives[xd] = native
+        return self.natives[xd]
 
     def run(
         self, theta: np.ndarray, X: np.ndarray, per_sample: np.ndarray | None = None, score: np.ndarray | None = None
     ) -> tuple[float, np.ndarray]:
-        """(J̃, ∇θJ̃) (each only where the program computes it), writing per-row outputs into the arrays given."""
+        """(J̃, ∇θJ̃) (each only where the program computes it), writing per-row outputs into the arrays given.
+        The value and value_and_grad kernels give NaN where X has non-finite entries (the host's data check)."""
         n = X.shape[0]
-        native = self.native()
+        rows64 = self.dtype == np.float32 and X.dtype == np.float64 and X.flags.c_contiguous
+        X = X if rows64 else np.ascontiguousarray(X, dtype=self.dtype)
+        native = self.native(X.dtype)
         theta_env = self.prologue(np.asarray(theta, dtype=np.float64))
-        X = np.ascontiguousarray(X, dtype=self.dtype)
         out = per_sample if per_sample is not None else score
         if native.layout.out_width and out is None:
             out = np.empty((n, native.layout.out_width))
         totals = native(X, {p.name: theta_env[p.name] for p in self.llvm_program.params}, out)
+        xsum = totals.pop(XSUM, None)
+        if xsum is not None and not np.isfinite(xsum).all() and not np.isfinite(X.astype(self.dtype)).all():
+            return float("nan"), np.full(self.program.n_params, np.nan)  # the host names the entries
         env = dict(theta_env)
         for name, a in self.program.arrays.items():
             if a.kind == "acc":
@@ -199,5 +213,5 @@ def generate_llvm_blocks_source(model: Any, programs: dict[str, IRProgram], *, d
     return generate_blocks_source(
         model, programs, dtype=dtype, cache_key=cache_key, backend="llvm-blocks",
         package="symsm.backends.llvm.structured", cls="StructuredKernel",
-        options=", kernel=name, module_file=__file__, key=CACHE_KEY",
+        options=", kernel=name, module_file=__file__, key=CACHE_KEY", checks_finite_data=True, float64_rows=True,
     )  # fmt: skip

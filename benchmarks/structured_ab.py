@@ -1,0 +1,130 @@
+"""Interleaved A/B of the structured kernels in one process: ``python -m benchmarks.structured_ab`` (the numbers
+of benchmarks/STRUCTURED_SPEED.md).
+
+For ICA log cosh at each d, value_and_grad four ways, each call interleaved with the others, `--repeat` rounds:
+
+* *before*: what `loss.value_and_grad` did until this change — the host's test of X for non-finite values
+  (`as_data`), then `StructuredKernel.run` (prologue, block kernel, epilogue) with the block kernel as it was built
+  then: 256-bit vectors, the 4 × 4 tile, no prefetch;
+* *after kernel*: `StructuredKernel.run` with today's defaults (`default_lanes`, `default_tile`, the kernel's own
+  test of X), without the host's test;
+* *compiled loss*: `model.compile(path="structured").value_and_grad`, today's whole path;
+* *JAX hand*: JAX (jit, float64) with the derivatives written by hand.
+ Medians of wall and
+process CPU time (all threads); the load average at the start and end. `--dtype float32` runs the after-kernel
+in float32 too (against the float64 after-kernel)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from .block_kernels import jax_ica
+from .structured import _rel, ica_model, ica_theta
+
+DIMS = {8: 1_000_000, 32: 1_000_000, 64: 1_000_000, 128: 100_000, 256: 100_000}
+
+
+def kernels(d: int, float32: bool) -> tuple[Any, dict[str, Any]]:
+    from symsm.backends.llvm import blocks
+    from symsm.backends.llvm.structured import StructuredKernel
+    from symsm.derive.derivation import Derivation
+    from symsm.ir.blocks import build_block_programs
+
+    model = ica_model(d)
+    text = build_block_programs(Derivation(model, path="structured").structured, model)["value_and_grad"].text()
+    out = {}
+    before = StructuredKernel(text, np.float64)
+    saved, blocks.PREFETCH_BYTES = blocks.PREFETCH_BYTES, 0
+    try:
+        before.natives["float64"] = blocks.BlockKernel(before.llvm_program, "float64", lanes=4, mr=4, nv=4, tiles=1)
+    finally:
+        blocks.PREFETCH_BYTES = saved
+    out["before"] = before
+    after = StructuredKernel(text, np.float64)
+    after.native()
+    out["after kernel"] = after
+    if float32:
+        f32 = StructuredKernel(text, np.float32)
+        f32.native()
+        out["after f32"] = f32
+    return model, out
+
+
+def measure(d: int, n: int, args: argparse.Namespace) -> None:
+    """One dimension's interleaved rounds, printed."""
+    import jax
+
+    from symsm.core.arrays import as_data
+
+    model, ks = kernels(d, args.float32)
+    theta = ica_theta(d)
+    X = np.random.default_rng(1).standard_normal((n, d))
+    X32 = X.astype(np.float32)
+    loss = model.compile(path="structured")
+    calls = {
+        "before": lambda k=ks["before"]: k.run(theta, as_data(model, X)),
+        "after kernel": lambda k=ks["after kernel"]: k.run(theta, X),
+        "compiled loss": lambda: loss.value_and_grad(theta, X),
+    }
+    if "after f32" in ks:
+        loss32 = model.compile(path="structured", dtype=np.float32)
+        calls["after f32"] = lambda k=ks["after f32"]: k.run(theta, X32)
+        calls["loss f32"] = lambda: loss32.value_and_grad(theta, X32)
+        calls["loss f32, X f64"] = lambda: loss32.value_and_grad(theta, X)
+    results = {name: fn() for name, fn in calls.items()}
+    if not args.no_jax:
+        vg = jax_ica(d, n)
+        th, Xj = jax.numpy.asarray(theta), jax.numpy.asarray(X)
+        calls["JAX hand"] = lambda: jax.block_until_ready(vg(th, Xj))
+        jv = calls["JAX hand"]()
+        results["JAX hand"] = (float(jv[0]), np.asarray(jv[1]))
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+    load0 = os.getloadavg()[0]
+    for _ in range(args.repeat):
+        for name, fn in calls.items():
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t, time.process_time() - c))
+    load1 = os.getloadavg()[0]
+    ref = results["compiled loss"]
+    print(f"ICA d = {d}, N = {n}, float64 unless noted, load {load0:.1f} → {load1:.1f}")
+    jw = statistics.median(t[0] for t in times.get("JAX hand", [(float("nan"), 0.0)]))
+    jc = statistics.median(t[1] for t in times.get("JAX hand", [(0.0, float("nan"))]))
+    for name, ts in times.items():
+        w, c = statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)
+        rel = _rel(results[name], ref)
+        print(
+            f"  {name:16s} wall {1e3 * w:8.1f} ms  CPU {1e3 * c:8.1f} ms  JAX/this wall {jw / w:5.2f}× "
+            f"CPU {jc / c:5.2f}×  rel. diff to the compiled loss {rel:.1e}",
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dims", default="8,32,64,128,256")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--scale", type=int, default=1, help="N / scale")
+    parser.add_argument("--float32", action="store_true")
+    parser.add_argument("--no-jax", action="store_true")
+    args = parser.parse_args(argv)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
+    for d in (int(v) for v in args.dims.split(",")):
+        measure(d, DIMS[d] // args.scale, args)
+    print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
