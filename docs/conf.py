@@ -101,6 +101,9 @@ def _notebooks() -> None:
 
 
 def _gallery() -> None:
+    import sympy
+
+    from symsm.derive.text import _coordinate_names
     from symsm.latex.printer import _make_printer  # symsm's LaTeX conventions (μ₀, W₀₁, x − m ordering)
     from symsm.model.modelfile import load_model
 
@@ -116,7 +119,11 @@ def _gallery() -> None:
         lines += [f"The model file `symsm/model/models/{path.name}` (`symsm derive {path.stem}`):", ""]
         lines += ["```toml", path.read_text(encoding="utf-8").rstrip(), "```", ""]
         lines += ["## Score and second derivatives", "", "$$", rf"\log f(x;\theta) = {tex(model.log_f)}", "$$", ""]
-        for x, s, h in zip(model.data, shown.score, shown.hessian_diag, strict=True):
+        geometry = getattr(model, "geometry", None)  # the simplex's maps: score in the coordinates z or y
+        coords = model.data
+        if geometry is not None and geometry.transform is not None:
+            coords = [sympy.Symbol(n) for n in _coordinate_names(model, geometry)]
+        for x, s, h in zip(coords, shown.score, shown.hessian_diag, strict=True):
             tx = tex(x)
             lines += ["$$", rf"\frac{{\partial \log f}}{{\partial {tx}}} = {tex(s)}", "$$", ""]
             lines += ["$$", rf"\frac{{\partial^2 \log f}}{{\partial {tx}^2}} = {tex(h)}", "$$", ""]

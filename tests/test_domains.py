@@ -321,7 +321,7 @@ def test_model_file_with_domain_and_weight(tmp_path):
 @pytest.mark.parametrize(
     ("replace", "key", "problem"),
     [
-        (('domain = "nonnegative"', 'domain = "real"'), "weight", r"applies to domain = .nonnegative. or .box. only"),
+        (('domain = "nonnegative"', 'domain = "real"'), "weight", r"applies to domain = .nonnegative., .box."),
         (('weight = "t**2/(1 + t**2)"', "weight = 2"), "weight", r"expected a formula in t"),
         (('weight = "t**2/(1 + t**2)"', 'weight = "1 + t"'), "weight", r"must vanish at 0"),
         (('domain = "nonnegative"', 'domain = "positive"'), "domain", r"expected one of 'real', 'nonnegative'"),

@@ -114,6 +114,7 @@ def _derive(args: argparse.Namespace) -> int:
                 "domain": model.domain,
                 "weight": None if model.weight_expr is None else sstr(model.weight_expr),
                 **_bounds(model),
+                **_geometry(model),
                 "quadratic_in_theta": der.is_quadratic,
             }
             if show_gradient(der, args.gradient):
@@ -133,6 +134,15 @@ def _bounds(model: Model) -> dict[str, Any]:
         side: [None if np.isinf(v) else float(v) for v in values]
         for side, values in (("lower", lower), ("upper", upper))
     }
+
+
+def _geometry(model: Model) -> dict[str, Any]:
+    """A sphere or simplex model's map and weight for JSON (symsm/model/manifold.py); nothing for other domains."""
+    geometry = getattr(model, "geometry", None)
+    if geometry is None:
+        return {}
+    weight = sp.sstr(geometry.weight) if geometry.weight_name == "custom" else geometry.weight_name
+    return {"transform": geometry.transform, "weight": weight, "a_c": geometry.a_c}
 
 
 def _codegen(args: argparse.Namespace) -> int:

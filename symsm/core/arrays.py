@@ -75,7 +75,55 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, c
             )
     elif domain == "box":
         _check_box(model, arr, name)
+    elif domain in ("sphere", "simplex"):
+        _check_manifold_rows(model, arr, name)
     return arr
+
+
+def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
+    """Rows on the unit sphere (‖x‖ = 1) or the simplex (x ≥ 0, Σ x = 1; > 0 where the method needs it),
+    to √ε of the data's dtype (the objectives hold for unit norm exactly; √ε admits data normalised in that
+    precision and refuses data that were not). Chunked (no N × d temporaries); the squared norms and the sums
+    are one matrix-vector product or one fused reduction per chunk, the full report only for a bad chunk."""
+    tol = float(np.sqrt(np.finfo(arr.dtype).eps))
+    geometry = model.geometry
+    assert geometry is not None  # domains "sphere" and "simplex" have one
+    d = arr.shape[1]
+    ones = np.ones(d, dtype=arr.dtype)
+    positive = model.domain == "simplex" and (geometry.transform == "alr" or geometry.weight_name == "ones")
+    step = max(1, _FINITE_CHUNK // d)
+    for start in range(0, arr.shape[0], step):
+        chunk = arr[start : start + step]
+        if model.domain == "sphere":
+            sq = np.einsum("ij,ij->i", chunk, chunk)
+            if np.max(np.abs(sq - 1)) <= tol:  # |‖x‖² − 1| ≤ tol ⇒ |‖x‖ − 1| ≤ tol / (1 + ‖x‖) < tol
+                continue
+            norms = np.sqrt(sq.astype(np.float64))
+            bad = np.flatnonzero(np.abs(norms - 1.0) > tol)
+            if bad.size:
+                raise ValueError(
+                    f"{name} has rows off the unit sphere (domain='sphere': every row must have norm 1 to within "
+                    f"{tol:.1e}); the first is row {start + int(bad[0])}, with norm {float(norms[bad[0]])!r} — divide "
+                    "each row by its norm"
+                )
+            continue
+        low = np.min(chunk)
+        if low < 0 or (positive and low == 0):
+            flat = (chunk <= 0 if positive else chunk < 0).reshape(-1)
+            row, col = divmod(int(np.argmax(flat)), d)
+            need = "> 0 (alr and the unweighted sqrt map take logs or divide by them)" if positive else ">= 0"
+            raise ValueError(
+                f"{name} has a row outside the simplex (domain='simplex' needs entries {need}); the first is row "
+                f"{start + row}, column {col} ({model.data_names[col]}): {float(chunk[row, col])!r}"
+            )
+        sums = chunk @ ones
+        if np.max(np.abs(sums - 1)) > tol:
+            bad = np.flatnonzero(np.abs(sums.astype(np.float64) - 1.0) > tol)
+            raise ValueError(
+                f"{name} has rows off the simplex (domain='simplex': every row must sum to 1 to within {tol:.1e}); "
+                f"the first is row {start + int(bad[0])}, with sum {float(sums[bad[0]])!r} — divide each row by its "
+                "sum"
+            )
 
 
 def _check_box(model: Model, arr: np.ndarray, name: str) -> None:

@@ -25,8 +25,9 @@ i.e. exponential families) and gives the pieces of J̃ = ½θᵀAθ + bᵀθ + c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sympy as sp
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ..model.model import Model
     from .display import Readable
 
-__all__ = ["PATHS", "Derivation", "QuadraticParts", "theta_degree"]
+__all__ = ["PATHS", "Derivation", "ManifoldParts", "QuadraticParts", "theta_degree"]
 
 # How a model's kernels are derived: "sympy" (sympy's diff, CSE and rational tidying: the shortest kernels for
 # small models), "graph" (exact automatic differentiation on the hash-consed expression graph: scales to large
@@ -74,6 +75,156 @@ class QuadraticParts:
         return sp.Add(*[h_i * row[k] * row[l] for h_i, row in zip(h, self.coeffs, strict=True)])
 
 
+@dataclass(frozen=True)
+class ManifoldParts:
+    """The derivation of a model on the sphere or the simplex in the coordinates z of its `Geometry`.
+
+    On ℝᵐ (alr): Σᵢ [∂ᵢ² g + ½ (∂ᵢ g)²]. On the sphere (Mardia, Kent & Laha 2016; weighted, Scealy & Wood
+    2023; derived in symsm/model/manifold.py), with a = zᵀ∇g and zᵀ(∇²g)z = Σⱼ zⱼ ∂ⱼa − a:
+
+        h [½(‖∇g‖² − a²) + Σᵢ ∂ᵢ²g − zᵀ(∇²g)z − (m − 1) a] + ∇hᵀ∇g − (zᵀ∇h) a.
+
+    Expressions are in z; `in_data` writes them in the data coordinates.
+    """
+
+    geometry: Any
+    params: tuple[sp.Symbol, ...]
+    score: tuple[sp.Expr, ...]
+    hessian_diag: tuple[sp.Expr, ...]
+    objective: sp.Expr
+    #: symbols standing for the weight's piecewise pieces (min, max, steps) in `objective`, and what they are
+    hidden: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
+
+    @classmethod
+    def derive(cls, geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
+        """The parts for `geometry` (cached: the loss's, the fit's and the graph's kernels all ask for them)."""
+        return _manifold_parts(geometry, params)
+
+    @classmethod
+    def _derive(cls, geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
+        z, g = geometry.coords, geometry.log_f
+        tidy = (lambda e: e) if geometry.rewrites else _tidy  # together() would hide what the rewrites match
+        score = tuple(tidy(sp.diff(g, zi)) for zi in z)
+        hd = tuple(tidy(sp.diff(s, zi)) for s, zi in zip(score, z, strict=True))
+        table: dict[sp.Expr, sp.Symbol] = {}
+        objective = cls.integrand(geometry, score, hd, table)
+        if cls.boundary_safe(geometry):
+            objective = cls.without_theta_free_terms(objective, params)
+        hidden = tuple((sym, expr) for expr, sym in table.items())
+        return cls(geometry, params, score, hd, objective, hidden)
+
+    @staticmethod
+    def boundary_safe(geometry: Any) -> bool:
+        """True for the sqrt-mapped simplex under a boundary weight, where data may have zeros (z_j = 0)."""
+        return geometry.transform == "sqrt" and geometry.weight is not None
+
+    @staticmethod
+    def without_theta_free_terms(objective: sp.Expr, params: Sequence[sp.Symbol]) -> sp.Expr:
+        """The integrand expanded, its terms of the data alone dropped (J̃ up to a θ-free constant).
+
+        On the sqrt-mapped simplex the score has terms c_j/z_j (from log z_j: the Jacobian, u_j^β), infinite
+        at a zero z_j = 0, where the weight h ≤ z_j² vanishes: the integrand has a finite limit there, but
+        written as it comes (h · (c/z)², ∂ⱼh · c/z) it is 0 · ∞ in floating point. Expanded, sympy's products
+        cancel z_j against 1/z_j (∂ⱼh ∝ z_j; the PPI statistics' ∂ⱼt ∝ z_j), so every term that depends on θ
+        through the score's finite part is a finite expression; what stays 0 · ∞ is h c²/z_j² and h c/z_j², free
+        of θ when c is (β fixed), and dropped: J̃ changes by a constant, θ̂, ∇θJ̃ and the SEs do not. With a
+        c that depends on θ (β estimated), rows with zeros stay non-finite and are reported as such.
+        """
+        theta = set(params)
+        terms = sp.Add.make_args(sp.expand(objective))
+        return sp.Add(*[t for t in terms if t.free_symbols & theta])
+
+    @staticmethod
+    def integrand(
+        geometry: Any, score: Sequence[sp.Expr], hd: Sequence[sp.Expr], table: dict[sp.Expr, sp.Symbol] | None = None
+    ) -> sp.Expr:
+        """The per-sample objective in z from the score and ∂ᵢ² g (and, on the sphere, their z-derivatives).
+        With `table`, the weight's min, max and steps are written as symbols (recorded there), so that expanding
+        the objective sees a polynomial in them (and keeps ∂ⱼh's factor zⱼ in sight)."""
+        z = geometry.coords
+        half = sp.Rational(1, 2)
+        sq = sp.Add(*[s**2 for s in score])
+        if geometry.kind == "real":
+            return sp.Add(*hd) + half * sq
+        a = sp.Add(*[zi * s for zi, s in zip(z, score, strict=True)])
+        zhz = sp.Add(*[zi * sp.diff(a, zi) for zi in z]) - a  # Euler: Σⱼ zⱼ∂ⱼ(zᵀ∇g) = zᵀ∇²g z + zᵀ∇g
+        core = half * (sq - a**2) + sp.Add(*hd) - zhz - (len(z) - 1) * a
+        h = geometry.weight
+        if h is None:
+            return core
+        dh = [sp.diff(h, zi) for zi in z]
+        if table is not None:
+            h, dh = _hide_piecewise(h, table), [_hide_piecewise(e, table) for e in dh]
+        za = sp.Add(*[zi * dhi for zi, dhi in zip(z, dh, strict=True)])
+        return h * core + sp.Add(*[dhi * s for dhi, s in zip(dh, score, strict=True)]) - za * a
+
+    def in_data(self, exprs: Sequence[sp.Expr]) -> tuple[sp.Expr, ...]:
+        """The expressions with z replaced by its expression in the data coordinates."""
+        back = dict(zip(self.geometry.coords, self.geometry.back, strict=True))
+        # the weight's pieces are written in the data once (building a min compares its arguments: costly)
+        shown = {sym: piece.xreplace(back) for sym, piece in self.hidden}
+        out = []
+        for e in exprs:
+            e = sp.sympify(e)
+            for old, new in self.geometry.rewrites:
+                e = e.xreplace({old: new})
+            e = e.xreplace(back)
+            out.append(e.xreplace(shown) if shown else e)
+        return tuple(out)
+
+    def quadratic_parts(self) -> QuadraticParts:
+        """J̃ = ½θᵀAθ + bᵀθ + c₀ per sample when the score in z is affine in θ (the caller checks it).
+
+        A's rows: the m coordinates with the score's coefficients a_ik (weight h), and on the sphere one more,
+        ã_k = Σᵢ zᵢ a_ik with weight −h, so Σ h a_i a_iᵀ − h ã ãᵀ = h Fᵀ P F (P = I − zzᵀ); b and c₀ are the
+        θ-derivative and the value of the integrand at θ = 0 (exact: it is quadratic in θ).
+        """
+        theta, z = self.params, self.geometry.coords
+        zero = dict.fromkeys(theta, 0)
+        coeffs = [tuple(sp.diff(s, p) for p in theta) for s in self.score]
+        offsets = [s.xreplace(zero) for s in self.score]
+        weights: tuple[sp.Expr, ...] | None = None
+        if self.geometry.kind == "sphere":
+            coeffs.append(
+                tuple(sp.Add(*[zi * row[k] for zi, row in zip(z, coeffs, strict=True)]) for k in range(len(theta)))
+            )
+            offsets.append(sp.Add(*[zi * c for zi, c in zip(z, offsets, strict=True)]))
+            h = self.geometry.weight if self.geometry.weight is not None else sp.Integer(1)
+            weights = (h,) * len(z) + (-h,)
+        b_terms = tuple(sp.diff(self.objective, p).xreplace(zero) for p in theta)
+        c_term = self.objective.xreplace(zero)
+        flat = self.in_data([*[a for row in coeffs for a in row], *offsets, *b_terms, c_term, *(weights or ())])
+        P, m = len(theta), len(coeffs)
+        rows = tuple(tuple(flat[i * P : (i + 1) * P]) for i in range(m))
+        k = m * P
+        return QuadraticParts(
+            rows,
+            tuple(flat[k : k + m]),
+            tuple(flat[k + m : k + m + P]),
+            flat[k + m + P],
+            None if weights is None else tuple(flat[k + m + P + 1 :]),
+        )
+
+
+@lru_cache(maxsize=32)
+def _manifold_parts(geometry: Any, params: tuple[sp.Symbol, ...]) -> ManifoldParts:
+    return ManifoldParts._derive(geometry, params)
+
+
+_PIECEWISE = (sp.Min, sp.Max, sp.Heaviside)
+
+
+def _hide_piecewise(expr: sp.Expr, table: dict[sp.Expr, sp.Symbol]) -> sp.Expr:
+    """`expr` with each outermost min, max or step replaced by a symbol (the same symbol for the same piece)."""
+    if isinstance(expr, _PIECEWISE):
+        if expr not in table:
+            table[expr] = sp.Dummy(f"w{len(table)}", real=True)
+        return table[expr]
+    if not expr.args or not expr.has(*_PIECEWISE):
+        return expr
+    return expr.func(*[_hide_piecewise(a, table) for a in expr.args])
+
+
 class Derivation:
     """The exact derivation of the score-matching objective for one model, as sympy expressions.
 
@@ -107,10 +258,21 @@ class Derivation:
         return derive_structured(self.model)
 
     @cached_property
+    def manifold(self) -> ManifoldParts | None:
+        """For models on the sphere or the simplex: the derivation in the coordinates z of score matching
+        (symsm/model/manifold.py), else None. `score`, `hessian_diag` and `objective` are then these, written
+        in the data coordinates (z replaced by its expression in the data: √u, log(u_i/u_d))."""
+        geometry = getattr(self.model, "geometry", None)
+        return None if geometry is None else ManifoldParts.derive(geometry, self.model.params)
+
+    @cached_property
     def score(self) -> tuple[sp.Expr, ...]:
         """∂ᵢ log f for each data coordinate (sympy, computed on first access). A long sum is split once by
         the coordinates each term involves, and only those terms are differentiated: the same expressions,
-        without d passes over every term (a graphical model's d² terms would cost d³)."""
+        without d passes over every term (a graphical model's d² terms would cost d³). On the sphere: the
+        gradient of log f extended off the sphere; on the simplex: the score in z (√u, or alr(u))."""
+        if self.manifold is not None:
+            return self.manifold.in_data(self.manifold.score)
         log_f = self.model.log_f
         terms = sp.Add.make_args(log_f)
         if len(terms) <= SCORE_SPLIT_TERMS:
@@ -125,6 +287,8 @@ class Derivation:
     @cached_property
     def hessian_diag(self) -> tuple[sp.Expr, ...]:
         """∂ᵢ² log f for each data coordinate (sympy, computed on first access)."""
+        if self.manifold is not None:
+            return self.manifold.in_data(self.manifold.hessian_diag)
         return tuple(_tidy(sp.diff(s, xi)) for s, xi in zip(self.score, self.model.data, strict=True))
 
     @cached_property
@@ -143,7 +307,10 @@ class Derivation:
     @cached_property
     def objective(self) -> sp.Expr:
         """The per-sample integrand Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]; on [0, ∞)ᵈ the generalized one,
-        Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] (integration by parts of hᵢ ∂ᵢ log f)."""
+        Σᵢ [hᵢ ∂ᵢ² log f + ½ hᵢ (∂ᵢ log f)² + hᵢ′ ∂ᵢ log f] (integration by parts of hᵢ ∂ᵢ log f); on the
+        sphere and the simplex the manifold objective (`ManifoldParts`)."""
+        if self.manifold is not None:
+            return self.manifold.in_data((self.manifold.objective,))[0]
         if self.weights is None:
             return sp.Add(*self.hessian_diag) + sp.Rational(1, 2) * sp.Add(*[s**2 for s in self.score])
         assert self.weight_derivatives is not None  # computed from the weights
@@ -182,6 +349,8 @@ class Derivation:
         theta = self.model.params
         x = self.model.data
         zero = dict.fromkeys(theta, 0)
+        if self.manifold is not None:
+            return self.manifold.quadratic_parts()
         coeffs = tuple(tuple(sp.diff(s, p) for p in theta) for s in self.score)
         offsets = tuple(s.xreplace(zero) for s in self.score)
         if self.weights is None:

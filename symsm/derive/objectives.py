@@ -79,11 +79,14 @@ class Exact(Objective):
     derivative in xᵢ (Hyvärinen 2007; Yu, Drton & Shojaie 2019)."""
 
     name = "exact"
-    domains = ("real", "nonnegative", "box")
+    domains = ("real", "nonnegative", "box", "sphere", "simplex")
 
     def integrand(self, mg: ModelGraph) -> int:
         g = mg.graph
         half = g.const(Fraction(1, 2))
+        geometry = getattr(mg.model, "geometry", None)
+        if geometry is not None and geometry.kind == "sphere":
+            return self.sphere_integrand(mg)
         if mg.weight is None:
             return g.add(*mg.hessian_diag, g.mul(half, g.add(*[g.pow(s, 2) for s in mg.score])))
         assert mg.weight_prime is not None  # set with the weight
@@ -91,6 +94,37 @@ class Exact(Objective):
         for h, dh, hd, s in zip(mg.weight, mg.weight_prime, mg.hessian_diag, mg.score, strict=True):
             terms += [g.mul(h, g.add(hd, g.mul(half, g.pow(s, 2)))), g.mul(dh, s)]
         return g.add(*terms)
+
+    @staticmethod
+    def sphere_integrand(mg: ModelGraph) -> int:
+        """Manifold score matching on S^{m−1} (Mardia, Kent & Laha 2016), weighted by h(z) (Scealy & Wood 2023;
+        derived in symsm/model/manifold.py), with g = log f in z and a = zᵀ∇g:
+
+            h [½(‖∇g‖² − a²) + Σᵢ ∂ᵢ²g − zᵀ(∇²g)z − (m − 1) a] + ∇hᵀ∇g − (zᵀ∇h) a.
+
+        a and zᵀ(∇²g)z are forward tangents along v = z, as in `Sliced`, with no d × d Hessian: the first
+        tangent D g = zᵀ∇g, the second D(D g) = zᵀ(∇²g)z + zᵀ∇g, since the direction z moves with z.
+        """
+        g = mg.graph
+        half = g.const(Fraction(1, 2))
+        seeds = {zi: zi for zi in mg.x}
+        memo: dict[int, int] = {}
+        a = g.directional(mg.log_f, seeds, memo)
+        second = g.directional(a, seeds, memo)  # zᵀ(∇²g)z + a
+        m = len(mg.x)
+        squares = g.add(*[g.pow(s, 2) for s in mg.score])
+        core = g.add(
+            g.mul(half, g.sub(squares, g.pow(a, 2))),
+            *mg.hessian_diag,
+            g.neg(second),
+            g.mul(g.const(-(m - 2)), a),
+        )
+        h = mg.manifold_weight
+        if h is None:
+            return core
+        dh = [g.tangent(h, i, {}) for i in range(m)]
+        za = g.directional(h, seeds, {})
+        return g.add(g.mul(h, core), *[g.mul(d, s) for d, s in zip(dh, mg.score, strict=True)], g.neg(g.mul(za, a)))
 
     @property
     def exact(self) -> bool:

@@ -93,12 +93,21 @@ def derivation_text(
     out.append(labelled("log f(x; θ) = ", model.log_f, pretty))
     with step(f"score and ∂ᵢ² log f (d = {model.dim})"):
         score, hessian = shown.score, shown.hessian_diag
+    geometry = getattr(model, "geometry", None)
+    coords = x if geometry is None else _coordinate_names(model, geometry)
+    if geometry is not None:
+        out += ["", _geometry_text(model, geometry)]
     out += ["", "score ∂ᵢ log f"]
-    out += [labelled(f"  ∂/∂{name} log f = ", e, pretty) for name, e in zip(x, score, strict=True)]
+    out += [labelled(f"  ∂/∂{name} log f = ", e, pretty) for name, e in zip(coords, score, strict=True)]
     out += ["", "second derivatives ∂ᵢ² log f"]
-    out += [labelled(f"  ∂²/∂{name}² log f = ", e, pretty) for name, e in zip(x, hessian, strict=True)]
+    out += [labelled(f"  ∂²/∂{name}² log f = ", e, pretty) for name, e in zip(coords, hessian, strict=True)]
     out.append("")
-    if der.weights is None:
+    if geometry is not None and geometry.kind == "sphere":
+        out.append(
+            "per-sample objective h [½‖P∇ log f‖² + Δ_S log f] + (P∇h)ᵀ(P∇ log f), P = I − zzᵀ, "
+            "Δ_S g = Σᵢ ∂ᵢ²g − zᵀ(∇²g)z − (m − 1) zᵀ∇g  (J̃(θ) is its mean)"
+        )
+    elif der.weights is None:
         out.append("per-sample objective Σᵢ [∂ᵢ² log f + ½ (∂ᵢ log f)²]  (J̃(θ) is its mean over the data)")
     elif model.domain == "box" and model.box is not None:  # h of the distance to the box's boundary
         out.append(
@@ -126,3 +135,35 @@ def derivation_text(
             "--gradient prints it anyway",
         ]
     return "\n".join(out)
+
+
+def _coordinate_names(model: Any, geometry: Any) -> list[str]:
+    """The names of the coordinates of score matching: the data's on the sphere, z_j = √u_j, y_j = alr."""
+    names = model.data_names
+    if geometry.transform == "sqrt":
+        return [f"z{j}" for j in range(len(names))]
+    if geometry.transform == "alr":
+        return [f"y{j}" for j in range(len(names) - 1)]
+    return names
+
+
+def _geometry_text(model: Any, geometry: Any) -> str:
+    """One paragraph on where score matching happens (symsm/model/manifold.py)."""
+    names = model.data_names
+    if geometry.weight_name == "ones":
+        weight = "h = 1"
+    elif geometry.weight_name == "custom":
+        weight = f"h(x) = {sstr(geometry.weight)}"
+    else:
+        weight = f"h = {geometry.weight_name} (a_c = {geometry.a_c})"
+    if geometry.transform is None:
+        return f"domain: the unit sphere S^{model.dim - 1} (rows of norm 1), manifold score matching, {weight}"
+    if geometry.transform == "sqrt":
+        return (
+            f"domain: the simplex, mapped to the sphere by z = √u (u_j = z_j²); log f in z adds the Jacobian "
+            f"Σ log z_j; {weight}; shown in z, with z_j = √{names[0]} etc. in the kernels"
+        )
+    return (
+        f"domain: the simplex, mapped to ℝ^{model.dim - 1} by y_j = log({names[0]}/{names[-1]}) …; log f in y adds "
+        f"the log-Jacobian Σ log u_j; shown with y written back in the data"
+    )

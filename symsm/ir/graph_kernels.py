@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import sympy as sp
 
+from ..derive.derivation import ManifoldParts
 from ..derive.graph import ExprGraph
 from ..derive.stable import stable_log_f
 from .ir import Assign, KernelIR, _inline_single_use, _reads
@@ -21,6 +22,7 @@ from .kernel_set import KernelSet, loss_kernels
 
 if TYPE_CHECKING:
     from ..derive.objectives import Objective
+    from ..model.manifold import Geometry
     from ..model.model import Model
 
 __all__ = ["ModelGraph", "build_graph_kernels", "grad_rows_ir"]
@@ -52,6 +54,15 @@ class ModelGraph:
         # out here, exactly as in the derivation, and may use functions the graph does not differentiate.
         # log-sum-exp and logs of products are rewritten exactly into forms that cannot overflow or underflow
         # (symsm/derive/stable.py).
+        self.objective.check_model(model)
+        self.weight: list[int] | None = None
+        self.weight_prime: list[int] | None = None
+        #: the sphere's (or sqrt-mapped simplex's) weight h(z) as a node, None when h = 1 or off the sphere
+        self.manifold_weight: int | None = None
+        geometry = getattr(model, "geometry", None)
+        if geometry is not None:
+            self._manifold(geometry)
+            return
         data = set(model.data)
         log_f = stable_log_f(model.log_f)
         self.log_f = g.from_sympy(sp.Add(*[t for t in sp.Add.make_args(log_f) if t.free_symbols & data]))
@@ -59,14 +70,41 @@ class ModelGraph:
         self.score = [stopped.get(x, g.ZERO) for x in self.x]
         self.hessian_diag = [g.tangent(s, i, {}) for i, s in enumerate(self.score)]
         # Domain "nonnegative": the coordinate weights hᵢ = h(xᵢ) and hᵢ′ (a forward tangent: exact), else None.
-        self.objective.check_model(model)
         weights = model.coordinate_weights()
-        self.weight: list[int] | None = None
-        self.weight_prime: list[int] | None = None
         if weights is not None:
             self.weight = [g.from_sympy(h) for h in weights]
             self.weight_prime = [g.tangent(h, i, {}) for i, h in enumerate(self.weight)]
         self.integrand = self.objective.integrand(self)
+
+    def _manifold(self, geometry: Geometry) -> None:
+        """Sphere and simplex (symsm/model/manifold.py): log f, score, ∂ᵢ² and the integrand in the coordinates
+        z of score matching — leaves of their own, column i for z_i — then z replaced by its expression in
+        the data columns (√u, log(u_i/u_d); nothing on the sphere, where z is the data)."""
+        g = self.graph
+        z = [g.leaf(zi, "data", i) for i, zi in enumerate(geometry.coords)]
+        data_x = self.x
+        self.x = z
+        self.log_f = g.from_sympy(geometry.log_f)
+        z_mask = (1 << len(z)) - 1
+        stopped = g.reverse({self.log_f: g.ONE}, relevant=lambda n: bool(g.mask[n] & z_mask))
+        self.score = [stopped.get(zi, g.ZERO) for zi in z]
+        self.hessian_diag = [g.tangent(s, i, {}) for i, s in enumerate(self.score)]
+        parts = ManifoldParts.derive(geometry, self.model.params) if ManifoldParts.boundary_safe(geometry) else None
+        if geometry.weight is not None and parts is None:
+            self.manifold_weight = g.from_sympy(geometry.weight)
+        self.integrand = g.ZERO if parts is not None else self.objective.integrand(self)
+        if tuple(geometry.coords) != tuple(self.model.data):
+            mapping = {zi: g.from_sympy(b) for zi, b in zip(z, geometry.back, strict=True)}
+            memo: dict[int, int] = {}
+            self.integrand = g.substitute(self.integrand, mapping, memo)
+            self.score = [g.substitute(s, mapping, memo) for s in self.score]
+            self.hessian_diag = [g.substitute(h, mapping, memo) for h in self.hessian_diag]
+            self.log_f = g.substitute(self.log_f, mapping, memo)
+        self.x = data_x
+        if parts is not None:
+            # zeros allowed (sqrt map under a boundary weight): the integrand in the expanded form that is
+            # finite at z_j = 0 (`ManifoldParts.without_theta_free_terms`), from sympy
+            self.integrand = g.from_sympy(parts.in_data((parts.objective,))[0])
 
     def degree_in_data(self) -> float:
         """Polynomial degree of the integrand in x (inf when not a polynomial)."""

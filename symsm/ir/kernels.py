@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,10 @@ def build_kernels(derivation: Derivation, objective: Objective | None = None) ->
         kernels = build_kernels_sympy(derivation)
     else:
         kernels = build_graph_kernels(derivation.model, graph)
-    kernels.data_degree = graph.degree_in_data()
+    # On the sphere and the simplex the moment-matching points (symsm/runtime/moments.py) are off the domain, which
+    # the rows' checks refuse: those models evaluate on the data themselves.
+    on_manifold = getattr(derivation.model, "geometry", None) is not None
+    kernels.data_degree = math.inf if on_manifold else graph.degree_in_data()
     return kernels
 
 

@@ -110,6 +110,11 @@ def sparse_parts(derivation: Derivation) -> SparseParts:
     from the terms of each score (no P derivatives per coordinate), and each distinct expression once."""
     if not derivation.is_quadratic:
         raise ValueError(f"model {derivation.model.name!r}: the objective is not quadratic in θ")
+    if derivation.manifold is not None:  # A = mean h FᵀPF couples the coordinates: not this per-coordinate form
+        raise ValueError(
+            f"model {derivation.model.name!r} has domain {derivation.model.domain!r}: the sparse quadratic form "
+            "(penalized fits) is written for ℝᵈ, [0, ∞)ᵈ and boxes; fit it with symsm.fit (the dense closed form)"
+        )
     theta = derivation.params
     x = derivation.data
     index = {p: k for k, p in enumerate(theta)}

@@ -32,7 +32,7 @@ __all__ = ["SUPPORTED_DOMAINS", "derivation_latex", "model_latex"]
 
 #: Domains whose boundary condition the derivation states: R^d (Hyvärinen 2005) and the non-negative orthant
 #: with the model's coordinate weight h (generalized score matching, Hyvärinen 2007; Yu, Drton & Shojaie 2019).
-SUPPORTED_DOMAINS = ("real", "nonnegative", "box")
+SUPPORTED_DOMAINS = ("real", "nonnegative", "box", "sphere", "simplex")
 
 #: Letters for the coordinate weight h, in order of preference; the first one the model does not use is taken.
 _WEIGHT_LETTERS = ("h", "w", "g", "q")
@@ -712,6 +712,17 @@ def derivation_latex(
         raise TypeError(f"derivation must be a symsm Derivation (model.derive()), got {type(derivation).__name__}")
     model = derivation.model
     domain = getattr(model, "domain", "real")
+    if getattr(model, "geometry", None) is not None:  # sphere and simplex: symsm/latex/manifold.py
+        from .manifold import manifold_latex
+
+        with_header = full_document if header is None else bool(header)
+        return manifold_latex(
+            derivation,
+            frame=_document_frame(
+                full_document, title if isinstance(title, str) else f"Score matching for the model {model.name}"
+            ),
+            header_lines=_header_lines(model) if with_header else [],
+        )
     if domain not in SUPPORTED_DOMAINS:
         raise LatexError(f"the LaTeX derivation supports the domains {SUPPORTED_DOMAINS}, not {domain!r}")
     options = _Options(

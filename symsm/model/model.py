@@ -20,6 +20,7 @@ import sympy as sp
 from ..core.errors import ModelError
 from ..core.functions import NON_SMOOTH_FUNCTIONS, SMOOTH_FUNCTIONS, WEIGHT_FUNCTIONS  # the table's smoothness
 from .box import Box
+from .manifold import MANIFOLD_DOMAINS, Geometry, make_geometry
 from .tensor import TensorExpr
 from .weights import NAMED_WEIGHTS, named_weight
 
@@ -43,7 +44,7 @@ def register_structured(model_class: type[Model], from_string: Any) -> None:
 
 #: The domains by name (`Model.domain`); "box" is given as ``domain=Box(lower, upper)`` (symsm/model/box.py),
 #: "nonnegative" is the box [0, ∞)ᵈ.
-DOMAINS = ("real", "nonnegative", "box")
+DOMAINS = ("real", "nonnegative", "box", "sphere", "simplex")
 #: Domains whose objective is the weighted one, with a weight h of the distance to the boundary.
 WEIGHTED_DOMAINS = ("nonnegative", "box")
 
@@ -141,6 +142,13 @@ class Model:
         genscore's named weights (``"min_pow"`` or ``("min_pow", 2, 1)``: `NAMED_WEIGHTS`). Default t². It must
         be continuous and piecewise smooth (h′ taken piecewise, a.e.), positive for t > 0, with h(0) = 0 and
         h′(0) finite, so that the boundary term hᵢ p ∂ᵢ log f of the integration by parts vanishes there.
+        For domains "sphere" and "simplex" (symsm/model/manifold.py): "ones" (h = 1, the sphere's default),
+        "minsq" = min(min_j z_j², a_c²) (the sqrt-mapped simplex's default) or "prodsq" = min(∏_j z_j², a_c²);
+        on the sphere also h(x) as a formula string or sympy expression in the data coordinates.
+    transform, a_c
+        Domain "simplex" only: "sqrt" (default: z = √u on the positive part of the sphere, Scealy & Wood
+        2023; zeros allowed under a boundary weight) or "alr" (ℝ^{d−1}, no zeros). a_c: the cap of the
+        minsq / prodsq weight (default 0.01, Scealy & Wood's value).
     """
 
     def __new__(cls, log_f: Any = None, *args: Any, **kwargs: Any) -> Model:
@@ -160,6 +168,8 @@ class Model:
         init: Mapping[str, Any] | None = None,
         domain: str | Box = "real",
         weight: Any = None,
+        transform: str | None = None,
+        a_c: float | None = None,
     ) -> None:
         self.log_f = _as_scalar_expr(log_f)
         self.data: tuple[sp.Symbol, ...] = _as_data_symbols(data)
@@ -180,9 +190,18 @@ class Model:
         elif domain == "nonnegative":
             self.box = Box.nonnegative(len(self.data))
         self.domain = domain
-        #: h(t) as an expression in `WEIGHT_VARIABLE` for the weighted domains (default t²), None for "real"
-        self.weight_expr: sp.Expr | None = _as_weight(weight, domain)
-        self._validate()
+        #: sphere / simplex: where score matching happens (symsm/model/manifold.py), else None
+        self.geometry: Geometry | None = None
+        #: h(t) as an expression in `WEIGHT_VARIABLE` for the weighted domains (default t²), None otherwise
+        self.weight_expr: sp.Expr | None = None
+        if domain in MANIFOLD_DOMAINS:
+            self._validate()
+            self.geometry = make_geometry(domain, self.log_f, self.data, weight, transform, a_c)
+        else:
+            if transform is not None or a_c is not None:
+                raise ModelError("transform and a_c apply to domain='simplex' (a_c also to 'sphere') only")
+            self.weight_expr = _as_weight(weight, domain)
+            self._validate()
         self.positive: frozenset[sp.Symbol] = frozenset(p for p in self.params if p.is_positive)
         self.init: dict[str, Any] = dict(init or {})
         self._initial_theta = self._resolve_init(self.init)
@@ -201,6 +220,8 @@ class Model:
         init: Mapping[str, Any] | None = None,
         domain: str | Box = "real",
         weight: Any = None,
+        transform: str | None = None,
+        a_c: float | None = None,
     ) -> Model:
         """Build a model from a formula string, parsed through an allow-list (never `eval`).
 
@@ -233,9 +254,14 @@ class Model:
                 symbols[str(s)] = s
         indexed = {name: g for name, g in groups.items() if isinstance(g, sp.MatrixBase)}
         log_f = parse_formula(formula, symbols, indexed=indexed)
+        if transform is None and a_c is None:  # (subclasses without the manifold keywords keep working)
+            return cls(
+                log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight
+            )
         return cls(
-            log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight
-        )
+            log_f, data_syms, groups, name=name, description=description, init=init, domain=domain, weight=weight,
+            transform=transform, a_c=a_c,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ properties
     @property
@@ -277,6 +303,8 @@ class Model:
         if self.domain == "box":  # (and "nonnegative" models theirs: [0, ∞)ᵈ is implied by the name)
             assert self.box is not None
             parts += self.box.canonical()
+        if self.geometry is not None:
+            parts += self.geometry.canonical()
         return parts
 
     @property

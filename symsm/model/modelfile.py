@@ -8,8 +8,11 @@ A model file holds one model::
     params = ["m0", "m1", {name = "s", positive = true}, {name = "W", shape = [2, 2]},
               {name = "P", shape = [2, 2], symmetric = true}, {name = "b", shape = [2]}]
     log_f = "-(nu + 2)/2 * log(1 + ...)"      # the formula; W[0, 1] or W_0_1 name matrix entries
-    domain = "real"                           # optional: "real", "nonnegative" or "box"
-    weight = "t**2/(1 + t**2)"                # optional, domains "nonnegative" and "box": h(t) (default t**2)
+    domain = "real"                           # optional: "real", "nonnegative", "box", "sphere" or "simplex"
+    weight = "t**2/(1 + t**2)"                # optional, domains "nonnegative" and "box": h(t) (default t**2);
+                                              # "sphere", "simplex": "ones", "minsq" or "prodsq" (or h(x), sphere)
+    transform = "sqrt"                        # optional, domain "simplex" only: "sqrt" (default) or "alr"
+    a_c = 0.01                                # optional: the cap of the minsq / prodsq weight
     [init]                                    # optional starting values
     s = 1.0
     W = [[1.0, 0.0], [0.0, 1.0]]
@@ -70,7 +73,20 @@ __all__ = [
 MAX_FILE_BYTES = 4_000_000  # a model file; the formula itself is limited to 1M characters by the parser
 MAX_DATA = 10_000  # data coordinates
 MAX_PARAMETERS = 100_000  # entries of θ (a 128 × 128 unmixing matrix has 16 384)
-KEYS = ("name", "description", "data", "params", "log_f", "domain", "lower", "upper", "weight", "init")
+KEYS = (
+    "name",
+    "description",
+    "data",
+    "params",
+    "log_f",
+    "domain",
+    "lower",
+    "upper",
+    "weight",
+    "init",
+    "transform",
+    "a_c",
+)
 REQUIRED = ("data", "params", "log_f")
 PARAM_KEYS = ("name", "shape", "symmetric", "positive")
 
@@ -164,9 +180,30 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
             raise fail(side, 'applies to domain = "box" only (the bounds of the box)')
     weight = table.get("weight")
     if weight is not None:
-        weight = _weight(weight, fail)
-        if domain not in WEIGHTED_DOMAINS:
-            raise fail("weight", 'applies to domain = "nonnegative" or "box" only')
+        if domain in ("sphere", "simplex"):
+            if not isinstance(weight, str):
+                raise fail(
+                    "weight", f'expected "ones", "minsq", "prodsq" or a formula in the data, got {_kind(weight)}'
+                )
+        else:
+            weight = _weight(weight, fail)
+            if domain not in WEIGHTED_DOMAINS:
+                raise fail("weight", 'applies to domain = "nonnegative", "box", "sphere" or "simplex" only')
+    manifold: dict[str, Any] = {}
+    transform = table.get("transform")
+    if transform is not None:
+        if domain != "simplex":
+            raise fail("transform", 'applies to domain = "simplex" only')
+        if not isinstance(transform, str):
+            raise fail("transform", f'expected "sqrt" or "alr", got {_kind(transform)}')
+        manifold["transform"] = transform
+    a_c = table.get("a_c")
+    if a_c is not None:
+        if domain not in ("sphere", "simplex"):
+            raise fail("a_c", 'applies to domain = "sphere" or "simplex" only')
+        if isinstance(a_c, bool) or not isinstance(a_c, (int, float)):
+            raise fail("a_c", f"expected a number in (0, 1], got {_kind(a_c)}")
+        manifold["a_c"] = float(a_c)
     init = _checked_init(table, fail)
 
     try:
@@ -179,10 +216,11 @@ def model_from_dict(table: Mapping[str, Any], *, source: str | os.PathLike[str] 
             init=init,
             domain=domain_arg,
             weight=weight,
+            **manifold,
         )
     except ModelError as exc:
         message = str(exc)
-        key = next((k for k in ("init", "weight") if message.startswith(k)), "log_f")
+        key = next((k for k in ("init", "weight", "transform", "a_c") if message.startswith(k)), "log_f")
         raise fail(key, message.removeprefix(f"{key}: ")) from None
 
 

@@ -209,7 +209,12 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
         A[rows, cols] = means[: rows.size]
         A[cols, rows] = means[: rows.size]
         return A, means[rows.size : rows.size + P].copy(), float(means[-1])
-    weighted = loss.derivation.weights is not None  # domain "nonnegative": rows end with h_0 … h_(d−1)
+    # the rows of A's features: d coordinates (d − 1 after alr; d + 1 on the sphere, the last one zᵀF with
+    # weight −h), followed by their weights when they have them ([0, ∞)ᵈ, the sphere)
+    parts = loss.derivation.quadratic_parts
+    assert parts is not None  # _require_quadratic
+    d = len(parts.coeffs)
+    weighted = parts.weights is not None
     width = d * P + P + 1 + (d if weighted else 0)
     A = np.zeros((P, P))
     b = np.zeros(P)
