@@ -121,9 +121,10 @@ def _block_totals(loss: symsm.CompiledLoss, theta: np.ndarray, X: np.ndarray) ->
     consts = np.empty(max(1, len(kernel.tables["consts"])), dtype=kernel.dtype)
     fns["prologue"](th.ctypes.data, consts.ctypes.data)
     buf = np.empty(kernel.buffer, dtype=kernel.dtype)
-    out = np.zeros(kernel.n_totals)
+    out = np.zeros(kernel.n_totals + 1)  # the last: the block's finiteness flag
     fns["block"](th.ctypes.data, consts.ctypes.data, X.ctypes.data, 0, X.shape[0], buf.ctypes.data, out.ctypes.data)
-    return out
+    assert out[-1] == 0.0
+    return out[:-1]
 
 
 def test_float32_sums_over_a_long_block_keep_float64_accuracy():
