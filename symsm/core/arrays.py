@@ -41,9 +41,7 @@ def as_theta(model: Model, theta: Any, *, name: str = "theta", check_positive: b
     return arr
 
 
-def as_data(
-    model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, check_finite: bool = True
-) -> np.ndarray:
+def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, check_finite: bool = True) -> np.ndarray:
     """X as a C-contiguous (N, d) array of `dtype` with N ≥ 1 and finite values, inside the model's domain
     (no negative entries for domain "nonnegative").
 

@@ -9,10 +9,11 @@ dtype (double or float):
   double* result)`.
 * `build_sum_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, T* buf, double* out)`, a loop
   over rows [start, stop) of X, `LANES` rows at a time in SIMD registers, accumulating the per-row sums in
-  float64 vectors (float32 kernels: in float32 lanes within chunks of at most `F32_CHUNK` rows, each chunk's
+  float64 vectors (float32 kernels: in float32 lanes within groups of at most `F32_CHUNK` rows, each group's
   partial sums then added in float64, so the float32 rounding of a sum covers ≤ 32 terms per lane whatever
   the number of rows, and no lane is converted per row); the last, partial group of rows is masked (its extra
   lanes recompute the last row and contribute nothing). The lanes are added in a fixed order at the end.
+  The same pass checks that X is finite (one more output), so callers need no separate pass over X.
 * `build_row_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, double* out)`, the same loop
   writing per-row outputs.
 
@@ -228,9 +229,10 @@ def build_section(
 TILE = 12  # products accumulated in registers at once (AVX2 has 16 vector registers)
 TILE_AVX512 = 24  # with AVX-512VL (32 vector registers; measured: float32 Student-t d = 8 −10 %, others level)
 BUFFER_BYTES = 16384  # the per-chunk buffer of product factors stays well inside L1 (measured: 32 KiB spills to L2)
-# float32: rows per chunk at most. Sums and products are accumulated in float32 lanes within a chunk (at most
-# F32_CHUNK / 8 = 32 additions per lane) and each chunk's partial sums added to float64 accumulators, so the
-# float32 rounding of a sum is that of ≤ 32 terms whatever the number of rows (a block of 10⁸ rows included).
+# float32: rows per chunk, and per group of chunks, at most. Sums and products are accumulated in float32 lanes
+# within a group (at most F32_CHUNK / 8 = 32 additions per lane) and each group's partial sums added to float64
+# accumulators, so the float32 rounding of a sum is that of ≤ 32 terms whatever the number of rows (a block of
+# 10⁸ rows included; benchmarks/FLOAT32.md, "Accuracy", has the bound).
 F32_CHUNK = 256
 
 
