@@ -89,9 +89,12 @@ class _Emitter:
             self.env[x] = value
         return value
 
-    def run(self, code: Sequence[Sequence[Any]]) -> None:
+    def run(self, code: Sequence[Sequence[Any]], defined: Any = None) -> None:
+        """Emit `code`; `defined(name, value)`, if given, right after each instruction."""
         for dst, op, *args in code:
-            self.env[dst] = self._instruction(op, args)
+            value = self.env[dst] = self._instruction(op, args)
+            if defined is not None:
+                defined(dst, value)
 
     def _instruction(self, op: str, args: list[Any]) -> ir.Value:
         b = self.b
@@ -435,6 +438,7 @@ def build_sum_block(
     ordered = [entry for entries in by_u.values() for entry in entries]
     tiles = [ordered[k : k + tile] for k in range(0, len(ordered), tile)]
 
+    factor_index = {name: f for f, name in enumerate(factors)}
     cvec = ir.VectorType(ctype, width)
     fn, values = _function(
         module, symbol, _block_args(dtype, [("buf", ir.PointerType(ctype)), ("out", ir.PointerType(F64))])
@@ -487,17 +491,28 @@ def build_sum_block(
             load, column = _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype)
             emitter = _Emitter(b, ctype, width, load)
             ref.append(emitter)
-            emitter.run(code)
+            offset = b.sub(i, c)
+
+            def store_factor(f: int, value: ir.Value) -> None:
+                value = b.select(mask, value, zero_c)  # padding lanes contribute 0
+                at = b.gep(buf_p, [b.add(offset, ir.Constant(I64, f * chunk))])
+                b.store(value, b.bitcast(at, buf_vec), align=8)
+
+            def defined(name: str, value: ir.Value) -> None:
+                f = factor_index.get(name)
+                if f is not None:
+                    store_factor(f, value)
+
+            # each factor stored as soon as it is computed: not kept in a register (or spilled) to the end
+            emitter.run(code, defined if factors else None)
             if check is not None:  # every column, read by the table or not (its loads are shared with the table's)
                 b.store(b.fadd(b.load(check), b.fmul(_tree_sum(b, [column(j) for j in range(dim)]), zero_c)), check)
             for acc, name in zip(chunk_accs or accs, sums, strict=True):
                 value = emitter.operand(name)
                 b.store(b.fadd(b.load(acc), b.select(mask, value, zero_c)), acc)
-            offset = b.sub(i, c)
             for f, name in enumerate(factors):
-                value = b.select(mask, emitter.operand(name), zero_c)  # padding lanes contribute 0
-                at = b.gep(buf_p, [b.add(offset, ir.Constant(I64, f * chunk))])
-                b.store(value, b.bitcast(at, buf_vec), align=8)
+                if name not in emitter.env or name in inputs:  # factors that no instruction defines
+                    store_factor(f, emitter.operand(name))
 
         rows.loop(c, c_end, row_body, "rows")
         if not products:
