@@ -417,7 +417,7 @@ def build_sum_block(
     """`void symbol(theta, consts, X, start, stop, buf, out)` over rows [start, stop) of X (row stride `dim`):
     out[k] = Σ sums[k] for k < len(sums), then out[len(sums) + p] = Σ factors[u]·factors[v] for (u, v) = products[p].
     With `check_finite`, one more output after those: 0 if every value of X in the rows is finite, else NaN
-    or ±inf (per step, 0 · the sum of the row's columns: an infinity or NaN anywhere makes it NaN; a sum that
+    (per step, 0 · the sum of the row's columns: an infinity or NaN anywhere makes it NaN; a sum that
     overflows from finite values flags too, so a caller re-checks flagged rows exactly). This replaces a
     separate pass over X: the columns are in registers already.
 
@@ -459,9 +459,9 @@ def build_sum_block(
     chunk_c = ir.Constant(I64, chunk)
     buf_vec = ir.PointerType(cvec)
 
-    # float32: chunks per group of ≤ F32_CHUNK rows whose sums and products stay in float32 lanes (the product
-    # tiles' registers go to `buf` after the factors between chunks rather than into float64 after each: that
-    # conversion cost half as much as the tile's FMAs for chunks of 64 rows)
+    # float32: chunks per group of ≤ F32_CHUNK rows whose sums and products stay in float32 lanes (between chunks
+    # the product tiles' registers wait in `buf`, after the factors, rather than go into float64 after each chunk:
+    # converting and adding cost half as much as a 64-row chunk's FMAs)
     group = max(1, F32_CHUNK // chunk) if narrow else 1
     group_c = ir.Constant(I64, chunk * group)
     lane_sums = b.bitcast(b.gep(buf_p, [ir.Constant(I64, chunk * n_factors)]), buf_vec)  # float32 product sums

@@ -140,7 +140,7 @@ def compile_module(module: Any, *, opt: int = CODEGEN_OPT) -> bytes:
 
 # Every function is compiled for 256-bit registers: vector types of 512 bits (the float64 accumulators of a float32
 # kernel, its 8 row indices in i64) are split in two rather than put in zmm registers, whose use lowers the
-# clock of many Intel CPUs for all the kernel's code (measured: the float32 Student-t kernel ~25 % slower per row).
+# clock of many Intel CPUs for all the kernel's code (benchmarks/FLOAT32.md).
 _VECTOR_WIDTH = ' "prefer-vector-width"="256" "min-legal-vector-width"="0"'
 
 
