@@ -191,3 +191,15 @@ def test_float32_sums_of_ten_million_values_match_math_fsum():
     assert rel.max() < 1e-8, rel  # measured ~2e-10: the errors of the chunks do not add up
     naive = float(np.cumsum(x, dtype=np.float32)[-1]) / n  # one float32 running sum
     assert abs(naive - exact[0]) / exact[0] > 1e-3
+
+
+def test_float32_kernels_use_256_bit_registers_only():
+    """A float32 sum kernel's float64 accumulators (8 lanes) and row indices (8 × i64) are 512-bit vectors in
+    its IR; compiled, they must be split into 256-bit registers: code with zmm registers runs at a lower clock
+    on many Intel CPUs (benchmarks/FLOAT32.md). Only hosts with AVX-512 could use zmm at all."""
+    kernel = _columns_model(5).compile(dtype=np.float32)._module.value_and_grad
+    module = ir.Module(name="f32_register_width")
+    kernel.build(module)
+    assembly = native._target_machine(native.CODEGEN_OPT).emit_assembly(native.optimised_module(module))
+    assert "vfmadd" in assembly and "ymm" in assembly  # the kernel is there, vectorised
+    assert "zmm" not in assembly

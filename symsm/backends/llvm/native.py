@@ -47,6 +47,7 @@ __all__ = [
     "SumKernel",
     "codegen_opt",
     "compile_module",
+    "optimised_module",
     "parse_inputs",
     "parse_table",
     "target_description",
@@ -119,6 +120,12 @@ def codegen_opt(ops: int) -> int:
 
 def compile_module(module: Any, *, opt: int = CODEGEN_OPT) -> bytes:
     """Object code for an llvmlite `ir.Module` of kernels (see the module docstring for the pipeline)."""
+    return _target_machine(opt).emit_object(optimised_module(module, opt=opt))
+
+
+def optimised_module(module: Any, *, opt: int = CODEGEN_OPT) -> Any:
+    """An llvmlite `ir.Module` parsed and run through the pass pipeline (llvmlite.binding's module; its
+    target machine's `emit_object` or `emit_assembly` gives the code)."""
     llvm = _llvm()
     module.triple = llvm.get_process_triple()
     parsed = llvm.parse_assembly(_with_vector_width(str(module)))
@@ -135,7 +142,7 @@ def compile_module(module: Any, *, opt: int = CODEGEN_OPT) -> bytes:
     for fn in parsed.functions:
         if not fn.is_declaration:
             cleanup.run(fn, builder)
-    return machine.emit_object(parsed)
+    return parsed
 
 
 # Every function is compiled for 256-bit registers: vector types of 512 bits (the float64 accumulators of a float32
