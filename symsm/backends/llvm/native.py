@@ -148,9 +148,10 @@ def optimised_module(module: Any, *, opt: int = CODEGEN_OPT, narrow_vectors: boo
     return parsed
 
 
-# The scalar path's kernels are compiled for 256-bit registers: vector types of 512 bits (the float64 accumulators of a float32
-# kernel, its 8 row indices in i64) are split in two rather than put in zmm registers, whose use lowers the
-# clock of many Intel CPUs for all the kernel's code (benchmarks/FLOAT32.md).
+# The scalar path's kernels are compiled for 256-bit registers: vector types of 512 bits (the float64
+# accumulators of a float32 kernel, its 8 row indices in i64) are split in two rather than put in zmm registers,
+# whose use lowers the clock of many Intel CPUs for all the kernel's code (benchmarks/FLOAT32.md). The block
+# kernels' dense FMA tiles gain more from 512-bit vectors than the clock costs (benchmarks/STRUCTURED_SPEED.md).
 _VECTOR_WIDTH = ' "prefer-vector-width"="256" "min-legal-vector-width"="0"'
 
 
