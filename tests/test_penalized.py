@@ -131,15 +131,19 @@ def test_ebic_and_cv_independently(gauss):
     res = symsm.path(loss, X, n_lambdas=15, select="ebic", gamma=0.5)
     A, b = _reference(X, False)
     c = loss.quadratic_form(X)[2]
-    expected = []
+    fd = symsm.path(loss, X, n_lambdas=15, select="ebic", gamma=0.5, ebic_prior="foygel-drton")
+    expected, expected_fd = [], []
     for th, supp in zip(res.thetas, res.supports, strict=True):
         free = ~res.penalized | supp
         refit = np.zeros_like(th)
         refit[free] = np.linalg.solve(A[np.ix_(free, free)], -b[free])
         J = 0.5 * refit @ A @ refit + b @ refit + c
         k = int(supp.sum())
-        expected.append(2 * n * J + k * math.log(n) + 4 * 0.5 * k * math.log(D))
+        # genscore's eBIC (R/genscore.R `eBIC`, symmetric, profiled): 2n·crit + |E|·log n + 2γ·lchoose(p(p−1)/2, |E|)
+        expected.append(2 * n * J + k * math.log(n) + 2 * 0.5 * math.log(math.comb(D * (D - 1) // 2, k)))
+        expected_fd.append(2 * n * J + k * math.log(n) + 4 * 0.5 * k * math.log(D))  # Foygel & Drton (2010)
     np.testing.assert_allclose(res.ebic, expected, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(fd.ebic, expected_fd, rtol=1e-10, atol=1e-8)
     expected = np.array(expected)
     assert res.selected == int(np.flatnonzero(expected <= expected.min() + 1e-10 * abs(expected.min()))[0])
     assert sorted(res.edges) == sorted(
@@ -254,6 +258,8 @@ def test_bad_input(gauss):
         symsm.fit(loss, X, penalty=symsm.L1(0.1), method="lbfgs")
     with pytest.raises(ValueError, match="select"):
         symsm.path(loss, X, select="aic")
+    with pytest.raises(ValueError, match="ebic_prior"):
+        symsm.path(loss, X, ebic_prior="bic")
     x = sp.Symbol("x", real=True)
     p, q, r = sp.symbols("p q r", real=True)
     flat = symsm.Model(-(x**2) / 2 + p * x + q * x + r * x**3 / 100, [x], [p, q, r], name="flat_pq")

@@ -5,12 +5,16 @@
 * **the grid**: λ_max is the smallest λ at which every penalised θ is 0 (θ_S = 0 and θ_U minimising J̃; then
   λ_max = max_{j∈S} |∂_j J̃|), and the grid runs geometrically from λ_max down to ratio·λ_max (ratio 0.01 by
   default, 0.1 when N < P), solved with warm starts (symsm/fitting/penalized.py);
-* **eBIC** (Foygel & Drton 2010) with the score-matching loss in place of the log-likelihood, as genscore
-  does (Lin, Drton & Shojaie 2016; Yu, Drton & Shojaie 2019):  eBIC_γ(λ) = 2N·J̃(θ̂) + k·log N + 2γ·k·log|S|,
-  k the number of non-zero penalised parameters and |S| their number; for a graphical model (S the
-  off-diagonal entries of symmetric matrices) k = |E| edges and 2γ·k·log|S| is replaced by Foygel & Drton's
-  4γ·|E|·log d. J̃(θ̂) is the loss of the unpenalised refit on the support (`refit=True`, genscore's
-  default BIC_refit = TRUE), else of the penalised estimate.
+* **eBIC** (Chen & Chen 2008; Foygel & Drton 2010) with the score-matching loss in place of the
+  log-likelihood, exactly as genscore computes it (its `eBIC`, R/genscore.R; Lin, Drton & Shojaie 2016;
+  Yu, Drton & Shojaie 2019):  eBIC_γ(λ) = 2N·J̃(θ̂) + k·log N + 2γ·log C(|S|, k), k the number of non-zero
+  penalised parameters and |S| their number — for a graphical model (S the off-diagonal entries of a
+  symmetric K) k = |E|, each edge counted once, and |S| = d(d−1)/2, genscore's `lchoose(p*(p-1)/2, nedges)`.
+  J̃(θ̂) is the loss of the unpenalised refit on the support (`refit=True`, genscore's default
+  BIC_refit = TRUE; +∞ where A on the support is singular), else of the penalised estimate; the constant c of
+  J̃ does not change the selection (genscore leaves it out). `ebic_prior="foygel-drton"` uses instead Foygel &
+  Drton's approximation 2γ·log C(|S|, k) ≈ 4γ·k·log d for a graph (2γ·k·log|S| otherwise), which
+  penalises slightly more (log C(|S|, k) ≤ k·log|S| < 2k·log d).
 * **cross-validation**: rows split at random (seed) into `folds` folds; for each, the path on the other folds
   (same λ grid) and the unpenalised J̃ on the held-out fold; the λ with the smallest mean is selected
   (`cv_se` holds the standard errors of the means, for a one-standard-error rule).
@@ -78,6 +82,7 @@ class PathResult:
     ebic: np.ndarray | None = None
     ebic_loss: np.ndarray | None = None
     gamma: float = 0.5
+    ebic_prior: str = "binomial"
     cv_mean: np.ndarray | None = None
     cv_se: np.ndarray | None = None
     folds: int = 0
@@ -131,12 +136,31 @@ def graph_edges(model: Model, theta: np.ndarray, mask: np.ndarray) -> list[tuple
     return [index[k] for k in sorted(index) if mask[k] and theta[k] != 0]
 
 
+EBIC_PRIORS = ("binomial", "foygel-drton")
+
+
 def ebic(
-    loss_values: np.ndarray, df: np.ndarray, n: float, n_penalized: int, gamma: float, d: int | None
+    loss_values: np.ndarray,
+    df: np.ndarray,
+    n: float,
+    n_penalized: int,
+    gamma: float,
+    d: int | None = None,
+    prior: str = "binomial",
 ) -> np.ndarray:
-    """eBIC_γ = 2n·J̃ + k·log n + (4γ·k·log d for a graph, else 2γ·k·log|S|) (see the module docstring)."""
-    prior = 4 * gamma * math.log(d) if d is not None else 2 * gamma * math.log(max(n_penalized, 1))
-    return 2 * n * np.asarray(loss_values) + np.asarray(df) * (math.log(n) + prior)
+    """eBIC_γ = 2n·J̃ + k·log n + 2γ·log C(|S|, k) (genscore's; `prior="foygel-drton"`: 4γ·k·log d for a
+    graph in d nodes, 2γ·k·log|S| otherwise). See the module docstring."""
+    if prior not in EBIC_PRIORS:
+        raise ValueError(f"ebic_prior must be one of {EBIC_PRIORS}, got {prior!r}")
+    k = np.asarray(df, dtype=np.float64)
+    if prior == "binomial":
+        m = float(max(n_penalized, 1))
+        log_choose = math.lgamma(m + 1) - np.array([math.lgamma(v + 1) + math.lgamma(m - v + 1) for v in k.ravel()])
+        extra = 2 * gamma * log_choose.reshape(k.shape)
+    else:
+        per = 4 * gamma * math.log(d) if d is not None else 2 * gamma * math.log(max(n_penalized, 1))
+        extra = k * per
+    return 2 * n * np.asarray(loss_values) + k * math.log(n) + extra
 
 
 def _first_min(values: np.ndarray) -> int:
@@ -217,6 +241,7 @@ def path(
     lambdas: Any = None,
     select: str | None = "ebic",
     gamma: float = 0.5,
+    ebic_prior: str = "binomial",
     folds: int = 5,
     refit: bool = True,
     seed: int = 0,
@@ -232,6 +257,8 @@ def path(
         raise ValueError(f"n_lambdas must be a positive integer, got {n_lambdas!r}")
     if not (math.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"gamma must be ≥ 0, got {gamma!r}")
+    if ebic_prior not in EBIC_PRIORS:
+        raise ValueError(f"ebic_prior must be one of {EBIC_PRIORS}, got {ebic_prior!r}")
     if select == "cv" and not (isinstance(folds, int) and folds >= 2):
         raise ValueError(f"folds must be an integer ≥ 2, got {folds!r}")
     loss = _loss_of(model, backend, quadratic_only=True)
@@ -282,7 +309,9 @@ def path(
         ebic_loss = np.array([r[1] if r is not None else math.inf for r in refits]) if refit and prob else losses
         graph = _graph_index(mdl)
         is_graph = bool(graph) and all(k in graph for k in np.flatnonzero(mask))
-        result_ebic = ebic(ebic_loss, df, n_eff, int(mask.sum()), gamma, mdl.dim if is_graph else None)
+        result_ebic = ebic(
+            ebic_loss, df, n_eff, int(mask.sum()), gamma, mdl.dim if is_graph else None, prior=ebic_prior
+        )
         selected = _first_min(result_ebic)
     elif select == "cv":
         cv_mean, cv_se = _cross_validate(loss, data, mask, grid, folds, seed, theta_max)
@@ -320,6 +349,7 @@ def path(
         ebic=result_ebic,
         ebic_loss=ebic_loss,
         gamma=gamma,
+        ebic_prior=ebic_prior,
         cv_mean=cv_mean,
         cv_se=cv_se,
         folds=folds if select == "cv" else 0,
