@@ -108,6 +108,31 @@ def test_sparse_quadratic_form_matches_hand_features_and_genscore(gauss, trunc):
 
 
 @pytest.mark.parametrize("which", ["gauss", "trunc"])
+def test_block_quadratic_form_against_the_dense_reference(which, gauss, trunc):
+    from symsm.runtime.sparse import block_quadratic_form
+
+    loss, X = gauss if which == "gauss" else trunc
+    A, b, _ = block_quadratic_form(loss, X)
+    A_ref, b_ref = _reference(X, which == "trunc")
+    scale = np.abs(A_ref).max()
+    rng = np.random.default_rng(5)
+    theta = rng.normal(size=A_ref.shape[0])
+    theta[rng.random(theta.size) < 0.4] = 0.0  # the matrix product takes the non-zeros only
+    assert np.abs(A @ theta - A_ref @ theta).max() <= 1e-12 * scale * np.abs(theta).sum()
+    np.testing.assert_allclose(A @ np.eye(A.shape[0])[:, :3], A_ref[:, :3], rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(A.diagonal(), np.diag(A_ref), rtol=1e-12)
+    idx = np.array([0, 2, 3, 7, 9, 12])
+    np.testing.assert_allclose(A.restrict(idx).toarray(), A_ref[np.ix_(idx, idx)], rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(A.toarray(), A_ref, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(b, b_ref, rtol=0, atol=1e-12 * max(1, np.abs(b_ref).max()))
+    # on ℝᵈ every block is read from the one Gram matrix of the distinct coefficients (x_1 … x_d, 1)
+    if which == "gauss":
+        assert A.shared and A.stored == (D + 1) ** 2 < A.nnz_blocks
+    else:
+        assert not A.shared and A.stored == A.nnz_blocks == D * (D + 1) ** 2
+
+
+@pytest.mark.parametrize("which", ["gauss", "trunc"])
 def test_path_kkt_at_every_lambda(which, gauss, trunc):
     loss, X = gauss if which == "gauss" else trunc
     res = symsm.path(loss, X, n_lambdas=30, select="ebic")

@@ -414,10 +414,10 @@ def _cross_validate(
         w_train = None if w is None else w[train]
         w_test = None if w is None else w[test]
         if quadratic:
-            from ..runtime.sparse import sparse_quadratic_form
+            from ..runtime.sparse import block_quadratic_form
 
             prob = quadratic_problem(loss, data.host[train], mask, w_train)
-            A, b, c = sparse_quadratic_form(loss, data.host[test], w_test)
+            A, b, c = block_quadratic_form(loss, data.host[test], w_test)
             thetas, _, _ = _quadratic_path(prob, grid)
             scores[f] = [0.5 * th @ (A @ th) + b @ th + c for th in thetas]
         else:
