@@ -5,16 +5,19 @@
 * **the grid**: λ_max is the smallest λ at which every penalised θ is 0 (θ_S = 0 and θ_U minimising J̃; then
   λ_max = max_{j∈S} |∂_j J̃|), and the grid runs geometrically from λ_max down to ratio·λ_max (ratio 0.01 by
   default, 0.1 when N < P), solved with warm starts (symsm/fitting/penalized.py);
-* **eBIC** (Chen & Chen 2008; Foygel & Drton 2010) with the score-matching loss in place of the
-  log-likelihood, exactly as genscore computes it (its `eBIC`, R/genscore.R; Lin, Drton & Shojaie 2016;
-  Yu, Drton & Shojaie 2019):  eBIC_γ(λ) = 2N·J̃(θ̂) + k·log N + 2γ·log C(|S|, k), k the number of non-zero
-  penalised parameters and |S| their number — for a graphical model (S the off-diagonal entries of a
-  symmetric K) k = |E|, each edge counted once, and |S| = d(d−1)/2, genscore's `lchoose(p*(p-1)/2, nedges)`.
-  J̃(θ̂) is the loss of the unpenalised refit on the support (`refit=True`, genscore's default
-  BIC_refit = TRUE; +∞ where A on the support is singular), else of the penalised estimate; the constant c of
-  J̃ does not change the selection (genscore leaves it out). `ebic_prior="foygel-drton"` uses instead Foygel &
-  Drton's approximation 2γ·log C(|S|, k) ≈ 4γ·k·log d for a graph (2γ·k·log|S| otherwise), which
-  penalises slightly more (log C(|S|, k) ≤ k·log|S| < 2k·log d).
+* **eBIC** (Foygel & Drton 2010) with the score-matching loss in place of the log-likelihood, as genscore
+  does (Lin, Drton & Shojaie 2016; Yu, Drton & Shojaie 2019):  eBIC_γ(λ) = 2N·J̃(θ̂) + k·log N + prior, k the
+  number of non-zero penalised parameters — for a graphical model (S the off-diagonal entries of a symmetric
+  K) k = |E|, each edge counted once, as genscore counts them. J̃(θ̂) is the loss of the unpenalised refit on
+  the support (`refit=True`, genscore's default BIC_refit = TRUE; +∞ where A on the support is singular),
+  else of the penalised estimate; the constant c of J̃ does not change the selection (genscore leaves it out).
+  The prior term (`ebic_prior`):
+  - "foygel-drton" (default): 4γ·k·log d for a graph in d nodes (Foygel & Drton's form), 2γ·k·log|S|
+    otherwise — linear in k;
+  - "binomial": 2γ·log C(|S|, k) with |S| = d(d−1)/2 for a graph — Chen & Chen (2008)'s exact count, and
+    genscore's `eBIC` (R/genscore.R: `2*gammas*lchoose(p*(p-1)/2, nedges)`). It is never larger than the
+    linear form and *falls* once k > |S|/2, so on dense paths it selects far more edges
+    (benchmarks/GRAPH_RECOVERY.md); kept to reproduce genscore's choice.
 * **cross-validation**: rows split at random (seed) into `folds` folds; for each, the path on the other folds
   (same λ grid) and the unpenalised J̃ on the held-out fold; the λ with the smallest mean is selected
   (`cv_se` holds the standard errors of the means, for a one-standard-error rule).
@@ -82,7 +85,7 @@ class PathResult:
     ebic: np.ndarray | None = None
     ebic_loss: np.ndarray | None = None
     gamma: float = 0.5
-    ebic_prior: str = "binomial"
+    ebic_prior: str = "foygel-drton"
     cv_mean: np.ndarray | None = None
     cv_se: np.ndarray | None = None
     folds: int = 0
@@ -116,14 +119,14 @@ def _graph_index(model: Model) -> dict[int, tuple[str, int, int]]:
     offset = 0
     for g in model.groups:
         if len(g.shape) == 2 and g.shape[0] == g.shape[1]:
-            T = g.template
             n = g.shape[0]
-            sym = all(T[i, j] == T[j, i] for i in range(n) for j in range(i + 1, n))
+            T = [e for _, e in g.entries()]  # row-major, read once (indexing a sympy matrix costs µs an entry)
+            sym = all(T[i * n + j] == T[j * n + i] for i in range(n) for j in range(i + 1, n))
             if sym:
                 index = {s: offset + k for k, s in enumerate(g.symbols)}
                 for i in range(n):
                     for j in range(i + 1, n):
-                        e = T[i, j]
+                        e = T[i * n + j]
                         if e in index:
                             out[index[e]] = (g.name, i, j)
         offset += g.size
@@ -146,10 +149,10 @@ def ebic(
     n_penalized: int,
     gamma: float,
     d: int | None = None,
-    prior: str = "binomial",
+    prior: str = "foygel-drton",
 ) -> np.ndarray:
-    """eBIC_γ = 2n·J̃ + k·log n + 2γ·log C(|S|, k) (genscore's; `prior="foygel-drton"`: 4γ·k·log d for a
-    graph in d nodes, 2γ·k·log|S| otherwise). See the module docstring."""
+    """eBIC_γ = 2n·J̃ + k·log n + (4γ·k·log d for a graph in d nodes, 2γ·k·log|S| otherwise), or with
+    `prior="binomial"` (genscore's) 2γ·log C(|S|, k) as the last term. See the module docstring."""
     if prior not in EBIC_PRIORS:
         raise ValueError(f"ebic_prior must be one of {EBIC_PRIORS}, got {prior!r}")
     k = np.asarray(df, dtype=np.float64)
@@ -241,7 +244,7 @@ def path(
     lambdas: Any = None,
     select: str | None = "ebic",
     gamma: float = 0.5,
-    ebic_prior: str = "binomial",
+    ebic_prior: str = "foygel-drton",
     folds: int = 5,
     refit: bool = True,
     seed: int = 0,
@@ -390,10 +393,45 @@ def _refit_result(
         v, g = _value_and_grad(loss, theta, data)
     g_free = np.where(mask & ~support, 0.0, g)
     r = float(np.max(np.abs(g_free))) if g_free.size else 0.0
-    return make_fit(
+    fit = make_fit(
         loss, theta, v, g, 0.0, mask & ~support, r, method="refit_on_support", n_iter=0, n_evals=1, n=data.n,
         tol=1e-6, start=start,
     )  # fmt: skip
+    if prob is not None:
+        _support_standard_errors(fit, loss, data, prob, ~mask | support)
+    return fit
+
+
+SE_MAX_FREE = 20_000  # dense |F| × |F| H and V beyond this (3.2 GB each): no standard errors
+
+
+def _support_standard_errors(fit: Any, loss: Any, data: _Data, prob: QuadraticProblem, free: np.ndarray) -> None:
+    """Sandwich standard errors of the refit for the parameters F it estimates (the unpenalised ones and the
+    selected support), H_FF⁻¹ V_FF H_FF⁻¹ / N with H_FF = A_FF from the blocks and V_FF from per-row gradients
+    on F only (symsm.runtime.sparse.block_gradient_moments): |F| × |F|, never P × P. Conditional on the
+    selected support — no correction for the selection. NaN off F (those parameters are fixed at 0)."""
+    from ..runtime.sparse import block_gradient_moments
+
+    idx = np.flatnonzero(free)
+    if idx.size > SE_MAX_FREE:
+        fit.message += f"; no standard errors: {idx.size} free parameters (> {SE_MAX_FREE}, dense |F|² matrices)"
+        return
+    H = prob.A.restrict(idx).toarray()
+    try:
+        L = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        fit.message += "; no standard errors: A on the support is not positive definite"
+        return
+    _, V = block_gradient_moments(loss, data.host, fit.theta, free, data.weights)
+    M = np.linalg.solve(L, np.linalg.solve(L, V).T)  # L⁻¹ V L⁻ᵀ, then H⁻¹ V H⁻¹ = L⁻ᵀ (·) L⁻¹
+    cov = np.linalg.solve(L.T, np.linalg.solve(L.T, M).T) / data.n_eff
+    se = np.full(fit.theta.size, np.nan)
+    se[idx] = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    fit.se = se
+    fit.message = fit.message.replace(
+        "no standard errors after selection",
+        "sandwich standard errors on the selected support (conditional on it: no correction for the selection)",
+    )
 
 
 def _cross_validate(

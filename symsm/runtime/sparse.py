@@ -1,10 +1,14 @@
 """Sparse and weighted quadratic forms of objectives quadratic in θ.
 
-`sparse_quadratic_form(loss, X, weights=None)` returns (A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c, A as a
-`scipy.sparse.csr_matrix`: the generated kernel ``quadratic_sparse_rows`` (symsm/ir/sparse_kernels.py)
-writes only the coefficients a_ik that are not identically zero, and A = Σ_i (block of coordinate i) is
-accumulated block by block with BLAS, chunk by chunk of rows — memory O(non-zeros of A + chunk × row
-width), never P × P.
+`block_quadratic_form(loss, X, weights=None)` returns (A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c and A a
+`BlockQuadratic`: the generated kernel ``quadratic_sparse_rows`` (symsm/ir/sparse_kernels.py) writes only the
+*distinct* coefficients a_ik that are not identically zero, and A = Σ_i (block of coordinate i) is kept as
+the Gram matrices of those coefficients, accumulated with BLAS chunk by chunk of rows — on ℝᵈ one shared
+Gram matrix (a Gaussian graphical model: (d+1)² numbers for A instead of d·(d+1)² block entries), on
+[0, ∞)ᵈ one per coordinate. Products A·θ, the diagonal, sub-matrices A_FF and coordinate descent read the
+blocks; never P × P. `sparse_quadratic_form` assembles the same A as a scipy.sparse CSR matrix.
+`block_gradient_moments` gives the per-row gradients' covariance on a set F of parameters (the sandwich of a
+refit on a support).
 
 Observation weights w_t ≥ 0 (one per row) turn every mean over rows into Σ_t w_t (·)_t / Σ_t w_t, so integer
 weights are exactly repeated rows. They are applied here, on the host, to the per-row outputs of the same
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BlockQuadratic",
+    "block_gradient_moments",
     "block_quadratic_form",
     "check_weights",
     "pattern",
@@ -299,6 +304,69 @@ def block_quadratic_form(loss: CompiledLoss, X: Any, weights: Any = None) -> tup
         grams = [(B + B.T) / (2 * total) for B in blocks]
         A = BlockQuadratic(P, columns, [np.arange(len(c), dtype=np.int64) for c in columns], grams, shared=False)
     return A, b / total, c_sum / total
+
+
+def block_gradient_moments(
+    loss: CompiledLoss, X: Any, theta: np.ndarray, free: np.ndarray, weights: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, covariance with divisor Σw) of the per-row gradients ∂φ_t/∂θ_F of the quadratic integrand at θ,
+    for the parameters F = `free` only, from the sparse kernel's per-row outputs — never N × P, never P × P:
+
+        ∂φ_t/∂θ_k = Σ_i [h_i (s_i a_ik + ∂_i a_ik) + h_i′ a_ik],   s_i = Σ_l a_il θ_l + o_i (the score),
+
+    summed over the coordinates i whose score involves θ_k (θ is read where it is non-zero)."""
+    _require(loss)
+    data = as_data(loss.model, X)
+    n = data.shape[0]
+    w = check_weights(weights, n)
+    parts = _parts(loss)
+    pat = parts.pattern
+    module = _module(loss)
+    d, P = loss.model.dim, loss.model.n_params
+    nf, nd = len(parts.features), len(parts.dfeatures)
+    o0 = nf + nd
+    h0 = o0 + d + 1
+    width = h0 + (2 * d if pat.weighted else 0)
+    free = np.asarray(free, dtype=bool)
+    where = np.full(P, -1, dtype=np.int64)
+    where[np.flatnonzero(free)] = np.arange(int(free.sum()))
+    blocks = []
+    for i, cols in enumerate(pat.columns):
+        k = np.asarray(cols, dtype=np.int64)
+        f = np.asarray(parts.feature_index[i], dtype=np.int64)
+        v = np.asarray(parts.dfeature_index[i], dtype=np.int64)
+        nz = theta[k] != 0
+        out = where[k] >= 0
+        if len(k) and out.any():
+            blocks.append((i, f[nz], theta[k][nz], where[k][out], f[out], v[out]))
+    F_n = int(free.sum())
+    s1 = np.zeros(F_n)
+    s2 = np.zeros((F_n, F_n))
+    total = 0.0
+    buf = _buffer(n, width)
+    unused_theta = np.zeros(P)
+    for start, stop in _chunks(n, width):
+        out_rows = buf[: stop - start]
+        module.quadratic_sparse_rows(unused_theta, data[start:stop], out_rows)
+        rows = stop - start
+        feats = out_rows[:, :nf]
+        dfeats = out_rows[:, nf:o0]
+        G = np.zeros((rows, F_n))
+        for i, f_nz, th_nz, pos, f_out, v_out in blocks:
+            score = feats[:, f_nz] @ th_nz + out_rows[:, o0 + i]
+            a = feats[:, f_out]
+            da = np.where(v_out >= 0, dfeats[:, np.maximum(v_out, 0)] if nd else 0.0, 0.0)
+            g = score[:, None] * a + da
+            if pat.weighted:
+                g = out_rows[:, h0 + i, None] * g + out_rows[:, h0 + d + i, None] * a
+            G[:, pos] += g  # a block holds each parameter once
+        wt = np.ones(rows) if w is None else w[start:stop]
+        s1 += wt @ G
+        s2 += (G * wt[:, None]).T @ G
+        total += float(wt.sum())
+    mean = s1 / total
+    cov = s2 / total - np.outer(mean, mean)
+    return mean, (cov + cov.T) / 2
 
 
 def sparse_quadratic_form(
