@@ -346,7 +346,7 @@ def test_refit_standard_errors_on_the_support_by_hand(which, gauss, trunc):
     loss, X = gauss if which == "gauss" else trunc
     res = symsm.path(loss, X, n_lambdas=12, select="ebic")
     k = int(np.flatnonzero((res.df > 0) & (res.df < res.penalized.sum()))[0])  # a proper, non-empty support
-    fit = symsm.path(loss, X, lambdas=[res.lambdas[k]], select="ebic").refit
+    fit = symsm.path(loss, X, lambdas=[res.lambdas[k]], select="ebic", se=True).refit
     theta = fit.theta
     free = ~res.penalized | res.supports[k]
     dF, d2F, _ = ggm_features(X)
@@ -363,6 +363,7 @@ def test_refit_standard_errors_on_the_support_by_hand(which, gauss, trunc):
     np.testing.assert_allclose(fit.se[free], np.sqrt(np.diag(cov)), rtol=1e-9)
     assert np.all(np.isnan(fit.se[~free]))
     assert "sandwich standard errors on the selected support" in fit.message
+    assert np.all(np.isnan(symsm.path(loss, X, lambdas=[res.lambdas[k]]).refit.se))  # only when asked
     # the complete support: the refit is the unpenalised fit, and its SEs are symsm.fit's (dense sandwich)
-    full = symsm.path(loss, X, lambdas=[0.0], select="ebic").refit
+    full = symsm.path(loss, X, lambdas=[0.0], select="ebic", se=True).refit
     np.testing.assert_allclose(full.se, symsm.fit(loss, X).se, rtol=1e-8)

@@ -62,9 +62,9 @@ def coordinate_descent_blocks(
                     b = occ_block[o]
                     start = ptr[b]
                     stride = gdim[b]
-                    column = goff[b] + fidx[start + occ_pos[o]]
+                    row = goff[b] + fidx[start + occ_pos[o]] * stride  # G_b is symmetric: its row, read in order
                     for q in range(start, ptr[b + 1]):
-                        grad[cols[q]] += gram[column + fidx[q] * stride] * delta
+                        grad[cols[q]] += gram[row + fidx[q]] * delta
                 change = abs(delta) * a
                 if change > biggest:
                     biggest = change

@@ -18,6 +18,9 @@
     genscore's `eBIC` (R/genscore.R: `2*gammas*lchoose(p*(p-1)/2, nedges)`). It is never larger than the
     linear form and *falls* once k > |S|/2, so on dense paths it selects far more edges
     (benchmarks/GRAPH_RECOVERY.md); kept to reproduce genscore's choice.
+* **standard errors** (`se=True`, exponential families): sandwich SEs of the refit on the selected support
+  for the parameters it estimates, from the blocks of A and per-row gradients on those parameters only
+  (`_support_standard_errors`) — conditional on the support, with no correction for the selection.
 * **cross-validation**: rows split at random (seed) into `folds` folds; for each, the path on the other folds
   (same λ grid) and the unpenalised J̃ on the held-out fold; the λ with the smallest mean is selected
   (`cv_se` holds the standard errors of the means, for a one-standard-error rule).
@@ -247,6 +250,7 @@ def path(
     ebic_prior: str = "foygel-drton",
     folds: int = 5,
     refit: bool = True,
+    se: bool = False,
     seed: int = 0,
     weights: Any = None,
     backend: str = DEFAULT_BACKEND,
@@ -335,6 +339,8 @@ def path(
         n_iter=0, n_evals=0, n=n, tol=tol, start=start,
     )  # fmt: skip
     refit_result = _refit_result(loss, data, supports[selected], mask, refits[selected], prob) if refit else None
+    if se and refit_result is not None and prob is not None:
+        _support_standard_errors(refit_result, loss, data, prob, ~mask | supports[selected])
     return PathResult(
         lambdas=grid,
         thetas=thetas,
@@ -397,8 +403,6 @@ def _refit_result(
         loss, theta, v, g, 0.0, mask & ~support, r, method="refit_on_support", n_iter=0, n_evals=1, n=data.n,
         tol=1e-6, start=start,
     )  # fmt: skip
-    if prob is not None:
-        _support_standard_errors(fit, loss, data, prob, ~mask | support)
     return fit
 
 
@@ -416,15 +420,17 @@ def _support_standard_errors(fit: Any, loss: Any, data: _Data, prob: QuadraticPr
     if idx.size > SE_MAX_FREE:
         fit.message += f"; no standard errors: {idx.size} free parameters (> {SE_MAX_FREE}, dense |F|² matrices)"
         return
+    import scipy.linalg
+
     H = prob.A.restrict(idx).toarray()
     try:
-        L = np.linalg.cholesky(H)
-    except np.linalg.LinAlgError:
+        factor = scipy.linalg.cho_factor(H)
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
         fit.message += "; no standard errors: A on the support is not positive definite"
         return
     _, V = block_gradient_moments(loss, data.host, fit.theta, free, data.weights)
-    M = np.linalg.solve(L, np.linalg.solve(L, V).T)  # L⁻¹ V L⁻ᵀ, then H⁻¹ V H⁻¹ = L⁻ᵀ (·) L⁻¹
-    cov = np.linalg.solve(L.T, np.linalg.solve(L.T, M).T) / data.n_eff
+    W = scipy.linalg.cho_solve(factor, V)  # H⁻¹V, then H⁻¹(H⁻¹V)ᵀ = H⁻¹VH⁻¹ (H, V symmetric)
+    cov = scipy.linalg.cho_solve(factor, W.T) / data.n_eff
     se = np.full(fit.theta.size, np.nan)
     se[idx] = np.sqrt(np.maximum(np.diag(cov), 0.0))
     fit.se = se

@@ -151,6 +151,12 @@ class BlockQuadratic:
             self.gdim = np.array([g.shape[0] for g in grams], dtype=np.int64)
             self.goff = np.concatenate([[0], np.cumsum(self.gdim**2)[:-1]]).astype(np.int64)
             self._G = None
+        # blocks of one size holding their own Gram matrices in order (the usual case on [0, ∞)ᵈ): A·θ as one
+        # batched product over a (blocks, m, m) view of `gram`
+        self._stack: np.ndarray | None = None
+        if not shared and self.n_blocks and np.all(self.gdim == self.gdim[0]) and np.all(sizes == self.gdim[0]):
+            m = int(self.gdim[0])
+            self._stack = self.gram.reshape(self.n_blocks, m, m)
         order = np.argsort(self.cols, kind="stable")
         self.occ_block = self.block_of[order]
         self.occ_pos = (order - self.ptr[self.occ_block]).astype(np.int64)
@@ -195,6 +201,8 @@ class BlockQuadratic:
             T = scipy.sparse.csr_matrix((vals[nz], (self.block_of[nz], self.fidx[nz])), shape=(self.n_blocks, nf))
             V = np.asarray(T @ self._G)  # (blocks, nf) = Θᵀ G, G symmetric
             out = V[self.block_of, self.fidx]
+        elif self._stack is not None:  # fidx is 0 … m−1 in every block
+            out = np.matmul(self._stack, vals.reshape(self.n_blocks, -1, 1)).ravel()
         else:
             out = np.empty(self.cols.size)
             for b in range(self.n_blocks):
