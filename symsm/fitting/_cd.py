@@ -38,10 +38,11 @@ def coordinate_descent(indptr, indices, data, diag, theta, grad, lam, active, to
 
 @numba.njit(cache=True, nogil=True)
 def coordinate_descent_blocks(
-    occ_ptr, occ_block, occ_pos, ptr, cols, fidx, gram, goff, gdim, diag, theta, grad, lam, active, tol, max_sweeps
+    occ_ptr, occ_block, occ_pos, ptr, cols, fidx, gram, goff, gdim, own, diag, theta, grad, lam, active, tol, max_sweeps
 ):
     """The same sweeps on A kept as blocks (symsm.runtime.sparse.BlockQuadratic): moving θ_j by δ adds
-    δ·G_b[f_l, f_m] to grad at every parameter l of every block b where j sits at position m."""
+    δ·G_b[f_l, f_m] to grad at every parameter l of every block b where j sits at position m. `own`: every
+    block's rows f are 0, 1, … (each block has its own Gram matrix)."""
     for sweep in range(max_sweeps):
         biggest = 0.0
         for jj in range(active.size):
@@ -63,8 +64,13 @@ def coordinate_descent_blocks(
                     start = ptr[b]
                     stride = gdim[b]
                     row = goff[b] + fidx[start + occ_pos[o]] * stride  # G_b is symmetric: its row, read in order
-                    for q in range(start, ptr[b + 1]):
-                        grad[cols[q]] += gram[row + fidx[q]] * delta
+                    if own:  # block b's Gram matrix is its own block: position q − start is its column
+                        row -= start
+                        for q in range(start, ptr[b + 1]):
+                            grad[cols[q]] += gram[row + q] * delta
+                    else:
+                        for q in range(start, ptr[b + 1]):
+                            grad[cols[q]] += gram[row + fidx[q]] * delta
                 change = abs(delta) * a
                 if change > biggest:
                     biggest = change

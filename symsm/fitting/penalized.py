@@ -219,8 +219,8 @@ class QuadraticProblem:
         for _ in range(400):
             idx = np.flatnonzero(active).astype(np.int64)
             sweeps += kernel(
-                A.occ_ptr, A.occ_block, A.occ_pos, A.ptr, A.cols, A.fidx, A.gram, A.goff, A.gdim, self.diag, theta,
-                g, lam_vec, idx, tol, MAX_SWEEPS,
+                A.occ_ptr, A.occ_block, A.occ_pos, A.ptr, A.cols, A.fidx, A.gram, A.goff, A.gdim, A.own, self.diag,
+                theta, g, lam_vec, idx, tol, MAX_SWEEPS,
             )  # fmt: skip
             g = self.grad(theta)  # fresh, without the drift of the incremental updates
             violation = self.mask & (theta == 0) & (np.abs(g) > lam + 0.5 * KKT_TOL) & ~active

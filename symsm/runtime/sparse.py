@@ -154,6 +154,9 @@ class BlockQuadratic:
         # blocks of one size holding their own Gram matrices in order (the usual case on [0, ∞)ᵈ): A·θ as one
         # batched product over a (blocks, m, m) view of `gram`
         self._stack: np.ndarray | None = None
+        self.own = bool(
+            not shared and np.array_equal(self.fidx, np.arange(self.cols.size) - np.repeat(self.ptr[:-1], sizes))
+        )
         if not shared and self.n_blocks and np.all(self.gdim == self.gdim[0]) and np.all(sizes == self.gdim[0]):
             m = int(self.gdim[0])
             self._stack = self.gram.reshape(self.n_blocks, m, m)
