@@ -140,6 +140,7 @@ class BlockQuadratic:
         self.cols = np.concatenate(columns).astype(np.int64) if columns else np.zeros(0, np.int64)
         self.fidx = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
         self.block_of = np.repeat(np.arange(self.n_blocks, dtype=np.int64), sizes)
+        self._G: np.ndarray | None = None  # the shared Gram matrix
         if shared:
             (G,) = grams
             self.gram = np.ascontiguousarray(G, dtype=np.float64).ravel()
@@ -150,7 +151,6 @@ class BlockQuadratic:
             self.gram = np.concatenate([g.ravel() for g in grams]) if grams else np.zeros(0)
             self.gdim = np.array([g.shape[0] for g in grams], dtype=np.int64)
             self.goff = np.concatenate([[0], np.cumsum(self.gdim**2)[:-1]]).astype(np.int64)
-            self._G = None
         # blocks of one size holding their own Gram matrices in order (the usual case on [0, ∞)ᵈ): A·θ as one
         # batched product over a (blocks, m, m) view of `gram`
         self._stack: np.ndarray | None = None
