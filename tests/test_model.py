@@ -149,3 +149,24 @@ def test_from_string():
         symsm.Model.from_string("nu*x", "x", "mu")
     with pytest.raises(ModelError, match="not a valid name"):
         symsm.Model.from_string("mu*x", "x", "mu __class__")
+
+
+def test_canonical_of_a_long_log_f_is_order_free_and_distinguishes_formulas():
+    """A log f of more than CANONICAL_ORDERED_TERMS terms is keyed in sympy's argument order (srepr's sort by
+    monomials costs terms × symbols): the same formula built in another order gives the same key, another
+    formula another key, and a short formula keeps srepr's form."""
+    import sympy as sp
+
+    from symsm.model.model import CANONICAL_ORDERED_TERMS
+
+    x, y = sp.symbols("x y", real=True)
+    a = sp.symbols(f"a0:{CANONICAL_ORDERED_TERMS + 5}", real=True)
+    terms = [a[k] * x ** (k % 3 + 1) * y for k in range(len(a))]
+    one = symsm.Model(sp.Add(*terms), [x, y], list(a), name="long")
+    two = symsm.Model(sp.Add(*reversed(terms)), [x, y], list(a), name="long")
+    other = symsm.Model(sp.Add(*terms[:-1], 2 * terms[-1]), [x, y], list(a), name="long")
+    assert one.canonical()[3].startswith("args-order:")  # the linear-time form, not srepr's sorted one
+    assert one.canonical() == two.canonical() and one.hash == two.hash
+    assert one.hash != other.hash
+    short = symsm.Model(a[0] * x + a[1] * y, [x, y], [a[0], a[1]], name="short")
+    assert short.canonical()[3] == sp.srepr(short.log_f)

@@ -108,6 +108,31 @@ def test_sparse_quadratic_form_matches_hand_features_and_genscore(gauss, trunc):
 
 
 @pytest.mark.parametrize("which", ["gauss", "trunc"])
+def test_block_quadratic_form_against_the_dense_reference(which, gauss, trunc):
+    from symsm.runtime.sparse import block_quadratic_form
+
+    loss, X = gauss if which == "gauss" else trunc
+    A, b, _ = block_quadratic_form(loss, X)
+    A_ref, b_ref = _reference(X, which == "trunc")
+    scale = np.abs(A_ref).max()
+    rng = np.random.default_rng(5)
+    theta = rng.normal(size=A_ref.shape[0])
+    theta[rng.random(theta.size) < 0.4] = 0.0  # the matrix product takes the non-zeros only
+    assert np.abs(A @ theta - A_ref @ theta).max() <= 1e-12 * scale * np.abs(theta).sum()
+    np.testing.assert_allclose(A @ np.eye(A.shape[0])[:, :3], A_ref[:, :3], rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(A.diagonal(), np.diag(A_ref), rtol=1e-12)
+    idx = np.array([0, 2, 3, 7, 9, 12])
+    np.testing.assert_allclose(A.restrict(idx).toarray(), A_ref[np.ix_(idx, idx)], rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(A.toarray(), A_ref, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(b, b_ref, rtol=0, atol=1e-12 * max(1, np.abs(b_ref).max()))
+    # on ℝᵈ every block is read from the one Gram matrix of the distinct coefficients (x_1 … x_d, 1)
+    if which == "gauss":
+        assert A.shared and A.stored == (D + 1) ** 2 < A.nnz_blocks
+    else:
+        assert not A.shared and A.stored == A.nnz_blocks == D * (D + 1) ** 2
+
+
+@pytest.mark.parametrize("which", ["gauss", "trunc"])
 def test_path_kkt_at_every_lambda(which, gauss, trunc):
     loss, X = gauss if which == "gauss" else trunc
     res = symsm.path(loss, X, n_lambdas=30, select="ebic")
@@ -131,16 +156,20 @@ def test_ebic_and_cv_independently(gauss):
     res = symsm.path(loss, X, n_lambdas=15, select="ebic", gamma=0.5)
     A, b = _reference(X, False)
     c = loss.quadratic_form(X)[2]
-    expected = []
+    gs = symsm.path(loss, X, n_lambdas=15, select="ebic", gamma=0.5, ebic_prior="binomial")
+    expected, expected_fd = [], []
     for th, supp in zip(res.thetas, res.supports, strict=True):
         free = ~res.penalized | supp
         refit = np.zeros_like(th)
         refit[free] = np.linalg.solve(A[np.ix_(free, free)], -b[free])
         J = 0.5 * refit @ A @ refit + b @ refit + c
         k = int(supp.sum())
-        expected.append(2 * n * J + k * math.log(n) + 4 * 0.5 * k * math.log(D))
-    np.testing.assert_allclose(res.ebic, expected, rtol=1e-10, atol=1e-8)
-    expected = np.array(expected)
+        # genscore's eBIC (R/genscore.R `eBIC`, symmetric, profiled): 2n·crit + |E|·log n + 2γ·lchoose(p(p−1)/2, |E|)
+        expected.append(2 * n * J + k * math.log(n) + 2 * 0.5 * math.log(math.comb(D * (D - 1) // 2, k)))
+        expected_fd.append(2 * n * J + k * math.log(n) + 4 * 0.5 * k * math.log(D))  # Foygel & Drton (2010)
+    np.testing.assert_allclose(gs.ebic, expected, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(res.ebic, expected_fd, rtol=1e-10, atol=1e-8)
+    expected = np.array(expected_fd)
     assert res.selected == int(np.flatnonzero(expected <= expected.min() + 1e-10 * abs(expected.min()))[0])
     assert sorted(res.edges) == sorted(
         ("K", i, j) for i, j in zip(*np.nonzero(np.triu(res.fit.params["K"], 1)), strict=False)
@@ -254,6 +283,8 @@ def test_bad_input(gauss):
         symsm.fit(loss, X, penalty=symsm.L1(0.1), method="lbfgs")
     with pytest.raises(ValueError, match="select"):
         symsm.path(loss, X, select="aic")
+    with pytest.raises(ValueError, match="ebic_prior"):
+        symsm.path(loss, X, ebic_prior="bic")
     x = sp.Symbol("x", real=True)
     p, q, r = sp.symbols("p q r", real=True)
     flat = symsm.Model(-(x**2) / 2 + p * x + q * x + r * x**3 / 100, [x], [p, q, r], name="flat_pq")
@@ -306,3 +337,33 @@ def test_weights_with_dask_data_are_refused(gauss):
     loss, X = gauss
     with pytest.raises(NotImplementedError, match="weights="):
         symsm.fit(loss, da.from_array(X, chunks=100), weights=np.ones(len(X)))
+
+
+@pytest.mark.parametrize("which", ["gauss", "trunc"])
+def test_refit_standard_errors_on_the_support_by_hand(which, gauss, trunc):
+    """The refit's sandwich SEs from the blocks and per-row gradients on F only, against a numpy sandwich
+    built from hand-written per-row gradients ∇φ_t = Σᵢ hᵢ(∂ᵢF (∂ᵢFᵀθ) + ∂ᵢ²F) + hᵢ′ ∂ᵢF on F."""
+    loss, X = gauss if which == "gauss" else trunc
+    res = symsm.path(loss, X, n_lambdas=12, select="ebic")
+    k = int(np.flatnonzero((res.df > 0) & (res.df < res.penalized.sum()))[0])  # a proper, non-empty support
+    fit = symsm.path(loss, X, lambdas=[res.lambdas[k]], select="ebic", se=True).refit
+    theta = fit.theta
+    free = ~res.penalized | res.supports[k]
+    dF, d2F, _ = ggm_features(X)
+    weighted = which == "trunc"
+    h = X**2 if weighted else np.ones_like(X)
+    dh = 2 * X if weighted else np.zeros_like(X)
+    score = np.einsum("tip,p->ti", dF, theta)
+    G = np.einsum("ti,tip->tp", h * score, dF) + np.einsum("ti,tip->tp", h, d2F) + np.einsum("ti,tip->tp", dh, dF)
+    G = G[:, free]
+    V = np.cov(G, rowvar=False, bias=True)
+    A_ref, _ = _reference(X, weighted)
+    H = A_ref[np.ix_(free, free)]
+    cov = np.linalg.solve(H, np.linalg.solve(H, V).T) / len(X)
+    np.testing.assert_allclose(fit.se[free], np.sqrt(np.diag(cov)), rtol=1e-9)
+    assert np.all(np.isnan(fit.se[~free]))
+    assert "sandwich standard errors on the selected support" in fit.message
+    assert np.all(np.isnan(symsm.path(loss, X, lambdas=[res.lambdas[k]]).refit.se))  # only when asked
+    # the complete support: the refit is the unpenalised fit, and its SEs are symsm.fit's (dense sandwich)
+    full = symsm.path(loss, X, lambdas=[0.0], select="ebic", se=True).refit
+    np.testing.assert_allclose(full.se, symsm.fit(loss, X).se, rtol=1e-8)

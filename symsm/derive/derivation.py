@@ -339,7 +339,8 @@ class Derivation:
         """
         if self.path == "structured":
             return False  # no quadratic-form kernels on the structured path yet: fits iterate (safe, see above)
-        return all(theta_degree(s, set(self.model.params)) <= 1 for s in self.score)
+        theta = set(self.model.params)  # once: a graphical model has d(d+3)/2 parameters
+        return all(theta_degree(s, theta) <= 1 for s in self.score)
 
     @cached_property
     def quadratic_parts(self) -> QuadraticParts | None:
@@ -439,7 +440,9 @@ def _diff_term(term: sp.Expr, xi: sp.Symbol) -> sp.Expr:
             f = factors[hits[0]]
             rest = factors[: hits[0]] + factors[hits[0] + 1 :]
             if f == xi:
-                return sp.Mul(*rest)
+                # the other factors of a canonical product are already canonical: no flatten (most of the time
+                # of a d = 500 graphical model's score) unless one factor is left
+                return sp.Mul._from_args(rest) if len(rest) > 1 else (rest[0] if rest else sp.S.One)
             if isinstance(f, sp.Pow) and f.base == xi and f.exp.is_Integer:
                 return sp.Mul(f.exp, sp.Pow(xi, f.exp - 1), *rest)
     return sp.diff(term, xi)

@@ -6,11 +6,21 @@
   λ_max = max_{j∈S} |∂_j J̃|), and the grid runs geometrically from λ_max down to ratio·λ_max (ratio 0.01 by
   default, 0.1 when N < P), solved with warm starts (symsm/fitting/penalized.py);
 * **eBIC** (Foygel & Drton 2010) with the score-matching loss in place of the log-likelihood, as genscore
-  does (Lin, Drton & Shojaie 2016; Yu, Drton & Shojaie 2019):  eBIC_γ(λ) = 2N·J̃(θ̂) + k·log N + 2γ·k·log|S|,
-  k the number of non-zero penalised parameters and |S| their number; for a graphical model (S the
-  off-diagonal entries of symmetric matrices) k = |E| edges and 2γ·k·log|S| is replaced by Foygel & Drton's
-  4γ·|E|·log d. J̃(θ̂) is the loss of the unpenalised refit on the support (`refit=True`, genscore's
-  default BIC_refit = TRUE), else of the penalised estimate.
+  does (Lin, Drton & Shojaie 2016; Yu, Drton & Shojaie 2019):  eBIC_γ(λ) = 2N·J̃(θ̂) + k·log N + prior, k the
+  number of non-zero penalised parameters — for a graphical model (S the off-diagonal entries of a symmetric
+  K) k = |E|, each edge counted once, as genscore counts them. J̃(θ̂) is the loss of the unpenalised refit on
+  the support (`refit=True`, genscore's default BIC_refit = TRUE; +∞ where A on the support is singular),
+  else of the penalised estimate; the constant c of J̃ does not change the selection (genscore leaves it out).
+  The prior term (`ebic_prior`):
+  - "foygel-drton" (default): 4γ·k·log d for a graph in d nodes (Foygel & Drton's form), 2γ·k·log|S|
+    otherwise — linear in k;
+  - "binomial": 2γ·log C(|S|, k) with |S| = d(d−1)/2 for a graph — Chen & Chen (2008)'s exact count, and
+    genscore's `eBIC` (R/genscore.R: `2*gammas*lchoose(p*(p-1)/2, nedges)`). It is never larger than the
+    linear form and *falls* once k > |S|/2, so on dense paths it selects far more edges
+    (benchmarks/GRAPH_RECOVERY.md); kept to reproduce genscore's choice.
+* **standard errors** (`se=True`, exponential families): sandwich SEs of the refit on the selected support
+  for the parameters it estimates, from the blocks of A and per-row gradients on those parameters only
+  (`_support_standard_errors`) — conditional on the support, with no correction for the selection.
 * **cross-validation**: rows split at random (seed) into `folds` folds; for each, the path on the other folds
   (same λ grid) and the unpenalised J̃ on the held-out fold; the λ with the smallest mean is selected
   (`cv_se` holds the standard errors of the means, for a one-standard-error rule).
@@ -78,6 +88,7 @@ class PathResult:
     ebic: np.ndarray | None = None
     ebic_loss: np.ndarray | None = None
     gamma: float = 0.5
+    ebic_prior: str = "foygel-drton"
     cv_mean: np.ndarray | None = None
     cv_se: np.ndarray | None = None
     folds: int = 0
@@ -111,14 +122,14 @@ def _graph_index(model: Model) -> dict[int, tuple[str, int, int]]:
     offset = 0
     for g in model.groups:
         if len(g.shape) == 2 and g.shape[0] == g.shape[1]:
-            T = g.template
             n = g.shape[0]
-            sym = all(T[i, j] == T[j, i] for i in range(n) for j in range(i + 1, n))
+            T = [e for _, e in g.entries()]  # row-major, read once (indexing a sympy matrix costs µs an entry)
+            sym = all(T[i * n + j] == T[j * n + i] for i in range(n) for j in range(i + 1, n))
             if sym:
                 index = {s: offset + k for k, s in enumerate(g.symbols)}
                 for i in range(n):
                     for j in range(i + 1, n):
-                        e = T[i, j]
+                        e = T[i * n + j]
                         if e in index:
                             out[index[e]] = (g.name, i, j)
         offset += g.size
@@ -131,12 +142,31 @@ def graph_edges(model: Model, theta: np.ndarray, mask: np.ndarray) -> list[tuple
     return [index[k] for k in sorted(index) if mask[k] and theta[k] != 0]
 
 
+EBIC_PRIORS = ("binomial", "foygel-drton")
+
+
 def ebic(
-    loss_values: np.ndarray, df: np.ndarray, n: float, n_penalized: int, gamma: float, d: int | None
+    loss_values: np.ndarray,
+    df: np.ndarray,
+    n: float,
+    n_penalized: int,
+    gamma: float,
+    d: int | None = None,
+    prior: str = "foygel-drton",
 ) -> np.ndarray:
-    """eBIC_γ = 2n·J̃ + k·log n + (4γ·k·log d for a graph, else 2γ·k·log|S|) (see the module docstring)."""
-    prior = 4 * gamma * math.log(d) if d is not None else 2 * gamma * math.log(max(n_penalized, 1))
-    return 2 * n * np.asarray(loss_values) + np.asarray(df) * (math.log(n) + prior)
+    """eBIC_γ = 2n·J̃ + k·log n + (4γ·k·log d for a graph in d nodes, 2γ·k·log|S| otherwise), or with
+    `prior="binomial"` (genscore's) 2γ·log C(|S|, k) as the last term. See the module docstring."""
+    if prior not in EBIC_PRIORS:
+        raise ValueError(f"ebic_prior must be one of {EBIC_PRIORS}, got {prior!r}")
+    k = np.asarray(df, dtype=np.float64)
+    if prior == "binomial":
+        m = float(max(n_penalized, 1))
+        log_choose = math.lgamma(m + 1) - np.array([math.lgamma(v + 1) + math.lgamma(m - v + 1) for v in k.ravel()])
+        extra = 2 * gamma * log_choose.reshape(k.shape)
+    else:
+        per = 4 * gamma * math.log(d) if d is not None else 2 * gamma * math.log(max(n_penalized, 1))
+        extra = k * per
+    return 2 * n * np.asarray(loss_values) + k * math.log(n) + extra
 
 
 def _first_min(values: np.ndarray) -> int:
@@ -217,8 +247,10 @@ def path(
     lambdas: Any = None,
     select: str | None = "ebic",
     gamma: float = 0.5,
+    ebic_prior: str = "foygel-drton",
     folds: int = 5,
     refit: bool = True,
+    se: bool = False,
     seed: int = 0,
     weights: Any = None,
     backend: str = DEFAULT_BACKEND,
@@ -232,6 +264,8 @@ def path(
         raise ValueError(f"n_lambdas must be a positive integer, got {n_lambdas!r}")
     if not (math.isfinite(gamma) and gamma >= 0):
         raise ValueError(f"gamma must be ≥ 0, got {gamma!r}")
+    if ebic_prior not in EBIC_PRIORS:
+        raise ValueError(f"ebic_prior must be one of {EBIC_PRIORS}, got {ebic_prior!r}")
     if select == "cv" and not (isinstance(folds, int) and folds >= 2):
         raise ValueError(f"folds must be an integer ≥ 2, got {folds!r}")
     loss = _loss_of(model, backend, quadratic_only=True)
@@ -282,7 +316,9 @@ def path(
         ebic_loss = np.array([r[1] if r is not None else math.inf for r in refits]) if refit and prob else losses
         graph = _graph_index(mdl)
         is_graph = bool(graph) and all(k in graph for k in np.flatnonzero(mask))
-        result_ebic = ebic(ebic_loss, df, n_eff, int(mask.sum()), gamma, mdl.dim if is_graph else None)
+        result_ebic = ebic(
+            ebic_loss, df, n_eff, int(mask.sum()), gamma, mdl.dim if is_graph else None, prior=ebic_prior
+        )
         selected = _first_min(result_ebic)
     elif select == "cv":
         cv_mean, cv_se = _cross_validate(loss, data, mask, grid, folds, seed, theta_max)
@@ -303,6 +339,8 @@ def path(
         n_iter=0, n_evals=0, n=n, tol=tol, start=start,
     )  # fmt: skip
     refit_result = _refit_result(loss, data, supports[selected], mask, refits[selected], prob) if refit else None
+    if se and refit_result is not None and prob is not None:
+        _support_standard_errors(refit_result, loss, data, prob, ~mask | supports[selected])
     return PathResult(
         lambdas=grid,
         thetas=thetas,
@@ -320,6 +358,7 @@ def path(
         ebic=result_ebic,
         ebic_loss=ebic_loss,
         gamma=gamma,
+        ebic_prior=ebic_prior,
         cv_mean=cv_mean,
         cv_se=cv_se,
         folds=folds if select == "cv" else 0,
@@ -360,10 +399,45 @@ def _refit_result(
         v, g = _value_and_grad(loss, theta, data)
     g_free = np.where(mask & ~support, 0.0, g)
     r = float(np.max(np.abs(g_free))) if g_free.size else 0.0
-    return make_fit(
+    fit = make_fit(
         loss, theta, v, g, 0.0, mask & ~support, r, method="refit_on_support", n_iter=0, n_evals=1, n=data.n,
         tol=1e-6, start=start,
     )  # fmt: skip
+    return fit
+
+
+SE_MAX_FREE = 20_000  # dense |F| × |F| H and V beyond this (3.2 GB each): no standard errors
+
+
+def _support_standard_errors(fit: Any, loss: Any, data: _Data, prob: QuadraticProblem, free: np.ndarray) -> None:
+    """Sandwich standard errors of the refit for the parameters F it estimates (the unpenalised ones and the
+    selected support), H_FF⁻¹ V_FF H_FF⁻¹ / N with H_FF = A_FF from the blocks and V_FF from per-row gradients
+    on F only (symsm.runtime.sparse.block_gradient_moments): |F| × |F|, never P × P. Conditional on the
+    selected support — no correction for the selection. NaN off F (those parameters are fixed at 0)."""
+    from ..runtime.sparse import block_gradient_moments
+
+    idx = np.flatnonzero(free)
+    if idx.size > SE_MAX_FREE:
+        fit.message += f"; no standard errors: {idx.size} free parameters (> {SE_MAX_FREE}, dense |F|² matrices)"
+        return
+    import scipy.linalg
+
+    H = prob.A.restrict(idx).toarray()
+    try:
+        factor = scipy.linalg.cho_factor(H)
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+        fit.message += "; no standard errors: A on the support is not positive definite"
+        return
+    _, V = block_gradient_moments(loss, data.host, fit.theta, free, data.weights)
+    W = scipy.linalg.cho_solve(factor, V)  # H⁻¹V, then H⁻¹(H⁻¹V)ᵀ = H⁻¹VH⁻¹ (H, V symmetric)
+    cov = scipy.linalg.cho_solve(factor, W.T) / data.n_eff
+    se = np.full(fit.theta.size, np.nan)
+    se[idx] = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    fit.se = se
+    fit.message = fit.message.replace(
+        "no standard errors after selection",
+        "sandwich standard errors on the selected support (conditional on it: no correction for the selection)",
+    )
 
 
 def _cross_validate(
@@ -384,10 +458,10 @@ def _cross_validate(
         w_train = None if w is None else w[train]
         w_test = None if w is None else w[test]
         if quadratic:
-            from ..runtime.sparse import sparse_quadratic_form
+            from ..runtime.sparse import block_quadratic_form
 
             prob = quadratic_problem(loss, data.host[train], mask, w_train)
-            A, b, c = sparse_quadratic_form(loss, data.host[test], w_test)
+            A, b, c = block_quadratic_form(loss, data.host[test], w_test)
             thetas, _, _ = _quadratic_path(prob, grid)
             scores[f] = [0.5 * th @ (A @ th) + b @ th + c for th in thetas]
         else:

@@ -97,7 +97,10 @@ def _affine_split(score: sp.Expr, index: dict[sp.Symbol, int]) -> tuple[dict[int
             p = present[0]
             factors = sp.Mul.make_args(term)
             if sum(1 for f in factors if f.has(p)) == 1 and p in factors:
-                coeffs.setdefault(index[p], []).append(sp.Mul(*[f for f in factors if f != p]))
+                rest = tuple(f for f in factors if f != p)  # canonical already: no flatten
+                coeffs.setdefault(index[p], []).append(
+                    sp.Mul._from_args(rest) if len(rest) > 1 else (rest[0] if rest else sp.S.One)
+                )
                 continue
         for p in present:  # general affine term: its coefficients by differentiation
             coeffs.setdefault(index[p], []).append(sp.diff(term, p))
@@ -129,7 +132,7 @@ def sparse_parts(derivation: Derivation) -> SparseParts:
         ks = tuple(k for k in sorted(split) if not split[k].is_zero)
         columns.append(ks)
         f_index.append(tuple(features.setdefault(split[k], len(features)) for k in ks))
-        dcoeffs = [sp.diff(split[k], x[i]) for k in ks]
+        dcoeffs = [sp.diff(split[k], x[i]) if x[i] in split[k].free_symbols else sp.S.Zero for k in ks]
         d_index.append(tuple(-1 if a.is_zero else dfeatures.setdefault(a, len(dfeatures)) for a in dcoeffs))
         offsets.append(offset)
     h = derivation.weights
@@ -160,7 +163,12 @@ def sparse_pattern(derivation: Derivation) -> SparsePattern:
 def build_sparse_quadratic_kernels(derivation: Derivation, parts: SparseParts | None = None) -> KernelSet:
     """``quadratic_sparse_rows``: per row, [features, dfeatures, offsets, c₀] and, on [0, ∞)ᵈ, [h, h′]."""
     parts = parts or sparse_parts(derivation)
-    ir = build_forward_ir(parts.outputs, derivation.params, derivation.data, mode="per_sample")
+    outputs = parts.outputs
+    used: set[sp.Basic] = set().union(*(e.free_symbols for e in outputs)) if outputs else set()
+    # the outputs are coefficients and offsets, free of θ for an exponential family: a kernel that read all
+    # P = d(d+3)/2 parameters of a graphical model would spend its compile time (and memory) on them
+    theta = [p for p in derivation.params if p in used]
+    ir = build_forward_ir(outputs, theta, derivation.data, mode="per_sample")
     kernels = KernelSet()
     kernels.add("quadratic_sparse_rows", ir, ROW_MATRIX, DESCRIPTION)
     return kernels

@@ -106,8 +106,22 @@ class ParamGroup:
         """(index, entry) pairs of the template in row-major order."""
         if not self.shape:
             return [((), self.template)]
-        flat = list(self.template)
+        T = self.template
+        flat = T.flat() if isinstance(T, sp.MatrixBase) else list(T)  # flat(): no per-entry __getitem__
         return [(tuple(int(i) for i in np.unravel_index(k, self.shape)), e) for k, e in enumerate(flat)]
+
+
+CANONICAL_ORDERED_TERMS = 2000  # a longer log f is written in sympy's own argument order (see _srepr_formula)
+
+
+def _srepr_formula(expr: sp.Basic) -> str:
+    """srepr of log f. srepr sorts a sum's terms by their monomials in *every* symbol, which costs terms × symbols
+    (hours for a d = 500 graphical model's 125,000 terms and parameters); a long sum is written in its argument
+    order instead — sympy's canonical order of the terms, so the same formula gives the same string. Shorter
+    formulas keep the form (and the cache keys) they always had."""
+    if isinstance(expr, sp.Add) and len(expr.args) > CANONICAL_ORDERED_TERMS:
+        return "args-order:" + sp.srepr(expr, order="none")
+    return sp.srepr(expr)
 
 
 class Model:
@@ -277,7 +291,10 @@ class Model:
     @property
     def param_names(self) -> list[str]:
         """Names of the entries of θ, in order."""
-        return [str(p) for p in self.params]
+        names = self.__dict__.get("_param_names")
+        if names is None:  # printed once: a graphical model has d(d+3)/2 of them
+            names = self.__dict__["_param_names"] = [str(p) for p in self.params]
+        return list(names)
 
     @property
     def data_names(self) -> list[str]:
@@ -294,7 +311,13 @@ class Model:
 
     def canonical(self) -> list[str]:
         """The strings that identify this model for caching (srepr keeps the symbols' assumptions)."""
-        parts = ["symsm-model-v1", self.name, self.domain, sp.srepr(self.log_f)]
+        cached = self.__dict__.get("_canonical")
+        if cached is None:
+            cached = self.__dict__["_canonical"] = self._canonical()
+        return list(cached)
+
+    def _canonical(self) -> list[str]:
+        parts = ["symsm-model-v1", self.name, self.domain, _srepr_formula(self.log_f)]
         parts += [sp.srepr(x) for x in self.data]
         for g in self.groups:
             parts += [g.name, repr(g.shape), sp.srepr(g.template)]

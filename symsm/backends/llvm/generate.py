@@ -76,7 +76,8 @@ def _kernel_context(name: str, spec: Kernel, names: dict[sp.Symbol, str], theta:
             names.setdefault(sym, sym.name)
         for sym in ir.sum_symbols:
             names.setdefault(sym, sym.name)
-    theta_inputs = {names[p]: ("theta", k) for k, p in enumerate(theta)}
+    read = set(ir.theta)  # a kernel built on fewer parameters (the sparse quadratic form: none) reads only those
+    theta_inputs = {names[p]: ("theta", k) for k, p in enumerate(theta) if p in read}
     consts = [names[a.target] for a in ir.prologue]
     const_inputs = {c: ("consts", k) for k, c in enumerate(consts)}
     data_inputs = {names[x]: ("X", j) for j, x in enumerate(data)}
