@@ -14,7 +14,10 @@ first use, so compiling a loss for evaluation does not pay for them. Everything 
 * a variant objective (sliced, denoising: symsm/derive/objectives.py) gets fitting kernels built on the expression
   graph from its own integrand (``value_and_grad`` in float64 and ``grad_rows``), fed the loss's own
   auxiliary draws; its quadratic form (when J̃ is quadratic in θ) comes from P + 1 float64 gradient passes,
-  and its Hessian from central differences of the exact gradient.
+  and its Hessian from central differences of the exact gradient;
+* a structured-path loss (block programs) gets its per-row gradients and V from its own value_and_grad program
+  (`_BlockRowGradients`: each row's accumulator contributions through the epilogue's linear map), not from a
+  scalar expansion of the model.
 """
 
 from __future__ import annotations
