@@ -119,3 +119,30 @@ def test_too_large_per_row_gradients_are_refused_clearly(monkeypatch):
         accumulate.gradient_moments(loss, np.eye(d).ravel(), X)
     with pytest.raises(ValueError, match="ROW_GRADIENT_MAX_BYTES"):
         loss.per_sample_grad(np.eye(d).ravel(), X)
+
+
+def test_weighted_structured_equals_repeated_rows_and_the_scalar_path():
+    """Integer weights: the same J̃, ∇J̃ and V as repeating the rows; and the scalar path's weighted results."""
+    from symsm.runtime.weighted import weighted_gradient_moments, weighted_value_and_grad
+
+    d = 4
+    model = _ica(d)
+    X = _data(d, 300, 4)
+    w = np.random.default_rng(5).integers(0, 4, size=X.shape[0]).astype(float)
+    theta = np.eye(d).ravel() + 0.2 * np.random.default_rng(6).standard_normal(d * d)
+    loss = model.compile(path="structured")
+    repeated = np.repeat(X, w.astype(int), axis=0)
+    value, grad = weighted_value_and_grad(loss, theta, X, w)
+    v0, g0 = loss.value_and_grad(theta, repeated)
+    np.testing.assert_allclose(value, v0, rtol=1e-12)
+    np.testing.assert_allclose(grad, g0, rtol=1e-10, atol=1e-12 * np.abs(g0).max())
+    G = ica_row_gradients(theta, repeated)
+    mean, V = weighted_gradient_moments(loss, theta, X, w)
+    np.testing.assert_allclose(mean, G.mean(axis=0), rtol=1e-10, atol=1e-12 * np.abs(G).max())
+    np.testing.assert_allclose(V, np.cov(G.T, bias=True), rtol=1e-9, atol=1e-12 * np.abs(V).max())
+    scalar = model.compile(path="graph")
+    np.testing.assert_allclose(weighted_gradient_moments(scalar, theta, X, w)[1], V, rtol=1e-9, atol=1e-12)
+    res = symsm.fit(loss, X, np.eye(d).ravel(), weights=w)
+    ref = symsm.fit(loss, repeated, np.eye(d).ravel())
+    assert res.converged and ref.converged, (res.message, ref.message)
+    np.testing.assert_allclose(res.se, ref.se, rtol=1e-5)

@@ -358,12 +358,26 @@ class _BlockRowGradients:
         for start, stop in _chunks(data.shape[0], width):
             yield self.kernel.accumulator_rows(self.env, data[start:stop])[:, self.keep]
 
-    def gradients(self, data: np.ndarray) -> np.ndarray:
-        out = np.empty((data.shape[0], self.J.shape[1]))
+    def gradient_blocks(self, data: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, the per-row gradients of a chunk of rows (B × P)), chunk by chunk."""
         start = 0
         for A in self._blocks(data):
-            out[start : start + A.shape[0]] = A @ self.J
+            yield start, A @ self.J
             start += A.shape[0]
+
+    def weighted_sum(self, data: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Σ_t w_t g_t = Jᵀ Σ_t w_t a_t (N·Q operations, not N·Q·P)."""
+        total = np.zeros(self.J.shape[0])
+        start = 0
+        for A in self._blocks(data):
+            total += w[start : start + A.shape[0]] @ A
+            start += A.shape[0]
+        return total @ self.J
+
+    def gradients(self, data: np.ndarray) -> np.ndarray:
+        out = np.empty((data.shape[0], self.J.shape[1]))
+        for start, G in self.gradient_blocks(data):
+            out[start : start + G.shape[0]] = G
         return out
 
     def moments(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
