@@ -119,6 +119,8 @@ def test_too_large_per_row_gradients_are_refused_clearly(monkeypatch):
         accumulate.gradient_moments(loss, np.eye(d).ravel(), X)
     with pytest.raises(ValueError, match="ROW_GRADIENT_MAX_BYTES"):
         loss.per_sample_grad(np.eye(d).ravel(), X)
+    with pytest.raises(ValueError, match="per-row gradients on the structured path need"):
+        symsm.fit(loss, X, np.eye(d).ravel(), hessian="central_differences", options={"maxiter": 3})
 
 
 def test_weighted_structured_equals_repeated_rows_and_the_scalar_path():

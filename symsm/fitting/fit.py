@@ -31,7 +31,7 @@ from ..core.errors import IdentificationError, NonFiniteError
 from ..core.progress import IterationProgress
 from ..model.model import Model
 from ..runtime import placement
-from ..runtime.accumulate import central_difference_hessian, is_quadratic, is_variant
+from ..runtime.accumulate import central_difference_hessian, check_row_gradients, is_quadratic, is_variant
 from ..runtime.compiled import CompiledLoss, compile_model
 
 if TYPE_CHECKING:
@@ -470,6 +470,8 @@ def _lbfgs(
             "(hessian='central_differences' forces them, up to the memory limit of per-row gradients)"
         )
         return est
+    if loss.derivation_path == "structured":
+        check_row_gradients(loss)  # V's matrices must fit before H's 2P gradient passes are spent
     est.H, est.hessian_method = _hessian(loss, theta, data, hessian)
     at_bound = [n for n, v, lo in zip(mdl.param_names, theta, lower, strict=True) if v <= 2 * lo]
     if at_bound or state["stopped"]:

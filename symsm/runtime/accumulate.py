@@ -40,6 +40,7 @@ __all__ = [
     "CHUNK_BYTES",
     "ROW_GRADIENT_MAX_BYTES",
     "central_difference_hessian",
+    "check_row_gradients",
     "exact_hessian",
     "gradient_moments",
     "is_quadratic",
@@ -322,16 +323,10 @@ class _BlockRowGradients:
     def __init__(self, loss: CompiledLoss, kernel: Any, theta: np.ndarray) -> None:
         P = loss.model.n_params
         self.kernel = kernel
+        _check_memory(loss, kernel)
         env = kernel.prologue(theta)
         self.env = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v) for k, v in env.items()}
         Q = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in kernel.accumulators())
-        need = 8 * (P * P + Q * P + min(Q, P) ** 2)
-        if need > ROW_GRADIENT_MAX_BYTES:
-            raise ValueError(
-                f"model {loss.model.name!r}: per-row gradients on the structured path need P × P and Q × P float64 "
-                f"matrices (P = {P} parameters, Q = {Q} accumulator entries): {need / 2**30:.1f} GiB > the limit of "
-                f"{ROW_GRADIENT_MAX_BYTES / 2**30:.0f} GiB (ROW_GRADIENT_MAX_BYTES); no V or standard errors"
-            )
         base = kernel.epilogue_grad(self.env, np.zeros(Q))
         J = np.empty((Q, P))
         unit = np.zeros(Q)
@@ -393,8 +388,21 @@ class _BlockRowGradients:
         return mean, cov
 
 
-def _row_gradients(loss: CompiledLoss, theta: np.ndarray) -> _BlockRowGradients | None:
-    """The block route to per-row gradients for a structured-path loss (exact objective); None otherwise."""
+def _check_memory(loss: CompiledLoss, kernel: Any) -> None:
+    P = loss.model.n_params
+    Q = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in kernel.accumulators())
+    need = 8 * (P * P + Q * P + min(Q, P) ** 2)
+    if need > ROW_GRADIENT_MAX_BYTES:
+        raise ValueError(
+            f"model {loss.model.name!r}: per-row gradients on the structured path need P × P and Q × P float64 "
+            f"matrices (P = {P} parameters, Q = {Q} accumulator entries): {need / 2**30:.1f} GiB > the limit of "
+            f"{ROW_GRADIENT_MAX_BYTES / 2**30:.0f} GiB (ROW_GRADIENT_MAX_BYTES); no V or standard errors"
+        )
+
+
+def _block_kernel(loss: CompiledLoss) -> Any:
+    """The value_and_grad block program of a structured-path loss (exact objective) on the numpy executor in
+    float64; None for other losses."""
     if is_variant(loss):
         return None
     text = getattr(getattr(loss, "_module", None), "PROGRAMS", {}).get("value_and_grad")
@@ -402,7 +410,21 @@ def _row_gradients(loss: CompiledLoss, theta: np.ndarray) -> _BlockRowGradients 
         return None
     from ..backends.blocks_numpy import BlockKernel
 
-    return _BlockRowGradients(loss, BlockKernel(text, np.float64), theta)
+    return BlockKernel(text, np.float64)
+
+
+def _row_gradients(loss: CompiledLoss, theta: np.ndarray) -> _BlockRowGradients | None:
+    """The block route to per-row gradients for a structured-path loss (exact objective); None otherwise."""
+    kernel = _block_kernel(loss)
+    return None if kernel is None else _BlockRowGradients(loss, kernel, theta)
+
+
+def check_row_gradients(loss: CompiledLoss) -> None:
+    """Raise `ValueError` when a structured-path loss's per-row gradients (V) would pass `ROW_GRADIENT_MAX_BYTES`
+    (before a fit spends 2P gradient passes on a Hessian it could not use)."""
+    kernel = _block_kernel(loss)
+    if kernel is not None:
+        _check_memory(loss, kernel)
 
 
 def exact_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
