@@ -5,6 +5,7 @@ bit-identical whatever the thread count."""
 from __future__ import annotations
 
 import ctypes
+import math
 
 import numpy as np
 import pytest
@@ -121,9 +122,10 @@ def _block_totals(loss: symsm.CompiledLoss, theta: np.ndarray, X: np.ndarray) ->
     consts = np.empty(max(1, len(kernel.tables["consts"])), dtype=kernel.dtype)
     fns["prologue"](th.ctypes.data, consts.ctypes.data)
     buf = np.empty(kernel.buffer, dtype=kernel.dtype)
-    out = np.zeros(kernel.n_totals)
+    out = np.zeros(kernel.n_totals + 1)  # the last: the block's finiteness flag
     fns["block"](th.ctypes.data, consts.ctypes.data, X.ctypes.data, 0, X.shape[0], buf.ctypes.data, out.ctypes.data)
-    return out
+    assert out[-1] == 0.0
+    return out[:-1]
 
 
 def test_float32_sums_over_a_long_block_keep_float64_accuracy():
@@ -171,3 +173,33 @@ def test_float32_input_check_sums_in_float32_and_still_finds_non_finite_values()
         Y = X.copy()
         Y[199_999, 0] = bad
         assert not _all_finite(Y)
+
+
+def test_float32_sums_of_ten_million_values_match_math_fsum():
+    """The accumulation alone, through the second-moments sum kernel (a plain sum Σ x and a product tile
+    Σ x·x): 10⁷ float32 values in [0.05, 0.15) against math.fsum of the same values in float64. A float32
+    running sum loses the low digits once the total dwarfs the terms (here: ~1 % wrong); float32 lanes over
+    ≤ 32 terms, then float64, keep the error near float32's resolution of one term."""
+    from symsm.runtime.moments import _module
+
+    n = 10_000_000
+    x = np.random.default_rng(7).uniform(0.05, 0.15, n).astype(np.float32)
+    means = _module(1, np.dtype(np.float32)).moments(np.zeros(1, np.float32), x.reshape(n, 1))
+    x64 = x.astype(np.float64)
+    exact = [math.fsum(x64.tolist()) / n, math.fsum((x64 * x64).tolist()) / n]  # x64² is exact: 48 bits
+    rel = np.abs(np.asarray(means) - exact) / np.abs(exact)
+    assert rel.max() < 1e-8, rel  # measured ~2e-10: the errors of the chunks do not add up
+    naive = float(np.cumsum(x, dtype=np.float32)[-1]) / n  # one float32 running sum
+    assert abs(naive - exact[0]) / exact[0] > 1e-3
+
+
+def test_float32_kernels_use_256_bit_registers_only():
+    """A float32 sum kernel's float64 accumulators (8 lanes) and row indices (8 × i64) are 512-bit vectors in
+    its IR; compiled, they must be split into 256-bit registers: code with zmm registers runs at a lower clock
+    on many Intel CPUs (benchmarks/FLOAT32.md). Only hosts with AVX-512 could use zmm at all."""
+    kernel = _columns_model(5).compile(dtype=np.float32)._module.value_and_grad
+    module = ir.Module(name="f32_register_width")
+    kernel.build(module)
+    assembly = native._target_machine(native.CODEGEN_OPT).emit_assembly(native.optimised_module(module))
+    assert "vfmadd" in assembly and "ymm" in assembly  # the kernel is there, vectorised
+    assert "zmm" not in assembly

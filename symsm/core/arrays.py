@@ -43,8 +43,10 @@ def as_theta(model: Model, theta: Any, *, name: str = "theta", check_positive: b
 
 def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, check_finite: bool = True) -> np.ndarray:
     """X as a C-contiguous (N, d) array of `dtype` with N ≥ 1 and finite values, inside the model's domain
-    (no negative entries for domain "nonnegative"). `check_finite=False` leaves the test for non-finite values to
-    the caller (a kernel that tests them while it reads the rows, then calls this again for the error)."""
+    (no negative entries for domain "nonnegative").
+
+    `check_finite=False` leaves the finiteness to the caller: for a kernel that checks it in its own pass
+    over X (symsm/backends/llvm/native.py, `SumKernel`), the caller then reports with `check_data_finite`."""
     d = model.dim
     expected = f"(N, {d}) with columns [{', '.join(model.data_names)}]"
     arr = _as_real_array(X, name, expected)
@@ -57,12 +59,8 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, c
         raise ValueError(f"{name} is empty: shape {expected} needs N ≥ 1 rows")
     # float64 data into a float32 kernel is the user's explicit choice of precision (compile(dtype=...)).
     arr = np.ascontiguousarray(arr, dtype=np.dtype(dtype))
-    if check_finite and not _all_finite(arr):
-        rows, cols = np.nonzero(~np.isfinite(arr))
-        raise ValueError(
-            f"{name} has non-finite values ({rows.size} in all); the first is at row {rows[0]}, "
-            f"column {cols[0]} ({model.data_names[cols[0]]}): {arr[rows[0], cols[0]]}"
-        )
+    if check_finite:
+        check_data_finite(model, arr, name=name)
     domain = getattr(model, "domain", "real")
     if domain == "nonnegative":
         first = _first_negative(arr)
@@ -155,6 +153,30 @@ def _check_box(model: Model, arr: np.ndarray, name: str) -> None:
             f"{name} has values outside the model's box domain {box.describe(model.data_names)} ({n_bad} in "
             f"all); the first is at row {start + row}, column {col} ({model.data_names[col]}): {value}, {side}"
         )
+
+
+def check_data_finite(model: Model, arr: np.ndarray, *, name: str = "X") -> None:
+    """ValueError naming the first non-finite value of the (N, d) array `arr` (C-contiguous), if it has one."""
+    first = first_non_finite(arr)
+    if first is not None:
+        row, col = first
+        n_bad = sum(int(np.count_nonzero(~np.isfinite(arr[lo : lo + 4096]))) for lo in range(0, arr.shape[0], 4096))
+        raise ValueError(
+            f"{name} has non-finite values ({n_bad} in all); the first is at row {row}, "
+            f"column {col} ({model.data_names[col]}): {arr[row, col]}"
+        )
+
+
+def first_non_finite(arr: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the first infinity or NaN of a C-contiguous 2-D array, or None (chunked, see
+    `_all_finite`: no N × d temporary)."""
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _FINITE_CHUNK):
+        chunk = flat[start : start + _FINITE_CHUNK]
+        if not _all_finite(chunk):
+            row, col = divmod(start + int(np.argmin(np.isfinite(chunk))), arr.shape[1])
+            return row, col
+    return None
 
 
 def _first_negative(arr: np.ndarray) -> int | None:

@@ -33,3 +33,13 @@ class NonFiniteError(SymsmError, ValueError):
         super().__init__(message)
         self.rows = rows
         self.domain = domain
+
+
+class NonFiniteDataError(SymsmError, ValueError):
+    """The data hold an infinity or a NaN (found by a kernel while it summed over them). `row` and `column`
+    are the 0-based position of the first such value."""
+
+    def __init__(self, message: str, row: int, column: int) -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.arrays import as_data, as_theta
+from ..core.arrays import as_data, as_theta, check_data_finite
+from ..core.errors import NonFiniteDataError
 from . import placement
 
 if TYPE_CHECKING:
@@ -87,21 +88,30 @@ class CompiledLoss:
 
     def host_value(self, theta: Any, X: Any) -> float:
         """J̃(θ) on rows in host memory (`value` sends them here)."""
-        checks = self._kernel_checks_data()
-        th, data = self._inputs(theta, X, check_finite=not checks)
-        value = float(self._module.value(th, self._reduced(data, checked=not checks))[0])
-        if checks and not np.isfinite(value):
-            as_data(self.model, X, dtype=self.dtype)  # X's own error where a non-finite entry of X is the cause
-        return value
+        return float(self._summed(self._module.value, theta, X)[0])
 
     def host_value_and_grad(self, theta: Any, X: Any) -> tuple[float, np.ndarray]:
         """(J̃(θ), ∇θ J̃(θ)) on rows in host memory (`value_and_grad` sends them here)."""
-        checks = self._kernel_checks_data()
-        th, data = self._inputs(theta, X, check_finite=not checks)
-        result = self._module.value_and_grad(th, self._reduced(data, checked=not checks))
-        if checks and not np.isfinite(result).all():
-            as_data(self.model, X, dtype=self.dtype)  # X's own error where a non-finite entry of X is the cause
+        result = self._summed(self._module.value_and_grad, theta, X)
         return float(result[0]), np.array(result[1:], dtype=np.float64)
+
+    def _summed(self, kernel: Any, theta: Any, X: Any) -> np.ndarray:
+        """kernel(θ, rows) for a sum kernel. A kernel that tests X's finiteness in its own pass gets X unchecked
+        (a separate pass costs up to a third of a float32 call) and X's error is reported as `as_data` would
+        (argument, row, column and its name): llvm's `SumKernel` (`checks_finite`) raises NonFiniteDataError;
+        the structured path's block kernels (`_kernel_checks_data`) return a non-finite result."""
+        fused = getattr(kernel, "checks_finite", False) and getattr(self.model, "domain", "real") == "real"
+        structured = self._kernel_checks_data()
+        unchecked = fused or structured
+        th, data = self._inputs(theta, X, check_finite=not unchecked)
+        try:
+            result = kernel(th, self._reduced(data, checked=not unchecked))
+        except NonFiniteDataError:
+            check_data_finite(self.model, data)
+            raise
+        if structured and not np.isfinite(result).all():
+            as_data(self.model, X, dtype=self.dtype)  # X's own error where a non-finite entry of X is the cause
+        return np.asarray(result)
 
     def _kernel_checks_data(self) -> bool:
         """Whether the value kernels test X for non-finite entries as they read it (the structured path on LLVM:

@@ -1175,7 +1175,7 @@ class BlockKernel:
             module = ir.Module(name="symsm_blocks")
             _Generator(program, self.layout, module, self.symbol, self.x_dtype.name).build()
             self.ir = str(module)
-            obj = compile_module(module)
+            obj = compile_module(module, narrow_vectors=False)
             self.compiled = True
             if object_file is not None:
                 with contextlib.suppress(OSError):  # an unwritable cache costs a recompile in the next process
@@ -1295,7 +1295,7 @@ def fma_peak(dtype: str = "float64", iters: int = 20_000_000, lanes: int | None 
         total = b.fadd(total, v)
     x.vstore(total, buf)
     b.ret_void()
-    address = _load_object(compile_module(module), [symbol])[symbol]
+    address = _load_object(compile_module(module, narrow_vectors=False), [symbol])[symbol]
     cfn = ctypes.CFUNCTYPE(None, _I64, _P)(address)
     flops = 2.0 * chains * w * iters
 

@@ -9,10 +9,11 @@ dtype (double or float):
   double* result)`.
 * `build_sum_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, T* buf, double* out)`, a loop
   over rows [start, stop) of X, `LANES` rows at a time in SIMD registers, accumulating the per-row sums in
-  float64 vectors (float32 kernels: in float32 lanes within chunks of at most `F32_CHUNK` rows, each chunk's
+  float64 vectors (float32 kernels: in float32 lanes within groups of at most `F32_CHUNK` rows, each group's
   partial sums then added in float64, so the float32 rounding of a sum covers ≤ 32 terms per lane whatever
   the number of rows, and no lane is converted per row); the last, partial group of rows is masked (its extra
   lanes recompute the last row and contribute nothing). The lanes are added in a fixed order at the end.
+  The same pass checks that X is finite (one more output), so callers need no separate pass over X.
 * `build_row_block`: `void f(T* theta, T* consts, T* X, i64 start, i64 stop, double* out)`, the same loop
   writing per-row outputs.
 
@@ -90,9 +91,12 @@ class _Emitter:
             self.env[x] = value
         return value
 
-    def run(self, code: Sequence[Sequence[Any]]) -> None:
+    def run(self, code: Sequence[Sequence[Any]], defined: Any = None) -> None:
+        """Emit `code`; `defined(name, value)`, if given, right after each instruction."""
         for dst, op, *args in code:
-            self.env[dst] = self._instruction(op, args)
+            value = self.env[dst] = self._instruction(op, args)
+            if defined is not None:
+                defined(dst, value)
 
     def _instruction(self, op: str, args: list[Any]) -> ir.Value:
         b = self.b
@@ -236,9 +240,10 @@ def build_section(
 TILE = 12  # products accumulated in registers at once (AVX2 has 16 vector registers)
 TILE_AVX512 = 24  # with AVX-512VL (32 vector registers; measured: float32 Student-t d = 8 −10 %, others level)
 BUFFER_BYTES = 16384  # the per-chunk buffer of product factors stays well inside L1 (measured: 32 KiB spills to L2)
-# float32: rows per chunk at most. Sums and products are accumulated in float32 lanes within a chunk (at most
-# F32_CHUNK / 8 = 32 additions per lane) and each chunk's partial sums added to float64 accumulators, so the
-# float32 rounding of a sum is that of ≤ 32 terms whatever the number of rows (a block of 10⁸ rows included).
+# float32: rows per chunk, and per group of chunks, at most. Sums and products are accumulated in float32 lanes
+# within a group (at most F32_CHUNK / 8 = 32 additions per lane) and each group's partial sums added to float64
+# accumulators, so the float32 rounding of a sum is that of ≤ 32 terms whatever the number of rows (a block of
+# 10⁸ rows included; benchmarks/FLOAT32.md, "Accuracy", has the bound).
 F32_CHUNK = 256
 
 
@@ -250,9 +255,13 @@ def chunk_rows(n_factors: int, dtype: str) -> int:
     return max(8 * width, min(1024 if dtype == "float64" else F32_CHUNK, rows - rows % width))
 
 
-def buffer_size(n_factors: int, dtype: str) -> int:
-    """Elements of the `buf` argument of a sum block with `n_factors` product factors."""
-    return chunk_rows(n_factors, dtype) * n_factors if n_factors else 1
+def buffer_size(n_factors: int, dtype: str, n_products: int = 0) -> int:
+    """Elements of the `buf` argument of a sum block with `n_factors` product factors and `n_products`
+    products: a chunk's factor values, then (float32) each product's sum in float32 lanes."""
+    if not n_factors:
+        return 1
+    lanes = n_products * LANES[dtype] if dtype == "float32" else 0
+    return chunk_rows(n_factors, dtype) * n_factors + lanes
 
 
 def _block_args(dtype: str, last: list[tuple[str, ir.Type]]) -> list[tuple[str, ir.Type]]:
@@ -304,8 +313,9 @@ def _row_loader(
     dim: int,
     width: int,
     ctype: ir.Type,
-) -> Any:
-    """Loads table inputs for one step of the row loop: θ and constants splatted, data columns per lane.
+) -> tuple[Any, Any]:
+    """(load, column): load(name) gives a table input for one step of the row loop (θ and constants
+    splatted, data columns per lane), column(j) data column j whether the table reads it or not.
 
     With 4 lanes of float64, four consecutive columns are read as four row vectors and transposed with
     shuffles (12 instructions for 16 values instead of 16 scalar loads and 12 inserts); with 8 lanes of float32,
@@ -362,22 +372,34 @@ def _row_loader(
         columns[first + 2] = shuffle(t0, t2, [2, 3, 6, 7])
         columns[first + 3] = shuffle(t1, t3, [2, 3, 6, 7])
 
+    def column(index: int) -> ir.Value:
+        if index in columns:
+            return columns[index]
+        if transpose and index < dim - dim % 4:
+            load_group(index - index % 4)
+            return columns[index]
+        vec = ir.Constant(vty, ir.Undefined)
+        for lane, off in enumerate(lane_offsets):
+            at = builder.add(off, ir.Constant(I64, index))
+            vec = builder.insert_element(vec, _load(builder, ptrs["X"], at, ctype), ir.Constant(I32, lane))
+        columns[index] = vec
+        return vec
+
     def load(name: str) -> ir.Value:
         source, index = inputs[name]
         if source == "X":
-            if index in columns:
-                return columns[index]
-            if transpose and index < dim - dim % 4:
-                load_group(index - index % 4)
-                return columns[index]
-            vec = ir.Constant(vty, ir.Undefined)
-            for lane, off in enumerate(lane_offsets):
-                at = builder.add(off, ir.Constant(I64, index))
-                vec = builder.insert_element(vec, _load(builder, ptrs["X"], at, ctype), ir.Constant(I32, lane))
-            return vec
+            return column(index)
         return emitter_ref[0].splat(_load(builder, ptrs[source], index, ctype))
 
-    return load
+    return load, column
+
+
+def _tree_sum(builder: ir.IRBuilder, values: list[ir.Value]) -> ir.Value:
+    """Σ values added pairwise (a short dependency chain)."""
+    while len(values) > 1:
+        pairs = [builder.fadd(values[k], values[k + 1]) for k in range(0, len(values) - 1, 2)]
+        values = pairs + values[len(values) - len(values) % 2 :]
+    return values[0]
 
 
 def _horizontal_sum(builder: ir.IRBuilder, vec: ir.Value, width: int) -> ir.Value:
@@ -398,9 +420,14 @@ def build_sum_block(
     factors: Sequence[str] = (),
     products: Sequence[tuple[int, int]] = (),
     tile: int = TILE,
+    check_finite: bool = False,
 ) -> ir.Function:
     """`void symbol(theta, consts, X, start, stop, buf, out)` over rows [start, stop) of X (row stride `dim`):
     out[k] = Σ sums[k] for k < len(sums), then out[len(sums) + p] = Σ factors[u]·factors[v] for (u, v) = products[p].
+    With `check_finite`, one more output after those: 0 if every value of X in the rows is finite, else NaN
+    (per step, 0 · the sum of the row's columns: an infinity or NaN anywhere makes it NaN; a sum that
+    overflows from finite values flags too, so a caller re-checks flagged rows exactly). This replaces a
+    separate pass over X: the columns are in registers already.
 
     Rows are processed in chunks; each chunk's factor values go to `buf` (`buffer_size(len(factors))`
     elements), then every product is summed over the chunk in register tiles of `tile` accumulators.
@@ -419,6 +446,7 @@ def build_sum_block(
     ordered = [entry for entries in by_u.values() for entry in entries]
     tiles = [ordered[k : k + tile] for k in range(0, len(ordered), tile)]
 
+    factor_index = {name: f for f, name in enumerate(factors)}
     cvec = ir.VectorType(ctype, width)
     fn, values = _function(
         module, symbol, _block_args(dtype, [("buf", ir.PointerType(ctype)), ("out", ir.PointerType(F64))])
@@ -434,40 +462,75 @@ def build_sum_block(
     # one set of tile registers (in the kernel's dtype) for all tiles, allocated while the entry block is still
     # open (an alloca added later is inserted before the entry's terminator, a lookup that grows with the block)
     regs_pool = [_alloca_zero(b, cvec) for _ in range(min(tile, len(products)))]
+    check = _alloca_zero(b, cvec) if check_finite else None
     rows = _Rows(b, width)
     chunk_c = ir.Constant(I64, chunk)
     buf_vec = ir.PointerType(cvec)
 
-    def chunk_body(c: ir.Value, _mask: ir.Value, _rows: ir.Value) -> None:
-        c_end = b.select(b.icmp_signed("<", b.add(c, chunk_c), stop_v), b.add(c, chunk_c), stop_v)
+    # float32: chunks per group of ≤ F32_CHUNK rows whose sums and products stay in float32 lanes (between chunks
+    # the product tiles' registers wait in `buf`, after the factors, rather than go into float64 after each chunk:
+    # converting and adding cost half as much as a 64-row chunk's FMAs)
+    group = max(1, F32_CHUNK // chunk) if narrow else 1
+    group_c = ir.Constant(I64, chunk * group)
+    lane_sums = b.bitcast(b.gep(buf_p, [ir.Constant(I64, chunk * n_factors)]), buf_vec)  # float32 product sums
+
+    def lane_sum(p: int) -> ir.Value:
+        return b.gep(lane_sums, [ir.Constant(I64, p)])
+
+    def group_body(g: ir.Value, _mask: ir.Value, _rows: ir.Value) -> None:
+        g_end = b.select(b.icmp_signed("<", b.add(g, group_c), stop_v), b.add(g, group_c), stop_v)
         for slot in chunk_accs:
             b.store(zero_c, slot)
+        if narrow:
+            for p in range(len(products)):
+                b.store(zero_c, lane_sum(p), align=4)
+        _ChunkLoop(b, chunk).run(g, g_end, chunk_body)
+        for acc, slot in zip(accs, chunk_accs, strict=False):
+            b.store(b.fadd(b.load(acc), _convert(b, b.load(slot), acc_ty)), acc)
+        if narrow:
+            for p, pacc in enumerate(paccs):
+                b.store(b.fadd(b.load(pacc), _convert(b, b.load(lane_sum(p), align=4), acc_ty)), pacc)
+
+    def chunk_body(c: ir.Value, _mask: ir.Value, _rows: ir.Value) -> None:
+        c_end = b.select(b.icmp_signed("<", b.add(c, chunk_c), stop_v), b.add(c, chunk_c), stop_v)
 
         def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
             ref: list[_Emitter] = []
-            emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype))
+            load, column = _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype)
+            emitter = _Emitter(b, ctype, width, load)
             ref.append(emitter)
-            emitter.run(code)
-            for acc, name in zip(chunk_accs or accs, sums, strict=True):
-                value = emitter.operand(name)
-                b.store(b.fadd(b.load(acc), b.select(mask, value, zero_c)), acc)
             offset = b.sub(i, c)
-            for f, name in enumerate(factors):
-                value = b.select(mask, emitter.operand(name), zero_c)  # padding lanes contribute 0
+
+            def store_factor(f: int, value: ir.Value) -> None:
+                value = b.select(mask, value, zero_c)  # padding lanes contribute 0
                 at = b.gep(buf_p, [b.add(offset, ir.Constant(I64, f * chunk))])
                 b.store(value, b.bitcast(at, buf_vec), align=8)
 
+            def defined(name: str, value: ir.Value) -> None:
+                f = factor_index.get(name)
+                if f is not None:
+                    store_factor(f, value)
+
+            # each factor stored as soon as it is computed: not kept in a register (or spilled) to the end
+            emitter.run(code, defined if factors else None)
+            if check is not None:  # every column, read by the table or not (its loads are shared with the table's)
+                b.store(b.fadd(b.load(check), b.fmul(_tree_sum(b, [column(j) for j in range(dim)]), zero_c)), check)
+            for acc, name in zip(chunk_accs or accs, sums, strict=True):
+                value = emitter.operand(name)
+                b.store(b.fadd(b.load(acc), b.select(mask, value, zero_c)), acc)
+            for f, name in enumerate(factors):
+                if name not in emitter.env or name in inputs:  # factors that no instruction defines
+                    store_factor(f, emitter.operand(name))
+
         rows.loop(c, c_end, row_body, "rows")
-        for acc, slot in zip(accs, chunk_accs, strict=False):
-            b.store(b.fadd(b.load(acc), _convert(b, b.load(slot), acc_ty)), acc)
         if not products:
             return
         n_rows = b.sub(c_end, c)
         fma = declare_intrinsic(b.module, "llvm.fma", cvec, 3)
         for tile in tiles:
             regs = regs_pool[: len(tile)]
-            for reg in regs:
-                b.store(zero_c, reg)
+            for reg, (_, _, p) in zip(regs, tile, strict=True):
+                b.store(b.load(lane_sum(p), align=4) if narrow else zero_c, reg)
 
             def tile_body(t: ir.Value, _m: ir.Value, _r: ir.Value, tile: list = tile, regs: list = regs) -> None:
                 loaded: dict[int, ir.Value] = {}
@@ -483,11 +546,16 @@ def build_sum_block(
 
             rows.loop(ir.Constant(I64, 0), n_rows, tile_body, "tile")
             for reg, (_, _, p) in zip(regs, tile, strict=True):
-                b.store(b.fadd(b.load(paccs[p]), _convert(b, b.load(reg), acc_ty)), paccs[p])
+                if narrow:
+                    b.store(b.load(reg), lane_sum(p), align=4)
+                else:
+                    b.store(b.fadd(b.load(paccs[p]), _convert(b, b.load(reg), acc_ty)), paccs[p])
 
-    _ChunkLoop(b, chunk).run(start_v, stop_v, chunk_body)
+    _ChunkLoop(b, chunk * group).run(start_v, stop_v, group_body)
     for k, acc in enumerate([*accs, *paccs]):
         _store(b, _horizontal_sum(b, b.load(acc), width), out_p, k)
+    if check is not None:
+        _store(b, _horizontal_sum(b, b.load(check), width), out_p, len(accs) + len(paccs))
     b.ret_void()
     return fn
 
@@ -568,7 +636,7 @@ def build_row_block(
 
     def row_body(i: ir.Value, mask: ir.Value, rows_v: ir.Value) -> None:
         ref: list[_Emitter] = []
-        emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype))
+        emitter = _Emitter(b, ctype, width, _row_loader(b, ref, inputs, ptrs, rows_v, dim, width, ctype)[0])
         ref.append(emitter)
         emitter.run(code)
         for k, name in enumerate(outputs):

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from ...core import cache as symsm_cache
+from ...core.arrays import first_non_finite
+from ...core.errors import NonFiniteDataError
 from ...core.threads import run_blocks
 from .kernels import buffer_size
 
@@ -45,6 +47,7 @@ __all__ = [
     "SumKernel",
     "codegen_opt",
     "compile_module",
+    "optimised_module",
     "parse_inputs",
     "parse_table",
     "target_description",
@@ -115,11 +118,20 @@ def codegen_opt(ops: int) -> int:
     return 0 if ops > HUGE_KERNEL else CODEGEN_OPT
 
 
-def compile_module(module: Any, *, opt: int = CODEGEN_OPT) -> bytes:
-    """Object code for an llvmlite `ir.Module` of kernels (see the module docstring for the pipeline)."""
+def compile_module(module: Any, *, opt: int = CODEGEN_OPT, narrow_vectors: bool = True) -> bytes:
+    """Object code for an llvmlite `ir.Module` of kernels (see the module docstring for the pipeline).
+    `narrow_vectors`: compile for 256-bit registers (`_VECTOR_WIDTH`); False for kernels that choose their
+    vector width themselves (the block kernels' register tiles, symsm/backends/llvm/blocks.py)."""
+    return _target_machine(opt).emit_object(optimised_module(module, opt=opt, narrow_vectors=narrow_vectors))
+
+
+def optimised_module(module: Any, *, opt: int = CODEGEN_OPT, narrow_vectors: bool = True) -> Any:
+    """An llvmlite `ir.Module` parsed and run through the pass pipeline (llvmlite.binding's module; its
+    target machine's `emit_object` or `emit_assembly` gives the code)."""
     llvm = _llvm()
     module.triple = llvm.get_process_triple()
-    parsed = llvm.parse_assembly(str(module))
+    text = str(module)
+    parsed = llvm.parse_assembly(_with_vector_width(text) if narrow_vectors else text)
     parsed.verify()
     machine = _target_machine(opt)
     builder = llvm.create_pass_builder(machine, llvm.PipelineTuningOptions(speed_level=0))
@@ -133,7 +145,20 @@ def compile_module(module: Any, *, opt: int = CODEGEN_OPT) -> bytes:
     for fn in parsed.functions:
         if not fn.is_declaration:
             cleanup.run(fn, builder)
-    return machine.emit_object(parsed)
+    return parsed
+
+
+# The scalar path's kernels are compiled for 256-bit registers: vector types of 512 bits (the float64
+# accumulators of a float32 kernel, its 8 row indices in i64) are split in two rather than put in zmm registers,
+# whose use lowers the clock of many Intel CPUs for all the kernel's code (benchmarks/FLOAT32.md). The block
+# kernels' dense FMA tiles gain more from 512-bit vectors than the clock costs (benchmarks/STRUCTURED_SPEED.md).
+_VECTOR_WIDTH = ' "prefer-vector-width"="256" "min-legal-vector-width"="0"'
+
+
+def _with_vector_width(text: str) -> str:
+    """The IR text with `_VECTOR_WIDTH`'s attributes on every function definition (llvmlite's IR builder has no
+    way to write string attributes; it prints each definition's attributes on its `define` line)."""
+    return "\n".join(line + _VECTOR_WIDTH if line.startswith("define ") else line for line in text.split("\n"))
 
 
 def _load_object(obj: bytes, symbols: Sequence[str]) -> dict[str, int]:
@@ -353,13 +378,16 @@ class SumKernel(_Native):
     """f(theta, X) → results: a θ-only prologue, sums over the rows of X in blocks on several threads
     (symsm.core.threads: the split depends only on the number of rows and the partial sums are added in block
     order, so the result does not depend on the thread count), then an epilogue on the totals. Each thread
-    makes one call, the loop over its blocks being machine code too (`kernels.build_block_loop`)."""
+    makes one call, the loop over its blocks being machine code too (`kernels.build_block_loop`). The same pass
+    checks that X is finite (`checks_finite`)."""
+
+    checks_finite = True
 
     def __init__(self, module_file: str, key: str, kernel: str, **options: Any) -> None:
         super().__init__(module_file, key, kernel, **options)
         t = self.tables
         self.n_totals = len(t["sums"]) + len(t["products"])
-        self.buffer = buffer_size(len(t["factors"]) if t["products"] else 0, self.dtype.name)
+        self.buffer = buffer_size(len(t["factors"]) if t["products"] else 0, self.dtype.name, len(t["products"]))
 
     def build(self, module: Any) -> None:
         from .kernels import TILE, TILE_AVX512, build_block_loop, build_section, build_sum_block
@@ -368,7 +396,7 @@ class SumKernel(_Native):
         self._build_prologue(module, t)
         block = build_sum_block(
             module, self.symbol("block"), t["body"], t["body_inputs"], t["sums"], self.dim, dt,
-            t["factors"], t["products"], TILE_AVX512 if _has_avx512vl() else TILE,
+            t["factors"], t["products"], TILE_AVX512 if _has_avx512vl() else TILE, check_finite=True,
         )  # fmt: skip
         build_block_loop(module, self.symbol("blocks"), block, dt)
         build_section(
@@ -385,9 +413,11 @@ class SumKernel(_Native):
         }
 
     def __call__(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """The results on the rows of X; `NonFiniteDataError` if X holds an infinity or a NaN (checked in the
+        same pass: callers need not check X for finiteness first)."""
         fns, consts, n_blocks = self._start(theta, X)
         n = X.shape[0]
-        partial = np.zeros((n_blocks, max(1, self.n_totals)))
+        partial = np.zeros((n_blocks, self.n_totals + 1))  # the last column: each block's finiteness flag
         run = fns["blocks"]  # blocks lo..hi in one call: block i on rows [i·n // n_blocks, (i + 1)·n // n_blocks)
         th, co, xs = theta.ctypes.data, consts.ctypes.data, X.ctypes.data
         part, stride = partial.ctypes.data, partial.shape[1]
@@ -397,12 +427,29 @@ class SumKernel(_Native):
             run(th, co, xs, n, n_blocks, lo, hi, buf.ctypes.data, part, stride)
 
         run_blocks(blocks, n_blocks)
-        totals = np.zeros(partial.shape[1])
-        for row in partial:  # block order: deterministic
+        flagged = np.flatnonzero(partial[:, -1] != 0)
+        if flagged.size:
+            _raise_non_finite(X, [(i * n // n_blocks, (i + 1) * n // n_blocks) for i in flagged])
+        totals = np.zeros(self.n_totals)
+        for row in partial[:, :-1]:  # block order: deterministic
             totals += row
         result = np.empty(len(self.tables["results"]))
         fns["epilogue"](th, co, totals.ctypes.data, float(n), result.ctypes.data)
         return result
+
+
+def _raise_non_finite(X: np.ndarray, ranges: Sequence[tuple[int, int]]) -> None:
+    """`NonFiniteDataError` naming the first non-finite value of X in the row ranges a kernel flagged; nothing
+    if there is none (the flag's sum overflowed from finite values)."""
+    for lo, hi in ranges:
+        bad = first_non_finite(X[lo:hi])
+        if bad is not None:
+            row, col = bad
+            raise NonFiniteDataError(
+                f"X has non-finite values; the first is at row {lo + row}, column {col}: {X[lo + row, col]}",
+                row=lo + row,
+                column=col,
+            )
 
 
 class RowKernel(_Native):
