@@ -31,7 +31,7 @@ from ..core.errors import IdentificationError, NonFiniteError
 from ..core.progress import IterationProgress
 from ..model.model import Model
 from ..runtime import placement
-from ..runtime.accumulate import central_difference_hessian, is_quadratic, is_variant
+from ..runtime.accumulate import central_difference_hessian, check_row_gradients, is_quadratic, is_variant
 from ..runtime.compiled import CompiledLoss, compile_model
 
 if TYPE_CHECKING:
@@ -54,9 +54,9 @@ METHODS = ("auto", "closed_form", "lbfgs")
 HESSIAN_METHODS = ("auto", "exact", "central_differences")
 POSITIVE_LOWER_BOUND = 1e-10  # L-BFGS-B bound for parameters declared positive (their domain is open)
 IDENTIFICATION_RCOND = 1e-10  # smallest/largest eigenvalue of the scaled Hessian below which θ is unidentified
-#: structured-path fits with more parameters skip the Newton steps and standard errors by default (their H and V
-#: come from the scalar expansion or 2P passes over X)
-STRUCTURED_SE_MAX_PARAMS = 200
+#: structured-path fits with more parameters skip the Newton steps and standard errors by default: H takes 2P
+#: gradient passes over X, V N·P² operations (per-row gradients from the block program, runtime/accumulate.py)
+STRUCTURED_SE_MAX_PARAMS = 4096
 LBFGS_OPTIONS: dict[str, Any] = {
     "polish": True,  # Newton steps with the Hessian after L-BFGS-B (not a scipy option)
     "maxiter": 20_000,
@@ -465,11 +465,13 @@ def _lbfgs(
     if hessian == "auto" and loss.derivation_path == "structured" and mdl.n_params > STRUCTURED_SE_MAX_PARAMS:
         est.converged = bool(res.success) and not state["stopped"]
         est.message = message + (
-            f"; no Newton steps or standard errors: the structured path has no per-row gradients or Hessian kernel "
-            f"yet, and with P = {mdl.n_params} parameters the P × P matrices they fill would be large "
-            "(hessian='central_differences' forces them: 2P passes over X and the scalar per-row gradients)"
+            f"; no Newton steps or standard errors: with P = {mdl.n_params} > {STRUCTURED_SE_MAX_PARAMS} parameters "
+            "the structured path's Hessian takes 2P gradient passes over X and V N·P² operations "
+            "(hessian='central_differences' forces them, up to the memory limit of per-row gradients)"
         )
         return est
+    if loss.derivation_path == "structured":
+        check_row_gradients(loss)  # V's matrices must fit before H's 2P gradient passes are spent
     est.H, est.hessian_method = _hessian(loss, theta, data, hessian)
     at_bound = [n for n, v, lo in zip(mdl.param_names, theta, lower, strict=True) if v <= 2 * lo]
     if at_bound or state["stopped"]:

@@ -14,7 +14,10 @@ first use, so compiling a loss for evaluation does not pay for them. Everything 
 * a variant objective (sliced, denoising: symsm/derive/objectives.py) gets fitting kernels built on the expression
   graph from its own integrand (``value_and_grad`` in float64 and ``grad_rows``), fed the loss's own
   auxiliary draws; its quadratic form (when J̃ is quadratic in θ) comes from P + 1 float64 gradient passes,
-  and its Hessian from central differences of the exact gradient.
+  and its Hessian from central differences of the exact gradient;
+* a structured-path loss (block programs) gets its per-row gradients and V from its own value_and_grad program
+  (`_BlockRowGradients`: each row's accumulator contributions through the epilogue's linear map), not from a
+  scalar expansion of the model.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_BYTES",
+    "ROW_GRADIENT_MAX_BYTES",
     "central_difference_hessian",
+    "check_row_gradients",
     "exact_hessian",
     "gradient_moments",
     "is_quadratic",
@@ -47,6 +52,8 @@ __all__ = [
 
 CHUNK_BYTES = 16 * 2**20  # a chunk's block of per-row outputs holds at most this many bytes
 MIN_CHUNK_ROWS = 256  # ... unless a row alone is wider than CHUNK_BYTES / MIN_CHUNK_ROWS
+#: per-row gradients of a structured-path loss: at most this many bytes in their P × P, Q × P and Q × Q matrices
+ROW_GRADIENT_MAX_BYTES = 2**30
 
 
 def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
@@ -274,6 +281,9 @@ def gradient_moments(loss: CompiledLoss, theta: Any, X: Any) -> tuple[np.ndarray
     """
     model = loss.model
     th = as_theta(model, theta)
+    blocks = _row_gradients(loss, th)
+    if blocks is not None:
+        return blocks.moments(as_data(model, X))
     data = _with_draws(loss, as_data(model, X))
     P = model.n_params
     moments = _Moments(P)
@@ -290,10 +300,131 @@ def per_sample_grad(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:
     """The θ-gradient of the integrand at every row, shape (N, P) (forms the whole matrix: small data)."""
     model = loss.model
     th = as_theta(model, theta)
+    blocks = _row_gradients(loss, th)
+    if blocks is not None:
+        return blocks.gradients(as_data(model, X))
     data = _with_draws(loss, as_data(model, X))
     out = np.empty((data.shape[0], model.n_params))
     loss.fit_module.grad_rows(th, data, out)
     return out
+
+
+class _BlockRowGradients:
+    """Per-row θ-gradients of a structured-path loss, from its value_and_grad block program (float64, the numpy
+    executor): the block section gives every row's own contributions a_t to the accumulators (Q of them: e.g. the
+    d × d outer products of ∂J̃/∂W = Σ_t a_t b_tᵀ), and the epilogue maps the accumulators' sums to N·∇θJ̃ linearly,
+    so the row's gradient is g_t = Jᵀa_t with J (Q × P) the epilogue's matrix, found from its Q unit columns.
+
+    V = cov(g_t) is accumulated a block of rows at a time with BLAS, never N × P: as Jᵀ cov(a_t) J (N·Q² per pass)
+    when that is cheaper than cov(Jᵀa_t) (N·(QP + P²)). Memory: P × P (V), Q × P (J), Q × Q; refused beyond
+    `ROW_GRADIENT_MAX_BYTES`.
+    """
+
+    def __init__(self, loss: CompiledLoss, kernel: Any, theta: np.ndarray) -> None:
+        P = loss.model.n_params
+        self.kernel = kernel
+        _check_memory(loss, kernel)
+        env = kernel.prologue(theta)
+        self.env = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v) for k, v in env.items()}
+        Q = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in kernel.accumulators())
+        base = kernel.epilogue_grad(self.env, np.zeros(Q))
+        J = np.empty((Q, P))
+        unit = np.zeros(Q)
+        for q in range(Q):
+            unit[q] = 1.0
+            J[q] = kernel.epilogue_grad(self.env, unit) - base
+            unit[q] = 0.0
+        probe = np.random.default_rng(0).standard_normal(Q)  # the map must be linear, or g_t is not Jᵀa_t
+        expected = probe @ J
+        got = kernel.epilogue_grad(self.env, probe)
+        scale = np.abs(J).sum(axis=0) + 1.0
+        finite = bool(np.isfinite(J).all() and np.isfinite(base).all())  # else θ is outside the domain: NaN rows
+        if finite and (np.any(base != 0) or not np.all(np.abs(got - expected) <= 1e-9 * scale)):
+            raise ValueError(
+                f"model {loss.model.name!r}: the structured gradient's epilogue is not linear in the accumulators, so "
+                "it has no per-row gradients; compile with path='graph' for standard errors"
+            )
+        self.keep = np.flatnonzero(np.any(J != 0, axis=1))  # accumulators that reach ∇θ (not J̃'s own sum)
+        self.J = np.ascontiguousarray(J[self.keep])
+
+    def _blocks(self, data: np.ndarray) -> Iterator[np.ndarray]:
+        """The accumulators' per-row contributions that reach ∇θ, a chunk of rows at a time (B × Q')."""
+        width = self.J.shape[0] * 2 + self.J.shape[1]  # the contributions, their kept columns and G
+        for start, stop in _chunks(data.shape[0], width):
+            yield self.kernel.accumulator_rows(self.env, data[start:stop])[:, self.keep]
+
+    def gradient_blocks(self, data: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, the per-row gradients of a chunk of rows (B × P)), chunk by chunk."""
+        start = 0
+        for A in self._blocks(data):
+            yield start, A @ self.J
+            start += A.shape[0]
+
+    def weighted_sum(self, data: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Σ_t w_t g_t = Jᵀ Σ_t w_t a_t (N·Q operations, not N·Q·P)."""
+        total = np.zeros(self.J.shape[0])
+        start = 0
+        for A in self._blocks(data):
+            total += w[start : start + A.shape[0]] @ A
+            start += A.shape[0]
+        return total @ self.J
+
+    def gradients(self, data: np.ndarray) -> np.ndarray:
+        out = np.empty((data.shape[0], self.J.shape[1]))
+        for start, G in self.gradient_blocks(data):
+            out[start : start + G.shape[0]] = G
+        return out
+
+    def moments(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        Q, P = self.J.shape
+        in_accumulators = Q * Q <= Q * P + P * P
+        moments = _Moments(Q if in_accumulators else P)
+        for A in self._blocks(data):
+            moments.add(A if in_accumulators else A @ self.J)
+        mean, cov = moments.result()
+        if in_accumulators:
+            mean, cov = mean @ self.J, self.J.T @ cov @ self.J
+            cov = (cov + cov.T) / 2
+        return mean, cov
+
+
+def _check_memory(loss: CompiledLoss, kernel: Any) -> None:
+    P = loss.model.n_params
+    Q = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in kernel.accumulators())
+    need = 8 * (P * P + Q * P + min(Q, P) ** 2)
+    if need > ROW_GRADIENT_MAX_BYTES:
+        raise ValueError(
+            f"model {loss.model.name!r}: per-row gradients on the structured path need P × P and Q × P float64 "
+            f"matrices (P = {P} parameters, Q = {Q} accumulator entries): {need / 2**30:.1f} GiB > the limit of "
+            f"{ROW_GRADIENT_MAX_BYTES / 2**30:.0f} GiB (ROW_GRADIENT_MAX_BYTES); no V or standard errors"
+        )
+
+
+def _block_kernel(loss: CompiledLoss) -> Any:
+    """The value_and_grad block program of a structured-path loss (exact objective) on the numpy executor in
+    float64; None for other losses."""
+    if is_variant(loss):
+        return None
+    text = getattr(getattr(loss, "_module", None), "PROGRAMS", {}).get("value_and_grad")
+    if text is None:
+        return None
+    from ..backends.blocks_numpy import BlockKernel
+
+    return BlockKernel(text, np.float64)
+
+
+def _row_gradients(loss: CompiledLoss, theta: np.ndarray) -> _BlockRowGradients | None:
+    """The block route to per-row gradients for a structured-path loss (exact objective); None otherwise."""
+    kernel = _block_kernel(loss)
+    return None if kernel is None else _BlockRowGradients(loss, kernel, theta)
+
+
+def check_row_gradients(loss: CompiledLoss) -> None:
+    """Raise `ValueError` when a structured-path loss's per-row gradients (V) would pass `ROW_GRADIENT_MAX_BYTES`
+    (before a fit spends 2P gradient passes on a Hessian it could not use)."""
+    kernel = _block_kernel(loss)
+    if kernel is not None:
+        _check_memory(loss, kernel)
 
 
 def exact_hessian(loss: CompiledLoss, theta: Any, X: Any) -> np.ndarray:

@@ -205,7 +205,8 @@ class CompiledLoss:
         return placement.executor(X).quadratic_form(self, X)
 
     def per_sample_grad(self, theta: Any, X: Any) -> np.ndarray:
-        """∂θ of the integrand at every row, shape (N, P), in float64 (the whole matrix: for small data)."""
+        """∂θ of the integrand at every row, shape (N, P), in float64 (the whole matrix: for small data). On the
+        structured path from the block program's per-row accumulator contributions (no scalar expansion)."""
         from .accumulate import per_sample_grad
 
         return per_sample_grad(self, theta, X)

@@ -1,19 +1,21 @@
 """Observation weights for J̃, ∇J̃ and the moments of the per-row gradients, without touching the kernels.
 
 With weights w_t ≥ 0 every mean over rows becomes Σ_t w_t (·)_t / Σ_t w_t: J̃_w(θ) from the loss's own
-``per_sample`` kernel, ∇J̃_w and the sandwich's V from the ``grad_rows`` fitting kernel, chunk by chunk
-(never an N × P matrix). Integer weights give exactly what repeating the rows gives (up to rounding).
+``per_sample`` kernel, ∇J̃_w and the sandwich's V from the ``grad_rows`` fitting kernel (on the structured path
+from the block program's per-row accumulator contributions, symsm/runtime/accumulate.py), chunk by chunk (never an
+N × P matrix). Integer weights give exactly what repeating the rows gives (up to rounding).
 The quadratic form with weights is in symsm/runtime/sparse.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..core.arrays import as_data, as_theta
-from .accumulate import _buffer, _chunks, _with_draws
+from .accumulate import _buffer, _chunks, _row_gradients, _with_draws
 from .sparse import check_weights
 
 if TYPE_CHECKING:
@@ -45,6 +47,10 @@ def weighted_value_and_grad(loss: CompiledLoss, theta: Any, X: Any, weights: Any
     model = loss.model
     th = as_theta(model, theta)
     value = float(w @ loss.per_sample(th, data))
+    total = float(w.sum())
+    blocks = _row_gradients(loss, th)
+    if blocks is not None:  # the structured path: the rows' accumulator contributions, weighted, through J
+        return value / total, blocks.weighted_sum(data, w) / total
     rows = _with_draws(loss, data)
     P = model.n_params
     grad = np.zeros(P)
@@ -54,8 +60,24 @@ def weighted_value_and_grad(loss: CompiledLoss, theta: Any, X: Any, weights: Any
         out = buf[: stop - start]
         module.grad_rows(th, rows[start:stop], out)
         grad += w[start:stop] @ out
-    total = float(w.sum())
     return value / total, grad / total
+
+
+def _gradient_blocks(loss: CompiledLoss, th: np.ndarray, data: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, per-row θ-gradients of a chunk of rows): from the block program on the structured path, else
+    from the grad_rows fitting kernel (one reused buffer)."""
+    blocks = _row_gradients(loss, th)
+    if blocks is not None:
+        yield from blocks.gradient_blocks(data)
+        return
+    rows = _with_draws(loss, data)
+    P = loss.model.n_params
+    module = loss.fit_module
+    buf = _buffer(data.shape[0], P)
+    for start, stop in _chunks(data.shape[0], P):
+        out = buf[: stop - start]
+        module.grad_rows(th, rows[start:stop], out)
+        yield start, out
 
 
 def weighted_gradient_moments(loss: CompiledLoss, theta: Any, X: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -66,16 +88,12 @@ def weighted_gradient_moments(loss: CompiledLoss, theta: Any, X: Any, weights: A
     assert w is not None
     model = loss.model
     th = as_theta(model, theta)
-    rows = _with_draws(loss, data)
     P = model.n_params
-    module = loss.fit_module
-    buf = _buffer(n, P)
     shift: np.ndarray | None = None
     s1 = np.zeros(P)
     s2 = np.zeros((P, P))
-    for start, stop in _chunks(n, P):
-        out = buf[: stop - start]
-        module.grad_rows(th, rows[start:stop], out)
+    for start, out in _gradient_blocks(loss, th, data):
+        stop = start + out.shape[0]
         if shift is None:
             shift = out[0].copy()
         out -= shift

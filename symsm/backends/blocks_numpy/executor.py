@@ -209,7 +209,9 @@ class BlockKernel:
         r0: int,
         per_sample: np.ndarray | None,
         score: np.ndarray | None,
+        per_row: bool = False,
     ) -> None:
+        """One block; `per_row`: each accumulator of `acc` holds every row's own contribution, shape (B, …)."""
         b = X.shape[0]
         env = dict(theta_env)
         env["X"] = X
@@ -235,11 +237,14 @@ class BlockKernel:
             elif k == "rowsum":
                 env[op.outs[0]] = env[op.ins[0]].sum(axis=1)
             elif k == "acc_outer":
-                acc[op.outs[0]] += env[op.ins[0]].astype(np.float64).T @ env[op.ins[1]].astype(np.float64)
+                a, c = env[op.ins[0]].astype(np.float64), env[op.ins[1]].astype(np.float64)
+                acc[op.outs[0]] += np.einsum("bi,bj->bij", a, c) if per_row else a.T @ c
             elif k == "acc_colsum":
-                acc[op.outs[0]] += env[op.ins[0]].astype(np.float64).sum(axis=0)
+                a = env[op.ins[0]].astype(np.float64)
+                acc[op.outs[0]] += a if per_row else a.sum(axis=0)
             elif k == "acc_sum":
-                acc[op.outs[0]] += np.sum(env[op.ins[0]], dtype=np.float64)
+                a = np.asarray(env[op.ins[0]], dtype=np.float64)
+                acc[op.outs[0]] += (a.sum(axis=1) if a.ndim == 2 else a) if per_row else np.sum(a)
             elif k == "per_sample":
                 if per_sample is not None:
                     per_sample[r0 : r0 + b] = env[op.ins[0]]
@@ -248,3 +253,31 @@ class BlockKernel:
                     score[r0 : r0 + b] = env[op.ins[0]]
             else:
                 raise CodegenError(f"unknown block operation {k!r}")
+
+    # ------------------------------------------------------------------ per-row gradients (fitting)
+    def accumulators(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The accumulators (name, shape) in the order of `accumulator_rows`' columns."""
+        return [(name, a.shape) for name, a in self.program.arrays.items() if a.kind == "acc"]
+
+    def accumulator_rows(self, theta_env: dict[str, Any], X: np.ndarray) -> np.ndarray:
+        """Every row's own contribution to the accumulators, (B, Q) in float64 (columns: `accumulators`, each
+        flattened): the rows the block section would sum. `theta_env`: the prologue's arrays in the kernel's dtype."""
+        b = X.shape[0]
+        accs = self.accumulators()
+        acc = {name: np.zeros((b, *shape)) for name, shape in accs}
+        self._block(theta_env, X, acc, 0, None, None, per_row=True)
+        return np.concatenate([acc[name].reshape(b, -1) for name, _ in accs], axis=1)
+
+    def epilogue_grad(self, theta_env: dict[str, Any], totals: np.ndarray) -> np.ndarray:
+        """N·∇θJ̃ from the accumulators' sums `totals` (flat, in the order of `accumulators`), as `run` forms it."""
+        env = dict(theta_env)
+        start = 0
+        for name, shape in self.accumulators():
+            size = int(np.prod(shape, dtype=np.int64))
+            env[name] = totals[start : start + size].reshape(shape)
+            start += size
+        grad = np.zeros(self.program.n_params)
+        for op in self.program.epilogue:
+            if op.kind != "value":
+                self._theta_op(op, env, grad)
+        return grad
