@@ -188,22 +188,34 @@ def _require_quadratic(loss: CompiledLoss) -> None:
         )
 
 
-def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+def quadratic_form(loss: CompiledLoss, X: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray, float]:
     """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X (A: P × P, symmetric).
 
     A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k (mean Σᵢ hᵢ aᵢaᵢᵀ with the weights of a model on
     [0, ∞)ᵈ). Small models: one reduction kernel sums A's upper
     triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
+    With observation weights w (checked by the caller) every mean is Σ w_t(·)/Σ w_t: the features' rows are
+    weighted, or, for the reduction kernel, it runs on one row at a time (the sparse quadratic form,
+    symsm/runtime/sparse.py, is the fast weighted path on ℝᵈ; this one serves every domain).
     """
     _require_quadratic(loss)
     if is_variant(loss):
+        if weights is not None:
+            raise NotImplementedError("weights= with a sliced or denoising objective's closed form")
         return _objective_quadratic_form(loss, as_data(loss.model, X))
     data = as_data(loss.model, X)
     d, P = loss.model.dim, loss.model.n_params
     module = loss.fit_module
     unused_theta = np.zeros(P)  # the features do not depend on θ; the kernel signature takes it anyway
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     if hasattr(module, "quadratic_sums"):
-        means = np.asarray(module.quadratic_sums(unused_theta, data), dtype=np.float64)
+        if w is None:
+            means = np.asarray(module.quadratic_sums(unused_theta, data), dtype=np.float64)
+        else:
+            means = np.zeros_like(np.asarray(module.quadratic_sums(unused_theta, data[:1]), dtype=np.float64))
+            for t in np.flatnonzero(w):
+                means += w[t] * np.asarray(module.quadratic_sums(unused_theta, data[t : t + 1]), dtype=np.float64)
+            means /= w.sum()
         A = np.empty((P, P))
         rows, cols = np.triu_indices(P)
         A[rows, cols] = means[: rows.size]
@@ -223,13 +235,16 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
     for start, stop in _chunks(data.shape[0], width):
         out = buf[: stop - start]
         module.quadratic_rows(unused_theta, data[start:stop], out)
+        wt = None if w is None else w[start:stop]
         for i in range(d):
             F = out[:, i * P : (i + 1) * P]
-            A += (F * out[:, d * P + P + 1 + i, None]).T @ F if weighted else F.T @ F
-        sums = _column_sums(out)
+            h = out[:, d * P + P + 1 + i] if weighted else None
+            h = wt if h is None else (h if wt is None else h * wt)
+            A += F.T @ F if h is None else (F * h[:, None]).T @ F
+        sums = _column_sums(out) if wt is None else wt @ out
         b += sums[d * P : d * P + P]
         c += float(sums[d * P + P])
-    n = data.shape[0]
+    n = data.shape[0] if w is None else float(w.sum())
     A /= n
     A = (A + A.T) / 2  # exactly symmetric (BLAS may round the two triangles differently)
     return A, b / n, c / n
