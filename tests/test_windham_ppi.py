@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 from ppi_reference import (
     A_from_theta,
     fit_ppi_alr,
@@ -123,3 +124,63 @@ def test_windham_svctp_after_50_iterations(model, loss, counts, published) -> No
     ref, iters = windham_ppi_alr(u, _reference_cW(1.25, (True, True, True, True)), ref_start, 0.0, max_iter=50)
     assert iters == 50
     _compare(model, res, pub, ref)
+
+
+def test_weighted_closed_form_on_the_simplex(model, loss, counts) -> None:  # noqa: F811
+    """Observation weights on the simplex (the row-weighted closed form): the reference's weighted estimator."""
+    _, c, cols = counts
+    u = microbiome_tcap(c, cols)
+    w = np.random.default_rng(3).uniform(0.2, 2.0, size=len(u))
+    w[7] = 0.0
+    res = symsm.fit(loss, u, weights=w)
+    assert res.method == "closed_form"
+    ref, _ = fit_ppi_alr(u, 0.0, w)
+    np.testing.assert_allclose(_A_of(model, res.theta), A_from_theta(ref[:10], 5), rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(model.unpack(res.theta)["beta"], dtype=float).ravel(), ref[14:18], rtol=1e-9)
+    # integer weights are repeated rows
+    reps = np.array([1, 2, 3] * 31 + [1])
+    np.testing.assert_allclose(
+        symsm.fit(loss, u, weights=reps).theta, symsm.fit(loss, np.repeat(u, reps, axis=0)).theta, rtol=1e-9
+    )
+
+
+def test_zero_parts_under_alr(model, loss) -> None:
+    """The alr score of this model is a polynomial in u: a row with a zero part (not the last) gets the limit of
+    nearby interior rows; a zero in the last part (the alr denominator) is refused, as is every zero when the
+    score is not a polynomial in u."""
+    theta = np.linspace(-3.0, 2.0, model.n_params)
+    row = np.array([[0.0, 0.3, 0.2, 0.1, 0.4]])
+    near = row + np.array([[1e-12, 0, 0, 0, -1e-12]])
+    assert model.geometry.zeros_allowed()
+    np.testing.assert_allclose(loss.per_sample(theta, row), loss.per_sample(theta, near), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(
+        loss.value_and_grad(theta, row)[1], loss.value_and_grad(theta, near)[1], rtol=1e-9, atol=1e-10
+    )
+    with pytest.raises(ValueError, match=r"last part > 0.*row 0, column 4 \(u4\)"):
+        loss.value(theta, np.array([[0.2, 0.3, 0.2, 0.3, 0.0]]))
+    x, y = sp.symbols("x y", positive=True)
+    k = sp.Symbol("k", real=True)
+    logs = symsm.Model(k * sp.log(x + sp.Rational(1, 2)), [x, y], [k], name="log_tilt", domain="simplex", transform="alr")
+    assert not logs.geometry.zeros_allowed()
+    with pytest.raises(ValueError, match=r"entries > 0 .*row 0, column 0 \(x\)"):
+        symsm.fit(logs, np.array([[0.0, 1.0], [0.5, 0.5], [0.3, 0.7]]))
+
+
+def test_windham_bad_input(loss) -> None:
+    with pytest.raises(ValueError, match="tol must be a number > 0"):
+        symsm.Windham(0.5, tol=0)
+    with pytest.raises(ValueError, match="maxiter must be an integer ≥ 1"):
+        symsm.Windham(0.5, maxiter=0)
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        symsm.Windham(0.5, criterion="scorematchingad")
+    u = np.full((10, 5), 0.2)
+    with pytest.raises(ValueError, match="c has an unknown parameter 'B'; groups"):
+        symsm.fit(loss, u, robust=symsm.Windham({"B": 1.0}))
+    with pytest.raises(ValueError, match=r"c\['A'\] must be a number"):
+        symsm.fit(loss, u, robust=symsm.Windham({"A": "big"}))
+    with pytest.raises(ValueError, match="finite and ≥ 0"):
+        symsm.fit(loss, u, robust=symsm.Windham({"A_0_0": -1.0}))
+    with pytest.raises(ValueError, match=r"start must be finite with one entry per parameter \(14\)"):
+        symsm.fit(loss, u, robust=symsm.Windham(0.5, start=np.zeros(3)))
+    with pytest.raises(ValueError, match="missing parameters: beta"):
+        symsm.fit(loss, u, robust=symsm.Windham(0.5, start={"A": np.zeros((4, 4))}))
