@@ -160,7 +160,9 @@ def test_zero_parts_under_alr(model, loss) -> None:
         loss.value(theta, np.array([[0.2, 0.3, 0.2, 0.3, 0.0]]))
     x, y = sp.symbols("x y", positive=True)
     k = sp.Symbol("k", real=True)
-    logs = symsm.Model(k * sp.log(x + sp.Rational(1, 2)), [x, y], [k], name="log_tilt", domain="simplex", transform="alr")
+    logs = symsm.Model(
+        k * sp.log(x + sp.Rational(1, 2)), [x, y], [k], name="log_tilt", domain="simplex", transform="alr"
+    )
     assert not logs.geometry.zeros_allowed()
     with pytest.raises(ValueError, match=r"entries > 0 .*row 0, column 0 \(x\)"):
         symsm.fit(logs, np.array([[0.0, 1.0], [0.5, 0.5], [0.3, 0.7]]))
