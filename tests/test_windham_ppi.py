@@ -186,3 +186,35 @@ def test_windham_bad_input(loss) -> None:
         symsm.fit(loss, u, robust=symsm.Windham(0.5, start=np.zeros(3)))
     with pytest.raises(ValueError, match="missing parameters: beta"):
         symsm.fit(loss, u, robust=symsm.Windham(0.5, start={"A": np.zeros((4, 4))}))
+
+
+@pytest.mark.parametrize("domain", ["sphere", "alr"])
+def test_row_weighted_quadratic_form_of_a_large_model(domain) -> None:
+    """A model large enough for the per-row features kernel (quadratic_rows, not quadratic_sums): integer weights
+    give the quadratic form of the repeated rows — on the sphere (rows with their weights h, here ±1) and after
+    alr (rows without)."""
+    from itertools import combinations, combinations_with_replacement
+
+    from symsm.runtime.accumulate import quadratic_form
+
+    # P = 21 (alr, 5 coordinates) or 20 (sphere, 5 + 1 rows): past QUADRATIC_SUMS_MAX_TERMS
+    if domain == "alr":
+        xs = sp.symbols("x0:6", positive=True)
+        monomials = [a * b for a, b in combinations(xs, 2)] + [sp.log(x) for x in xs]
+    else:
+        xs = sp.symbols("x0:5", real=True)
+        monomials = [sp.Mul(*c) for k in (1, 2) for c in combinations_with_replacement(xs, k)]
+    theta = sp.symbols(f"t0:{len(monomials)}", real=True)
+    log_f = sp.Add(*[t * m for t, m in zip(theta, monomials, strict=True)])
+    kw = {"domain": "sphere"} if domain == "sphere" else {"domain": "simplex", "transform": "alr"}
+    loss = symsm.Model(log_f, list(xs), list(theta), name=f"quadratic_{domain}", **kw).compile()
+    assert hasattr(loss.fit_module, "quadratic_rows") and not hasattr(loss.fit_module, "quadratic_sums")
+    rng = np.random.default_rng(5)
+    X = np.abs(rng.normal(size=(40, len(xs))))
+    X = X / (np.linalg.norm(X, axis=1, keepdims=True) if domain == "sphere" else X.sum(axis=1, keepdims=True))
+    reps = rng.integers(0, 4, size=40)
+    A_w, b_w, c_w = quadratic_form(loss, X, reps.astype(float))
+    A_r, b_r, c_r = quadratic_form(loss, np.repeat(X, reps, axis=0))
+    np.testing.assert_allclose(A_w, A_r, rtol=1e-10, atol=1e-12 * np.abs(A_r).max())
+    np.testing.assert_allclose(b_w, b_r, rtol=1e-10, atol=1e-12 * np.abs(b_r).max())
+    assert c_w == pytest.approx(c_r, rel=1e-10)
