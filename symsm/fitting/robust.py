@@ -10,11 +10,14 @@ weighted fit gives them.
 
 Against scorematchingad's `Windham()`: the weights are the same whenever its density has no base measure
 outside θ (its PPI: w ∝ exp(u_Lᵀ(c∘A)u_L) when c is 0 on β) — symsm divides by f(x; 0) so that the identity
-above holds for any base measure. Its defaults differ in where the iteration starts and when it stops:
+above holds for any base measure, and substitutes c∘θ into the formula, so a term whose c_k is 0 vanishes
+exactly (0·log 0 at a zero part is 0). The defaults differ in where the iteration starts and when it stops:
 scorematchingad starts at a given θ and stops at max |Δθ| < tol (absolute) or after MaxIter steps; symsm starts
 at the unweighted fit and stops on the change relative to max(1, max |θ|), which does not depend on the scale
-of θ (PPI's A has entries ~10⁵, where an absolute 1e-10 is below rounding). `Windham(start=θ₀,
-criterion="absolute", maxiter=n)` is scorematchingad's convention (tests/test_windham_ppi.py).
+of θ (PPI's A has entries ~10⁵, where an absolute 1e-10 is a few units in the last place, so the iteration
+count depends on rounding). `Windham(c, start=θ₀, criterion="absolute", maxiter=n)` is scorematchingad's
+convention. The start matters: the map can have several fixed points (on the TCAP microbiome data the
+unweighted fit leads to a different one from Scealy et al.'s start; tests/test_windham_ppi.py).
 
 Standard errors are not given (the sandwich of the fixed point needs the derivative of the weights).
 """
@@ -72,7 +75,8 @@ class Windham:
 @dataclass(repr=False)
 class WindhamResult(FitResult):
     """`symsm.fit(..., robust=Windham(c))`: θ at the Windham fixed point (no SEs), with the tuning constants,
-    the final row weights (normalised to mean 1), the iterations and the last relative change of θ."""
+    the final row weights (normalised to mean 1), the iterations and the last change of θ (`Windham.criterion`);
+    `converged` is False when maxiter stopped the iteration first."""
 
     tuning: np.ndarray = field(default_factory=lambda: np.zeros(0))
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
