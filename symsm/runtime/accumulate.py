@@ -195,8 +195,9 @@ def quadratic_form(loss: CompiledLoss, X: Any, weights: Any = None) -> tuple[np.
     [0, ∞)ᵈ). Small models: one reduction kernel sums A's upper
     triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
     With observation weights w (checked by the caller) every mean is Σ w_t(·)/Σ w_t: the features' rows are
-    weighted, or, for the reduction kernel, it runs on one row at a time (the sparse quadratic form,
-    symsm/runtime/sparse.py, is the fast weighted path on ℝᵈ; this one serves every domain).
+    weighted, or, for the reduction kernel, it runs on one row at a time — exact but call-bound
+    (benchmarks/WEIGHTED_MANIFOLD.md); the sparse quadratic form, symsm/runtime/sparse.py, is the fast weighted
+    path on ℝᵈ, this one serves the sphere and the simplex.
     """
     _require_quadratic(loss)
     if is_variant(loss):
