@@ -140,7 +140,9 @@ def tilt_log_density(model: Model, tuning: np.ndarray) -> Any:
     cancels symbolically."""
     import sympy as sp
 
-    scaled = model.log_f.xreplace({p: sp.Float(float(ck)) * p for p, ck in zip(model.params, tuning, strict=True)})
+    scaled = model.log_f.xreplace(
+        {p: sp.Float(float(ck)) * p if ck != 0 else sp.S.Zero for p, ck in zip(model.params, tuning, strict=True)}
+    )
     expr = sp.expand(scaled - model.log_f.xreplace(dict.fromkeys(model.params, 0)))
     fn = sp.lambdify([list(model.params), list(model.data)], expr, modules="numpy")
 
@@ -170,9 +172,7 @@ def _relation(converged: bool, relative: bool) -> str:
 
 
 def _start(model: Model, start: Any) -> np.ndarray:
-    if isinstance(start, Mapping):
-        return model.pack(start)
-    arr = np.asarray(start, dtype=np.float64)
+    arr = model.pack(start) if isinstance(start, Mapping) else np.asarray(start, dtype=np.float64)
     if arr.shape != (model.n_params,) or not np.all(np.isfinite(arr)):
         raise ValueError(
             f"Windham: start must be finite with one entry per parameter ({model.n_params}), got shape {arr.shape}"
