@@ -89,6 +89,9 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
     d = arr.shape[1]
     ones = np.ones(d, dtype=arr.dtype)
     positive = model.domain == "simplex" and (geometry.transform == "alr" or geometry.weight_name == "ones")
+    # alr with a score polynomial in u takes zeros in all but the last part (Geometry.zeros_allowed; asked only
+    # when a zero turns up: it differentiates log f)
+    last_only = False
     step = max(1, _FINITE_CHUNK // d)
     for start in range(0, arr.shape[0], step):
         chunk = arr[start : start + step]
@@ -106,10 +109,22 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
                 )
             continue
         low = np.min(chunk)
-        if low < 0 or (positive and low == 0):
-            flat = (chunk <= 0 if positive else chunk < 0).reshape(-1)
+        if positive and low == 0 and not last_only and geometry.transform == "alr":
+            last_only = geometry.zeros_allowed()
+        if low < 0 or (positive and low == 0 and not (last_only and np.min(chunk[:, -1]) > 0)):
+            bad_mask = chunk <= 0 if positive else chunk < 0
+            if last_only:
+                bad_mask = chunk < 0
+                bad_mask[:, -1] |= chunk[:, -1] == 0
+            flat = bad_mask.reshape(-1)
             row, col = divmod(int(np.argmax(flat)), d)
-            need = "> 0 (alr and the unweighted sqrt map take logs or divide by them)" if positive else ">= 0"
+            if last_only:
+                need = ">= 0, and the last part > 0 (alr divides by it)"
+            elif positive:
+                need = "> 0 (alr and the unweighted sqrt map take logs or divide by them"
+                need += "; alr takes zeros in all but the last part when its score is a polynomial in u)"
+            else:
+                need = ">= 0"
             raise ValueError(
                 f"{name} has a row outside the simplex (domain='simplex' needs entries {need}); the first is row "
                 f"{start + row}, column {col} ({model.data_names[col]}): {float(chunk[row, col])!r}"

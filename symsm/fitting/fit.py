@@ -53,6 +53,7 @@ def register_variant(keyword: str, entry: Any) -> None:
 METHODS = ("auto", "closed_form", "lbfgs")
 HESSIAN_METHODS = ("auto", "exact", "central_differences")
 POSITIVE_LOWER_BOUND = 1e-10  # L-BFGS-B bound for parameters declared positive (their domain is open)
+DEAD_DIAGONAL = 64 * float(np.finfo(np.float64).eps)  # a Hessian diagonal entry this small against the largest is 0
 IDENTIFICATION_RCOND = 1e-10  # smallest/largest eigenvalue of the scaled Hessian below which θ is unidentified
 #: structured-path fits with more parameters skip the Newton steps and standard errors by default: H takes 2P
 #: gradient passes over X, V N·P² operations (per-row gradients from the block program, runtime/accumulate.py)
@@ -342,6 +343,11 @@ def _quadratic_form(loss: CompiledLoss, data: _Data) -> tuple[np.ndarray, np.nda
     from ..runtime.sparse import weighted_quadratic_form
 
     if data.weights is not None:
+        if loss.derivation.manifold is not None or loss.model.domain in ("sphere", "simplex"):
+            # the sparse form is written for ℝᵈ-like domains; the loss's own kernels, row-weighted, for these
+            from ..runtime.accumulate import quadratic_form as row_weighted
+
+            return row_weighted(loss, data.host, data.weights)
         return weighted_quadratic_form(loss, data.host, data.weights)
     mdl = loss.model
     sparse_ok = not is_variant(loss) and isinstance(data.host, np.ndarray) and isinstance(data.rows, np.ndarray)
@@ -624,7 +630,10 @@ def _check_identified(H: np.ndarray, names: list[str], what: str, n: int) -> Non
         raise IdentificationError(f"{what} has non-finite entries: the data or θ̂ are outside the model's domain")
     diag = np.diag(H).copy()
     top = float(np.max(np.abs(diag))) if diag.size else 0.0
-    dead = [nm for nm, v in zip(names, diag, strict=True) if not v > IDENTIFICATION_RCOND * top]
+    # zero up to rounding only: a diagonal entry's size against the others is a matter of θ's units (a PPI's
+    # A multiplies u², 10⁻⁶ of β's log u on microbiome data, less under Windham weights); the scaled
+    # eigenvalues below judge the rest
+    dead = [nm for nm, v in zip(names, diag, strict=True) if not v > DEAD_DIAGONAL * top]
     if dead:
         raise IdentificationError(
             f"the data (N = {n}) do not identify {', '.join(dead)}: J̃ does not change with "

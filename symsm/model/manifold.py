@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import sympy as sp
@@ -71,6 +72,13 @@ class Geometry:
     #: exact rewrites applied before `back` when writing derivatives in the data (alr: 1 + Σ e^y → 1/u_d,
     #: e^{y_i} → u_i/u_d), so that they read in u
     rewrites: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+
+    def zeros_allowed(self) -> bool:
+        """Whether zero parts u_j (j < d) are data: alr only, when the score in y written in u is a polynomial
+        in u. Then so is the integrand (∂u_k/∂y_j = u_k(δ_kj − u_j) is one too), and a row on the face u_j = 0
+        gets the limit of its value from inside the simplex — scorematchingad's alr fits of compositions with
+        zeros. The last part, the alr denominator, stays > 0."""
+        return self.transform == "alr" and _score_is_polynomial_in_data(self)
 
     def canonical(self) -> list[str]:
         """What enters the model's cache key beyond log f and the domain."""
@@ -118,6 +126,20 @@ def _custom_weight(weight: Any, data: tuple[sp.Symbol, ...]) -> sp.Expr:
     if extra:
         raise ModelError(f"weight h(x) must depend on the data only; it also uses {sorted(map(str, extra))}")
     return expr
+
+
+@lru_cache(maxsize=64)
+def _score_is_polynomial_in_data(geometry: Geometry) -> bool:
+    back = dict(zip(geometry.coords, geometry.back, strict=True))
+    data = sorted({s for b in geometry.back for s in b.free_symbols}, key=str)
+    for yi in geometry.coords:
+        score = sp.diff(geometry.log_f, yi)
+        for old, new in geometry.rewrites:
+            score = score.xreplace({old: new})
+        score = sp.expand(score.xreplace(back))
+        if not score.is_polynomial(*data):
+            return False
+    return True
 
 
 def make_geometry(

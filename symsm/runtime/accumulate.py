@@ -60,13 +60,15 @@ def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
     """A generated module of fitting kernels for `loss.model` (CPU, float64), from the cache.
 
     kind "fit": ``quadratic_rows`` (quadratic objectives) or ``grad_rows``; kind "hessian": the exact
-    ``hessian`` kernel (P ≤ HESSIAN_MAX_PARAMS). Separate modules, so a fit that does not need the exact
-    Hessian never pays for deriving and compiling it. The kernels come from the host backend named by the
+    ``hessian`` kernel (P ≤ HESSIAN_MAX_PARAMS); kind "rows": the fit kernels with the per-row features
+    ``quadratic_rows`` whatever the model's size (row-weighted closed forms of models small enough for
+    ``quadratic_sums``). Separate modules, so a fit that does not need the exact Hessian never pays for
+    deriving and compiling it. The kernels come from the host backend named by the
     loss's backend record (`fit_backend`: the loss's own for a host backend, "llvm" for a device backend —
     the data are on the host here).
     """
-    if kind not in ("fit", "hessian"):
-        raise ValueError(f"kind must be 'fit' or 'hessian', got {kind!r}")
+    if kind not in ("fit", "hessian", "rows"):
+        raise ValueError(f"kind must be 'fit', 'hessian' or 'rows', got {kind!r}")
     if is_variant(loss):
         return _load_objective_fit_module(loss, kind)
     from ..ir.fit_kernels import build_fit_kernels, build_hessian_kernels, quadratic_layout
@@ -74,10 +76,12 @@ def load_fit_module(loss: CompiledLoss, kind: str = "fit") -> ModuleType:
     model = loss.model
     backend = _fit_backend(loss)
     der = loss.derivation
-    layout = quadratic_layout(model.dim, model.n_params) if kind == "fit" and der.is_quadratic else None
+    layout = None
+    if kind != "hessian" and der.is_quadratic:
+        layout = "rows" if kind == "rows" else quadratic_layout(model.dim, model.n_params)
 
     def generate(key: str) -> str:
-        kernels = build_fit_kernels(der, layout) if kind == "fit" else build_hessian_kernels(der)
+        kernels = build_fit_kernels(der, layout) if kind != "hessian" else build_hessian_kernels(der)
         return backend.generate(der, kernels, dtype=np.float64, cache_key=key)
 
     parts = {"model": model.canonical(), "backend": backend.name, "dtype": "float64", "quadratic": layout}
@@ -195,20 +199,29 @@ def _require_quadratic(loss: CompiledLoss) -> None:
         )
 
 
-def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+def quadratic_form(loss: CompiledLoss, X: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray, float]:
     """(A, b, c) with J̃(θ) = ½θᵀAθ + bᵀθ + c exactly, from one pass over X (A: P × P, symmetric).
 
     A = mean Σᵢ aᵢaᵢᵀ with a_ik = ∂(∂ᵢ log f)/∂θ_k (mean Σᵢ hᵢ aᵢaᵢᵀ with the weights of a model on
     [0, ∞)ᵈ). Small models: one reduction kernel sums A's upper
     triangle, b and c₀ per row; large ones: per chunk of rows, A += FᵢᵀFᵢ with BLAS on the features.
+    With observation weights w (checked by the caller) every mean is Σ w_t(·)/Σ w_t: the features' rows are
+    weighted (a model small enough for the reduction kernel gets the features kernel generated on first use,
+    benchmarks/WEIGHTED_MANIFOLD.md); the sparse quadratic form, symsm/runtime/sparse.py, is the weighted path on
+    ℝᵈ, this one serves the sphere and the simplex.
     """
     _require_quadratic(loss)
     if is_variant(loss):
+        if weights is not None:
+            raise NotImplementedError("weights= with a sliced or denoising objective's closed form")
         return _objective_quadratic_form(loss, as_data(loss.model, X))
     data = as_data(loss.model, X)
     d, P = loss.model.dim, loss.model.n_params
     module = loss.fit_module
     unused_theta = np.zeros(P)  # the features do not depend on θ; the kernel signature takes it anyway
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    if w is not None and not hasattr(module, "quadratic_rows"):
+        module = load_fit_module(loss, "rows")
     if hasattr(module, "quadratic_sums"):
         means = np.asarray(module.quadratic_sums(unused_theta, data), dtype=np.float64)
         A = np.empty((P, P))
@@ -230,13 +243,16 @@ def quadratic_form(loss: CompiledLoss, X: Any) -> tuple[np.ndarray, np.ndarray, 
     for start, stop in _chunks(data.shape[0], width):
         out = buf[: stop - start]
         module.quadratic_rows(unused_theta, data[start:stop], out)
+        wt = None if w is None else w[start:stop]
         for i in range(d):
             F = out[:, i * P : (i + 1) * P]
-            A += (F * out[:, d * P + P + 1 + i, None]).T @ F if weighted else F.T @ F
-        sums = _column_sums(out)
+            h = out[:, d * P + P + 1 + i] if weighted else None
+            h = wt if h is None else (h if wt is None else h * wt)
+            A += F.T @ F if h is None else (F * h[:, None]).T @ F
+        sums = _column_sums(out) if wt is None else wt @ out
         b += sums[d * P : d * P + P]
         c += float(sums[d * P + P])
-    n = data.shape[0]
+    n = data.shape[0] if w is None else float(w.sum())
     A /= n
     A = (A + A.T) / 2  # exactly symmetric (BLAS may round the two triangles differently)
     return A, b / n, c / n
