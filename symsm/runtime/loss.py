@@ -147,7 +147,7 @@ class CompiledLoss:
             from .moments import moment_points
 
             if not checked:
-                data = as_data(self.model, data, dtype=self.dtype)
+                check_data_finite(self.model, data)  # (with the objective's extra columns, if any)
 
             return moment_points(data).astype(self.dtype)
         return data
