@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -84,11 +85,12 @@ def _build(domain: str, positive: bool, d: int, dtype: str) -> ir.Module:
 
 
 @cache
-def _function(domain: str, positive: bool, d: int, dtype: str) -> ctypes._CFuncPtr:
+def _function(domain: str, positive: bool, d: int, dtype: str) -> Callable[[int, int], int]:
     with _lock:
         obj = compile_module(_build(domain, positive, d, dtype))
         address = _load_object(obj, ["symsm_domaincheck"])["symsm_domaincheck"]
-        return ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64)(address)
+        fn: Callable[[int, int], int] = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64)(address)
+        return fn
 
 
 def rows_on_manifold(arr: np.ndarray, domain: str, positive: bool = False) -> bool:
