@@ -151,3 +151,36 @@ def test_bad_arguments() -> None:
         dirichlet(transform="alr", weight="minsq")
     with pytest.raises(ModelError, match="weight on the simplex must be one of"):
         dirichlet(transform="sqrt", weight="u0**2")
+
+
+@pytest.mark.parametrize("name", ["ppi_5d", "dirichlet_minsq"])
+def test_compact_boundary_integrand_equals_the_expanded_one(name) -> None:
+    """The compact integrand under a boundary weight (`ManifoldParts.boundary_integrand`) against the plain
+    integrand expanded with its θ-free terms dropped, at random points; for the PPI (β fixed: the θ-terms of the
+    score carry z_j) also at points with a zero coordinate, where the compact form must stay finite."""
+    from symsm.derive.derivation import ManifoldParts
+    from symsm.model.modelfile import load_model
+
+    model = load_model("ppi_5d") if name == "ppi_5d" else dirichlet(transform="sqrt", weight="minsq", a_c=0.1)
+    geometry, params = model.geometry, tuple(model.params)
+    parts = ManifoldParts.derive(geometry, params)
+    table: dict = {}
+    plain = ManifoldParts.integrand(geometry, parts.score, parts.hessian_diag, table)
+    expanded = ManifoldParts.without_theta_free_terms(plain, params)
+    hidden = dict(parts.hidden)
+    assert sorted(map(str, table)) == sorted(map(str, hidden.values()))  # the same weight pieces
+    same = {table[expr]: sym for sym, expr in parts.hidden}  # each piece's symbol in `expanded` → in the compact
+    symbols = [*geometry.coords, *params, *hidden]
+    compact_f = sp.lambdify(symbols, parts.objective, "math")
+    expanded_f = sp.lambdify(symbols, expanded.xreplace(same), "math")
+    rng = np.random.default_rng(7)
+    zero_coords = range(len(geometry.coords)) if name == "ppi_5d" else []
+    for trial in range(20):
+        v = rng.uniform(0.05, 1.0, len(symbols))
+        v[len(geometry.coords) : len(geometry.coords) + len(params)] = rng.normal(size=len(params))
+        for j in [None, *zero_coords]:
+            if j is not None:
+                v[j] = 0.0
+            a, b = compact_f(*v), expanded_f(*v)
+            assert np.isfinite(a), (trial, j)
+            assert a == pytest.approx(b, rel=1e-12, abs=1e-12 * (1 + abs(b))), (trial, j)

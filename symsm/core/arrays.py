@@ -41,12 +41,22 @@ def as_theta(model: Model, theta: Any, *, name: str = "theta", check_positive: b
     return arr
 
 
-def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, check_finite: bool = True) -> np.ndarray:
+def as_data(
+    model: Model,
+    X: Any,
+    *,
+    name: str = "X",
+    dtype: Any = np.float64,
+    check_finite: bool = True,
+    check_manifold: bool = True,
+) -> np.ndarray:
     """X as a C-contiguous (N, d) array of `dtype` with N ≥ 1 and finite values, inside the model's domain
     (no negative entries for domain "nonnegative").
 
     `check_finite=False` leaves the finiteness to the caller: for a kernel that checks it in its own pass
-    over X (symsm/backends/llvm/native.py, `SumKernel`), the caller then reports with `check_data_finite`."""
+    over X (symsm/backends/llvm/native.py, `SumKernel`), the caller then reports with `check_data_finite`;
+    `check_manifold=False` the same for the rows of the sphere or the simplex (a compiled pass that tests them
+    in one read, symsm/backends/llvm/domaincheck.py)."""
     d = model.dim
     expected = f"(N, {d}) with columns [{', '.join(model.data_names)}]"
     arr = _as_real_array(X, name, expected)
@@ -73,7 +83,7 @@ def as_data(model: Model, X: Any, *, name: str = "X", dtype: Any = np.float64, c
             )
     elif domain == "box":
         _check_box(model, arr, name)
-    elif domain in ("sphere", "simplex"):
+    elif domain in ("sphere", "simplex") and check_manifold:
         _check_manifold_rows(model, arr, name)
     return arr
 
@@ -88,7 +98,7 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
     assert geometry is not None  # domains "sphere" and "simplex" have one
     d = arr.shape[1]
     ones = np.ones(d, dtype=arr.dtype)
-    positive = model.domain == "simplex" and (geometry.transform == "alr" or geometry.weight_name == "ones")
+    positive = needs_positive(model)
     # alr with a score polynomial in u takes zeros in all but the last part (Geometry.zeros_allowed; asked only
     # when a zero turns up: it differentiates log f)
     last_only = False
@@ -137,6 +147,17 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
                 f"the first is row {start + int(bad[0])}, with sum {float(sums[bad[0]])!r} — divide each row by its "
                 "sum"
             )
+
+
+def needs_positive(model: Model) -> bool:
+    """Whether the model's simplex rows need entries > 0 rather than ≥ 0 (alr and the unweighted sqrt map take
+    logs of them or divide by them)."""
+    geometry = model.geometry
+    return (
+        model.domain == "simplex"
+        and geometry is not None
+        and (geometry.transform == "alr" or geometry.weight_name == "ones")
+    )
 
 
 def _check_box(model: Model, arr: np.ndarray, name: str) -> None:

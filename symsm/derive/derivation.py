@@ -107,9 +107,10 @@ class ManifoldParts:
         score = tuple(tidy(sp.diff(g, zi)) for zi in z)
         hd = tuple(tidy(sp.diff(s, zi)) for s, zi in zip(score, z, strict=True))
         table: dict[sp.Expr, sp.Symbol] = {}
-        objective = cls.integrand(geometry, score, hd, table)
         if cls.boundary_safe(geometry):
-            objective = cls.without_theta_free_terms(objective, params)
+            objective = cls.boundary_integrand(geometry, score, params, table)
+        else:
+            objective = cls.integrand(geometry, score, hd, table)
         hidden = tuple((sym, expr) for expr, sym in table.items())
         return cls(geometry, params, score, hd, objective, hidden)
 
@@ -133,6 +134,42 @@ class ManifoldParts:
         theta = set(params)
         terms = sp.Add.make_args(sp.expand(objective))
         return sp.Add(*[t for t in terms if t.free_symbols & theta])
+
+    @staticmethod
+    def boundary_integrand(
+        geometry: Any, score: Sequence[sp.Expr], params: Sequence[sp.Symbol], table: dict[sp.Expr, sp.Symbol]
+    ) -> sp.Expr:
+        """`without_theta_free_terms(integrand(...))` in a compact form: the same function of z and θ, with
+        about a quarter of the operations after common subexpressions (the expanded form is a sum of
+        hundreds of monomials, each its own products).
+
+        Each score splits as sⱼ = pⱼ + qⱼ, pⱼ its terms with θ, qⱼ those without (c_j/z_j: the Jacobian,
+        u_j^β). The integrand is a quadratic in s; its terms in q alone are θ-free and dropped, as the expanded
+        form drops them. What is left holds q only in zⱼqⱼ and pⱼqⱼ, each expanded on its own so that z_j
+        cancels against 1/z_j exactly (a = Σzⱼsⱼ = a_p + a_q):
+
+            h[½(Σpⱼ² + 2Σpⱼqⱼ − a_p² − 2a_p a_q) + Σ∂ⱼpⱼ − (Σzⱼ∂ⱼa_p − a_p) − (m − 1)a_p] + Σ∂ⱼh pⱼ − (zᵀ∇h)a_p,
+
+        finite at z_j = 0 wherever pⱼ is (θ-dependent terms of the score without 1/z_j: β fixed).
+        """
+        z, theta = geometry.coords, set(params)
+        p, q = [], []
+        for s in score:
+            terms = sp.Add.make_args(sp.expand(s))
+            p.append(sp.Add(*[t for t in terms if t.free_symbols & theta]))
+            q.append(sp.Add(*[t for t in terms if not t.free_symbols & theta]))
+        half = sp.Rational(1, 2)
+        a_p = sp.Add(*[zi * pi for zi, pi in zip(z, p, strict=True)])
+        a_q = sp.Add(*[sp.expand(zi * qi) for zi, qi in zip(z, q, strict=True)])
+        pq = sp.Add(*[sp.expand(pi * qi) for pi, qi in zip(p, q, strict=True)])
+        zhz = sp.Add(*[zi * sp.diff(a_p, zi) for zi in z]) - a_p
+        divergence = sp.Add(*[sp.diff(pi, zi) for pi, zi in zip(p, z, strict=True)])
+        squares = sp.Add(*[pi**2 for pi in p])
+        core = half * (squares + 2 * pq - a_p**2 - 2 * a_p * a_q) + divergence - zhz - (len(z) - 1) * a_p
+        h = _hide_piecewise(geometry.weight, table)
+        dh = [_hide_piecewise(sp.diff(geometry.weight, zi), table) for zi in z]
+        za = sp.Add(*[zi * dhi for zi, dhi in zip(z, dh, strict=True)])
+        return h * core + sp.Add(*[dhi * pi for dhi, pi in zip(dh, p, strict=True)]) - za * a_p
 
     @staticmethod
     def integrand(

@@ -102,8 +102,8 @@ class ModelGraph:
             self.log_f = g.substitute(self.log_f, mapping, memo)
         self.x = data_x
         if parts is not None:
-            # zeros allowed (sqrt map under a boundary weight): the integrand in the expanded form that is
-            # finite at z_j = 0 (`ManifoldParts.without_theta_free_terms`), from sympy
+            # zeros allowed (sqrt map under a boundary weight): the integrand in the compact form that is
+            # finite at z_j = 0 (`ManifoldParts.boundary_integrand`), from sympy
             self.integrand = g.from_sympy(parts.in_data((parts.objective,))[0])
 
     def degree_in_data(self) -> float:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.arrays import as_data, as_theta, check_data_finite
+from ..core.arrays import as_data, as_theta, check_data_finite, needs_positive
 from ..core.errors import NonFiniteDataError
 from . import placement
 
@@ -164,7 +164,20 @@ class CompiledLoss:
             and not self._has_aux()
         ):
             dtype = np.dtype(np.float64)  # the kernels round the rows as they read them: no float32 copy of X
-        return th, self._with_aux(as_data(self.model, X, dtype=dtype, check_finite=check_finite))
+        return th, self._with_aux(self._data(X, dtype, check_finite))
+
+    def _data(self, X: Any, dtype: np.dtype, check_finite: bool) -> np.ndarray:
+        """`as_data`; on the sphere and the simplex the rows' domain test and the finiteness test are one compiled
+        pass (a row on the domain by that test has finite entries), numpy's checks only where it fails: their
+        error names the first offending row (symsm/backends/llvm/domaincheck.py)."""
+        if self.model.domain not in ("sphere", "simplex"):
+            return as_data(self.model, X, dtype=dtype, check_finite=check_finite)
+        from ..backends.llvm.domaincheck import rows_on_manifold
+
+        arr = as_data(self.model, X, dtype=dtype, check_finite=False, check_manifold=False)
+        if rows_on_manifold(arr, self.model.domain, needs_positive(self.model)):
+            return arr
+        return as_data(self.model, arr, dtype=dtype, check_finite=check_finite)
 
     def _with_aux(self, data: np.ndarray) -> np.ndarray:
         """The data with the objective's auxiliary per-row inputs appended as extra columns (if any)."""
