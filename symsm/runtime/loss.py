@@ -144,12 +144,15 @@ class CompiledLoss:
         `checked`: whether `data` was tested for non-finite entries (the moments need it)."""
         n, d = data.shape
         if n > 2 * d and getattr(self._module, "QUADRATIC_IN_DATA", False):
-            from .moments import moment_points
+            from .moments import matching_points, moments
 
-            if not checked:
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite rows are reported just below
+                mean, cov = moments(data)
+            # unchecked rows: the moments are finite whenever the rows are (a non-finite entry makes its sums
+            # non-finite), so the exact test runs only where they are not, for X's own error
+            if not checked and not (np.isfinite(mean).all() and np.isfinite(cov).all()):
                 check_data_finite(self.model, data)  # (with the objective's extra columns, if any)
-
-            return moment_points(data).astype(self.dtype)
+            return matching_points(mean, cov).astype(self.dtype)
         return data
 
     def _inputs(self, theta: Any, X: Any, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
