@@ -53,8 +53,8 @@ class Windham:
     {group or parameter name: number} (unnamed parameters get 0, which leaves them out of the weights and of
     the correction); tol: the stopping threshold; maxiter: at most this many reweighted fits (the result is
     the last iterate, `converged=False`, when the threshold was not met); start: θ at which the iteration
-    starts (None: the unweighted fit); criterion: "relative" (max |Δθ| / max(1, max |θ|) ≤ tol) or "absolute"
-    (max |Δθ| < tol, scorematchingad's FixedPoint convention).
+    starts (None: the unweighted fit); criterion: "relative" (``max |Δθ| / max(1, max |θ|) ≤ tol``) or
+    "absolute" (``max |Δθ| < tol``, scorematchingad's FixedPoint convention).
     """
 
     c: Any = 0.1
