@@ -13,7 +13,7 @@ import pytest
 import sympy as sp
 
 import symsm
-from symsm.backends.llvm.domaincheck import BLOCK_ROWS, rows_on_manifold
+from symsm.backends.llvm.domaincheck import BLOCK_ROWS, GROUP, rows_on_manifold
 
 
 def _reference(arr: np.ndarray, domain: str, positive: bool) -> bool:
@@ -62,6 +62,21 @@ def test_agrees_with_numpy_on_good_and_spoiled_rows(domain: str, d: int, dtype: 
             bad[where] = spoil(X[where].astype(np.float64)).astype(dtype)
             for positive in (False, True):
                 assert rows_on_manifold(bad, domain, positive) is _reference(bad, domain, positive), (where, positive)
+
+
+@pytest.mark.parametrize("domain", ["sphere", "simplex"])
+def test_every_lane_and_the_tail_rows(domain: str) -> None:
+    """Rows are tested GROUP at a time as SIMD lanes, the last N mod GROUP one by one: a spoiled row is caught in
+    every position of short inputs (each lane of a group, each tail row)."""
+    rng = np.random.default_rng(7)
+    for n in range(1, 2 * GROUP + 2):
+        X = _rows(domain, n, 5, np.float64, rng)
+        assert rows_on_manifold(X, domain) is _reference(X, domain, False) is True
+        for where in range(n):
+            for value in (np.nan, -0.5, 2.0):
+                bad = X.copy()
+                bad[where, 2] = value
+                assert rows_on_manifold(bad, domain) is _reference(bad, domain, False) is False, (n, where, value)
 
 
 def test_declines_what_it_does_not_test() -> None:

@@ -13,9 +13,11 @@ that a NaN or ±∞ anywhere fails it:
 * simplex: every xⱼ ≥ 0 (> 0 where the method needs it) and |Σ xⱼ − 1| ≤ tol (entries ≥ 0 and a finite sum:
   all finite).
 
-tol = √ε of the dtype, as in symsm.core.arrays. The loop is scalar over rows with the d entries unrolled
-(d is fixed per function); one function per (domain, positive, d, dtype), compiled on first use and kept;
-the rows split into blocks on the kernels' threads (symsm.core.threads).
+tol = √ε of the dtype, as in symsm.core.arrays. The loop takes GROUP rows at a time as SIMD lanes (their
+GROUP·d contiguous entries loaded at once, each column a shuffle; the same sums in the same order as one row at a
+time), the last N mod GROUP rows one by one, with the d entries unrolled (d is fixed per function); one function
+per (domain, positive, d, dtype), compiled on first use and kept; the rows split into blocks on the kernels'
+threads (symsm.core.threads).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ I64 = ir.IntType(64)
 MAX_DIM = 64  # the unrolled row body: wider data keep numpy's pass
 BLOCK_ROWS = 1 << 15  # rows per block at least (a block is one call from one of the kernels' threads)
 MAX_BLOCKS = 16
+GROUP = 4  # rows tested together, one per SIMD lane
 _lock = threading.Lock()
 
 
@@ -47,41 +50,86 @@ def _build(domain: str, positive: bool, d: int, dtype: str) -> ir.Module:
     module = ir.Module(name=f"symsm_domaincheck_{domain}_{d}_{dtype}")
     fn = ir.Function(module, ir.FunctionType(I64, [ir.PointerType(ctype), I64]), name="symsm_domaincheck")
     x_p, n = fn.args
-    entry, loop, done = fn.append_basic_block("entry"), fn.append_basic_block("loop"), fn.append_basic_block("done")
+    entry = fn.append_basic_block("entry")
+    vloop, vdone = fn.append_basic_block("vloop"), fn.append_basic_block("vdone")
+    loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
     b = ir.IRBuilder(entry)
-    b.cbranch(b.icmp_signed(">", n, ir.Constant(I64, 0)), loop, done)
+    wide = ir.VectorType(ctype, GROUP)
+    group = ir.Constant(I64, GROUP)
+    n_wide = b.mul(b.sdiv(n, group), group)  # rows [0, n_wide) in groups of GROUP, the rest one at a time
+    b.cbranch(b.icmp_signed(">", n_wide, ir.Constant(I64, 0)), vloop, vdone)
+
+    # GROUP rows at once: their GROUP·d contiguous entries as one vector, column j by a shuffle (lanes are
+    # rows), the same test on vectors of GROUP rows
+    b.position_at_end(vloop)
+    vi = b.phi(I64, "vi")
+    vok = b.phi(ir.VectorType(I1, GROUP), "vok")
+    vi.add_incoming(ir.Constant(I64, 0), entry)
+    vok.add_incoming(ir.Constant(ir.VectorType(I1, GROUP), [1] * GROUP), entry)
+    ptr = b.bitcast(b.gep(x_p, [b.mul(vi, ir.Constant(I64, d))]), ir.PointerType(ir.ArrayType(ctype, GROUP * d)))
+    block = b.load(b.bitcast(ptr, ir.PointerType(ir.VectorType(ctype, GROUP * d))), align=np.dtype(dtype).itemsize)
+    undef = ir.Constant(ir.VectorType(ctype, GROUP * d), ir.Undefined)
+    columns = [
+        b.shuffle_vector(
+            block, undef, ir.Constant(ir.VectorType(ir.IntType(32), GROUP), [j + k * d for k in range(GROUP)])
+        )
+        for j in range(d)
+    ]
+    vok_next = b.and_(vok, _row_test(b, columns, domain, positive, wide, tol))
+    vi_next = b.add(vi, group)
+    vi.add_incoming(vi_next, vloop)
+    vok.add_incoming(vok_next, vloop)
+    b.cbranch(b.icmp_signed("<", vi_next, n_wide), vloop, vdone)
+
+    b.position_at_end(vdone)
+    lanes = b.phi(ir.VectorType(I1, GROUP), "lanes")
+    lanes.add_incoming(ir.Constant(ir.VectorType(I1, GROUP), [1] * GROUP), entry)
+    lanes.add_incoming(vok_next, vloop)
+    wide_ok = b.extract_element(lanes, ir.Constant(ir.IntType(32), 0))
+    for k in range(1, GROUP):
+        wide_ok = b.and_(wide_ok, b.extract_element(lanes, ir.Constant(ir.IntType(32), k)))
+    b.cbranch(b.icmp_signed("<", n_wide, n), loop, done)
+
     b.position_at_end(loop)
     i = b.phi(I64, "i")
     ok = b.phi(I1, "ok")
-    i.add_incoming(ir.Constant(I64, 0), entry)
-    ok.add_incoming(ir.Constant(I1, 1), entry)
+    i.add_incoming(n_wide, vdone)
+    ok.add_incoming(wide_ok, vdone)
     base = b.mul(i, ir.Constant(I64, d))
-    total = ir.Constant(ctype, 0.0)
-    row_ok = ir.Constant(I1, 1)
-    zero = ir.Constant(ctype, 0.0)
-    for j in range(d):
-        v = b.load(b.gep(x_p, [b.add(base, ir.Constant(I64, j))]))
-        if domain == "sphere":
-            total = b.fadd(total, b.fmul(v, v))
-        else:
-            total = b.fadd(total, v)
-            row_ok = b.and_(row_ok, b.fcmp_ordered(">" if positive else ">=", v, zero))
-    dev = b.fsub(total, ir.Constant(ctype, 1.0))
-    within = b.and_(
-        b.fcmp_ordered("<=", dev, ir.Constant(ctype, tol)), b.fcmp_ordered(">=", dev, ir.Constant(ctype, -tol))
-    )
-    row_ok = b.and_(row_ok, within)
-    ok_next = b.and_(ok, row_ok)
+    values = [b.load(b.gep(x_p, [b.add(base, ir.Constant(I64, j))])) for j in range(d)]
+    ok_next = b.and_(ok, _row_test(b, values, domain, positive, ctype, tol))
     i_next = b.add(i, ir.Constant(I64, 1))
     i.add_incoming(i_next, loop)
     ok.add_incoming(ok_next, loop)
     b.cbranch(b.icmp_signed("<", i_next, n), loop, done)
+
     b.position_at_end(done)
     result = b.phi(I1, "result")
-    result.add_incoming(ir.Constant(I1, 1), entry)
+    result.add_incoming(wide_ok, vdone)
     result.add_incoming(ok_next, loop)
     b.ret(b.zext(result, I64))
     return module
+
+
+def _row_test(b: ir.IRBuilder, values: list, domain: str, positive: bool, ty: ir.Type, tol: float) -> ir.Value:
+    """The module docstring's test of one row (scalars) or of GROUP rows (vectors of `ty`, one lane a row)."""
+
+    def const(v: float) -> ir.Constant:
+        return ir.Constant(ty, [v] * ty.count) if isinstance(ty, ir.VectorType) else ir.Constant(ty, v)
+
+    total = None
+    row_ok = None
+    for v in values:
+        if domain == "sphere":
+            term = b.fmul(v, v)
+        else:
+            term = v
+            sign = b.fcmp_ordered(">" if positive else ">=", v, const(0.0))
+            row_ok = sign if row_ok is None else b.and_(row_ok, sign)
+        total = term if total is None else b.fadd(total, term)
+    dev = b.fsub(total, const(1.0))
+    within = b.and_(b.fcmp_ordered("<=", dev, const(tol)), b.fcmp_ordered(">=", dev, const(-tol)))
+    return within if row_ok is None else b.and_(row_ok, within)
 
 
 @cache
