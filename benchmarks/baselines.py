@@ -157,7 +157,8 @@ def lambdify_value_and_grad(model: Any, cap_s: float) -> tuple[Callable[[np.ndar
     x, theta = list(model.data), list(model.params)
     info: dict[str, float] = {}
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, cap_s)
+    # repeating every second after the cap: an exception raised inside a gc callback (JAX's) is swallowed
+    signal.setitimer(signal.ITIMER_REAL, cap_s, 1.0)
     try:
         t0 = time.perf_counter()
         scores = [sp.diff(model.log_f, xi) for xi in x]
