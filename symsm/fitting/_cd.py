@@ -1,46 +1,28 @@
-"""Cyclic coordinate descent for J̃ + λ‖θ_S‖₁ on a sparse (CSC) A (numba; loaded through symsm's verified cache
-from a copy of this text, so numba's machine code lands in the private cache directory; see penalized.py)."""
+"""Cyclic coordinate descent for J̃ + λ‖θ_S‖₁ on A kept as blocks of Gram matrices (numba; loaded through
+symsm's verified cache from a copy of this text, so numba's machine code lands in the private cache directory;
+see penalized.py)."""
 
 from __future__ import annotations
 
 import numba
 
 
-@numba.njit(cache=True, nogil=True)
-def coordinate_descent(indptr, indices, data, diag, theta, grad, lam, active, tol, max_sweeps):
-    """Sweeps over `active` until no coordinate moves its own gradient by more than tol; grad (= Aθ + b) is
-    updated in place with the columns of A. Returns the number of sweeps."""
-    for sweep in range(max_sweeps):
-        biggest = 0.0
-        for jj in range(active.size):
-            j = active[jj]
-            a = diag[j]
-            z = theta[j] - grad[j] / a
-            t = lam[j] / a
-            if z > t:
-                new = z - t
-            elif z < -t:
-                new = z + t
-            else:
-                new = 0.0
-            delta = new - theta[j]
-            if delta != 0.0:
-                theta[j] = new
-                for p in range(indptr[j], indptr[j + 1]):
-                    grad[indices[p]] += data[p] * delta
-                change = abs(delta) * a
-                if change > biggest:
-                    biggest = change
-        if biggest <= tol:
-            return sweep + 1
-    return max_sweeps
+@numba.njit(cache=True, nogil=True, inline="always")
+def _soft_threshold(z, t):
+    """The minimiser of ½(u − z)² + t|u| (t ≥ 0): one coordinate's exact update."""
+    if z > t:
+        return z - t
+    if z < -t:
+        return z + t
+    return 0.0
 
 
 @numba.njit(cache=True, nogil=True)
 def coordinate_descent_blocks(
     occ_ptr, occ_block, occ_pos, ptr, cols, fidx, gram, goff, gdim, own, diag, theta, grad, lam, active, tol, max_sweeps
 ):
-    """The same sweeps on A kept as blocks (symsm.runtime.sparse.BlockQuadratic): moving θ_j by δ adds
+    """Sweeps over `active` until no coordinate moves its own gradient by more than tol; grad (= Aθ + b) is
+    updated in place. A is kept as blocks (symsm.runtime.sparse.BlockQuadratic): moving θ_j by δ adds
     δ·G_b[f_l, f_m] to grad at every parameter l of every block b where j sits at position m. `own`: every
     block's rows f are 0, 1, … (each block has its own Gram matrix)."""
     for sweep in range(max_sweeps):
@@ -48,14 +30,7 @@ def coordinate_descent_blocks(
         for jj in range(active.size):
             j = active[jj]
             a = diag[j]
-            z = theta[j] - grad[j] / a
-            t = lam[j] / a
-            if z > t:
-                new = z - t
-            elif z < -t:
-                new = z + t
-            else:
-                new = 0.0
+            new = _soft_threshold(theta[j] - grad[j] / a, lam[j] / a)
             delta = new - theta[j]
             if delta != 0.0:
                 theta[j] = new

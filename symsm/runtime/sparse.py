@@ -17,6 +17,8 @@ kernel — the loss's kernels are untouched (weights of value_and_grad: symsm/ru
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -248,25 +250,67 @@ class BlockQuadratic:
         return self.tocsr().toarray()
 
 
+@dataclass(frozen=True)
+class _RowLayout:
+    """The columns of one row of ``quadratic_sparse_rows``: the distinct coefficients a (`nf`), their
+    derivatives ∂a (`nd`), the offsets o_i, c₀ and, on the weighted domains ("nonnegative", "box"), h_i then h_i′."""
+
+    nf: int
+    nd: int
+    d: int
+    weighted: bool
+
+    @property
+    def o0(self) -> int:
+        return self.nf + self.nd
+
+    @property
+    def c0(self) -> int:
+        return self.o0 + self.d
+
+    @property
+    def h0(self) -> int:
+        return self.c0 + 1
+
+    @property
+    def width(self) -> int:
+        return self.h0 + (2 * self.d if self.weighted else 0)
+
+
+def _sparse_rows(
+    loss: CompiledLoss, X: Any, weights: Any
+) -> tuple[SparseParts, _RowLayout, int, np.ndarray | None, Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """(parts, layout, N, weights, chunks): the sparse kernel's per-row outputs of X, chunk by chunk, each chunk
+    (rows × layout.width, a reused buffer) with its rows' weights (ones without `weights`)."""
+    _require(loss)
+    data = as_data(loss.model, X)
+    n = data.shape[0]
+    w = check_weights(weights, n)
+    parts = _parts(loss)
+    layout = _RowLayout(len(parts.features), len(parts.dfeatures), loss.model.dim, parts.pattern.weighted)
+    module = _module(loss)
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        buf = _buffer(n, layout.width)
+        unused_theta = np.zeros(loss.model.n_params)  # the outputs are free of θ (sparse_kernels.py)
+        for start, stop in _chunks(n, layout.width):
+            out = buf[: stop - start]
+            module.quadratic_sparse_rows(unused_theta, data[start:stop], out)
+            yield out, (np.ones(stop - start) if w is None else w[start:stop])
+
+    return parts, layout, n, w, chunks()
+
+
 def block_quadratic_form(loss: CompiledLoss, X: Any, weights: Any = None) -> tuple[BlockQuadratic, np.ndarray, float]:
     """(A, b, c) with A a `BlockQuadratic`: only the Gram matrices of the blocks the score pattern allows (one
     shared Gram matrix of the distinct coefficients when every h_i ≡ 1).
 
     With `weights`, means over rows are weighted means Σ_t w_t(·)_t / Σ_t w_t.
     """
-    _require(loss)
-    data = as_data(loss.model, X)
-    n = data.shape[0]
-    w = check_weights(weights, n)
-    parts = _parts(loss)
+    parts, lay, n, w, chunks = _sparse_rows(loss, X, weights)
     pat = parts.pattern
-    module = _module(loss)
     d, P = loss.model.dim, loss.model.n_params
-    nf, nd = len(parts.features), len(parts.dfeatures)
-    o0 = nf + nd  # offsets o_i
-    c0_col = o0 + d
-    h0 = c0_col + 1  # h_i, then h_i′ (weighted domains only: "nonnegative", "box")
-    width = h0 + (2 * d if pat.weighted else 0)
+    nf, nd, o0, c0_col, h0 = lay.nf, lay.nd, lay.o0, lay.c0, lay.h0
     f_index = [np.asarray(ix, dtype=np.int64) for ix in parts.feature_index]
     used = [i for i in range(d) if len(pat.columns[i])]
     shared = not pat.weighted
@@ -276,13 +320,8 @@ def block_quadratic_form(loss: CompiledLoss, X: Any, weights: Any = None) -> tup
     M2 = np.zeros((d, nf))  # Σ_t w h_i o_i a
     M3 = np.zeros((d, nf))  # Σ_t w h_i′ a
     c_sum = 0.0
-    buf = _buffer(n, width)
-    unused_theta = np.zeros(P)
-    for start, stop in _chunks(n, width):
-        out = buf[: stop - start]
-        module.quadratic_sparse_rows(unused_theta, data[start:stop], out)
-        rows = stop - start
-        wt = np.ones(rows) if w is None else w[start:stop]
+    for out, wt in chunks:
+        rows = out.shape[0]
         F = out[:, :nf]
         if pat.weighted:
             H = out[:, h0 : h0 + d] * wt[:, None]  # w_t h_i
@@ -326,18 +365,10 @@ def block_gradient_moments(
         ∂φ_t/∂θ_k = Σ_i [h_i (s_i a_ik + ∂_i a_ik) + h_i′ a_ik],   s_i = Σ_l a_il θ_l + o_i (the score),
 
     summed over the coordinates i whose score involves θ_k (θ is read where it is non-zero)."""
-    _require(loss)
-    data = as_data(loss.model, X)
-    n = data.shape[0]
-    w = check_weights(weights, n)
-    parts = _parts(loss)
+    parts, lay, _, _, chunks = _sparse_rows(loss, X, weights)
     pat = parts.pattern
-    module = _module(loss)
     d, P = loss.model.dim, loss.model.n_params
-    nf, nd = len(parts.features), len(parts.dfeatures)
-    o0 = nf + nd
-    h0 = o0 + d + 1
-    width = h0 + (2 * d if pat.weighted else 0)
+    nf, nd, o0, h0 = lay.nf, lay.nd, lay.o0, lay.h0
     free = np.asarray(free, dtype=bool)
     where = np.full(P, -1, dtype=np.int64)
     where[np.flatnonzero(free)] = np.arange(int(free.sum()))
@@ -354,12 +385,8 @@ def block_gradient_moments(
     s1 = np.zeros(F_n)
     s2 = np.zeros((F_n, F_n))
     total = 0.0
-    buf = _buffer(n, width)
-    unused_theta = np.zeros(P)
-    for start, stop in _chunks(n, width):
-        out_rows = buf[: stop - start]
-        module.quadratic_sparse_rows(unused_theta, data[start:stop], out_rows)
-        rows = stop - start
+    for out_rows, wt in chunks:
+        rows = out_rows.shape[0]
         feats = out_rows[:, :nf]
         dfeats = out_rows[:, nf:o0]
         G = np.zeros((rows, F_n))
@@ -371,7 +398,6 @@ def block_gradient_moments(
             if pat.weighted:
                 g = out_rows[:, h0 + i, None] * g + out_rows[:, h0 + d + i, None] * a
             G[:, pos] += g  # a block holds each parameter once
-        wt = np.ones(rows) if w is None else w[start:stop]
         s1 += wt @ G
         s2 += (G * wt[:, None]).T @ G
         total += float(wt.sum())
