@@ -146,15 +146,18 @@ def markdown(result: dict[str, Any]) -> str:
 
     # ------------------------------------------------------------------ float32
     f32_cases = [(m, c) for m, c in _cases(result) if "float32" in c.get("dtypes", {})]
+    f32_errors = [(m, c) for m, c in _cases(result) if "error" in c.get("dtypes", {})]
     if f32_cases:
         lines += [
             "",
             "## float32",
             "",
-            "The same model compiled with `dtype=np.float32` (8 lanes per AVX2 register instead of 4; float32 vector "
-            "math; sums in float32 lanes within chunks of ≤ 256 rows, then in float64), on the data already in "
-            "float32. Its calls alternate with float64 calls (same load); medians of wall and of process CPU time "
-            "(all threads), which is the steadier of the two on a loaded machine. Agreement: |ΔJ|/|J| and "
+            "The same model compiled with `dtype=np.float32` (8 lanes per AVX2 register instead of 4; float32 "
+            "vector math; sums in float32 lanes within chunks of ≤ 256 rows, then in float64), on the data "
+            "already in float32. Its calls alternate with float64 calls (same load), in a child process that has "
+            "not imported JAX (the runner's own process has run JAX, whose worker threads compete with the short "
+            "calls); medians of wall and of process CPU time (all threads), which is the steadier of the two on a "
+            "loaded machine. Agreement: |ΔJ|/|J| and "
             "max|Δ∇J| / max|∇J| against float64.",
             "",
             "| model | d | P | N | float64 ms (CPU) | float32 ms (CPU) | float64 / float32 wall (CPU) "
@@ -172,6 +175,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"({_num(t.get('cpu_ratio'), '×')}) | {_sci(agree.get('value'))} | {_sci(agree.get('grad'))} | "
                 f"{_num(t['loadavg'][0]) if t.get('loadavg') else '—'} |"
             )
+    for m, c in f32_errors:
+        lines.append(f"\nfloat32 timing of {m['model']} at N = {_n(c['n'])} failed: {c['dtypes']['error']}")
 
     # ------------------------------------------------------------------ targets
     big = [(m, c) for m, c in _cases(result) if c["n"] == TARGET_N]

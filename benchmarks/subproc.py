@@ -2,8 +2,9 @@
 
     python -m benchmarks.subproc warm MODEL        first call in a new process on a filled cache (cache hit)
     python -m benchmarks.subproc memory MODEL N    peak extra memory of one value_and_grad on N rows
+    python -m benchmarks.subproc dtypes MODEL N R   float64 against float32 value_and_grad on N rows, R rounds
 
-Both use the cache directory in $SYMSM_CACHE_DIR (set by the runner to the one its cold run filled).
+All use the cache directory in $SYMSM_CACHE_DIR (set by the runner to the one its cold run filled).
 
 Peak memory: the kernel's allocations come from numba's runtime, which tracemalloc does not see, so the
 peak resident set size is read from the kernel (VmHWM in /proc/self/status), after resetting it with
@@ -116,11 +117,42 @@ def memory(name: str, n: int) -> dict:
     return out
 
 
+def dtypes(name: str, n: int, repeat: int) -> dict:
+    """float64 and float32 value_and_grad calls interleaved (benchmarks.run.dtype_timing), in a process that
+    has not imported JAX: XLA's worker threads, once started, stay alive and compete with the short calls of
+    this 2-core timing (the runner's own process has run JAX's baselines before it gets here)."""
+    import numpy as np
+
+    from benchmarks.models import make_model
+    from benchmarks.run import dtype_timing, rel_diff
+
+    bm = make_model(name)
+    loss64 = bm.model.compile()
+    loss32 = bm.model.compile(dtype=np.float32)
+    X = bm.make_data(n, 2)  # the runner's data for this N (same seed)
+    X32 = X.astype(np.float32)
+    v64 = loss64.value_and_grad(bm.theta, X)
+    v32 = loss32.value_and_grad(bm.theta, X32)
+    out = dtype_timing(
+        {
+            "float64": lambda: loss64.value_and_grad(bm.theta, X),
+            "float32": lambda: loss32.value_and_grad(bm.theta, X32),
+        },
+        repeat=repeat,
+    )
+    out["float32_vs_float64"] = rel_diff(v32, v64)
+    out["process"] = "child process without JAX (benchmarks/subproc.py dtypes)"
+    out["jax_imported"] = "jax" in sys.modules
+    return out
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "warm":
         result = warm(argv[1])
     elif len(argv) >= 3 and argv[0] == "memory":
         result = memory(argv[1], int(float(argv[2])))
+    elif len(argv) >= 4 and argv[0] == "dtypes":
+        result = dtypes(argv[1], int(float(argv[2])), int(argv[3]))
     else:
         print(__doc__, file=sys.stderr)
         return 2
