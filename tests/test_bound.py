@@ -101,9 +101,7 @@ def test_bound_gradient_against_central_differences(index) -> None:
     theta = np.asarray(theta, dtype=float)
     _, grad = bound.value_and_grad(theta)
     eps = 1e-6
-    fd = [
-        (bound.value(theta + eps * e) - bound.value(theta - eps * e)) / (2 * eps) for e in np.eye(len(theta))
-    ]
+    fd = [(bound.value(theta + eps * e) - bound.value(theta - eps * e)) / (2 * eps) for e in np.eye(len(theta))]
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8 * max(1.0, np.abs(grad).max()))
 
 
@@ -166,3 +164,25 @@ def test_bad_weights() -> None:
     loss = model.compile()
     with pytest.raises(ValueError, match=r"weights must have shape \(400,\)"):
         loss.bind(X, weights=np.ones(3))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_lbfgs_fit_through_bind_is_unchanged(weighted, monkeypatch) -> None:
+    """symsm.fit's L-BFGS path binds the loss from BIND_MIN_ROWS rows: the same estimate, J̃ and SEs as the fit
+    that calls value_and_grad (the threshold raised past N) on the PPI of the simplex."""
+    import importlib
+
+    fit_module = importlib.import_module("symsm.fitting.fit")
+
+    model = load_model("ppi_5d")
+    X = _simplex(fit_module.BIND_MIN_ROWS, 11, (2, 2, 3, 3, 4))
+    w = np.random.default_rng(12).uniform(0.5, 2.0, size=X.shape[0]) if weighted else None
+    loss = model.compile()
+    assert fit_module._bound(loss, fit_module._fit_data(loss, X, w)).bound is not None  # the route taken
+    bound = symsm.fit(loss, X, method="lbfgs", weights=w)
+    monkeypatch.setattr(fit_module, "BIND_MIN_ROWS", X.shape[0] + 1)
+    plain = symsm.fit(loss, X, method="lbfgs", weights=w)
+    np.testing.assert_allclose(bound.theta, plain.theta, rtol=1e-7, atol=1e-9)
+    assert bound.method == plain.method == "lbfgs"
+    assert abs(bound.loss - plain.loss) <= 1e-10 * max(1.0, abs(plain.loss))
+    np.testing.assert_allclose(bound.se, plain.se, rtol=1e-6)

@@ -68,7 +68,8 @@ class BoundLoss:
             self._rows = loss._reduced(data)  # 2d moment-matching points, once
             self._kernels = (module.value_and_grad, module.value)
             return
-        bound = load_bound_module(loss, weighted=w is not None)
+        # the structured path has no sympy integrand to split (its block kernels run as the loss's own)
+        bound = None if loss.derivation_path == "structured" else load_bound_module(loss, weighted=w is not None)
         if bound is None:
             if w is None:
                 self._rows, self._kernels = data, (module.value_and_grad, module.value)
