@@ -186,3 +186,36 @@ def test_lbfgs_fit_through_bind_is_unchanged(weighted, monkeypatch) -> None:
     assert bound.method == plain.method == "lbfgs"
     assert abs(bound.loss - plain.loss) <= 1e-10 * max(1.0, abs(plain.loss))
     np.testing.assert_allclose(bound.se, plain.se, rtol=1e-6)
+
+
+def test_dask_rows_and_float32() -> None:
+    """A dask array binds to the loss's own (per-chunk) call; weights with it are refused naming X. A float32 loss
+    binds in float32 (the same value to float32 rounding)."""
+    da = pytest.importorskip("dask.array")
+    _, model, X, theta = CASES[0]
+    loss = model.compile()
+    Xd = da.from_array(X, chunks=100)
+    bound = loss.bind(Xd)
+    assert bound.n == X.shape[0]
+    v, g = loss.value_and_grad(theta, X)
+    bv, bg = bound.value_and_grad(theta)
+    assert abs(bv - v) <= 1e-12 * max(1.0, abs(v))
+    np.testing.assert_allclose(bg, g, rtol=1e-12, atol=1e-12)
+    with pytest.raises(NotImplementedError, match="not for X of type Array"):
+        loss.bind(Xd, weights=np.ones(X.shape[0]))
+    loss32 = model.compile(dtype=np.float32)
+    v32, g32 = loss32.value_and_grad(theta, X)
+    bv, bg = loss32.bind(X).value_and_grad(theta)
+    assert abs(bv - v32) <= 1e-5 * max(1.0, abs(v32))
+    np.testing.assert_allclose(bg, g32, rtol=1e-4, atol=1e-5 * np.abs(g32).max())
+
+
+def test_randomised_objective_binds_to_its_draws() -> None:
+    """An objective with per-row draws (sliced) binds to the loss's own call on the checked rows, its draws
+    included, and follows `resample`."""
+    _, model, X, theta = CASES[0]
+    loss = model.compile(objective="sliced", seed=3)
+    bound = loss.bind(X)
+    assert bound.value_and_grad(theta)[0] == loss.value_and_grad(theta, X)[0]
+    loss.resample(4)
+    assert bound.value(theta) == loss.value(theta, X)
