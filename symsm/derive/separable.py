@@ -104,7 +104,7 @@ def _product(
         if r != 0:
             return term, {}
         q = sp.Add(*a.get(None, ()))
-        linear = {k: v for k, v in a.items() if k is not None}
+        linear: _Affine = {k: v for k, v in a.items() if k is not None}
         parts.append((q, linear))
     (q1, l1), (q2, l2) = parts
     if q1 == 0 and q2 == 0:
@@ -120,6 +120,6 @@ def _product(
 
 
 def _linear(coeffs: _Affine, index: dict[sp.Symbol, int]) -> sp.Expr:
-    """Σₖ θₖ·(Σ pieces of its coefficient)."""
-    params = {k: p for p, k in index.items()}
-    return sp.Add(*[params[k] * sp.Add(*pieces) for k, pieces in sorted(coeffs.items(), key=lambda kv: kv[0] or 0)])
+    """Σₖ θₖ·(Σ pieces of its coefficient) (coeffs without a θ-free part)."""
+    params: dict[int | None, sp.Symbol] = {k: p for p, k in index.items()}
+    return sp.Add(*[params[k] * sp.Add(*pieces) for k, pieces in coeffs.items()])
