@@ -41,7 +41,8 @@ class BoundLoss:
     non-finite J̃ or gradient is diagnosed by the loss's own call on the bound rows. `n` is the number of rows.
     """
 
-    def __init__(self, loss: CompiledLoss, X: Any, weights: Any = None) -> None:
+    def __init__(self, loss: CompiledLoss, X: Any, weights: Any = None, *, moments: bool = True) -> None:
+        """`moments=False` (for benchmarks) evaluates every row where the moment points would apply."""
         self.loss = loss
         self._weights: np.ndarray | None = None
         self._module: ModuleType | None = None
@@ -64,7 +65,7 @@ class BoundLoss:
         if loss._has_aux():
             return  # random draws per row: the loss's kernels on the checked rows with the draws (see _call)
         module = loss._module
-        if w is None and n > 2 * loss.model.dim and getattr(module, "QUADRATIC_IN_DATA", False):
+        if moments and w is None and n > 2 * loss.model.dim and getattr(module, "QUADRATIC_IN_DATA", False):
             self._rows = loss._reduced(data)  # 2d moment-matching points, once
             self._kernels = (module.value_and_grad, module.value)
             return
