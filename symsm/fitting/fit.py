@@ -4,8 +4,9 @@
   any term of θ alone), J̃ = ½θᵀAθ + bᵀθ + c₀ exactly (Hyvärinen 2007); one pass over the data gives
   (A, b, c₀) and θ̂ = −A⁻¹b. A singular or ill-conditioned A is refused with the direction of θ the data
   do not identify — never a silent garbage estimate.
-* **Iterative.** Otherwise scipy's L-BFGS-B on `value_and_grad` (one pass over the data per evaluation),
-  with tight tolerances; parameters declared positive get the bound θ ≥ `POSITIVE_LOWER_BOUND`.
+* **Iterative.** Otherwise scipy's L-BFGS-B on `value_and_grad` (one pass over the data per evaluation; from
+  `BIND_MIN_ROWS` host rows through `loss.bind`, which sums the integrand's θ-free terms once), with tight
+  tolerances; parameters declared positive get the bound θ ≥ `POSITIVE_LOWER_BOUND`.
   Non-convergence is reported in `converged` / `message`, never raised.
 * **Standard errors.** The estimator solves mean_t ∇φ_t(θ̂) = 0 (φ_t the per-sample integrand), an
   M-estimator, so cov(θ̂) ≈ H⁻¹ V H⁻¹ / N with H the mean θ-Hessian of φ_t and V the covariance of the
