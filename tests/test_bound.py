@@ -119,6 +119,20 @@ def test_bind_sums_the_separable_part_once() -> None:
     assert "separable sums" in repr(loss.bind(X, weights=np.ones(X.shape[0])))
 
 
+def test_ppi_rows_with_zeros() -> None:
+    """Compositions with zero parts (the sqrt map under minsq allows them): the split keeps every term finite there,
+    as the compact integrand is."""
+    _, model, X, theta = CASES[-1]
+    X = X.copy()
+    X[5] = [0.0, 0.2, 0.3, 0.1, 0.4]
+    X[9] = [0.3, 0.0, 0.0, 0.3, 0.4]
+    loss = model.compile()
+    v, g = loss.value_and_grad(theta, X)
+    bv, bg = loss.bind(X).value_and_grad(theta)
+    assert abs(bv - v) <= 1e-12 * max(1.0, abs(v))
+    np.testing.assert_allclose(bg, g, rtol=0, atol=1e-12 * max(1.0, np.abs(g).max()))
+
+
 def test_inseparable_model_binds_to_the_loss_kernels() -> None:
     model = symsm.Model.from_string("-exp(a*x)", "x", "a")  # integrand a²e^{2ax}/2 − a²e^{ax}: nothing affine
     loss = model.compile()
