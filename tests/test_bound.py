@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import sympy as sp
+from test_simplex import dirichlet
+from test_sphere import fisher_bingham, sphere_points
 
 import symsm
 from symsm.core.errors import NonFiniteError
@@ -16,28 +17,6 @@ from symsm.runtime.weighted import weighted_value, weighted_value_and_grad
 
 def _simplex(n, seed, alpha=(2.0, 3.0, 4.0)):
     return np.random.default_rng(seed).dirichlet(alpha, size=n)
-
-
-def _sphere(n, seed):
-    X = np.random.default_rng(seed).normal([2.0, 1.0, 0.5], 1.0, size=(n, 3))
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
-
-
-def _fisher_bingham():
-    x = sp.symbols("x0:3", real=True)
-    k = sp.symbols("k0:3", real=True)
-    m = sp.symbols("m00 m01 m02 m11 m12", real=True)
-    M = sp.Matrix([[m[0], m[1], m[2]], [m[1], m[3], m[4]], [m[2], m[4], -m[0] - m[3]]])
-    xv = sp.Matrix(x)
-    log_f = sum(ki * xi for ki, xi in zip(k, x, strict=True)) + (xv.T * M * xv)[0, 0]
-    return symsm.Model(log_f, x, [*k, *m], name="fb_bound", domain="sphere", weight="minsq")
-
-
-def _dirichlet(**kwargs):
-    u = sp.symbols("u0:3", real=True)
-    a = sp.symbols("a0:3", real=True)
-    log_f = sum((ai - 1) * sp.log(ui) for ai, ui in zip(a, u, strict=True))
-    return symsm.Model(log_f, u, list(a), name="dirichlet_bound", domain="simplex", **kwargs)
 
 
 def _cases():
@@ -68,9 +47,9 @@ def _cases():
         rng.uniform(-1, 1, size=(400, 2)),
         [1.1, 0.4, -0.3],
     )
-    yield "sphere", _fisher_bingham(), _sphere(400, 1), [0.7, -0.4, 1.1, 0.5, -0.3, 0.2, -0.6, 0.35]
-    yield "simplex sqrt", _dirichlet(transform="sqrt", weight="minsq"), _simplex(400, 2), [0.6, 1.7, 3.2]
-    yield "simplex alr", _dirichlet(transform="alr"), _simplex(400, 3), [0.6, 1.7, 3.2]
+    yield "sphere", fisher_bingham("minsq"), sphere_points(400, 1), [0.7, -0.4, 1.1, 0.5, -0.3, 0.2, -0.6, 0.35]
+    yield "simplex sqrt", dirichlet(transform="sqrt", weight="minsq"), _simplex(400, 2), [0.6, 1.7, 3.2]
+    yield "simplex alr", dirichlet(transform="alr"), _simplex(400, 3), [0.6, 1.7, 3.2]
     ppi = load_model("ppi_5d")
     yield "simplex sqrt (PPI)", ppi, _simplex(400, 4, (2, 2, 3, 3, 4)), np.linspace(-3, 2, ppi.n_params)
 
@@ -164,32 +143,25 @@ def test_bad_rows_give_the_same_errors(index, bad) -> None:
     assert _message(loss.bind, bad) == _message(loss.value_and_grad, theta, bad)
 
 
-def test_non_finite_value_gives_the_same_error() -> None:
-    """θ where the integrand overflows on some rows: the bound call raises what value_and_grad raises."""
+@pytest.mark.parametrize("where", ["rows", "theta"])
+def test_non_finite_value_gives_the_same_error(where) -> None:
+    """A row where the integrand overflows (non-finite separable sums at bind time), or θ where it overflows at
+    every row (finite sums, a non-finite rest): the bound call raises what value_and_grad raises."""
     _, model, X, theta = CASES[0]
     loss = model.compile()
-    X = X.copy()
-    X[3] = [1e80, 0.0]
-    theta = np.asarray(theta, dtype=float)
+    X, theta = X.copy(), np.asarray(theta, dtype=float)
+    if where == "rows":
+        X[3] = [1e80, 0.0]
+    else:
+        theta[0] = 1e300
     bound = loss.bind(X)
     with pytest.raises(NonFiniteError) as want:
         loss.value_and_grad(theta, X)
     with pytest.raises(NonFiniteError) as got:
         bound.value_and_grad(theta)
-    assert str(got.value) == str(want.value) and got.value.rows == want.value.rows
-
-
-def test_theta_outside_the_domain_gives_the_same_error() -> None:
-    """Finite separable sums, a rest that overflows at every row: the loss's own diagnosis (domain=True)."""
-    _, model, X, theta = CASES[0]
-    loss = model.compile()
-    theta = np.array([1e300, *theta[1:]])
-    bound = loss.bind(X)
-    with pytest.raises(NonFiniteError) as want:
-        loss.value_and_grad(theta, X)
-    with pytest.raises(NonFiniteError) as got:
-        bound.value_and_grad(theta)
-    assert str(got.value) == str(want.value) and got.value.domain == want.value.domain
+    assert str(got.value) == str(want.value)
+    assert (got.value.rows, got.value.domain) == (want.value.rows, want.value.domain)
+    assert want.value.domain == (where == "theta")
 
 
 def test_bad_weights() -> None:
