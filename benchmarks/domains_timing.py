@@ -10,7 +10,14 @@ honest), median wall time and median process CPU time over --repeat pairs of cal
   check (norms or sums, chunked), for ℝᵈ the moment-matching shortcut where the integrand is of degree ≤ 2 in x
   (one pass of moments, then 2d rows; the manifold losses cannot use it: those points are off the domain);
 * kernel: the generated module's value_and_grad on all N rows (no checks, no shortcut): the cost of the
-  formula itself.
+  formula itself;
+* bound: `loss.bind(X)` once, then `bound.value_and_grad(θ)` (symsm/runtime/bound.py): the rows checked once,
+  the integrand's terms affine in θ with θ-free coefficients summed once at bind time (for both formulas: the
+  ℝᵈ one's own θ-free terms are hoisted too), and per call only the rest of the integrand (on ℝᵈ with an
+  integrand of degree ≤ 2 in x, the moment points computed once);
+* bound, all rows: where the ℝᵈ formula binds to its moment points (Fisher–Bingham), the ℝᵈ side bound
+  through the split on all N rows instead (`BoundLoss(loss, X, moments=False)`), the manifold side as in "bound";
+* bind: the cost of `loss.bind(X)` itself (kernels already generated and compiled: a cache hit), once per data set.
 
 Pairs: Fisher–Bingham on S² (d = 3, P = 8) against the same log f on ℝ³; the PPI model of the microbiome fit
 (simplex, sqrt map, minsq, d = 5, P = 14) against the same log f in u on ℝ⁵ (positive data, no map); the
@@ -95,19 +102,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args(argv)
+    from symsm.runtime.bound import BoundLoss
+
     print(f"# N = {args.n}, {args.repeat} interleaved pairs per line, float64, llvm backend; {_load()} at start")
     print("| model | what | manifold wall ms | ℝᵈ wall ms | ratio | manifold CPU ms | ℝᵈ CPU ms | CPU ratio |")
     print("|---|---|---|---|---|---|---|---|")
+    routes: list[str] = []
     for name, manifold, real, theta, X in _pairs(args.n):
         a, b = manifold.compile(), real.compile()
         a.value_and_grad(theta, X[:1000])
         b.value_and_grad(theta, X[:1000])
         th = np.ascontiguousarray(theta, dtype=np.float64)
         Xc = np.ascontiguousarray(X)
+        a.bind(X[:1000]).value_and_grad(theta)  # the bound kernels generated and compiled before timing
+        b.bind(X[:1000]).value_and_grad(theta)
+        bound_a, bound_b = a.bind(X), b.bind(X)
+        routes.append(f"# {name}: {bound_a!r} / {bound_b!r}")
         runs = {
             "api": (partial(a.value_and_grad, theta, X), partial(b.value_and_grad, theta, X)),
             "kernel": (partial(a._module.value_and_grad, th, Xc), partial(b._module.value_and_grad, th, Xc)),
+            "bound": (partial(bound_a.value_and_grad, theta), partial(bound_b.value_and_grad, theta)),
+            "bind": (partial(a.bind, X), partial(b.bind, X)),
         }
+        if "kernels" in repr(bound_b):  # ℝᵈ bound to its moment points: also the split on all of its rows
+            rows_b = BoundLoss(b, X, moments=False)
+            rows_b.value_and_grad(theta)
+            routes.append(f"# {name}, bound on all rows: {rows_b!r}")
+            runs["bound, all rows"] = (partial(bound_a.value_and_grad, theta), partial(rows_b.value_and_grad, theta))
         for what, (fa, fb_) in runs.items():
             ta, tb = [], []
             for _ in range(args.repeat):
@@ -118,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             cells = [name, what, f"{wa * 1e3:.1f}", f"{wb * 1e3:.1f}", f"{wa / wb:.2f}"]
             cells += [f"{ca * 1e3:.1f}", f"{cb * 1e3:.1f}", f"{ca / cb:.2f}"]
             print("| " + " | ".join(cells) + " |")
+    print("\n".join(routes))
     print(f"# {_load()} at end")
 
 

@@ -4,8 +4,9 @@
   any term of θ alone), J̃ = ½θᵀAθ + bᵀθ + c₀ exactly (Hyvärinen 2007); one pass over the data gives
   (A, b, c₀) and θ̂ = −A⁻¹b. A singular or ill-conditioned A is refused with the direction of θ the data
   do not identify — never a silent garbage estimate.
-* **Iterative.** Otherwise scipy's L-BFGS-B on `value_and_grad` (one pass over the data per evaluation),
-  with tight tolerances; parameters declared positive get the bound θ ≥ `POSITIVE_LOWER_BOUND`.
+* **Iterative.** Otherwise scipy's L-BFGS-B on `value_and_grad` (one pass over the data per evaluation; from
+  `BIND_MIN_ROWS` host rows through `loss.bind`, which sums the integrand's θ-free terms once), with tight
+  tolerances; parameters declared positive get the bound θ ≥ `POSITIVE_LOWER_BOUND`.
   Non-convergence is reported in `converged` / `message`, never raised.
 * **Standard errors.** The estimator solves mean_t ∇φ_t(θ̂) = 0 (φ_t the per-sample integrand), an
   M-estimator, so cov(θ̂) ≈ H⁻¹ V H⁻¹ / N with H the mean θ-Hessian of φ_t and V the covariance of the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from ..runtime.compiled import CompiledLoss, compile_model
 
 if TYPE_CHECKING:
     from ..derive.objectives import Objective
+    from ..runtime.bound import BoundLoss
 
 __all__ = ["METHODS", "FitResult", "fit"]
 
@@ -294,6 +296,12 @@ def fit(
     return _result(loss, data, est, start)
 
 
+#: rows from which the L-BFGS path evaluates J̃ through `loss.bind` (the data's θ-free sums once, then the rest
+#: of the integrand per call; symsm/runtime/bound.py): below it generating the bound kernels costs more than the
+#: calls save
+BIND_MIN_ROWS = 10_000
+
+
 @dataclass(frozen=True)
 class _Data:
     """The data twice: `rows` as the loss's own methods take them (validated host array, or the device
@@ -304,6 +312,8 @@ class _Data:
     rows: Any
     host: Any
     weights: np.ndarray | None = None
+    #: the loss bound to the rows (`CompiledLoss.bind`) for the optimisation's many evaluations, or None
+    bound: BoundLoss | None = None
 
     @property
     def n(self) -> int:
@@ -327,7 +337,18 @@ def _fit_data(loss: CompiledLoss, X: Any, weights: Any = None) -> _Data:
     return _Data(rows, host, check_weights(weights, int(host.shape[0])))
 
 
+def _bound(loss: CompiledLoss, data: _Data) -> _Data:
+    """`data` with the loss bound to its rows, for host rows of at least BIND_MIN_ROWS (the same J̃ and ∇J̃ as
+    `_value_and_grad` gives without it, and the same errors)."""
+    host_rows = isinstance(data.host, np.ndarray) and data.rows is data.host
+    if not host_rows or data.n < BIND_MIN_ROWS:
+        return data
+    return replace(data, bound=loss.bind(data.host, weights=data.weights))
+
+
 def _value_and_grad(loss: CompiledLoss, theta: np.ndarray, data: _Data) -> tuple[float, np.ndarray]:
+    if data.bound is not None:
+        return data.bound.value_and_grad(theta)
     if data.weights is None:
         return loss.value_and_grad(theta, data.rows)
     from ..runtime.weighted import weighted_value_and_grad
@@ -410,6 +431,7 @@ def _lbfgs(
     except NonFiniteError as exc:  # L-BFGS-B cannot start there: say whether the data or θ₀ is the problem
         kind = "θ₀ is outside the model's domain" if exc.domain else "the data are the problem"
         raise NonFiniteError(f"fit: at the starting point θ₀ ({kind}): {exc}", exc.rows, exc.domain) from None
+    data = _bound(loss, data)
 
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
         state["evals"] += 1

@@ -9,13 +9,22 @@ from typing import TYPE_CHECKING
 import sympy as sp
 
 from .ir import KernelIR, build_forward_ir, build_value_and_grad_ir
-from .kernel_set import KernelSet, loss_kernels
+from .kernel_set import SUMS, KernelSet, loss_kernels
 
 if TYPE_CHECKING:
     from ..derive.derivation import Derivation
     from ..derive.objectives import Objective
 
-__all__ = ["N_SAMPLES_NAME", "SYMPY_BUDGET", "build_kernels", "build_kernels_sympy", "symbol_names"]
+__all__ = [
+    "BOUND_DESCRIPTIONS",
+    "N_SAMPLES_NAME",
+    "SYMPY_BUDGET",
+    "WEIGHT_COLUMN",
+    "build_bound_kernels",
+    "build_kernels",
+    "build_kernels_sympy",
+    "symbol_names",
+]
 
 N_SAMPLES_NAME = "n_samples"  # the name the templates give the number of rows in every epilogue
 
@@ -56,6 +65,70 @@ def build_kernels(derivation: Derivation, objective: Objective | None = None) ->
     # the rows' checks refuse: those models evaluate on the data themselves.
     on_manifold = getattr(derivation.model, "geometry", None) is not None
     kernels.data_degree = math.inf if on_manifold else graph.degree_in_data()
+    return kernels
+
+
+#: the observation weight w_t, read as one more data column by the bound kernels of a weighted objective
+WEIGHT_COLUMN = sp.Dummy("w", real=True)
+
+BOUND_DESCRIPTIONS = {
+    "rest_value_and_grad": "[J_R, dJ_R/dtheta...]: mean over rows of the inseparable part R and its gradient.",
+    "rest_value": "[J_R]: mean over rows of the integrand's inseparable part R.",
+    "separable_sums": "[L_0, L_1...]: means over rows of the theta-free terms and theta coefficients of the integrand.",
+}
+
+
+def build_bound_kernels(
+    derivation: Derivation, objective: Objective | None = None, *, weighted: bool = False
+) -> KernelSet | None:
+    """The kernels of a bound objective (`CompiledLoss.bind`): the integrand split as R + L₀ + Σₖ θₖLₖ
+    (symsm/derive/separable.py), ``rest_value_and_grad`` and ``rest_value`` of R and ``separable_sums`` of
+    [L₀, L₁, …] (means over rows: the latter once per data set). `weighted`: every kernel reads one more data
+    column, the observation weight w_t (`WEIGHT_COLUMN`), and sums w_t·(·).
+
+    Only where the loss's kernels come from the sympy integrand (the exact objective of a model small enough
+    for the sympy path, or the sqrt-mapped simplex's compact integrand); None otherwise, and None where nothing
+    separates and the objective is unweighted (the loss's own kernels are then the bound ones)."""
+    from ..derive.derivation import ManifoldParts
+    from ..derive.separable import split_separable
+    from ..derive.stable import stable_derivation
+    from .graph_kernels import ModelGraph
+
+    model = derivation.model
+    if derivation.path not in ("auto", "sympy"):
+        return None
+    graph = ModelGraph(model, objective)
+    if not graph.objective.exact or graph.aux_symbols:
+        return None
+    geometry = getattr(model, "geometry", None)
+    compact = geometry is not None and ManifoldParts.boundary_safe(geometry)
+    small = len(graph.graph.reachable([graph.log_f])) * model.dim <= SYMPY_BUDGET
+    if derivation.path == "auto" and not (small or compact):
+        return None  # a large model: its sympy integrand would cost what the graph path avoids
+    stable = stable_derivation(derivation)
+    theta = tuple(model.params)
+    parts = split_separable(stable.objective, theta)
+    if not parts.separated and not weighted:
+        return None
+    w = WEIGHT_COLUMN if weighted else sp.S.One
+    data = (*model.data, WEIGHT_COLUMN) if weighted else tuple(model.data)
+    rest = w * parts.rest
+    kernels = KernelSet()
+    kernels.add(
+        "rest_value_and_grad",
+        build_value_and_grad_ir(rest, theta, data),
+        SUMS,
+        BOUND_DESCRIPTIONS["rest_value_and_grad"],
+    )
+    kernels.add("rest_value", build_forward_ir([rest], theta, data, mode="sum"), SUMS, BOUND_DESCRIPTIONS["rest_value"])
+    if parts.separated:
+        separable = [w * e for e in (parts.const, *parts.coeffs)]
+        kernels.add(
+            "separable_sums",
+            build_forward_ir(separable, theta, data, mode="sum"),
+            SUMS,
+            BOUND_DESCRIPTIONS["separable_sums"],
+        )
     return kernels
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..derive.derivation import Derivation
     from ..derive.objectives import Objective
     from ..model.model import Model
+    from .bound import BoundLoss
 
 __all__ = ["CompiledLoss", "check_seed"]
 
@@ -85,6 +86,19 @@ class CompiledLoss:
 
             check_finite(self, theta, X, value, grad)
         return value, grad
+
+    def bind(self, X: Any, weights: Any = None) -> BoundLoss:
+        """J̃ and ∇θJ̃ on fixed rows X, for many evaluations (an optimiser's): a `BoundLoss` with `value(θ)`,
+        `value_and_grad(θ)` and `n`, which return what `value(θ, X)` and `value_and_grad(θ, X)` return (with
+        `weights`: the means Σ_t w_t(·)_t / Σ_t w_t of `symsm.fit(..., weights=)`) and raise the same errors.
+
+        X is checked and converted once, here (bad input raises here, as `value_and_grad` would); the terms of
+        the per-row integrand that are affine in θ with coefficients of the data alone are summed once, here,
+        and each call evaluates only the rest (symsm/runtime/bound.py). Dask and device arrays are accepted
+        (each call is then the loss's own call; weights only for host data)."""
+        from .bound import BoundLoss
+
+        return BoundLoss(self, X, weights)
 
     def host_value(self, theta: Any, X: Any) -> float:
         """J̃(θ) on rows in host memory (`value` sends them here)."""
