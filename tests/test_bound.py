@@ -224,3 +224,21 @@ def test_randomised_objective_binds_to_its_draws() -> None:
     assert bound.value_and_grad(theta)[0] == loss.value_and_grad(theta, X)[0]
     loss.resample(4)
     assert bound.value(theta) == loss.value(theta, X)
+
+
+def test_bound_rows_do_not_follow_later_changes_to_x() -> None:
+    """bind keeps its own copy of rows that share memory with X: changing X (or the weights) afterwards leaves the
+    bound loss evaluating the rows it was bound to, its sums and its rows consistent."""
+    _, model, X, theta = CASES[-1]
+    loss = model.compile()
+    X = X.copy()
+    w = np.random.default_rng(9).uniform(0.5, 2.0, size=X.shape[0])
+    expected, expected_w = loss.value_and_grad(theta, X), weighted_value_and_grad(loss, theta, X, w)
+    bound, bound_w = loss.bind(X), loss.bind(X, weights=w)
+    X[:] = X[::-1]  # still on the simplex, other rows: a stale sum would change J̃
+    X[0] = X[1]
+    w[:] = 1.0
+    for b, (v, g) in ((bound, expected), (bound_w, expected_w)):
+        bv, bg = b.value_and_grad(theta)
+        assert abs(bv - v) <= 1e-12 * max(1.0, abs(v))
+        np.testing.assert_allclose(bg, g, rtol=0, atol=1e-12 * max(1.0, np.abs(g).max()))

@@ -343,7 +343,10 @@ def _bound(loss: CompiledLoss, data: _Data) -> _Data:
     host_rows = isinstance(data.host, np.ndarray) and data.rows is data.host
     if not host_rows or data.n < BIND_MIN_ROWS:
         return data
-    return replace(data, bound=loss.bind(data.host, weights=data.weights))
+    from ..runtime.bound import BoundLoss
+
+    # the fit's own validated rows, held only for this optimisation: no copy
+    return replace(data, bound=BoundLoss(loss, data.host, data.weights, copy=False))
 
 
 def _value_and_grad(loss: CompiledLoss, theta: np.ndarray, data: _Data) -> tuple[float, np.ndarray]:

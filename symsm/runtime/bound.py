@@ -41,8 +41,13 @@ class BoundLoss:
     non-finite J̃ or gradient is diagnosed by the loss's own call on the bound rows. `n` is the number of rows.
     """
 
-    def __init__(self, loss: CompiledLoss, X: Any, weights: Any = None, *, moments: bool = True) -> None:
-        """`moments=False` (for benchmarks) evaluates every row where the moment points would apply."""
+    def __init__(
+        self, loss: CompiledLoss, X: Any, weights: Any = None, *, moments: bool = True, copy: bool = True
+    ) -> None:
+        """`moments=False` (for benchmarks) evaluates every row where the moment points would apply. `copy`: keep
+        a copy of host rows (and weights) that share memory with the caller's arrays, so that a later change to
+        them cannot leave the sums of bind time inconsistent with the rows of later calls (symsm.fit, which holds
+        the rows only for its own optimisation, passes False)."""
         self.loss = loss
         self._weights: np.ndarray | None = None
         self._module: ModuleType | None = None
@@ -59,9 +64,14 @@ class BoundLoss:
             self._data = X  # the loss's own call, which places the work where X lives
             self.n = int(X.shape[0])
             return
-        data = self._data = loss._data(X, loss.dtype, check_finite=True)
+        data = loss._data(X, loss.dtype, check_finite=True)
+        if copy and np.may_share_memory(data, X):
+            data = data.copy()
+        self._data = data
         n = self.n = int(data.shape[0])
         w = self._weights = check_weights(weights, n)
+        if copy and w is not None and weights is not None and np.may_share_memory(w, weights):
+            w = self._weights = w.copy()
         if loss._has_aux():
             return  # random draws per row: the loss's kernels on the checked rows with the draws (see _call)
         module = loss._module

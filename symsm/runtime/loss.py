@@ -92,13 +92,15 @@ class CompiledLoss:
         `value_and_grad(θ)` and `n`, which return what `value(θ, X)` and `value_and_grad(θ, X)` return (with
         `weights`: the means Σ_t w_t(·)_t / Σ_t w_t of `symsm.fit(..., weights=)`) and raise the same errors.
 
-        X is checked and converted once, here (bad input raises here, as `value_and_grad` would); the terms of
+        X is checked and converted once, here (bad input raises here, as `value_and_grad` would), and kept as a
+        copy where the converted rows would share memory with X (a later change to X does not reach the bound
+        loss); the terms of
         the per-row integrand that are affine in θ with coefficients of the data alone are summed once, here,
         and each call evaluates only the rest (symsm/runtime/bound.py). Dask and device arrays are accepted
         (each call is then the loss's own call; weights only for host data)."""
         from .bound import BoundLoss
 
-        return BoundLoss(self, X, weights)
+        return BoundLoss(self, X, weights, copy=True)
 
     def host_value(self, theta: Any, X: Any) -> float:
         """J̃(θ) on rows in host memory (`value` sends them here)."""
