@@ -708,9 +708,13 @@ def _theta_decls(model: Any) -> list[ThetaDecl]:
     return out
 
 
-def build_block_programs(derivation: StructuredDerivation, model: Any) -> dict[str, BlockProgram]:
-    """The block programs of the kernels value_and_grad, value, per_sample and score."""
-    return {k: _Lowering(derivation, model, k).run() for k in KERNELS}
+def build_block_programs(derivation: StructuredDerivation, model: Any, rewrite: bool = True) -> dict[str, BlockProgram]:
+    """The block programs of the kernels value_and_grad, value, per_sample and score; `rewrite`: with the
+    algebraic rewrites of symsm/ir/block_passes.py (fewer flops a row, the same values)."""
+    from .block_passes import optimize  # the passes import this module's types
+
+    programs = {k: _Lowering(derivation, model, k).run() for k in KERNELS}
+    return {k: optimize(p) for k, p in programs.items()} if rewrite else programs
 
 
 def flops_per_row(program: BlockProgram) -> dict[str, int]:
