@@ -155,7 +155,8 @@ def quadratic_rowsums(program: BlockProgram) -> BlockProgram:
             new_block.append(op)
             continue
         y, r = found
-        q = _fresh(p, "q", ArrayDecl("row", (_width(p, y),)) if _width(p, y) > 1 else ArrayDecl("rowscalar"))
+        row = y == "X" or p.arrays[y].kind == "row"
+        q = _fresh(p, "q", ArrayDecl("row", (_width(p, y),)) if row else ArrayDecl("rowscalar"))
         new_block.append(Op("elementwise", (q,), (y, r), (), (f"{q} mul {y} {r}",)))
         new_block.append(Op("rowsum", op.outs, (q,)))
     p.block = new_block
