@@ -30,6 +30,7 @@ from .blocks import ArrayDecl, BlockProgram, Op
 __all__ = [
     "eliminate_dead",
     "gram_accumulations",
+    "merge_tables",
     "optimize",
     "quadratic_rowsums",
     "reassociate",
@@ -326,6 +327,51 @@ def schedule(program: BlockProgram) -> BlockProgram:
     return p
 
 
+def _table_width(program: BlockProgram, op: Op) -> int:
+    return max(_width(program, o) for o in op.outs)
+
+
+def merge_tables(program: BlockProgram) -> BlockProgram:
+    """An elementwise op merged into an earlier one of the same width (> 1) when the ops between them write
+    nothing it reads: one table, whose inputs are read once (an executor fuses a table with the product before it
+    and a row sum after it; two tables reading one product would store it). The later table's temporaries are
+    renamed apart; a row sum of its outputs moves with it."""
+    p = _copy(program)
+    block: list[Op] = []
+    for op in p.block:
+        if op.kind == "elementwise" and _table_width(p, op) > 1:
+            target = None
+            for k in range(len(block) - 1, -1, -1):
+                prev = block[k]
+                if prev.kind == "elementwise" and _table_width(p, prev) == _table_width(p, op) and set(op.ins) & (
+                    set(prev.outs) | set(prev.ins)
+                ):
+                    target = k
+                    break
+                if set(prev.outs) & set(op.ins) or prev.kind in _OUTPUT_OPS:
+                    break
+            if target is not None:
+                block[target] = _merge(block[target], op)
+                continue
+        block.append(op)
+    p.block = block
+    return schedule(p)
+
+
+def _merge(first: Op, second: Op) -> Op:
+    local = {ln.split()[0] for ln in second.table} - set(second.outs)
+    taken = {ln.split()[0] for ln in first.table}
+    rename = {}
+    for name in sorted(local):
+        new, k = f"m_{name}", 0
+        while new in taken or new in local:
+            new, k = f"m{k}_{name}", k + 1
+        rename[name] = new
+    lines = [" ".join(rename.get(w, w) for w in ln.split()) for ln in second.table]
+    ins = tuple(dict.fromkeys(first.ins + tuple(n for n in second.ins if n not in first.outs)))
+    return Op("elementwise", first.outs + second.outs, ins, (), first.table + tuple(lines))
+
+
 def optimize(program: BlockProgram) -> BlockProgram:
-    """The passes in order: reassociate, quadratic_rowsums, gram_accumulations, eliminate_dead."""
-    return eliminate_dead(gram_accumulations(quadratic_rowsums(reassociate(program))))
+    """The passes in order: reassociate, quadratic_rowsums, gram_accumulations, eliminate_dead, merge_tables."""
+    return merge_tables(eliminate_dead(gram_accumulations(quadratic_rowsums(reassociate(program)))))
