@@ -11,7 +11,10 @@ the same sum).
 * `quadratic_rowsums`: rowsum((Y·A)⊙(Z·C)) = rowsum(Y⊙(Z·(C·Aᵀ))) where the block already computes Z·(C·Aᵀ)
   (or the same with Y and Z exchanged): d flops instead of a product;
 * `gram_accumulations`: Σ_rows Aᵀ(A·op(P)) = (Σ_rows AᵀA)·op(P) (and Σ (A·op(P))ᵀA = op(P)ᵀ·Σ AᵀA) — the Gram
-  matrix of A accumulated, the θ-level product added by the epilogue (where width(A) ≤ width(A·op(P)));
+  matrix of A accumulated (acc_gram: symmetric, one triangle computed), the θ-level product added by the
+  epilogue (where width(A) ≤ width(A·op(P)));
+* `merge_tables`: an elementwise table merged into an earlier one of the same width that reads the same arrays
+  (so that an executor runs one table on a product's tiles, not two, and does not store the product);
 * `eliminate_dead`: ops (and outputs and table lines of elementwise ops) whose arrays nothing reads, then the
   prologue's unread arrays; `schedule` orders the block section so that every op follows the ops it reads
   (stable: the order is kept where it already is one).
@@ -39,7 +42,7 @@ __all__ = [
 ]
 
 Factors = tuple[tuple[str, bool], ...]
-_ACC_OPS = ("acc_outer", "acc_colsum", "acc_sum")
+_ACC_OPS = ("acc_outer", "acc_gram", "acc_colsum", "acc_sum")
 _OUTPUT_OPS = ("per_sample", "score")
 
 
@@ -221,7 +224,7 @@ def gram_accumulations(program: BlockProgram) -> BlockProgram:
         a, w, first = hit
         if a not in grams:
             grams[a] = _fresh(p, "g", ArrayDecl("acc", (_width(p, a), _width(p, a))))
-            new_block.append(Op("acc_outer", (grams[a],), (a, a)))
+            new_block.append(Op("acc_gram", (grams[a],), (a,)))
         terms.setdefault(op.outs[0], []).append((grams[a], w.ins[1], bool(w.flags[0]), first))
     if not terms:
         return program

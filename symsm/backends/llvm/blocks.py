@@ -11,6 +11,8 @@ A block program runs over the rows of X (N × d, float64 or float32) in blocks o
   columns.
 * `RowSum(out, a)`: out(B,) = Σ_j a[:, j].
 * `AccOuter(acc, a, c)`: acc(n, m) += aᵀ c, summed over the rows (accumulated in float64).
+* `AccGram(acc, a)`: acc(n, n) += aᵀ a, the tiles on and above the diagonal only, mirrored when the chunks'
+  sums are added (no other op adds into acc).
 * `AccColSum(acc, a)`: acc(n,) += Σ_rows a;  `AccSum(acc, a)`: acc += Σ_rows a (a of width 1).
 
 How it runs (one function `void f(T* X, i64 n_rows, T** params, double* accs, T* work)` per program):
@@ -68,6 +70,7 @@ from .vecmath import LN2_HI, LN2_LO, LOG2E, SHIFTER, _Ops, declare_intrinsic, ve
 
 __all__ = [
     "AccColSum",
+    "AccGram",
     "AccOuter",
     "AccSum",
     "BlockKernel",
@@ -145,6 +148,12 @@ class AccOuter:
 
 
 @dataclass(frozen=True)
+class AccGram:
+    acc: str
+    a: str
+
+
+@dataclass(frozen=True)
 class AccColSum:
     acc: str
     a: str
@@ -163,9 +172,9 @@ class RowOut:
     a: str
 
 
-Op = MatMul | Elementwise | RowSum | AccOuter | AccColSum | AccSum | RowOut
+Op = MatMul | Elementwise | RowSum | AccOuter | AccGram | AccColSum | AccSum | RowOut
 ROW_OPS = (MatMul, Elementwise, RowSum)
-ACC_OPS = (AccOuter, AccColSum, AccSum)
+ACC_OPS = (AccOuter, AccGram, AccColSum, AccSum)
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,7 @@ class _Acc:
     shape: tuple[int, ...]
     stored: tuple[int, ...]  # shape in the accumulator buffer (last axis padded to whole vectors)
     offset: int = 0
+    gram: bool = False  # the upper triangle (with the diagonal) accumulated: mirrored at the end
 
 
 @dataclass
@@ -250,6 +260,8 @@ def _plan(
 
     def acc(name: str, shape: tuple[int, ...]) -> None:
         stored = (*shape[:-1], lay.pad(shape[-1])) if shape else (1,)
+        if name in lay.accs and lay.accs[name].gram:
+            raise ValueError(f"no other op may add into a Gram accumulator ({name!r})")
         if name in lay.accs and lay.accs[name].shape != shape:
             raise ValueError(f"accumulator {name!r} has shapes {lay.accs[name].shape} and {shape}")
         lay.accs.setdefault(name, _Acc(name, shape, stored))
@@ -278,6 +290,12 @@ def _plan(
             new(op.out, 1)
         elif isinstance(op, AccOuter):
             acc(op.acc, (array(op.a).width, array(op.c).width))
+        elif isinstance(op, AccGram):
+            w = array(op.a).width
+            if op.acc in lay.accs:
+                raise ValueError(f"no other op may add into a Gram accumulator ({op.acc!r})")
+            acc(op.acc, (w, w))
+            lay.accs[op.acc].gram = True
         elif isinstance(op, AccColSum):
             acc(op.acc, (array(op.a).width,))
         elif isinstance(op, AccSum):
@@ -331,7 +349,7 @@ def _elementwise_width(op: Elementwise, lay: _Layout) -> int:
 def _reads(op: Op) -> tuple[str, ...]:
     if isinstance(op, AccOuter):
         return (op.a, op.c)
-    if isinstance(op, AccColSum | AccSum | RowOut):
+    if isinstance(op, AccGram | AccColSum | AccSum | RowOut):
         return (op.a,)
     return ()
 
@@ -984,12 +1002,14 @@ class _Generator:
                 if op.acc not in done:
                     self._acc_outer(groups[op.acc], nb)
                     done.add(op.acc)
+            elif isinstance(op, AccGram):
+                self._acc_outer([AccOuter(op.acc, op.a, op.a)], nb, upper=True)
             elif isinstance(op, AccColSum):
                 self._acc_colsum(op, nb)
             elif isinstance(op, AccSum):
                 self._acc_sum(op, nb)
 
-    def _acc_outer(self, ops: Sequence[AccOuter], nb: ir.Value) -> None:
+    def _acc_outer(self, ops: Sequence[AccOuter], nb: ir.Value, upper: bool = False) -> None:
         b, x, lay = self.b, self.x, self.lay
         acc = lay.accs[ops[0].acc]
         sub = ACC_SUB_ROWS
@@ -1002,13 +1022,14 @@ class _Generator:
                 for o in ops
                 for a, c in [(lay.arrays[o.a], lay.arrays[o.c])]
             ]
-            self._acc_outer_tiles(acc, pairs, trip)
+            self._acc_outer_tiles(acc, pairs, trip, upper)
             return []
 
         x.loop(0, nb, sub, sub_block, nonempty=True)
 
-    def _acc_outer_tiles(self, acc: _Acc, pairs: list, trip: ir.Value) -> None:
-        """acc += Σ_pairs aᵀ c over `trip` rows from the pairs' row pointers, tile by tile."""
+    def _acc_outer_tiles(self, acc: _Acc, pairs: list, trip: ir.Value, upper: bool = False) -> None:
+        """acc += Σ_pairs aᵀ c over `trip` rows from the pairs' row pointers, tile by tile; `upper`: only the
+        tiles with an entry on or above the diagonal (rows i0 < j0 + the tile's columns)."""
         b, x, lay = self.b, self.x, self.lay
         w = lay.width
         n, m_pad = acc.shape[0], acc.stored[1]
@@ -1029,6 +1050,20 @@ class _Generator:
 
         def i_tiles(j0: ir.Value, nv: int) -> None:  # the (rows × nv·W) panel of C stays in L1 across them
             full_i, rest_i = divmod(n, mr)
+            if upper:  # row tiles up to the last column of this column tile
+                end = b.mul(b.sdiv(b.add(j0, x.i64(nv * w + mr - 1)), x.i64(mr)), x.i64(mr))
+                hi = b.select(b.icmp_signed("<", end, x.i64(full_i * mr)), end, x.i64(full_i * mr))
+
+                def body(i: ir.Value, _c: list) -> list:
+                    tile(i, j0, mr, nv)
+                    return []
+
+                if full_i:
+                    x.loop(0, hi, mr, body)
+                if rest_i:
+                    with b.if_then(b.icmp_signed("<", x.i64(full_i * mr), b.add(j0, x.i64(nv * w)))):
+                        tile(x.i64(full_i * mr), j0, rest_i, nv)
+                return
             if full_i:
                 x.each(0, full_i * mr, mr, lambda i: tile(i, j0, mr, nv))
             if rest_i:
@@ -1265,6 +1300,9 @@ class BlockKernel:
         for name, acc in lay.accs.items():
             stored = totals[acc.offset : acc.offset + math.prod(acc.stored)].reshape(acc.stored)
             result[name] = stored[..., : acc.shape[-1]].copy() if acc.shape else stored[0].copy()
+            if acc.gram:  # the upper triangle was accumulated
+                upper = np.triu(result[name])
+                result[name] = upper + np.triu(upper, 1).T
         del packed
         return result
 
