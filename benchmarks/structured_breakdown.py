@@ -73,7 +73,12 @@ def kernels(d: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     for label, keep, sunk in STEPS:
         ops = tuple(op for i, op in enumerate(prog.ops) if i in keep) + _sink(sunk)
         out[label] = blocks.BlockKernel(replace(prog, ops=ops), "float64")
-    out["rewritten program"] = rewritten.native()  # symsm/ir/block_passes.py: 8d² a row in products
+    out["rewritten program"] = rewritten.native()  # symsm/ir/block_passes.py: 7d² + d a row in products
+    full_gram = tuple(
+        blocks.AccOuter(op.acc, op.a, op.a) if isinstance(op, blocks.AccGram) else op
+        for op in rewritten.llvm_program.ops
+    )  # the Gram matrix's every tile, as acc_outer e0ᵀe0 (8d²)
+    out["rewritten, full Gram tiles"] = blocks.BlockKernel(replace(rewritten.llvm_program, ops=full_gram), "float64")
     W = blocks.MatMul
     chain = [W("q1", "X", "W", True), W("q2", "q1", "W", False), W("q3", "q2", "W", True), W("q4", "q3", "W", True)]
     for k in range(1, 5):

@@ -1029,7 +1029,7 @@ class _Generator:
 
     def _acc_outer_tiles(self, acc: _Acc, pairs: list, trip: ir.Value, upper: bool = False) -> None:
         """acc += Σ_pairs aᵀ c over `trip` rows from the pairs' row pointers, tile by tile; `upper`: only the
-        tiles with an entry on or above the diagonal (rows i0 < j0 + the tile's columns)."""
+        column vectors with an entry on or above the diagonal (`_upper_tiles`)."""
         b, x, lay = self.b, self.x, self.lay
         w = lay.width
         n, m_pad = acc.shape[0], acc.stored[1]
@@ -1050,30 +1050,47 @@ class _Generator:
 
         def i_tiles(j0: ir.Value, nv: int) -> None:  # the (rows × nv·W) panel of C stays in L1 across them
             full_i, rest_i = divmod(n, mr)
-            if upper:  # row tiles up to the last column of this column tile
-                end = b.mul(b.sdiv(b.add(j0, x.i64(nv * w + mr - 1)), x.i64(mr)), x.i64(mr))
-                hi = b.select(b.icmp_signed("<", end, x.i64(full_i * mr)), end, x.i64(full_i * mr))
-
-                def body(i: ir.Value, _c: list) -> list:
-                    tile(i, j0, mr, nv)
-                    return []
-
-                if full_i:
-                    x.loop(0, hi, mr, body)
-                if rest_i:
-                    with b.if_then(b.icmp_signed("<", x.i64(full_i * mr), b.add(j0, x.i64(nv * w)))):
-                        tile(x.i64(full_i * mr), j0, rest_i, nv)
-                return
             if full_i:
                 x.each(0, full_i * mr, mr, lambda i: tile(i, j0, mr, nv))
             if rest_i:
                 tile(x.i64(full_i * mr), j0, rest_i, nv)
 
+        if upper:
+            self._upper_tiles(tile, n, m_pad)
+            return
         full, rest = divmod(m_pad // w, nv_full)
         if full:
             x.each(0, full * nv_full * w, nv_full * w, lambda j: i_tiles(j, nv_full))
         if rest:
             i_tiles(x.i64(full * nv_full * w), rest)
+
+    def _upper_tiles(self, tile: Callable[[ir.Value, ir.Value, int, int], None], n: int, m_pad: int) -> None:
+        """The tiles of a symmetric (n × n) accumulator from its diagonal rightwards: for each tile of rows i0…,
+        the column vectors from the one holding column i0 to the last, in tiles of nv vectors and one of the
+        vectors left (the loops' bounds depend on i0; the code does not grow with n)."""
+        b, x, lay = self.b, self.x, self.lay
+        w, mr, nv = lay.width, lay.mr, lay.nv
+
+        def row_tile(i0: ir.Value, rows: int) -> None:
+            js = b.mul(b.sdiv(i0, x.i64(w)), x.i64(w))
+            left = b.sdiv(b.sub(x.i64(m_pad), js), x.i64(w))  # vectors from js to the end
+            whole = b.add(js, b.mul(b.sdiv(left, x.i64(nv)), x.i64(nv * w)))
+
+            def body(j: ir.Value, _c: list) -> list:
+                tile(i0, j, rows, nv)
+                return []
+
+            x.loop(js, whole, nv * w, body)
+            rem = b.srem(left, x.i64(nv))
+            for r in range(1, nv):
+                with b.if_then(b.icmp_signed("==", rem, x.i64(r))):
+                    tile(i0, whole, rows, r)
+
+        full_i, rest_i = divmod(n, mr)
+        if full_i:
+            x.each(0, full_i * mr, mr, lambda i: row_tile(i, mr))
+        if rest_i:
+            row_tile(x.i64(full_i * mr), rest_i)
 
     def _acc_colsum(self, op: AccColSum, nb: ir.Value) -> None:
         b, x, lay = self.b, self.x, self.lay
