@@ -224,3 +224,41 @@ def test_ica_program_rewritten_to_8_d2():
     # the score kernel keeps its product: the score is its output
     score = build_block_programs(derive_structured(model), model)["score"]
     assert len(_ops(score, "matmul")) == 2
+
+
+def test_merge_tables_hand_written():
+    d = 5
+    text = _header(d, d * d, [
+        f"theta P 0 matrix {d} {d}", f"array r1 row {d}", f"array e2 row {d}", "array r3 rowscalar",
+        f"array e4 row {d}", "array e5 rowscalar", "array a6 acc", f"array a7 acc {d}",
+        "prologue", "block", "matmul r1 X P 1",
+        "elementwise e2 = r1", "  v0 mul r1 r1", "  e2 add v0 #1.0", "end", "rowsum r3 e2",
+        "elementwise e5 = r3", "  e5 call log r3", "end",
+        "elementwise e4 = X r1", "  v0 call sin r1", "  e4 mul v0 X", "end",
+        "acc_sum a6 e5", "acc_colsum a7 e4", "epilogue", "value a6", "end",
+    ])  # fmt: skip
+    prog = parse_program(text)
+    new = bp.merge_tables(prog)
+    tables = _ops(new, "elementwise")
+    assert [t.outs for t in tables] == [("e2", "e4"), ("e5",)]  # e4 joins the table that reads r1 first
+    assert len({ln.split()[0] for ln in tables[0].table}) == len(tables[0].table)  # temporaries renamed apart
+    assert new.block.index(_ops(new, "rowsum")[0]) == new.block.index(tables[0]) + 1
+    rng = np.random.default_rng(0)
+    theta, X = rng.normal(size=prog.n_params), rng.normal(size=(23, d))
+    _same(_run(new, theta, X), _run(prog, theta, X), 1e-12)
+    assert bp.merge_tables(new).block == new.block
+
+
+@pytest.mark.parametrize("d", [5, 33])
+def test_llvm_executor_runs_the_rewritten_program_like_the_original(d):
+    from symsm.backends.llvm.structured import StructuredKernel
+
+    model = _models(d)["ica_bias"]
+    der = derive_structured(model)
+    before = build_block_programs(der, model, rewrite=False)["value_and_grad"]
+    after = build_block_programs(der, model)["value_and_grad"]
+    assert any(op.kind == "acc_gram" for op in after.block)
+    rng = np.random.default_rng(d)
+    theta, X = rng.normal(scale=0.3, size=model.n_params), rng.normal(size=(1001, d))
+    _same(StructuredKernel(after.text()).run(theta, X), _run(before, theta, X), 1e-12)
+    _same(StructuredKernel(after.text(), np.float32).run(theta, X), _run(before, theta, X), 1e-5)
