@@ -62,7 +62,6 @@ def measure(d: int, n: int, args: argparse.Namespace) -> None:
     """One dimension's interleaved rounds, printed."""
     import jax
 
-
     model, ks, flops = kernels(d, args.float32)
     theta = ica_theta(d)
     X = np.random.default_rng(1).standard_normal((n, d))

@@ -188,10 +188,13 @@ def _models(d: int) -> dict[str, symsm.Model]:
         "ica": symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))), x, [W], name="ica"),
         "ica_bias": symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x + b))), x, [W, b], name="ica_bias"),
         "sqrt": symsm.Model(symsm.sum(-symsm.sqrt(1 + (W @ x) ** 2)), x, [W], name="sqrt"),
+        # a sum of two scores: none of the patterns, left as it is
         "two": symsm.Model(
             symsm.sum(-symsm.log(symsm.cosh(W @ x))) + symsm.sum(symsm.atan(V @ x)) / 4 - symsm.sum(x**2) / 2,
-            x, [W, V], name="two",
-        ),  # fmt: skip  (a sum of two scores: none of the patterns, left as it is)
+            x,
+            [W, V],
+            name="two",
+        ),
         "chain": symsm.Model(symsm.sum(-symsm.log(symsm.cosh(V @ (W @ x)))), x, [W, V], name="chain"),
         "student": symsm.Model(-symsm.sum(symsm.log(1 + (W @ x - b) ** 2)), x, [W, b], name="student"),
     }

@@ -236,11 +236,16 @@ def gram_accumulations(program: BlockProgram) -> BlockProgram:
         for gram, pm, tp, first in items:
             out = _fresh(p, "u", ArrayDecl("theta", decl.shape))
             # G·op(P), or op(P)ᵀ·G = P·G (P transposed in C) / Pᵀ·G
-            prelude.append(Op("gemm", (out,), (gram, pm) if first else (pm, gram), (0, int(tp)) if first else (int(not tp), 0)))
+            if first:
+                prelude.append(Op("gemm", (out,), (gram, pm), (0, int(tp))))
+            else:
+                prelude.append(Op("gemm", (out,), (pm, gram), (int(not tp), 0)))
             parts.append(out)
         if any(op.kind in _ACC_OPS and op.outs[0] == acc for op in p.block):
             rest = _fresh(p, "a", ArrayDecl("acc", decl.shape))
-            p.block = [Op(op.kind, (rest,), op.ins) if op.kind in _ACC_OPS and op.outs[0] == acc else op for op in p.block]
+            p.block = [
+                Op(op.kind, (rest,), op.ins) if op.kind in _ACC_OPS and op.outs[0] == acc else op for op in p.block
+            ]
             parts.insert(0, rest)
         p.arrays[acc] = ArrayDecl("theta", decl.shape)
         if len(parts) == 1:
@@ -346,8 +351,10 @@ def merge_tables(program: BlockProgram) -> BlockProgram:
             target = None
             for k in range(len(block) - 1, -1, -1):
                 prev = block[k]
-                if prev.kind == "elementwise" and _table_width(p, prev) == _table_width(p, op) and set(op.ins) & (
-                    set(prev.outs) | set(prev.ins)
+                if (
+                    prev.kind == "elementwise"
+                    and _table_width(p, prev) == _table_width(p, op)
+                    and set(op.ins) & (set(prev.outs) | set(prev.ins))
                 ):
                     target = k
                     break
