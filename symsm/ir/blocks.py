@@ -64,7 +64,11 @@ combine rows); ``rows_per_block`` is a hint chosen so that a block's row arrays 
 pick its own B, but the partial sums must be combined in an order that depends only on N).
 
 Only additions to the ops of the brief: row scalars as elementwise operands (broadcast along the row), the
-θ-level ops listed, and per_sample / score as ops.
+θ-level ops listed, per_sample / score as ops, and acc_gram.
+
+`build_block_programs` lowers the structured derivation and then rewrites each program with the passes of
+symsm/ir/block_passes.py (θ-only products re-associated into the prologue, quadratic row sums through an existing
+product, Gram accumulations, dead ops, merged tables): the same values with fewer flops a row.
 """
 
 from __future__ import annotations
