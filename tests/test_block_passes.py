@@ -157,8 +157,13 @@ def test_gram_accumulations_hand_written(d, swap, extra):
 
 
 def test_gram_left_alone_where_it_costs_more():
-    prog = parse_program(_outer(6, 3, False, False))  # A of width 6, A·Pᵀ of width 3
+    # A of width 6, A·Pᵀ of width 3, read by a column sum too: the Gram matrix (42 flops a row) would cost more
+    # than the outer product (36), and the product stays
+    text = _outer(6, 3, False, False).replace("array u4", "array a5 acc 3\narray u4")
+    prog = parse_program(text.replace("acc_outer a3 y1 r2", "acc_outer a3 y1 r2\nacc_colsum a5 r2"))
     assert bp.gram_accumulations(prog) is prog
+    # without the column sum the product goes too: 42 < 36 + 36
+    assert bp.gram_accumulations(parse_program(_outer(6, 3, False, False))).arrays["a3"].kind == "theta"
 
 
 def test_eliminate_dead_and_schedule():
@@ -195,6 +200,9 @@ def _models(d: int) -> dict[str, symsm.Model]:
             [W, V],
             name="two",
         ),
+        "ica_gauss": symsm.Model(
+            symsm.sum(-symsm.log(symsm.cosh(W @ x))) - symsm.sum(x**2) / 2, x, [W], name="ica_gauss"
+        ),
         "chain": symsm.Model(symsm.sum(-symsm.log(symsm.cosh(V @ (W @ x)))), x, [W, V], name="chain"),
         "student": symsm.Model(-symsm.sum(symsm.log(1 + (W @ x - b) ** 2)), x, [W, b], name="student"),
     }
@@ -224,6 +232,10 @@ def test_ica_program_rewritten_to_8_d2():
     # r1, r6 = e0·(W·Wᵀ), e7ᵀ·X and the Gram matrix of e0 (one triangle): 7d² + d
     assert flops_per_row(vg)["matmul"] == 7 * d * d + d
     assert sorted(op.kind for op in vg.matmuls()) == ["acc_gram", "acc_outer", "matmul", "matmul"]
+    # with a Gaussian term the score is e0·W − X: the products distributed over the difference, the same count
+    model = _models(d)["ica_gauss"]
+    vg = build_block_programs(derive_structured(model), model)["value_and_grad"]
+    assert flops_per_row(vg)["matmul"] == 7 * d * d + d
     # the score kernel keeps its product: the score is its output
     score = build_block_programs(derive_structured(model), model)["score"]
     assert len(_ops(score, "matmul")) == 2
@@ -265,3 +277,43 @@ def test_llvm_executor_runs_the_rewritten_program_like_the_original(d):
     theta, X = rng.normal(scale=0.3, size=model.n_params), rng.normal(size=(1001, d))
     _same(StructuredKernel(after.text()).run(theta, X), _run(before, theta, X), 1e-12)
     _same(StructuredKernel(after.text(), np.float32).run(theta, X), _run(before, theta, X), 1e-5)
+
+
+def _linear(d: int) -> str:
+    """S = Y·Wᵀ − 2X with Y = tanh(X·Wᵀ)·W: rowsum(S⊙S), S·Wᵀ (X·Wᵀ is a product the block has) and Σ Y₀ᵀS."""
+    return _header(d, d * d, [
+        f"theta W 0 matrix {d} {d}", f"array r1 row {d}", f"array e2 row {d}", f"array r3 row {d}",
+        f"array e4 row {d}", f"array e5 row {d}", "array r6 rowscalar", f"array r7 row {d}", "array a8 acc",
+        f"array a9 acc {d} {d}", f"array a10 acc {d}", "prologue", "block", "matmul r1 X W 1",
+        "elementwise e2 = r1", "  e2 call tanh r1", "end", "matmul r3 e2 W 0",
+        "elementwise e4 e5 = X r3", "  v0 mul #2.0 X", "  e4 sub r3 v0", "  e5 mul e4 e4", "end",
+        "rowsum r6 e5", "matmul r7 e4 W 1", "acc_sum a8 r6", "acc_outer a9 e2 e4", "acc_colsum a10 r7",
+        "epilogue", "value a8", "grad W a9", "end",
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("d", [3, 6, 8])
+def test_linear_combinations_hand_written(d):
+    rng = np.random.default_rng(d)
+    prog = parse_program(_linear(d))
+    theta, X = rng.normal(scale=0.5, size=prog.n_params), rng.normal(size=(31, d))
+    dist = bp.distribute_products(prog)
+    (r7,) = [op for op in dist.block if "r7" in op.outs]
+    assert r7.kind == "elementwise" and "r1" in r7.ins  # (r3 − 2X)·Wᵀ = r3·Wᵀ − 2·r1
+    _same(_run(dist, theta, X), _run(prog, theta, X), 1e-12)
+    assoc = bp.reassociate(dist)
+    quad = bp.quadratic_rowsums(assoc)  # rowsum(S⊙S) = e2⊙(e2·W·Wᵀ) − 4 e2⊙r1 + 4 X⊙X
+    assert "e5" not in next(op for op in quad.block if op.kind == "rowsum").ins
+    gram = bp.gram_accumulations(quad)  # Σ e2ᵀ(e2·W) − 2 e2ᵀX
+    assert len(_ops(gram, "acc_gram")) == 1 and gram.arrays["a9"].kind == "theta"
+    new = bp.eliminate_dead(gram)
+    assert "r3" not in new.arrays and flops_per_row(new)["matmul"] == 7 * d * d + d
+    for step in (assoc, quad, gram, new, bp.optimize(prog)):
+        _same(_run(step, theta, X), _run(prog, theta, X), 1e-12)
+        _same(_run(step, theta, X, np.float32), _run(prog, theta, X), 1e-5)
+    W = theta.reshape(d, d)
+    Y = np.tanh(X @ W.T)
+    S = Y @ W - 2 * X
+    value, grad = _run(new, theta, X)
+    assert value == pytest.approx(np.sum(S * S) / len(X), rel=1e-12)
+    np.testing.assert_allclose(grad, (Y.T @ S).ravel() / len(X), rtol=1e-12, atol=1e-12)

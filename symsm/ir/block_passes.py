@@ -6,13 +6,17 @@ They keep the format's guarantees: every array written once (new arrays get fres
 the epilogue's grad ops as they were (a factored accumulator becomes a θ-level array of the epilogue holding
 the same sum).
 
+* `distribute_products`: (Σ cᵢAᵢ)·op(P) = Σ cᵢ(Aᵢ·op(P)) where the block has all those products but one (so
+  that the passes after it see through a linear combination such as the score e0·W − X);
 * `reassociate`: a product of a product with θ-only factors, (Y·op(Q))·op(P) = Y·(op(Q)·op(P)), the θ-only
   product computed once by the prologue (where it costs no more per row: width(Y) ≤ width(Y·op(Q)));
 * `quadratic_rowsums`: rowsum((Y·A)⊙(Z·C)) = rowsum(Y⊙(Z·(C·Aᵀ))) where the block already computes Z·(C·Aᵀ)
-  (or the same with Y and Z exchanged): d flops instead of a product;
+  (or the same with Y and Z exchanged; rowsum((Y·A)⊙V) = rowsum(Y⊙(V·Aᵀ)); linear combinations expanded):
+  d flops instead of a product;
 * `gram_accumulations`: Σ_rows Aᵀ(A·op(P)) = (Σ_rows AᵀA)·op(P) (and Σ (A·op(P))ᵀA = op(P)ᵀ·Σ AᵀA) — the Gram
   matrix of A accumulated (acc_gram: symmetric, one triangle computed), the θ-level product added by the
-  epilogue (where width(A) ≤ width(A·op(P)));
+  epilogue; linear combinations expanded, the other outer products of the accumulator grouped (where the
+  program's product flops go down);
 * `merge_tables`: an elementwise table merged into an earlier one of the same width that reads the same arrays
   (so that an executor runs one table on a product's tiles, not two, and does not store the product);
 * `eliminate_dead`: ops (and outputs and table lines of elementwise ops) whose arrays nothing reads, then the
@@ -26,11 +30,13 @@ tuple of (name, transposed)), so a product the prologue already has is reused, n
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 
 from .blocks import ArrayDecl, BlockProgram, Op
 
 __all__ = [
+    "distribute_products",
     "eliminate_dead",
     "gram_accumulations",
     "merge_tables",
@@ -143,124 +149,302 @@ def reassociate(program: BlockProgram) -> BlockProgram:
     return p
 
 
-def quadratic_rowsums(program: BlockProgram) -> BlockProgram:
-    """rowsum(E), E = a⊙c in a table, a = Y·A and c = Z·C block products: rowsum(Y⊙R) where the block already
-    computes R = Z·(C·Aᵀ) (or rowsum(Z⊙R), R = Y·(A·Cᵀ)). E and the products are left to `eliminate_dead`."""
-    p = _copy(program)
-    writers = _writers(p)
-    products: dict[tuple[str, Factors], str] = {}  # (row input, factors of the θ operand) → output
+# ---------------------------------------------------------------------------------------------- linear forms
+Form = dict[str, float]
+
+
+def _table_forms(op: Op) -> dict[str, Form | None]:
+    """Each name of an elementwise table as a linear form over the table's inputs ({input: coefficient}), None
+    where it is not one (a product of two inputs, a function, a constant term)."""
+    forms: dict[str, Form | None] = {name: {name: 1.0} for name in op.ins}
+
+    def value(arg: str) -> Form | float | None:
+        return float(arg[1:]) if arg.startswith("#") else forms.get(arg)
+
+    def scaled(f: Form, c: float) -> Form:
+        return {k: c * v for k, v in f.items()}
+
+    for line in op.table:
+        dst, kind, *args = line.split()
+        vals = [value(a) for a in args]
+        out: Form | None = None
+        if kind in ("add", "sub") and all(isinstance(v, dict) for v in vals):
+            a, b = vals
+            assert isinstance(a, dict) and isinstance(b, dict)
+            out = dict(a)
+            for k, v in b.items():
+                out[k] = out.get(k, 0.0) + (v if kind == "add" else -v)
+        elif kind in ("neg", "copy") and isinstance(vals[0], dict):
+            out = scaled(vals[0], -1.0 if kind == "neg" else 1.0)
+        elif kind == "mul" and len(vals) == 2:
+            a, b = vals
+            if isinstance(a, dict) and isinstance(b, float):
+                out = scaled(a, b)
+            elif isinstance(b, dict) and isinstance(a, float):
+                out = scaled(b, a)
+        elif kind == "div" and isinstance(vals[0], dict) and isinstance(vals[1], float) and vals[1] != 0:
+            out = scaled(vals[0], 1.0 / vals[1])
+        forms[dst] = {k: v for k, v in out.items() if v != 0} if out is not None else None
+    return forms
+
+
+def _form(p: BlockProgram, writers: dict[str, Op], name: str) -> Form:
+    """The array `name` as a linear form over row arrays of its width (itself where it is no linear combination
+    of such arrays)."""
+    op = writers.get(name)
+    if op is not None and op.kind == "elementwise":
+        form = _table_forms(op).get(name)
+        if form and all(_is_row(p, k) and _width(p, k) == _width(p, name) for k in form):
+            return form
+    return {name: 1.0}
+
+
+def _is_row(p: BlockProgram, name: str) -> bool:
+    return name == "X" or (name in p.arrays and p.arrays[name].kind == "row")
+
+
+def _sum_table(out: str, terms: Sequence[tuple[float, Sequence[str]]]) -> Op:
+    """The elementwise op out = Σ coefficient · Π names."""
+    lines: list[str] = []
+    ins: dict[str, None] = {}
+    total = ""
+    for k, (c, names) in enumerate(terms):
+        ins.update(dict.fromkeys(names))
+        term = names[0]
+        for j, n in enumerate(names[1:]):
+            lines.append(f"_p{k}_{j} mul {term} {n}")
+            term = f"_p{k}_{j}"
+        sign = 1.0
+        if total and c < 0:
+            c, sign = -c, -1.0
+        if c != 1.0:
+            lines.append(f"_s{k} mul {term} #{c!r}")
+            term = f"_s{k}"
+        if total:
+            lines.append(f"_a{k} {'add' if sign > 0 else 'sub'} {total} {term}")
+            term = f"_a{k}"
+        total = term
+    if lines and lines[-1].split()[0] == total:
+        lines[-1] = " ".join([out, *lines[-1].split()[1:]])
+    else:
+        lines.append(f"{out} copy {total}")
+    return Op("elementwise", (out,), tuple(ins), (), tuple(lines))
+
+
+def _t(f: Factors) -> Factors:
+    return tuple((n, not tr) for n, tr in reversed(f))
+
+
+def _products(p: BlockProgram) -> dict[tuple[str, Factors], str]:
+    """The block's products: (row input, factors of the θ operand) → output."""
+    out: dict[tuple[str, Factors], str] = {}
     for op in p.block:
         if op.kind == "matmul" and _is_theta_matrix(p, op.ins[1]):
-            products.setdefault((op.ins[0], _matmul_factors(p, op)), op.outs[0])
+            out.setdefault((op.ins[0], _matmul_factors(p, op)), op.outs[0])
+    return out
+
+
+def _row_decl(p: BlockProgram, like: str) -> ArrayDecl:
+    return ArrayDecl("row", (_width(p, like),)) if _is_row(p, like) else ArrayDecl("rowscalar")
+
+
+# ---------------------------------------------------------------------------------------------- passes (linear)
+def distribute_products(program: BlockProgram) -> BlockProgram:
+    """R = E·op(P) with E = Σ cᵢAᵢ a linear combination (in a table) of row arrays, as Σ cᵢ(Aᵢ·op(P)) where the
+    block already computes every Aᵢ·op(P) but at most one (computed instead of E·op(P): the same flops). With
+    `reassociate` after it, e.g. (e0·W − X)·Wᵀ = e0·(W·Wᵀ) − X·Wᵀ, the second a product the block has."""
+    p = _copy(program)
+    writers = _writers(p)
+    products = _products(p)
     new_block: list[Op] = []
     for op in p.block:
-        found = _quadratic(p, op, writers, products) if op.kind == "rowsum" else None
-        if found is None:
+        form = _form(p, writers, op.ins[0]) if op.kind == "matmul" and _is_theta_matrix(p, op.ins[1]) else {}
+        if len(form) < 2:
             new_block.append(op)
             continue
-        y, r = found
-        row = y == "X" or p.arrays[y].kind == "row"
-        q = _fresh(p, "q", ArrayDecl("row", (_width(p, y),)) if row else ArrayDecl("rowscalar"))
-        new_block.append(Op("elementwise", (q,), (y, r), (), (f"{q} mul {y} {r}",)))
-        new_block.append(Op("rowsum", op.outs, (q,)))
+        f = _matmul_factors(p, op)
+        missing = [a for a in form if (a, f) not in products]
+        if len(missing) > 1:
+            new_block.append(op)
+            continue
+        terms = []
+        for a, c in form.items():
+            if (a, f) not in products:
+                prod = _fresh(p, "n", ArrayDecl("row", (_width(p, op.outs[0]),)))
+                new_block.append(Op("matmul", (prod,), (a, op.ins[1]), op.flags))
+                products[(a, f)] = prod
+            terms.append((c, (products[(a, f)],)))
+        new_block.append(_sum_table(op.outs[0], terms))
+    p.block = new_block
+    return schedule(p)
+
+
+def quadratic_rowsums(program: BlockProgram) -> BlockProgram:
+    """rowsum(E), E = u⊙v in a table with u, v linear combinations of row arrays, expanded into terms
+    rowsum(U⊙V), and each term with a block product U = Y·A as rowsum(Y⊙R), R = V·Aᵀ (V a product Z·C:
+    Z·(C·Aᵀ)) a product the block already computes (or the same with U and V exchanged): d flops instead of a
+    product a row once nothing else reads U. Where some such term finds no product, the row sum is left alone.
+    E and the products are left to `eliminate_dead`."""
+    p = _copy(program)
+    writers = _writers(p)
+    products = _products(p)
+    new_block: list[Op] = []
+    for op in p.block:
+        terms = _quadratic(p, op, writers, products) if op.kind == "rowsum" else None
+        if terms is None:
+            new_block.append(op)
+            continue
+        by_width: dict[int, list[tuple[float, tuple[str, ...]]]] = {}
+        for c, y, r in terms:
+            by_width.setdefault(_width(p, y), []).append((c, (y, r)))
+        sums = []
+        for width_terms in by_width.values():
+            y = width_terms[0][1][0]
+            q = _fresh(p, "q", _row_decl(p, y))
+            new_block.append(_sum_table(q, width_terms))
+            s = op.outs[0] if len(by_width) == 1 else _fresh(p, "s", ArrayDecl("rowscalar"))
+            new_block.append(Op("rowsum", (s,), (q,)))
+            sums.append(s)
+        if len(sums) > 1:
+            new_block.append(_sum_table(op.outs[0], [(1.0, (s,)) for s in sums]))
     p.block = new_block
     return schedule(p)
 
 
 def _quadratic(
     p: BlockProgram, op: Op, writers: dict[str, Op], products: dict[tuple[str, Factors], str]
-) -> tuple[str, str] | None:
+) -> list[tuple[float, str, str]] | None:
     e = op.ins[0]
     table_op = writers.get(e)
-    if table_op is None or table_op.kind != "elementwise":
+    if table_op is None or table_op.kind != "elementwise" or not _is_row(p, e):
         return None
     line = next((ln.split() for ln in table_op.table if ln.split()[0] == e), None)
-    if line is None or line[1] != "mul" or not all(x in table_op.ins for x in line[2:]):
+    if line is None or line[1] != "mul" or any(a.startswith("#") for a in line[2:]):
         return None
-    a_op, c_op = writers.get(line[2]), writers.get(line[3])
-    if a_op is None or c_op is None or a_op.kind != "matmul" or c_op.kind != "matmul":
+    forms = _table_forms(table_op)
+    fu, fv = forms.get(line[2]), forms.get(line[3])
+    if not fu or not fv:
         return None
-    if not (_is_theta_matrix(p, a_op.ins[1]) and _is_theta_matrix(p, c_op.ins[1])):
+    w = _width(p, e)
+    if not all(_is_row(p, k) and _width(p, k) == w for k in (*fu, *fv)):
         return None
-    fa, fc = _matmul_factors(p, a_op), _matmul_factors(p, c_op)
-
-    def t(f: Factors) -> Factors:
-        return tuple((n, not tr) for n, tr in reversed(f))
-
-    y, z = a_op.ins[0], c_op.ins[0]
-    if (r := products.get((z, fc + t(fa)))) is not None and _width(p, r) == _width(p, y):
-        return y, r
-    if (r := products.get((y, fa + t(fc)))) is not None and _width(p, r) == _width(p, z):
-        return z, r
-    return None
+    factors = {}
+    for name in (*fu, *fv):
+        mm = writers.get(name)
+        if mm is not None and mm.kind == "matmul" and _is_theta_matrix(p, mm.ins[1]):
+            factors[name] = (mm.ins[0], _matmul_factors(p, mm))
+    pairs: dict[tuple[str, str], float] = {}
+    for u, cu in fu.items():
+        for v, cv in fv.items():
+            key = (u, v) if (u, v) in pairs or (v, u) not in pairs else (v, u)
+            pairs[key] = pairs.get(key, 0.0) + cu * cv
+    terms: list[tuple[float, str, str]] = []
+    for (u, v), c in pairs.items():
+        if c == 0:
+            continue
+        if u not in factors and v not in factors:
+            terms.append((c, u, v))
+            continue
+        found = None
+        for a, b in ((u, v), (v, u)):
+            if a not in factors:
+                continue
+            y, fa = factors[a]
+            if b in factors:  # rowsum((Y·A)⊙(Z·C)) = rowsum(Y⊙(Z·(C·Aᵀ)))
+                z, fb = factors[b]
+                r = products.get((z, fb + _t(fa)))
+            else:  # rowsum((Y·A)⊙V) = rowsum(Y⊙(V·Aᵀ))
+                r = products.get((b, _t(fa)))
+            if r is not None and _width(p, r) == _width(p, y):
+                found = (c, y, r)
+                break
+        if found is None:
+            return None
+        terms.append(found)
+    if not any(u in factors or v in factors for u, v in pairs):
+        return None
+    return terms
 
 
 def gram_accumulations(program: BlockProgram) -> BlockProgram:
-    """acc_outer ACC A C with C = A·op(P) a block product (or acc_outer ACC C A): the Gram matrix G = Σ AᵀA
-    accumulated instead (one per A), and ACC a θ-level array of the epilogue: G·op(P) (op(P)ᵀ·G), plus what the
-    block still accumulates into it. Where width(A) ≤ width(C) (no more flops a row)."""
+    """The outer products of each accumulator, their operands' linear combinations (in tables) expanded into
+    terms c·Lᵀ·R; a term with R = L·op(P) a block product (or L = R·op(P)) as the Gram matrix G = Σ LᵀL
+    (acc_gram: one per L, symmetric) times op(P) in the epilogue (op(P)ᵀ·G); the other terms grouped by R into
+    one outer product (Σ cL)ᵀR each. The accumulator becomes a θ-level array of the epilogue: the θ-level
+    products plus what the block still accumulates (a new accumulator). Kept for each accumulator where the
+    program then has fewer flops a row in products, once the arrays nothing reads are gone (`eliminate_dead`)."""
+    p = program
+    accs = dict.fromkeys(op.outs[0] for op in program.block if op.kind == "acc_outer")
+    for acc in accs:
+        candidate = _gram_one(p, acc)
+        if candidate is not None and _cost(candidate) < _cost(p):
+            p = candidate
+    return p
+
+
+def _cost(p: BlockProgram) -> tuple[int, int]:
+    from .blocks import flops_per_row
+
+    f = flops_per_row(eliminate_dead(p))
+    return f["matmul"], f["total"]
+
+
+def _gram_one(program: BlockProgram, acc: str) -> BlockProgram | None:
     p = _copy(program)
     writers = _writers(p)
-    grams: dict[str, str] = {}  # A → its Gram accumulator
-    terms: dict[str, list[tuple[str, str, bool, bool]]] = {}  # ACC → [(gram, P, flag of P, gram first)]
-    new_block: list[Op] = []
-    for op in p.block:
+    ops = [op for op in p.block if op.kind == "acc_outer" and op.outs[0] == acc]
+    if any(op.kind in _ACC_OPS and op.kind != "acc_outer" and op.outs[0] == acc for op in p.block):
+        return None
+    grams = {op.ins[0]: op.outs[0] for op in p.block if op.kind == "acc_gram"}  # L → its Gram accumulator
+    terms: list[tuple[float, str, str]] = []
+    for op in ops:
+        fl, fr = _form(p, writers, op.ins[0]), _form(p, writers, op.ins[1])
+        terms += [(cl * cr, lft, rgt) for lft, cl in fl.items() for rgt, cr in fr.items()]
+    gram_terms: list[tuple[float, str, str, bool, bool]] = []  # (c, L, P, flag of P, gram first)
+    rest: dict[str, list[tuple[float, str]]] = {}
+    for c, lft, rgt in terms:
         hit = None
-        if op.kind == "acc_outer":
-            for a, c, first in ((op.ins[0], op.ins[1], True), (op.ins[1], op.ins[0], False)):
-                w = writers.get(c)
-                if (
-                    w is not None
-                    and w.kind == "matmul"
-                    and w.ins[0] == a
-                    and _is_theta_matrix(p, w.ins[1])
-                    and _width(p, a) <= _width(p, c)
-                ):
-                    hit = (a, w, first)
-                    break
-        if hit is None:
-            new_block.append(op)
-            continue
-        a, w, first = hit
+        for a, b, first in ((lft, rgt, True), (rgt, lft, False)):
+            w = writers.get(b)
+            if w is not None and w.kind == "matmul" and w.ins[0] == a and _is_theta_matrix(p, w.ins[1]):
+                hit = (c, a, w.ins[1], bool(w.flags[0]), first)
+                break
+        if hit is not None:
+            gram_terms.append(hit)
+        else:
+            rest.setdefault(rgt, []).append((c, lft))
+    if not gram_terms:
+        return None
+    decl = p.arrays[acc]
+    block_ops: list[Op] = []
+    prelude: list[Op] = []
+    parts: list[tuple[float, str]] = []
+    if rest:
+        partial = _fresh(p, "a", ArrayDecl("acc", decl.shape))
+        for r, ls in rest.items():
+            if len(ls) == 1 and ls[0][0] == 1.0:
+                left = ls[0][1]
+            else:
+                left = _fresh(p, "o", _row_decl(p, ls[0][1]))
+                block_ops.append(_sum_table(left, [(c, (lft,)) for c, lft in ls]))
+            block_ops.append(Op("acc_outer", (partial,), (left, r)))
+        parts.append((1.0, partial))
+    for c, a, pm, tp, first in gram_terms:
         if a not in grams:
             grams[a] = _fresh(p, "g", ArrayDecl("acc", (_width(p, a), _width(p, a))))
-            new_block.append(Op("acc_gram", (grams[a],), (a,)))
-        terms.setdefault(op.outs[0], []).append((grams[a], w.ins[1], bool(w.flags[0]), first))
-    if not terms:
-        return program
-    p.block = new_block
-    prelude: list[Op] = []
-    for acc, items in terms.items():
-        decl = p.arrays[acc]
-        parts = []
-        for gram, pm, tp, first in items:
-            out = _fresh(p, "u", ArrayDecl("theta", decl.shape))
-            # G·op(P), or op(P)ᵀ·G = P·G (P transposed in C) / Pᵀ·G
-            if first:
-                prelude.append(Op("gemm", (out,), (gram, pm), (0, int(tp))))
-            else:
-                prelude.append(Op("gemm", (out,), (pm, gram), (int(not tp), 0)))
-            parts.append(out)
-        if any(op.kind in _ACC_OPS and op.outs[0] == acc for op in p.block):
-            rest = _fresh(p, "a", ArrayDecl("acc", decl.shape))
-            p.block = [
-                Op(op.kind, (rest,), op.ins) if op.kind in _ACC_OPS and op.outs[0] == acc else op for op in p.block
-            ]
-            parts.insert(0, rest)
-        p.arrays[acc] = ArrayDecl("theta", decl.shape)
-        if len(parts) == 1:
-            last = prelude.pop()
-            prelude.append(Op(last.kind, (acc,), last.ins, last.flags))
-            del p.arrays[last.outs[0]]
-        else:
-            table, total = [], parts[0]
-            for k, part in enumerate(parts[1:]):
-                dst = acc if k == len(parts) - 2 else f"v{k}"
-                table.append(f"{dst} add {total} {part}")
-                total = dst
-            prelude.append(Op("elementwise", (acc,), tuple(parts), (), tuple(table)))
+            block_ops.append(Op("acc_gram", (grams[a],), (a,)))
+        out = _fresh(p, "u", ArrayDecl("theta", decl.shape))
+        if first:  # G·op(P)
+            prelude.append(Op("gemm", (out,), (grams[a], pm), (0, int(tp))))
+        else:  # op(P)ᵀ·G
+            prelude.append(Op("gemm", (out,), (pm, grams[a]), (int(not tp), 0)))
+        parts.append((c, out))
+    p.arrays[acc] = ArrayDecl("theta", decl.shape)
+    prelude.append(_sum_table(acc, [(c, (n,)) for c, n in parts]))
+    k = p.block.index(ops[0])
+    p.block = [op for op in p.block[:k] if op not in ops] + block_ops + [op for op in p.block[k:] if op not in ops]
     p.epilogue = prelude + p.epilogue
-    return p
+    return schedule(p)
 
 
 def _table_reads(op: Op) -> set[str]:
@@ -383,5 +567,13 @@ def _merge(first: Op, second: Op) -> Op:
 
 
 def optimize(program: BlockProgram) -> BlockProgram:
-    """The passes in order: reassociate, quadratic_rowsums, gram_accumulations, eliminate_dead, merge_tables."""
-    return merge_tables(eliminate_dead(gram_accumulations(quadratic_rowsums(reassociate(program)))))
+    """The passes in order: distribute_products (where it pays), reassociate, quadratic_rowsums,
+    gram_accumulations, eliminate_dead, merge_tables."""
+    plain = _rest(reassociate(program))
+    distributed = _rest(reassociate(distribute_products(program)))
+    # distributing a product pays only where the passes after it remove what it read
+    return distributed if _cost(distributed) < _cost(plain) else plain
+
+
+def _rest(program: BlockProgram) -> BlockProgram:
+    return merge_tables(eliminate_dead(gram_accumulations(quadratic_rowsums(program))))
