@@ -33,7 +33,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .blocks import ArrayDecl, BlockProgram, Op
+from .blocks import ArrayDecl, BlockProgram, Op, flops_per_row
 
 __all__ = [
     "distribute_products",
@@ -383,8 +383,6 @@ def gram_accumulations(program: BlockProgram) -> BlockProgram:
 
 
 def _cost(p: BlockProgram) -> tuple[int, int]:
-    from .blocks import flops_per_row
-
     f = flops_per_row(eliminate_dead(p))
     return f["matmul"], f["total"]
 
@@ -445,10 +443,6 @@ def _gram_one(program: BlockProgram, acc: str) -> BlockProgram | None:
     p.block = [op for op in p.block[:k] if op not in ops] + block_ops + [op for op in p.block[k:] if op not in ops]
     p.epilogue = prelude + p.epilogue
     return schedule(p)
-
-
-def _table_reads(op: Op) -> set[str]:
-    return set(op.ins)
 
 
 def eliminate_dead(program: BlockProgram) -> BlockProgram:
@@ -524,10 +518,10 @@ def _table_width(program: BlockProgram, op: Op) -> int:
 
 
 def merge_tables(program: BlockProgram) -> BlockProgram:
-    """An elementwise op merged into an earlier one of the same width (> 1) when the ops between them write
-    nothing it reads: one table, whose inputs are read once (an executor fuses a table with the product before it
-    and a row sum after it; two tables reading one product would store it). The later table's temporaries are
-    renamed apart; a row sum of its outputs moves with it."""
+    """An elementwise op merged into an earlier one of the same width (> 1) that reads or writes a row array it
+    reads, when the ops between them write nothing it reads: one table, whose inputs are read once (an executor
+    fuses a table with the product before it and a row sum after it; two tables reading one product would store
+    it). The later table's temporaries are renamed apart; a row sum of its outputs moves with it."""
     p = _copy(program)
     block: list[Op] = []
     for op in p.block:
@@ -535,11 +529,8 @@ def merge_tables(program: BlockProgram) -> BlockProgram:
             target = None
             for k in range(len(block) - 1, -1, -1):
                 prev = block[k]
-                if (
-                    prev.kind == "elementwise"
-                    and _table_width(p, prev) == _table_width(p, op)
-                    and set(op.ins) & (set(prev.outs) | set(prev.ins))
-                ):
+                shared = {n for n in set(op.ins) & (set(prev.outs) | set(prev.ins)) if _is_row(p, n)}
+                if prev.kind == "elementwise" and _table_width(p, prev) == _table_width(p, op) and shared:
                     target = k
                     break
                 if set(prev.outs) & set(op.ins) or prev.kind in _OUTPUT_OPS:
