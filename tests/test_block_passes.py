@@ -189,6 +189,7 @@ def _models(d: int) -> dict[str, symsm.Model]:
     W = symsm.param_matrix("W", d, d)
     V = symsm.param_matrix("V", d, d)
     b = symsm.param_vector("b", d)
+    S = symsm.param_symmetric("S", d)
     return {
         "ica": symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))), x, [W], name="ica"),
         "ica_bias": symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x + b))), x, [W, b], name="ica_bias"),
@@ -203,6 +204,9 @@ def _models(d: int) -> dict[str, symsm.Model]:
         "ica_gauss": symsm.Model(
             symsm.sum(-symsm.log(symsm.cosh(W @ x))) - symsm.sum(x**2) / 2, x, [W], name="ica_gauss"
         ),
+        "ica_symmetric": symsm.Model(
+            symsm.sum(-symsm.log(symsm.cosh(S @ x))), x, [S], name="ica_symmetric"
+        ),  # a symmetric group: ∇ folds A + Aᵀ
         "chain": symsm.Model(symsm.sum(-symsm.log(symsm.cosh(V @ (W @ x)))), x, [W, V], name="chain"),
         "student": symsm.Model(-symsm.sum(symsm.log(1 + (W @ x - b) ** 2)), x, [W, b], name="student"),
     }
