@@ -3,16 +3,17 @@ of benchmarks/STRUCTURED_SPEED.md).
 
 For ICA log cosh at each d, value_and_grad four ways, each call interleaved with the others, `--repeat` rounds:
 
-* *before*: what `loss.value_and_grad` did until this change — the host's test of X for non-finite values
-  (`as_data`), then `StructuredKernel.run` (prologue, block kernel, epilogue) with the block kernel as it was built
-  then: 256-bit vectors, the 4 × 4 tile, no prefetch;
-* *after kernel*: `StructuredKernel.run` with today's defaults (`default_lanes`, `default_tile`, the kernel's own
-  test of X), without the host's test;
+* *before*: `StructuredKernel.run` of the program as lowered, without the rewrites of symsm/ir/block_passes.py
+  (`build_block_programs(..., rewrite=False)`: five row products, 10d² flops a row), today's kernel defaults;
+* *after kernel*: `StructuredKernel.run` of the rewritten program (what symsm runs: 7d² + d flops a row in
+  products), today's defaults (`default_lanes`, `default_tile`, the kernel's own test of X);
 * *compiled loss*: `model.compile(path="structured").value_and_grad`, today's whole path;
 * *JAX hand*: JAX (jit, float64) with the derivatives written by hand.
  Medians of wall and
-process CPU time (all threads); the load average at the start and end. `--dtype float32` runs the after-kernel
-in float32 too (against the float64 after-kernel)."""
+process CPU time (all threads); the load average at the start and end. `--float32` runs the after-kernel
+in float32 too (against the float64 after-kernel). The roofline (CPU time): 10d²·N flops (the issue's) and the
+program's own products' flops, at the FMA loop's per-core peak measured in the same process
+(benchmarks/block_kernels.fma_peak)."""
 
 from __future__ import annotations
 
@@ -26,28 +27,27 @@ from typing import Any
 
 import numpy as np
 
-from .block_kernels import jax_ica
+from .block_kernels import fma_peak, jax_ica
 from .structured import _rel, ica_model, ica_theta
 
 DIMS = {8: 1_000_000, 32: 1_000_000, 64: 1_000_000, 128: 100_000, 256: 100_000}
 
 
-def kernels(d: int, float32: bool) -> tuple[Any, dict[str, Any]]:
-    from symsm.backends.llvm import blocks
+def kernels(d: int, float32: bool) -> tuple[Any, dict[str, Any], dict[str, int]]:
     from symsm.backends.llvm.structured import StructuredKernel
     from symsm.derive.derivation import Derivation
-    from symsm.ir.blocks import build_block_programs
+    from symsm.ir.blocks import build_block_programs, flops_per_row
 
     model = ica_model(d)
-    text = build_block_programs(Derivation(model, path="structured").structured, model)["value_and_grad"].text()
+    der = Derivation(model, path="structured").structured
+    lowered = build_block_programs(der, model, rewrite=False)["value_and_grad"]
+    program = build_block_programs(der, model)["value_and_grad"]
+    text = program.text()
     out = {}
-    before = StructuredKernel(text, np.float64)
-    saved, blocks.PREFETCH_BYTES = blocks.PREFETCH_BYTES, 0
-    try:
-        before.natives["float64"] = blocks.BlockKernel(before.llvm_program, "float64", lanes=4, mr=4, nv=4, tiles=1)
-    finally:
-        blocks.PREFETCH_BYTES = saved
+    before = StructuredKernel(lowered.text(), np.float64)
+    before.native()
     out["before"] = before
+    flops = {"before": flops_per_row(lowered)["matmul"], "after kernel": flops_per_row(program)["matmul"]}
     after = StructuredKernel(text, np.float64)
     after.native()
     out["after kernel"] = after
@@ -55,22 +55,20 @@ def kernels(d: int, float32: bool) -> tuple[Any, dict[str, Any]]:
         f32 = StructuredKernel(text, np.float32)
         f32.native()
         out["after f32"] = f32
-    return model, out
+    return model, out, flops
 
 
 def measure(d: int, n: int, args: argparse.Namespace) -> None:
     """One dimension's interleaved rounds, printed."""
     import jax
 
-    from symsm.core.arrays import as_data
-
-    model, ks = kernels(d, args.float32)
+    model, ks, flops = kernels(d, args.float32)
     theta = ica_theta(d)
     X = np.random.default_rng(1).standard_normal((n, d))
     X32 = X.astype(np.float32)
     loss = model.compile(path="structured")
     calls = {
-        "before": lambda k=ks["before"]: k.run(theta, as_data(model, X)),
+        "before": lambda k=ks["before"]: k.run(theta, X),
         "after kernel": lambda k=ks["after kernel"]: k.run(theta, X),
         "compiled loss": lambda: loss.value_and_grad(theta, X),
     }
@@ -95,7 +93,9 @@ def measure(d: int, n: int, args: argparse.Namespace) -> None:
             times[name].append((time.perf_counter() - t, time.process_time() - c))
     load1 = os.getloadavg()[0]
     ref = results["compiled loss"]
-    print(f"ICA d = {d}, N = {n}, float64 unless noted, load {load0:.1f} → {load1:.1f}")
+    peak = fma_peak("float64")["per_core"]  # GFLOP/s, after the rounds: the same process, the same load
+    print(f"ICA d = {d}, N = {n}, float64 unless noted, load {load0:.1f} → {load1:.1f}; FMA peak {peak:.1f} "
+          f"GFLOP/s a core: roofline (CPU) 10d²·N {10 * d * d * n / peak / 1e6:.1f} ms")  # fmt: skip
     jw = statistics.median(t[0] for t in times.get("JAX hand", [(float("nan"), 0.0)]))
     jc = statistics.median(t[1] for t in times.get("JAX hand", [(0.0, float("nan"))]))
     for name, ts in times.items():
@@ -106,6 +106,13 @@ def measure(d: int, n: int, args: argparse.Namespace) -> None:
             f"CPU {jc / c:5.2f}×  rel. diff to the compiled loss {rel:.1e}",
             flush=True,
         )
+        if name in flops:
+            roof, own = 10 * d * d * n / peak / 1e9, flops[name] * n / peak / 1e9
+            print(
+                f"  {'':16s} × roofline (CPU): {c / roof:.2f} against 10d², {c / own:.2f} against the program's "
+                f"own {flops[name] / (d * d):.2f}d² a row",
+                flush=True,
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

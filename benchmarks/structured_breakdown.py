@@ -22,7 +22,8 @@ import numpy as np
 
 from .structured import ica_model, ica_theta
 
-# cumulative variants: (label, indices of the ICA value_and_grad program's LLVM ops kept, arrays sunk)
+# cumulative variants: (label, indices of the ICA value_and_grad program's LLVM ops kept, arrays sunk), of the
+# program as lowered (build_block_programs(..., rewrite=False)); "rewritten program": the program as symsm runs it
 # ops: 0 r1 = X·Wᵀ, 1 table (tanh) → e0 e1 f3, 2 r3 = e0·W, 3 rowsum r4, 4 e4 = r3², 5 rowsum r5, 6 r6 = r3·Wᵀ,
 # 7 e5 (row scalars), 8 table → e6 e7, 9 acc_sum, 10 acc_colsum e6, 11 acc_outer e0 r3, 12 acc_outer e7 X,
 # 13 the column sums of X (the kernel's test of X)
@@ -57,17 +58,27 @@ def kernels(d: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from symsm.ir.blocks import build_block_programs
 
     model = ica_model(d)
-    text = build_block_programs(Derivation(model, path="structured").structured, model)["value_and_grad"].text()
+    der = Derivation(model, path="structured").structured
+    text = build_block_programs(der, model, rewrite=False)["value_and_grad"].text()
     sk = StructuredKernel(text, np.float64)
     prog = sk.llvm_program
+    rewritten = StructuredKernel(build_block_programs(der, model)["value_and_grad"].text(), np.float64)
     if len(prog.ops) != 14:
         raise SystemExit(f"the ICA program has {len(prog.ops)} ops, not the 14 STEPS names: update STEPS")
     env = sk.prologue(np.asarray(ica_theta(d), dtype=np.float64))
     params = {p.name: env[p.name] for p in prog.params}
+    env = rewritten.prologue(np.asarray(ica_theta(d), dtype=np.float64))
+    params.update({p.name: env[p.name] for p in rewritten.llvm_program.params})
     out: dict[str, Any] = {}
     for label, keep, sunk in STEPS:
         ops = tuple(op for i, op in enumerate(prog.ops) if i in keep) + _sink(sunk)
         out[label] = blocks.BlockKernel(replace(prog, ops=ops), "float64")
+    out["rewritten program"] = rewritten.native()  # symsm/ir/block_passes.py: 7d² + d flops a row in products
+    full_gram = tuple(
+        blocks.AccOuter(op.acc, op.a, op.a) if isinstance(op, blocks.AccGram) else op
+        for op in rewritten.llvm_program.ops
+    )  # every tile of the Gram matrix, as acc_outer e0ᵀe0 (8d²)
+    out["rewritten, full Gram tiles"] = blocks.BlockKernel(replace(rewritten.llvm_program, ops=full_gram), "float64")
     W = blocks.MatMul
     chain = [W("q1", "X", "W", True), W("q2", "q1", "W", False), W("q3", "q2", "W", True), W("q4", "q3", "W", True)]
     for k in range(1, 5):
@@ -83,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args(argv)
     from symsm.backends.llvm import blocks
+    from symsm.derive.derivation import Derivation
+    from symsm.ir.blocks import build_block_programs, flops_per_row
 
     d, n = args.d, args.n
     ks, params = kernels(d)
@@ -105,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     t = time.process_time()
     gflops = peak() / (time.process_time() - t) / 1e9
     product = 2.0 * d * d * n / gflops / 1e6  # ms of one row product at the peak
-    print(f"FMA peak {gflops:.1f} GFLOP/s: one row product (2d² a row) {product:.2f} ms, the program's 10d² "
-          f"{5 * product:.2f} ms")  # fmt: skip
+    own = flops_per_row(
+        build_block_programs(Derivation(ica_model(d), path="structured").structured, ica_model(d))["value_and_grad"]
+    )["matmul"] / (d * d)
+    print(f"FMA peak {gflops:.1f} GFLOP/s: one row product (2d² a row) {product:.2f} ms, the roofline's 10d² "
+          f"{5 * product:.2f} ms, the rewritten program's {own:.2f}d² {own / 2 * product:.2f} ms")  # fmt: skip
     prev = 0.0
     for label, ts in times.items():
         best = min(ts)

@@ -10,6 +10,7 @@ import pytest
 from symsm.backends.llvm import blocks
 from symsm.backends.llvm.blocks import (
     AccColSum,
+    AccGram,
     AccOuter,
     AccSum,
     BlockKernel,
@@ -160,6 +161,29 @@ def test_several_outer_products_share_one_accumulator() -> None:
     scale = np.abs(Y).T @ np.abs(X)
     _check(out["G"], Y.T @ X + X.T @ Y, scale + scale.T, "float64")
     _check(out["H"], X.T @ X, np.abs(X).T @ np.abs(X), "float64")
+
+
+@pytest.mark.parametrize(("mr", "nv", "lanes"), [(4, 3, 4), (6, 4, 8), (3, 2, 4), (1, 1, 8)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("d", [1, 3, 5, 17, 32, 33, 70])
+def test_gram_accumulation_upper_tiles_mirrored(d: int, dtype: str, mr: int, nv: int, lanes: int) -> None:
+    """AccGram (one triangle of tiles, mirrored) equals YᵀY and the full outer product AccOuter(Y, Y)."""
+    prog = BlockProgram(
+        d, (Param("P", (d, d)),), (MatMul("Y", "X", "P", True), AccGram("G", "Y"), AccOuter("H", "Y", "Y"))
+    )
+    X = _data(131, d, dtype)
+    P = np.random.default_rng(3).standard_normal((d, d))
+    out = BlockKernel(prog, dtype, mr=mr, nv=nv, lanes=lanes, block_rows=40)(X, {"P": P})
+    X64, P64 = X.astype(np.float64), P.astype(dtype).astype(np.float64)
+    Y = X64 @ P64.T
+    absY = np.abs(X64) @ np.abs(P64.T)
+    _check(out["G"], Y.T @ Y, absY.T @ absY, dtype)
+    np.testing.assert_array_equal(out["G"], out["G"].T)
+    np.testing.assert_array_equal(np.triu(out["G"]), np.triu(out["H"]))  # the same sums, tile by tile
+    with pytest.raises(ValueError, match="Gram accumulator"):
+        BlockKernel(BlockProgram(d, (), (AccOuter("G", "X", "X"), AccGram("G", "X"))))
+    with pytest.raises(ValueError, match="Gram accumulator"):
+        BlockKernel(BlockProgram(d, (), (AccGram("G", "X"), AccOuter("G", "X", "X"))))
 
 
 def test_bad_programs_are_refused() -> None:

@@ -35,6 +35,8 @@ block section
     matmul OUT A P T        OUT(B, n) = A(B, k) @ Pᵀ if T (P is (n, k)) else A @ P (P is (k, n))
     rowsum OUT A            OUT(B,) = Σ over each row of A
     acc_outer ACC A C       ACC(n, m) += Aᵀ C (float64)
+    acc_gram ACC A          ACC(n, n) += Aᵀ A (float64; symmetric: an executor may compute one triangle and
+                            mirror it; no other op adds into ACC)
     acc_colsum ACC A        ACC(n,) += Σ over rows of A
     acc_sum ACC A           ACC() += Σ of every entry of A (rows or row scalars)
     per_sample A            the per-row output (B,): the integrand
@@ -62,7 +64,11 @@ combine rows); ``rows_per_block`` is a hint chosen so that a block's row arrays 
 pick its own B, but the partial sums must be combined in an order that depends only on N).
 
 Only additions to the ops of the brief: row scalars as elementwise operands (broadcast along the row), the
-θ-level ops listed, and per_sample / score as ops.
+θ-level ops listed, per_sample / score as ops, and acc_gram.
+
+`build_block_programs` lowers the structured derivation and then rewrites each program with the passes of
+symsm/ir/block_passes.py (θ-only products re-associated into the prologue, quadratic row sums through an existing
+product, Gram accumulations, dead ops, merged tables): the same values with fewer flops a row.
 """
 
 from __future__ import annotations
@@ -94,7 +100,10 @@ FORMAT = "symsm-blocks 1"
 #: functions a table may call: the function table's (symsm/core/functions.py) smooth nodes with a scalar
 #: implementation (min and max live in coordinate weights, which structured models do not have)
 TABLE_FUNCTIONS = frozenset(f.name for f in FUNCTIONS if f.cls is not None and f.scalar is not None and f.smooth)
-BLOCK_OPS = {"matmul": 4, "rowsum": 2, "acc_outer": 3, "acc_colsum": 2, "acc_sum": 2, "per_sample": 1, "score": 1}
+BLOCK_OPS = {
+    "matmul": 4, "rowsum": 2, "acc_outer": 3, "acc_gram": 2, "acc_colsum": 2, "acc_sum": 2, "per_sample": 1,
+    "score": 1,
+}  # fmt: skip
 THETA_OPS = {
     "gemm": 5, "transpose": 2, "rowdot": 3, "diag": 2, "colsum": 2, "sum": 2, "scale_rows": 3, "diagmat": 2,
     "outer": 3, "bcast_rows": 2, "fill": 2, "value": 1, "grad": 2,
@@ -177,8 +186,8 @@ class BlockProgram:
         return "\n".join(lines) + "\n"
 
     def matmuls(self) -> list[Op]:
-        """The block section's matrix products (matmul and acc_outer)."""
-        return [op for op in self.block if op.kind in ("matmul", "acc_outer")]
+        """The block section's matrix products (matmul, acc_outer and acc_gram)."""
+        return [op for op in self.block if op.kind in ("matmul", "acc_outer", "acc_gram")]
 
 
 def _op_lines(op: Op) -> list[str]:
@@ -244,7 +253,7 @@ def _parse_op(kind: str, words: list[str]) -> Op:
         return Op(kind, (words[0],), tuple(words[1:3]), (int(words[3]), int(words[4])))
     if kind in ("per_sample", "score", "value"):
         return Op(kind, (), (words[0],))
-    if kind in ("acc_outer", "acc_colsum", "acc_sum", "grad"):
+    if kind in ("acc_outer", "acc_gram", "acc_colsum", "acc_sum", "grad"):
         return Op(kind, (words[0],), tuple(words[1:]))
     return Op(kind, (words[0],), tuple(words[1:]))
 
@@ -708,14 +717,18 @@ def _theta_decls(model: Any) -> list[ThetaDecl]:
     return out
 
 
-def build_block_programs(derivation: StructuredDerivation, model: Any) -> dict[str, BlockProgram]:
-    """The block programs of the kernels value_and_grad, value, per_sample and score."""
-    return {k: _Lowering(derivation, model, k).run() for k in KERNELS}
+def build_block_programs(derivation: StructuredDerivation, model: Any, rewrite: bool = True) -> dict[str, BlockProgram]:
+    """The block programs of the kernels value_and_grad, value, per_sample and score; `rewrite`: with the
+    algebraic rewrites of symsm/ir/block_passes.py (fewer flops a row, the same values)."""
+    from .block_passes import optimize  # the passes import this module's types
+
+    programs = {k: _Lowering(derivation, model, k).run() for k in KERNELS}
+    return {k: optimize(p) for k, p in programs.items()} if rewrite else programs
 
 
 def flops_per_row(program: BlockProgram) -> dict[str, int]:
-    """Floating-point operations per row of the block section: in matrix products (2·n·k each) and in
-    elementwise tables, row sums and accumulations (one per entry and instruction)."""
+    """Floating-point operations per row of the block section: in matrix products (2·n·k each; a Gram matrix
+    n(n + 1): one triangle) and in elementwise tables, row sums and accumulations (one per entry and instruction)."""
     width = {n: (a.shape[0] if a.kind == "row" else 1) for n, a in program.arrays.items()}
     width["X"] = program.dim
     theta = {n: a.shape for n, a in program.arrays.items() if a.kind == "theta"}
@@ -728,6 +741,8 @@ def flops_per_row(program: BlockProgram) -> dict[str, int]:
             matmul += 2 * shape[0] * shape[1]
         elif op.kind == "acc_outer":
             matmul += 2 * width[op.ins[0]] * width[op.ins[1]]
+        elif op.kind == "acc_gram":
+            matmul += width[op.ins[0]] * (width[op.ins[0]] + 1)
         elif op.kind == "elementwise":
             other += len(op.table) * max(width[o] for o in op.outs)
         elif op.kind in ("rowsum", "acc_colsum", "acc_sum"):

@@ -239,6 +239,9 @@ class BlockKernel:
             elif k == "acc_outer":
                 a, c = env[op.ins[0]].astype(np.float64), env[op.ins[1]].astype(np.float64)
                 acc[op.outs[0]] += np.einsum("bi,bj->bij", a, c) if per_row else a.T @ c
+            elif k == "acc_gram":
+                a = env[op.ins[0]].astype(np.float64)
+                acc[op.outs[0]] += np.einsum("bi,bj->bij", a, a) if per_row else a.T @ a
             elif k == "acc_colsum":
                 a = env[op.ins[0]].astype(np.float64)
                 acc[op.outs[0]] += a if per_row else a.sum(axis=0)

@@ -11,6 +11,8 @@ A block program runs over the rows of X (N × d, float64 or float32) in blocks o
   columns.
 * `RowSum(out, a)`: out(B,) = Σ_j a[:, j].
 * `AccOuter(acc, a, c)`: acc(n, m) += aᵀ c, summed over the rows (accumulated in float64).
+* `AccGram(acc, a)`: acc(n, n) += aᵀ a, the tiles on and above the diagonal only, mirrored when the chunks'
+  sums are added (no other op adds into acc).
 * `AccColSum(acc, a)`: acc(n,) += Σ_rows a;  `AccSum(acc, a)`: acc += Σ_rows a (a of width 1).
 
 How it runs (one function `void f(T* X, i64 n_rows, T** params, double* accs, T* work)` per program):
@@ -68,6 +70,7 @@ from .vecmath import LN2_HI, LN2_LO, LOG2E, SHIFTER, _Ops, declare_intrinsic, ve
 
 __all__ = [
     "AccColSum",
+    "AccGram",
     "AccOuter",
     "AccSum",
     "BlockKernel",
@@ -145,6 +148,12 @@ class AccOuter:
 
 
 @dataclass(frozen=True)
+class AccGram:
+    acc: str
+    a: str
+
+
+@dataclass(frozen=True)
 class AccColSum:
     acc: str
     a: str
@@ -163,9 +172,9 @@ class RowOut:
     a: str
 
 
-Op = MatMul | Elementwise | RowSum | AccOuter | AccColSum | AccSum | RowOut
+Op = MatMul | Elementwise | RowSum | AccOuter | AccGram | AccColSum | AccSum | RowOut
 ROW_OPS = (MatMul, Elementwise, RowSum)
-ACC_OPS = (AccOuter, AccColSum, AccSum)
+ACC_OPS = (AccOuter, AccGram, AccColSum, AccSum)
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,7 @@ class _Acc:
     shape: tuple[int, ...]
     stored: tuple[int, ...]  # shape in the accumulator buffer (last axis padded to whole vectors)
     offset: int = 0
+    gram: bool = False  # the upper triangle (with the diagonal) accumulated: mirrored at the end
 
 
 @dataclass
@@ -250,6 +260,8 @@ def _plan(
 
     def acc(name: str, shape: tuple[int, ...]) -> None:
         stored = (*shape[:-1], lay.pad(shape[-1])) if shape else (1,)
+        if name in lay.accs and lay.accs[name].gram:
+            raise ValueError(f"no other op may add into a Gram accumulator ({name!r})")
         if name in lay.accs and lay.accs[name].shape != shape:
             raise ValueError(f"accumulator {name!r} has shapes {lay.accs[name].shape} and {shape}")
         lay.accs.setdefault(name, _Acc(name, shape, stored))
@@ -278,6 +290,12 @@ def _plan(
             new(op.out, 1)
         elif isinstance(op, AccOuter):
             acc(op.acc, (array(op.a).width, array(op.c).width))
+        elif isinstance(op, AccGram):
+            w = array(op.a).width
+            if op.acc in lay.accs:
+                raise ValueError(f"no other op may add into a Gram accumulator ({op.acc!r})")
+            acc(op.acc, (w, w))
+            lay.accs[op.acc].gram = True
         elif isinstance(op, AccColSum):
             acc(op.acc, (array(op.a).width,))
         elif isinstance(op, AccSum):
@@ -331,7 +349,7 @@ def _elementwise_width(op: Elementwise, lay: _Layout) -> int:
 def _reads(op: Op) -> tuple[str, ...]:
     if isinstance(op, AccOuter):
         return (op.a, op.c)
-    if isinstance(op, AccColSum | AccSum | RowOut):
+    if isinstance(op, AccGram | AccColSum | AccSum | RowOut):
         return (op.a,)
     return ()
 
@@ -984,12 +1002,14 @@ class _Generator:
                 if op.acc not in done:
                     self._acc_outer(groups[op.acc], nb)
                     done.add(op.acc)
+            elif isinstance(op, AccGram):
+                self._acc_outer([AccOuter(op.acc, op.a, op.a)], nb, upper=True)
             elif isinstance(op, AccColSum):
                 self._acc_colsum(op, nb)
             elif isinstance(op, AccSum):
                 self._acc_sum(op, nb)
 
-    def _acc_outer(self, ops: Sequence[AccOuter], nb: ir.Value) -> None:
+    def _acc_outer(self, ops: Sequence[AccOuter], nb: ir.Value, upper: bool = False) -> None:
         b, x, lay = self.b, self.x, self.lay
         acc = lay.accs[ops[0].acc]
         sub = ACC_SUB_ROWS
@@ -1002,13 +1022,14 @@ class _Generator:
                 for o in ops
                 for a, c in [(lay.arrays[o.a], lay.arrays[o.c])]
             ]
-            self._acc_outer_tiles(acc, pairs, trip)
+            self._acc_outer_tiles(acc, pairs, trip, upper)
             return []
 
         x.loop(0, nb, sub, sub_block, nonempty=True)
 
-    def _acc_outer_tiles(self, acc: _Acc, pairs: list, trip: ir.Value) -> None:
-        """acc += Σ_pairs aᵀ c over `trip` rows from the pairs' row pointers, tile by tile."""
+    def _acc_outer_tiles(self, acc: _Acc, pairs: list, trip: ir.Value, upper: bool = False) -> None:
+        """acc += Σ_pairs aᵀ c over `trip` rows from the pairs' row pointers, tile by tile; `upper`: only the
+        column vectors with an entry on or above the diagonal (`_upper_tiles`)."""
         b, x, lay = self.b, self.x, self.lay
         w = lay.width
         n, m_pad = acc.shape[0], acc.stored[1]
@@ -1034,11 +1055,42 @@ class _Generator:
             if rest_i:
                 tile(x.i64(full_i * mr), j0, rest_i, nv)
 
+        if upper:
+            self._upper_tiles(tile, n, m_pad)
+            return
         full, rest = divmod(m_pad // w, nv_full)
         if full:
             x.each(0, full * nv_full * w, nv_full * w, lambda j: i_tiles(j, nv_full))
         if rest:
             i_tiles(x.i64(full * nv_full * w), rest)
+
+    def _upper_tiles(self, tile: Callable[[ir.Value, ir.Value, int, int], None], n: int, m_pad: int) -> None:
+        """The tiles of a symmetric (n × n) accumulator from its diagonal rightwards: for each tile of rows i0…,
+        the column vectors from the one holding column i0 to the last, in tiles of nv vectors and one of the
+        vectors left (the loops' bounds depend on i0; the code does not grow with n)."""
+        b, x, lay = self.b, self.x, self.lay
+        w, mr, nv = lay.width, lay.mr, lay.nv
+
+        def row_tile(i0: ir.Value, rows: int) -> None:
+            js = b.mul(b.sdiv(i0, x.i64(w)), x.i64(w))
+            left = b.sdiv(b.sub(x.i64(m_pad), js), x.i64(w))  # vectors from js to the end
+            whole = b.add(js, b.mul(b.sdiv(left, x.i64(nv)), x.i64(nv * w)))
+
+            def body(j: ir.Value, _c: list) -> list:
+                tile(i0, j, rows, nv)
+                return []
+
+            x.loop(js, whole, nv * w, body)
+            rem = b.srem(left, x.i64(nv))
+            for r in range(1, nv):
+                with b.if_then(b.icmp_signed("==", rem, x.i64(r))):
+                    tile(i0, whole, rows, r)
+
+        full_i, rest_i = divmod(n, mr)
+        if full_i:
+            x.each(0, full_i * mr, mr, lambda i: row_tile(i, mr))
+        if rest_i:
+            row_tile(x.i64(full_i * mr), rest_i)
 
     def _acc_colsum(self, op: AccColSum, nb: ir.Value) -> None:
         b, x, lay = self.b, self.x, self.lay
@@ -1265,6 +1317,9 @@ class BlockKernel:
         for name, acc in lay.accs.items():
             stored = totals[acc.offset : acc.offset + math.prod(acc.stored)].reshape(acc.stored)
             result[name] = stored[..., : acc.shape[-1]].copy() if acc.shape else stored[0].copy()
+            if acc.gram:  # the upper triangle was accumulated
+                upper = np.triu(result[name])
+                result[name] = upper + np.triu(upper, 1).T
         del packed
         return result
 

@@ -112,6 +112,8 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
             ops.append(llvm_blocks.RowSum(op.outs[0], op.ins[0]))
         elif kind == "acc_outer":
             ops.append(llvm_blocks.AccOuter(op.outs[0], op.ins[0], op.ins[1]))
+        elif kind == "acc_gram":
+            ops.append(llvm_blocks.AccGram(op.outs[0], op.ins[0]))
         elif kind == "acc_colsum":
             ops.append(llvm_blocks.AccColSum(op.outs[0], op.ins[0]))
         elif kind == "acc_sum":
