@@ -418,15 +418,18 @@ def _check_memory(loss: CompiledLoss, kernel: Any) -> None:
 
 def _block_kernel(loss: CompiledLoss) -> Any:
     """The value_and_grad block program of a structured-path loss (exact objective) on the numpy executor in
-    float64; None for other losses."""
-    if is_variant(loss):
-        return None
-    text = getattr(getattr(loss, "_module", None), "PROGRAMS", {}).get("value_and_grad")
-    if text is None:
+    float64, as lowered, without the algebraic rewrites of symsm/ir/block_passes.py; None for other losses.
+    The rewrites trade products for accumulators (a Gram matrix next to an outer product: ICA's 2d² + d + 1
+    accumulator entries instead of d² + d + 1), and here every accumulator entry is a column of the per-row
+    gradients, so the rewritten program would cost V's memory for no speed."""
+    if is_variant(loss) or "value_and_grad" not in getattr(getattr(loss, "_module", None), "PROGRAMS", {}):
         return None
     from ..backends.blocks_numpy import BlockKernel
+    from ..derive.structured import derive_structured
+    from ..ir.blocks import build_block_programs
 
-    return BlockKernel(text, np.float64)
+    program = build_block_programs(derive_structured(loss.model), loss.model, rewrite=False)["value_and_grad"]
+    return BlockKernel(program.text(), np.float64)
 
 
 def _row_gradients(loss: CompiledLoss, theta: np.ndarray) -> _BlockRowGradients | None:
