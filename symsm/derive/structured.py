@@ -45,7 +45,7 @@ from ..core.errors import ModelError
 from ..core.functions import BY_NAME
 from ..model.tensor import TensorExpr, _shape_text, _text
 
-__all__ = ["RNode", "StructuredDerivation", "TNode", "derive_structured"]
+__all__ = ["STRUCTURED_OBJECTIVES", "RNode", "StructuredDerivation", "TNode", "derive_structured", "structured_objective_error"]
 
 
 def _function(name: str) -> Any:
@@ -75,8 +75,10 @@ class TNode:
 
 @dataclass(eq=False)
 class RNode:
-    """An array per block of rows: "X" (the data, width d), "matmul" (``input`` @ Pᵀ if ``transpose`` else
-    ``input`` @ P, P a TNode) or "rowsum" (Σ over the row of ``input``, a row scalar: width 0)."""
+    """An array per block of rows: "X" (the data, width d), "columns" (columns ``offset`` … ``offset`` + width − 1
+    of the block's rows: the data x and the objective's auxiliary inputs when X has more columns than d),
+    "matmul" (``input`` @ Pᵀ if ``transpose`` else ``input`` @ P, P a TNode) or "rowsum" (Σ over the row of
+    ``input``, a row scalar: width 0)."""
 
     kind: str
     width: int
@@ -87,6 +89,7 @@ class RNode:
     input_width: int = 0
     P: TNode | None = None
     transpose: bool = False
+    offset: int = 0
 
 
 @dataclass
@@ -107,6 +110,7 @@ class StructuredDerivation:
     """The structured derivation of one model (see the module docstring)."""
 
     dim: int
+    columns: int = 0  # the width of the block's rows X: d, or d + the objective's auxiliary columns
     tnodes: list[TNode] = field(default_factory=list)
     rnodes: list[RNode] = field(default_factory=list)
     by_symbol: dict[sp.Symbol, TNode | RNode] = field(default_factory=dict)
@@ -136,7 +140,10 @@ class StructuredDerivation:
 
     def rnode(self, kind: str, width: int, **kw: Any) -> RNode:
         p = kw.get("P")
-        key = ("r", kind, width, kw.get("input"), kw.get("input_width"), p.index if p else None, kw.get("transpose"))
+        key = (
+            "r", kind, width, kw.get("input"), kw.get("input_width"), p.index if p else None, kw.get("transpose"),
+            kw.get("offset"),
+        )  # fmt: skip
         if key in self._memo:
             return self._memo[key]
         index = len(self.rnodes)
@@ -183,6 +190,8 @@ class _Vec:
     width: int
     jac: dict[Any, tuple[Any, sp.Expr]]  # key → (M: TNode | IDENTITY, coefficient a)
     lap: sp.Expr
+    tan: tuple[sp.Expr, ...] = ()  # per direction v: the forward tangent J v (width n)
+    tan2: tuple[sp.Expr, ...] = ()  # per direction v: the second tangent (vᵀ∇²uₖv)ₖ (width n)
 
 
 @dataclass
@@ -192,14 +201,27 @@ class _Sca:
     value: sp.Expr
     grad: sp.Expr
     lap: sp.Expr
+    tan: tuple[sp.Expr, ...] = ()  # per direction v: vᵀ∇s
+    tan2: tuple[sp.Expr, ...] = ()  # per direction v: vᵀ(∇²s)v
+
+
+DATA_KINDS = ("X", "columns")  # row nodes that read the block's rows (no adjoint)
 
 
 class _Forward:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, columns: int = 0) -> None:
         self.model = model
         self.d = model.dim
-        self.g = StructuredDerivation(dim=self.d)
-        self.X = self.g.rnode("X", self.d)
+        columns = columns or self.d
+        self.g = StructuredDerivation(dim=self.d, columns=columns)
+        self.X = self.g.rnode("X", columns)
+        #: the data vector's value (x, or x + σε for denoising) and the directions of the forward tangents
+        self.data: sp.Expr = self.X.symbol if columns == self.d else self.column_block(0, self.d)
+        self.directions: tuple[sp.Expr, ...] = ()
+
+    def column_block(self, offset: int, width: int) -> sp.Expr:
+        """Columns offset … offset + width − 1 of the block's rows (the data x, or an auxiliary input)."""
+        return self.g.rnode("columns", width, offset=offset).symbol
 
     # -- θ-level helpers
     def as_node(self, th: _Theta) -> TNode:
@@ -265,7 +287,8 @@ class _Forward:
     def visit(self, node: TensorExpr, args: list[Any]) -> Any:
         op = node.op
         if op == "data":
-            return _Vec(self.X.symbol, self.d, {IDENTITY: (IDENTITY, sp.S.One)}, sp.S.Zero)
+            zero = (sp.S.Zero,) * len(self.directions)
+            return _Vec(self.data, self.d, {IDENTITY: (IDENTITY, sp.S.One)}, sp.S.Zero, self.directions, zero)
         if op == "param":
             return _Theta(self.g.tnode("param", (), node.shape, leaf=node).symbol, node.shape)
         if op == "const":
@@ -333,6 +356,7 @@ class _Forward:
         value = f.xreplace(sub)
         d1 = {k: v.xreplace(sub) for k, v in first.items()}
         d2 = {km: v.xreplace(sub) for km, v in second.items()}
+        tan, tan2 = self.tangents(args, xi, d1, d2)
         if isinstance(xs[0], _Vec):
             n = xs[0].width
             jac: dict[Any, tuple[Any, sp.Expr]] = {}
@@ -348,14 +372,29 @@ class _Forward:
                 if v != 0:
                     lap += (1 if k == m else 2) * v * self.jac_dot(args[k].jac, args[m].jac)
             jac = {key: (m, _tanh_form(a)) for key, (m, a) in jac.items() if a != 0}
-            return _Vec(value, n, jac, _tanh_form(lap))
+            return _Vec(value, n, jac, _tanh_form(lap), tan, tan2)
         grad = sp.Add(*[d1[k] * args[k].grad for k in xi])
         lap = sp.Add(*[d1[k] * args[k].lap for k in xi])
         for (k, m), v in d2.items():
             if v != 0:
                 dot = self.g.rowsum(args[k].grad * args[m].grad, self.d)
                 lap += (1 if k == m else 2) * v * dot
-        return _Sca(value, _tanh_form(grad), _tanh_form(lap))
+        return _Sca(value, _tanh_form(grad), _tanh_form(lap), tan, tan2)
+
+    def tangents(
+        self, args: list[Any], xi: list[int], d1: dict[int, sp.Expr], d2: dict[tuple[int, int], sp.Expr]
+    ) -> tuple[tuple[sp.Expr, ...], tuple[sp.Expr, ...]]:
+        """The forward tangents of φ(args) along each direction: φ′ẏ and φ′ÿ + φ″ẏ² (summed over the operands)."""
+        tan, tan2 = [], []
+        for j in range(len(self.directions)):
+            t = sp.Add(*[d1[k] * args[k].tan[j] for k in xi])
+            t2 = sp.Add(*[d1[k] * args[k].tan2[j] for k in xi])
+            for (k, m), v in d2.items():
+                if v != 0:
+                    t2 += (1 if k == m else 2) * v * args[k].tan[j] * args[m].tan[j]
+            tan.append(_tanh_form(t))
+            tan2.append(_tanh_form(t2))
+        return tuple(tan), tuple(tan2)
 
     def total(self, node: TensorExpr, a: Any) -> Any:
         if isinstance(a, _Theta):
@@ -379,7 +418,9 @@ class _Forward:
             else:
                 grad += self.g.matmul(coef, a.width, m, transpose=False).symbol
         lap = self.g.rowsum(a.lap, a.width) if a.lap != 0 else sp.S.Zero
-        return _Sca(value, grad, lap)
+        tan = tuple(self.g.rowsum(t, a.width) for t in a.tan)
+        tan2 = tuple(self.g.rowsum(t, a.width) if t != 0 else sp.S.Zero for t in a.tan2)
+        return _Sca(value, grad, lap, tan, tan2)
 
     def affine_jacobian(self, node: TensorExpr, u: _Vec) -> Any:
         """The θ-only Jacobian of a vector affine in x (a matrix, or IDENTITY), else a clear error."""
@@ -405,7 +446,9 @@ class _Forward:
             m = self.affine_jacobian(node, b)
             y = self.g.matmul(b.value, b.width, A, transpose=True)
             jac = A if m == IDENTITY else self.g.tnode("gemm", (A, m), (A.shape[0], self.d))
-            return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero)
+            tan = tuple(self.g.matmul(t, b.width, A, transpose=True).symbol for t in b.tan)
+            zero = (sp.S.Zero,) * len(tan)  # b is affine in x: no second tangent
+            return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero, tan, zero)
         A = self.as_node(b)
         m = self.affine_jacobian(node, a)
         y = self.g.matmul(a.value, a.width, A, transpose=False)
@@ -413,7 +456,9 @@ class _Forward:
             jac = self.g.tnode("transpose", (A,), (A.shape[1], A.shape[0]))
         else:
             jac = self.g.tnode("gemm", (A, m), (A.shape[1], self.d), flags=(True, False))
-        return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero)
+        tan = tuple(self.g.matmul(t, a.width, A, transpose=False).symbol for t in a.tan)
+        zero = (sp.S.Zero,) * len(tan)
+        return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero, tan, zero)
 
 
 # ---------------------------------------------------------------------------------------------- reverse mode
@@ -431,7 +476,7 @@ def _reverse(g: StructuredDerivation) -> None:
             if partial == 0:
                 continue
             if isinstance(node, RNode):
-                if node.kind == "X":
+                if node.kind in DATA_KINDS:
                     continue
                 if node.width == width:
                     adjoint.setdefault(node.index, []).append(partial)
@@ -445,7 +490,7 @@ def _reverse(g: StructuredDerivation) -> None:
     propagate(g.integrand, 0, sp.S.One)
     for node in reversed(g.rnodes[: g.n_forward]):
         terms = adjoint.pop(node.index, None)
-        if not terms or node.kind == "X":
+        if not terms or node.kind in DATA_KINDS:
             continue
         bar = sp.Add(*terms)
         assert node.input is not None
@@ -458,7 +503,8 @@ def _reverse(g: StructuredDerivation) -> None:
             g.accumulations.append(Accumulation("outer", P, bar, node.width, node.input, node.input_width))
         else:  # out = A P: P̄ += Aᵀ out̄, Ā = out̄ Pᵀ
             g.accumulations.append(Accumulation("outer", P, node.input, node.input_width, bar, node.width))
-        if any(g.by_symbol.get(s) is not None and s.name != "X" for s in node.input.free_symbols):
+        reads = [g.by_symbol.get(s) for s in node.input.free_symbols]
+        if any(n is not None and not (isinstance(n, RNode) and n.kind in DATA_KINDS) for n in reads):
             a_bar = g.matmul(bar, node.width, P, transpose=not node.transpose)
             propagate(node.input, node.input_width, a_bar.symbol)
 
@@ -478,20 +524,68 @@ def _tanh_form(expr: Any) -> Any:
     return expr
 
 
-def derive_structured(model: Any) -> StructuredDerivation:
-    """The structured derivation of a model written with vectors and matrices (see the module docstring)."""
+#: the objectives the structured derivation builds (symsm/derive/objectives.py), by name
+STRUCTURED_OBJECTIVES = ("exact", "sliced", "sliced_vr", "denoising")
+
+
+def structured_objective_error(objective: Any) -> str | None:
+    """Why the structured path cannot run `objective` (None: it can)."""
+    name = getattr(objective, "name", "exact")
+    if name not in STRUCTURED_OBJECTIVES:
+        return (
+            f"path='structured' runs the objectives {STRUCTURED_OBJECTIVES}, not {name!r}; "
+            "use path 'sympy', 'graph' or 'auto'"
+        )
+    return None
+
+
+def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation:
+    """The structured derivation of a model written with vectors and matrices (see the module docstring) for
+    `objective` (symsm/derive/objectives.py; None: the exact one).
+
+    The randomised objectives read their auxiliary inputs from the block's rows after the d data columns (the
+    host appends them: `loss.draws`): sliced and sliced_vr M directions v (columns d + m·d + i), whose terms
+    vᵀ∇log f and vᵀ(∇²log f)v are the first and second forward tangents along v (for y = Wx: ẏ = Wv, a matrix
+    product per block; for φ(y): φ′ẏ and φ′ÿ + φ″ẏ²; never a d × d Hessian); denoising K noise draws ε (columns
+    d + k·d + i), each a forward pass with the data node x + σε and the score there.
+    """
     structure = getattr(model, "structure", None)
     if not isinstance(structure, TensorExpr):
         raise ModelError(
             "path='structured' needs a model written with vectors and matrices (symsm.data_vector, "
             "symsm.param_matrix, ...); this model is written with scalars — use path 'sympy', 'graph' or 'auto'"
         )
-    fwd = _Forward(model)
+    why = structured_objective_error(objective)
+    if why is not None:
+        raise ModelError(why)
+    name = getattr(objective, "name", "exact")
+    d = model.dim
+    n_aux = 0 if name == "exact" else objective.n_directions * d
+    fwd = _Forward(model, d + n_aux)
+    g = fwd.g
+    if name in ("sliced", "sliced_vr"):
+        m_dirs = objective.n_directions
+        fwd.directions = tuple(fwd.column_block(d * (1 + m), d) for m in range(m_dirs))
     root = fwd.run(structure)
     if not isinstance(root, _Sca):
         raise ModelError("log_f does not depend on the data; score matching needs a density in x")
-    g = fwd.g
     g.score = root.grad
-    g.integrand = root.lap + g.rowsum(root.grad**2, g.dim) / 2
+    half_norm = g.rowsum(root.grad**2, d) / 2
+    if name == "exact":
+        g.integrand = root.lap + half_norm
+    elif name == "sliced":
+        g.integrand = sp.Add(*[t2 + t**2 / 2 for t, t2 in zip(root.tan, root.tan2, strict=True)]) / m_dirs
+    elif name == "sliced_vr":
+        g.integrand = sp.Add(*root.tan2) / m_dirs + half_norm
+    else:  # denoising: ½‖s(x + σε) + ε/σ‖², averaged over the K draws
+        sigma = sp.Float(objective.noise_scale)
+        x = fwd.data
+        terms = []
+        for k in range(objective.n_directions):
+            eps = fwd.column_block(d * (1 + k), d)
+            fwd.data = x + sigma * eps
+            noisy = fwd.run(structure)
+            terms.append(g.rowsum((noisy.grad + eps / sigma) ** 2, d))
+        g.integrand = sp.Add(*terms) / (2 * objective.n_directions)
     _reverse(g)
     return g

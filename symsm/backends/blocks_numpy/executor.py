@@ -231,6 +231,9 @@ class BlockKernel:
                     decl = arrays[name]
                     shape = (b, decl.shape[0]) if decl.kind == "row" else (b,)
                     env[name] = np.array(np.broadcast_to(value, shape), dtype=self.dtype)
+            elif k == "columns":
+                lo = op.flags[0]
+                env[op.outs[0]] = env[op.ins[0]][:, lo : lo + arrays[op.outs[0]].shape[0]]
             elif k == "matmul":
                 a, p = env[op.ins[0]], env[op.ins[1]]
                 env[op.outs[0]] = a @ (p.T if op.flags[0] else p)
