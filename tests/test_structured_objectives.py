@@ -39,10 +39,8 @@ def _ica(d: int = D, phi: str = "logcosh", bias: bool = False) -> symsm.Model:
         b = symsm.param_vector("b", d)
         y = y + b
         params.append(b)
-    if phi == "logcosh":
-        log_f = symsm.sum(-2 * symsm.log(symsm.cosh(y)))
-    else:  # a smooth heavy-tailed source: −log(1 + y²)
-        log_f = -symsm.sum(symsm.log(1 + y**2))
+    # log cosh, or a smooth heavy-tailed source −log(1 + y²)
+    log_f = symsm.sum(-2 * symsm.log(symsm.cosh(y))) if phi == "logcosh" else -symsm.sum(symsm.log(1 + y**2))
     return symsm.Model(log_f, x, params, name=f"ica_{phi}{'_bias' if bias else ''}")
 
 

@@ -45,7 +45,14 @@ from ..core.errors import ModelError
 from ..core.functions import BY_NAME
 from ..model.tensor import TensorExpr, _shape_text, _text
 
-__all__ = ["STRUCTURED_OBJECTIVES", "RNode", "StructuredDerivation", "TNode", "derive_structured", "structured_objective_error"]
+__all__ = [
+    "STRUCTURED_OBJECTIVES",
+    "RNode",
+    "StructuredDerivation",
+    "TNode",
+    "derive_structured",
+    "structured_objective_error",
+]
 
 
 def _function(name: str) -> Any:

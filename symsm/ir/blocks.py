@@ -109,8 +109,8 @@ FORMAT = "symsm-blocks 1"
 #: implementation (min and max live in coordinate weights, which structured models do not have)
 TABLE_FUNCTIONS = frozenset(f.name for f in FUNCTIONS if f.cls is not None and f.scalar is not None and f.smooth)
 BLOCK_OPS = {
-    "matmul": 4, "columns": 3, "rowsum": 2, "acc_outer": 3, "acc_gram": 2, "acc_colsum": 2, "acc_sum": 2, "per_sample": 1,
-    "score": 1,
+    "matmul": 4, "columns": 3, "rowsum": 2, "acc_outer": 3, "acc_gram": 2, "acc_colsum": 2, "acc_sum": 2,
+    "per_sample": 1, "score": 1,
 }  # fmt: skip
 THETA_OPS = {
     "gemm": 5, "transpose": 2, "rowdot": 3, "diag": 2, "colsum": 2, "sum": 2, "scale_rows": 3, "diagmat": 2,

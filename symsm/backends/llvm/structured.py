@@ -100,11 +100,8 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
 
     for k, op in enumerate(program.block):
         kind = op.kind
-        if kind == "columns":  # X's columns as a product with a 0/1 selection matrix (see `selections`)
-            name = _selection_name(op)
-            shapes[name] = (program.arrays[op.outs[0]].shape[0], program.x_width)
-            theta(name)
-            ops.append(llvm_blocks.MatMul(op.outs[0], op.ins[0], name, True))
+        if kind == "columns":
+            ops.append(llvm_blocks.Columns(op.outs[0], op.ins[0], op.flags[0], program.arrays[op.outs[0]].shape[0]))
         elif kind == "matmul":
             out, a, p = op.outs[0], op.ins[0], op.ins[1]
             theta(p)
@@ -139,23 +136,6 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
     return llvm_blocks.BlockProgram(program.x_width, params, tuple(ops), x="X")
 
 
-def _selection_name(op: Any) -> str:
-    return f"__columns_{op.outs[0]}"
-
-
-def selections(program: IRProgram) -> dict[str, np.ndarray]:
-    """The 0/1 matrices S (n × D) of the block section's ``columns`` ops, OUT = X Sᵀ: this executor has no column
-    slice of X, so an auxiliary input (randomised objectives) costs a product with 2·n·D operations a row."""
-    out = {}
-    for op in program.block:
-        if op.kind == "columns":
-            n = program.arrays[op.outs[0]].shape[0]
-            S = np.zeros((n, program.x_width))
-            S[np.arange(n), op.flags[0] + np.arange(n)] = 1.0
-            out[_selection_name(op)] = S
-    return out
-
-
 def _object_file(module_file: str, kernel: str, dtype: str) -> Path:
     digest = hashlib.sha256(f"{target_description()} codegen-opt={CODEGEN_OPT}".encode()).hexdigest()[:16]
     source = Path(module_file)
@@ -175,7 +155,6 @@ class StructuredKernel(NumpyBlockKernel):
         self.module_file = module_file
         self.key = key
         self.llvm_program = translate(self.program)
-        self.selections = selections(self.program)
         self.natives: dict[str, llvm_blocks.BlockKernel] = {}  # by the rows' dtype
         self._native_lock = threading.Lock()
         self.timings: dict[str, float] = {}
@@ -210,7 +189,6 @@ class StructuredKernel(NumpyBlockKernel):
         X = X if rows64 else np.ascontiguousarray(X, dtype=self.dtype)
         native = self.native(X.dtype)
         theta_env = self.prologue(np.asarray(theta, dtype=np.float64))
-        theta_env.update(self.selections)
         out = per_sample if per_sample is not None else score
         if native.layout.out_width and out is None:
             out = np.empty((n, native.layout.out_width))
