@@ -15,6 +15,15 @@ W·M (θ-only). sum(u) is a scalar with gradient Σ_t M_tᵀ a_t (a matrix produ
 rowsum(lap_u). Scalars combine by the same rules with dense gradients (Student-t's log(1 + ‖x−μ‖²/ν)).
 The per-row integrand is L = lap + ½‖∇ log f‖², the score is ∇ log f.
 
+Other objectives (`derive_structured`'s ``objective``): sliced and sliced_vr carry forward tangents along the
+per-row directions v (ẏ = Wv and ÿ = 0 for y = Wx, φ′ẏ and φ′ÿ + φ″ẏ² through φ: matrix products per block,
+never a d × d Hessian); denoising runs the forward pass again at x + σε for the score there. Their auxiliary
+inputs are columns of the block's rows after the d data columns (symsm/ir/blocks.py, "Auxiliary columns"). On
+[0, ∞)ᵈ the exact objective is weighted, Σᵢ hᵢ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(xᵢ): it needs the Hessian's
+diagonal as a row vector, carried like the Laplacian but per coordinate — a vector u keeps ∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ
+as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product c (M ⊙ N) with the
+θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (smooth h only).
+
 Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
 block is two matrix products (Ā = S̄ P for S = A Pᵀ, and P̄ += S̄ᵀ A into a float64 accumulator); adjoints of
 elementwise expressions are elementwise (sympy differentiates the scalar expressions, which are small:
@@ -199,6 +208,9 @@ class _Vec:
     lap: sp.Expr
     tan: tuple[sp.Expr, ...] = ()  # per direction v: the forward tangent J v (width n)
     tan2: tuple[sp.Expr, ...] = ()  # per direction v: the second tangent (vᵀ∇²uₖv)ₖ (width n)
+    #: the Hessian diagonals ∂ᵢ²uₖ = Σ cₖ MₖᵢNₖᵢ as {(M, N) key: (M, N, c)} (only where a weighted objective
+    #: needs them): M, N θ-only Jacobian factors (or IDENTITY), c an elementwise coefficient of width n
+    hd: dict[Any, tuple[Any, Any, sp.Expr]] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,6 +222,7 @@ class _Sca:
     lap: sp.Expr
     tan: tuple[sp.Expr, ...] = ()  # per direction v: vᵀ∇s
     tan2: tuple[sp.Expr, ...] = ()  # per direction v: vᵀ(∇²s)v
+    hd: sp.Expr = sp.S.Zero  # the Hessian diagonal (∂ᵢ²s)ᵢ, width d (only where a weighted objective needs it)
 
 
 DATA_KINDS = ("X", "columns")  # row nodes that read the block's rows (no adjoint)
@@ -225,6 +238,7 @@ class _Forward:
         #: the data vector's value (x, or x + σε for denoising) and the directions of the forward tangents
         self.data: sp.Expr = self.X.symbol if columns == self.d else self.column_block(0, self.d)
         self.directions: tuple[sp.Expr, ...] = ()
+        self.diagonal = False  # whether to carry Hessian diagonals (the weighted objective on [0, ∞)ᵈ)
 
     def column_block(self, offset: int, width: int) -> sp.Expr:
         """Columns offset … offset + width − 1 of the block's rows (the data x, or an auxiliary input)."""
@@ -379,14 +393,68 @@ class _Forward:
                 if v != 0:
                     lap += (1 if k == m else 2) * v * self.jac_dot(args[k].jac, args[m].jac)
             jac = {key: (m, _tanh_form(a)) for key, (m, a) in jac.items() if a != 0}
-            return _Vec(value, n, jac, _tanh_form(lap), tan, tan2)
+            hd = self.vector_diagonal(args, xi, d1, d2) if self.diagonal else {}
+            return _Vec(value, n, jac, _tanh_form(lap), tan, tan2, hd)
         grad = sp.Add(*[d1[k] * args[k].grad for k in xi])
         lap = sp.Add(*[d1[k] * args[k].lap for k in xi])
         for (k, m), v in d2.items():
             if v != 0:
                 dot = self.g.rowsum(args[k].grad * args[m].grad, self.d)
                 lap += (1 if k == m else 2) * v * dot
-        return _Sca(value, _tanh_form(grad), _tanh_form(lap), tan, tan2)
+        hd_s = sp.S.Zero
+        if self.diagonal:
+            hd_s = sp.Add(*[d1[k] * args[k].hd for k in xi])
+            for (k, m), v in d2.items():
+                if v != 0:
+                    hd_s += (1 if k == m else 2) * v * args[k].grad * args[m].grad
+        return _Sca(value, _tanh_form(grad), _tanh_form(lap), tan, tan2, _tanh_form(hd_s))
+
+    def vector_diagonal(
+        self, args: list[Any], xi: list[int], d1: dict[int, sp.Expr], d2: dict[tuple[int, int], sp.Expr]
+    ) -> dict[Any, tuple[Any, Any, sp.Expr]]:
+        """∂ᵢ²φ(y, z, …)ₖ = Σ φ_y ∂ᵢ²yₖ + Σ φ_yz ∂ᵢyₖ ∂ᵢzₖ with ∂ᵢyₖ = Σ a_t,ₖ M_t,ₖᵢ: terms c ⊙ (M ⊙ N) by (M, N)."""
+        out: dict[Any, tuple[Any, Any, sp.Expr]] = {}
+
+        def add(m: Any, n_: Any, coef: sp.Expr) -> None:
+            if coef == 0:
+                return
+            if m != IDENTITY and (n_ == IDENTITY or n_.index < m.index):
+                m, n_ = n_, m
+            key = (m if m == IDENTITY else m.index, n_ if n_ == IDENTITY else n_.index)
+            old = out.get(key, (m, n_, sp.S.Zero))[2]
+            out[key] = (m, n_, old + coef)
+
+        for k in xi:
+            for m, n_, c in args[k].hd.values():
+                add(m, n_, d1[k] * c)
+        for (k, j), v in d2.items():
+            if v == 0:
+                continue
+            mult = 1 if k == j else 2
+            for m, a in args[k].jac.values():
+                for n_, b in args[j].jac.values():
+                    add(m, n_, mult * v * a * b)
+        return {key: (m, n_, _tanh_form(c)) for key, (m, n_, c) in out.items()}
+
+    def diagonal_sum(self, a: _Vec) -> sp.Expr:
+        """(Σₖ ∂ᵢ²uₖ)ᵢ of a vector u: per term c ⊙ diag(N) where M is the identity, else the row product c (M ⊙ N)
+        with the θ-only matrix M ⊙ N (computed once per call)."""
+        out = sp.S.Zero
+        for m, n_, c in a.hd.values():
+            if m == IDENTITY and n_ == IDENTITY:
+                out += c
+            elif m == IDENTITY:
+                out += c * self.g.tnode("diag", (n_,), (n_.shape[0],)).symbol
+            else:
+                h = self.as_node(_Theta(m.symbol * n_.symbol, m.shape))
+                if self.g.is_row(c):
+                    out += self.g.matmul(c, a.width, h, transpose=False).symbol
+                else:
+                    cn = self.as_node(_Theta(c, (a.width,)))
+                    if cn.shape == ():
+                        cn = self._broadcast(cn, a.width)
+                    out += self.g.tnode("gemm", (h, cn), (self.d,), flags=(True, False)).symbol
+        return out
 
     def tangents(
         self, args: list[Any], xi: list[int], d1: dict[int, sp.Expr], d2: dict[tuple[int, int], sp.Expr]
@@ -427,7 +495,8 @@ class _Forward:
         lap = self.g.rowsum(a.lap, a.width) if a.lap != 0 else sp.S.Zero
         tan = tuple(self.g.rowsum(t, a.width) for t in a.tan)
         tan2 = tuple(self.g.rowsum(t, a.width) if t != 0 else sp.S.Zero for t in a.tan2)
-        return _Sca(value, grad, lap, tan, tan2)
+        hd = self.diagonal_sum(a) if self.diagonal else sp.S.Zero
+        return _Sca(value, grad, lap, tan, tan2, hd)
 
     def affine_jacobian(self, node: TensorExpr, u: _Vec) -> Any:
         """The θ-only Jacobian of a vector affine in x (a matrix, or IDENTITY), else a clear error."""
@@ -516,6 +585,31 @@ def _reverse(g: StructuredDerivation) -> None:
             propagate(node.input, node.input_width, a_bar.symbol)
 
 
+def _weighted(fwd: _Forward, model: Any, root: _Sca) -> sp.Expr:
+    """Σᵢ hᵢ ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ on [0, ∞)ᵈ with hᵢ = h(xᵢ), an elementwise table of the data (`Exact`)."""
+    from ..model.model import WEIGHT_VARIABLE
+
+    h = model.weight_expr
+    unsupported = [a for a in sp.preorder_traversal(h) if isinstance(a, (sp.Min, sp.Max, sp.Piecewise, sp.Abs))]
+    if unsupported or any(isinstance(f, sp.Function) and _function_name(f) is None for f in h.atoms(sp.Function)):
+        raise ModelError(
+            f"path='structured' runs smooth coordinate weights only, not h(t) = {h}; "
+            "use path 'sympy', 'graph' or 'auto'"
+        )
+    x = fwd.data
+    hx = h.xreplace({WEIGHT_VARIABLE: x})
+    hpx = h.diff(WEIGHT_VARIABLE).xreplace({WEIGHT_VARIABLE: x})
+    s = root.grad
+    return fwd.g.rowsum(hx * (root.hd + s**2 / 2) + hpx * s, fwd.d)
+
+
+def _function_name(f: Any) -> str | None:
+    from ..core.functions import BY_CLASS
+
+    record = BY_CLASS.get(type(f))
+    return None if record is None else record.name
+
+
 def _tanh_form(expr: Any) -> Any:
     """`expr` with sinh(u) = tanh(u)·cosh(u) for each u where that removes every cosh(u) (log cosh's derivatives:
     tanh u and tanh² u − 1 instead of sinh u / cosh u and sinh² u / cosh² u − 1: one function instead of two and
@@ -569,6 +663,9 @@ def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation
     d = model.dim
     n_aux = 0 if name == "exact" else objective.n_directions * d
     fwd = _Forward(model, d + n_aux)
+    fwd.diagonal = name == "exact" and model.domain == "nonnegative"
+    if model.domain not in ("real", "nonnegative"):
+        raise ModelError(f"path='structured' does not run models on the domain {model.domain!r} yet")
     g = fwd.g
     if name in ("sliced", "sliced_vr"):
         m_dirs = objective.n_directions
@@ -578,7 +675,9 @@ def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation
         raise ModelError("log_f does not depend on the data; score matching needs a density in x")
     g.score = root.grad
     half_norm = g.rowsum(root.grad**2, d) / 2
-    if name == "exact":
+    if name == "exact" and model.domain == "nonnegative":
+        g.integrand = _weighted(fwd, model, root)
+    elif name == "exact":
         g.integrand = root.lap + half_norm
     elif name == "sliced":
         g.integrand = sp.Add(*[t2 + t**2 / 2 for t, t2 in zip(root.tan, root.tan2, strict=True)]) / m_dirs

@@ -19,7 +19,8 @@ import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
-from .model import Model, ParamGroup, _as_description, _as_finite_float, _as_name, register_structured
+from .box import Box
+from .model import Model, ParamGroup, _as_description, _as_finite_float, _as_name, _as_weight, register_structured
 from .tensor import TensorExpr, _shape_text, _text, data_vector, leaf_entry_names, leaf_symbols, param_matrix
 
 __all__ = ["StructuredModel", "structured_from_string"]
@@ -47,14 +48,15 @@ class StructuredModel(Model):
         self.param_leaves: tuple[TensorExpr, ...] = _as_param_leaves(params)
         self.name = _as_name(name)
         self.description = _as_description(description)
-        if domain != "real" or weight is not None:
+        if domain not in ("real", "nonnegative"):
             raise ModelError(
-                "models written with vectors and matrices support domain='real' only for now "
-                f"(got domain={domain!r}); write the model with scalars for data on [0, ∞)^d"
+                "models written with vectors and matrices support domain='real' and 'nonnegative' only for now "
+                f"(got domain={domain!r}); write the model with scalars for boxes, the sphere and the simplex"
             )
-        self.domain = "real"
-        self.weight_expr = None
-        self.box = None
+        self.domain = domain
+        #: h(t) of the weighted objective on [0, ∞)ᵈ (default t²), None on Rᵈ
+        self.weight_expr = _as_weight(weight, domain)
+        self.box = Box.nonnegative(self.data_leaf.shape[0]) if domain == "nonnegative" else None
         self._validate_structure()
         offsets = np.cumsum([0] + [_leaf_size(p) for p in self.param_leaves])
         self._offsets = {
@@ -129,6 +131,8 @@ class StructuredModel(Model):
         parts.append(f"data {self.data_leaf.name} {self.dim}")
         for leaf in self.param_leaves:
             parts.append(f"param {leaf.name} {list(leaf.shape)} symmetric={leaf.symmetric} positive={leaf.positive}")
+        if self.weight_expr is not None:  # (real models keep the form, and the cache keys, they always had)
+            parts += ["weight", sp.srepr(self.weight_expr)]
         return parts
 
     # ------------------------------------------------------------------ θ packing by shapes

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["CompiledLoss", "compile_model", "loss_class"]
 
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
-#: "auto" takes the structured path for models written with vectors and matrices from this dimension on, on a
+#: "auto" takes the structured path for models written with vectors and matrices from this dimension on (the
+#: objectives and domains symsm/derive/structured.py builds; a model it refuses goes to the scalar paths), on a
 #: backend whose block executor is compiled (llvm's `blocks_by_default`): below it the scalar kernels are as
 #: fast (measured, value_and_grad, N = 1e6, CPU ms structured / scalar: ICA d = 4 27 / 27, d = 8 42 / 57,
 #: d = 16 129 / 251; the full Gaussian, whose rows both paths replace by moment points, 17 / 16 at d = 8 and
