@@ -303,7 +303,79 @@ def test_unsupported_weights_and_domains_are_named():
     W = symsm.param_matrix("W", 8, 8)
     capped = symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))), x, [W], domain="nonnegative", weight="min(t, 1)")
     assert capped.compile().derivation_path != "structured"  # "auto" falls back to the scalar paths
-    with pytest.raises(ModelError, match="'real' and 'nonnegative' only"):
+    with pytest.raises(ModelError, match="'real', 'nonnegative' and 'sphere' only"):
         symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))), x, [W], domain=symsm.Box(0, 1))
     with pytest.raises(ValueError, match="not 'nonnegative'"):  # the randomised objectives refuse [0, ∞)ᵈ
         _nonnegative("ica").compile(path="structured", objective="sliced")
+
+
+# ---------------------------------------------------------------------------------------------- the sphere
+def _sphere(name: str, d: int = D) -> symsm.Model:
+    x = symsm.data_vector("x", d)
+    if name == "vmf":
+        mu = symsm.param_vector("mu", d)
+        return symsm.Model(mu @ x, x, [mu], domain="sphere")
+    if name == "bingham":
+        A = symsm.param_symmetric("A", d)
+        return symsm.Model(x @ A @ x, x, [A], domain="sphere")
+    W = symsm.param_matrix("W", d, d)
+    b = symsm.param_vector("b", d)
+    return symsm.Model(symsm.sum(-2 * symsm.log(symsm.cosh(W @ x + b))), x, [W, b], domain="sphere")
+
+
+def _on_sphere(n: int, d: int, seed: int) -> np.ndarray:
+    X = np.random.default_rng(seed).normal(size=(n, d))
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("backend", ["llvm", "numba-python"])
+@pytest.mark.parametrize("name", ["vmf", "bingham", "ica"])
+def test_sphere_equals_scalar_path(name, backend):
+    model = _sphere(name)
+    X = _on_sphere(257, D, 0)
+    theta = _theta(model)
+    structured = model.compile(path="structured", backend=backend)
+    scalar = model.compile(path="graph")
+    v1, g1 = structured.value_and_grad(theta, X)
+    v2, g2 = scalar.value_and_grad(theta, X)
+    _close(v1, v2)
+    _close(g1, g2)
+    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
+    _close(structured.score(theta, X), scalar.score(theta, X))
+
+
+def test_sphere_vmf_equals_hand_written_numpy():
+    """von Mises–Fisher log f = μᵀx on S^{d−1} (Mardia, Kent & Laha 2016): ∇ℓ = μ, ∇²ℓ = 0, a = μᵀx, so the
+    integrand is ½(‖μ‖² − a²) − (d − 1)a."""
+    model = _sphere("vmf")
+    X = _on_sphere(100, D, 3)
+    mu = _theta(model)
+    a = X @ mu
+    expected = (mu @ mu - a**2) / 2 - (D - 1) * a
+    loss = model.compile(path="structured")
+    _close(loss.per_sample(mu, X), expected)
+    assert not model.expanded  # the structured path never builds the scalar expansion
+
+
+def test_sphere_gradient_matches_finite_differences_at_larger_d():
+    d = 12
+    model = _sphere("ica", d)
+    X = _on_sphere(400, d, 6)
+    theta = np.random.default_rng(7).normal(scale=0.3, size=model.n_params) + np.r_[np.eye(d).ravel(), np.zeros(d)]
+    loss = model.compile(path="structured")
+    assert model.compile().derivation_path == "structured"  # "auto" takes it from STRUCTURED_AUTO_MIN_DIM on
+    assert not model.expanded
+    _, grad = loss.value_and_grad(theta, X)
+    h = 1e-6
+    for k in np.random.default_rng(8).choice(model.n_params, size=8, replace=False):
+        e = np.zeros_like(theta)
+        e[k] = h
+        fd = (loss.value(theta + e, X) - loss.value(theta - e, X)) / (2 * h)
+        assert abs(fd - grad[k]) <= 1e-6 * (1 + abs(grad[k])), (k, fd, grad[k])
+
+
+def test_sphere_weights_are_refused_by_name():
+    x = symsm.data_vector("x", D)
+    mu = symsm.param_vector("mu", D)
+    with pytest.raises(ModelError, match="take weight 'ones' on the sphere, got 'minsq'"):
+        symsm.Model(mu @ x, x, [mu], domain="sphere", weight="minsq")

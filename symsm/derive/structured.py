@@ -22,7 +22,8 @@ inputs are columns of the block's rows after the d data columns (symsm/ir/blocks
 [0, ∞)ᵈ the exact objective is weighted, Σᵢ hᵢ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(xᵢ): it needs the Hessian's
 diagonal as a row vector, carried like the Laplacian but per coordinate — a vector u keeps ∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ
 as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product c (M ⊙ N) with the
-θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (smooth h only).
+θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (smooth h only). On the
+sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ and zᵀ(∇²ℓ)z are the tangents along v = z, the data itself.
 
 Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
 block is two matrix products (Ā = S̄ P for S = A Pᵀ, and P̄ += S̄ᵀ A into a float64 accumulator); adjoints of
@@ -664,9 +665,11 @@ def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation
     n_aux = 0 if name == "exact" else objective.n_directions * d
     fwd = _Forward(model, d + n_aux)
     fwd.diagonal = name == "exact" and model.domain == "nonnegative"
-    if model.domain not in ("real", "nonnegative"):
+    if model.domain not in ("real", "nonnegative", "sphere"):
         raise ModelError(f"path='structured' does not run models on the domain {model.domain!r} yet")
     g = fwd.g
+    if model.domain == "sphere":  # zᵀ∇ℓ and zᵀ(∇²ℓ)z: the tangents along v = z, the data itself
+        fwd.directions = (fwd.data,)
     if name in ("sliced", "sliced_vr"):
         m_dirs = objective.n_directions
         fwd.directions = tuple(fwd.column_block(d * (1 + m), d) for m in range(m_dirs))
@@ -675,7 +678,11 @@ def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation
         raise ModelError("log_f does not depend on the data; score matching needs a density in x")
     g.score = root.grad
     half_norm = g.rowsum(root.grad**2, d) / 2
-    if name == "exact" and model.domain == "nonnegative":
+    if name == "exact" and model.domain == "sphere":
+        # Exact.sphere_integrand with h = 1: ½(‖∇ℓ‖² − a²) + Σᵢ∂ᵢ²ℓ − zᵀ(∇²ℓ)z − (m − 1)a, a = zᵀ∇ℓ
+        (a,), (zhz,) = root.tan, root.tan2
+        g.integrand = half_norm - a**2 / 2 + root.lap - zhz - (d - 1) * a
+    elif name == "exact" and model.domain == "nonnegative":
         g.integrand = _weighted(fwd, model, root)
     elif name == "exact":
         g.integrand = root.lap + half_norm

@@ -20,6 +20,7 @@ import sympy as sp
 
 from ..core.errors import ModelError
 from .box import Box
+from .manifold import Geometry, make_geometry
 from .model import Model, ParamGroup, _as_description, _as_finite_float, _as_name, _as_weight, register_structured
 from .tensor import TensorExpr, _shape_text, _text, data_vector, leaf_entry_names, leaf_symbols, param_matrix
 
@@ -48,14 +49,21 @@ class StructuredModel(Model):
         self.param_leaves: tuple[TensorExpr, ...] = _as_param_leaves(params)
         self.name = _as_name(name)
         self.description = _as_description(description)
-        if domain not in ("real", "nonnegative"):
+        if domain not in ("real", "nonnegative", "sphere"):
             raise ModelError(
-                "models written with vectors and matrices support domain='real' and 'nonnegative' only for now "
-                f"(got domain={domain!r}); write the model with scalars for boxes, the sphere and the simplex"
+                "models written with vectors and matrices support domain='real', 'nonnegative' and 'sphere' only "
+                f"for now (got domain={domain!r}); write the model with scalars for boxes and the simplex"
             )
+        if domain == "sphere" and weight not in (None, "ones"):
+            raise ModelError(
+                f"models written with vectors and matrices take weight 'ones' on the sphere, got {weight!r}; "
+                "write the model with scalars for a weighted sphere"
+            )
+        if domain == "sphere" and self.data_leaf.shape[0] < 2:
+            raise ModelError(f"domain 'sphere' needs at least 2 data coordinates, got {self.data_leaf.shape[0]}")
         self.domain = domain
-        #: h(t) of the weighted objective on [0, ∞)ᵈ (default t²), None on Rᵈ
-        self.weight_expr = _as_weight(weight, domain)
+        #: h(t) of the weighted objective on [0, ∞)ᵈ (default t²), None on Rᵈ and the sphere
+        self.weight_expr = _as_weight(weight, domain) if domain != "sphere" else None
         self.box = Box.nonnegative(self.data_leaf.shape[0]) if domain == "nonnegative" else None
         self._validate_structure()
         offsets = np.cumsum([0] + [_leaf_size(p) for p in self.param_leaves])
@@ -103,6 +111,14 @@ class StructuredModel(Model):
     @cached_property
     def positive(self) -> frozenset[sp.Symbol]:  # type: ignore[override]
         return frozenset(p for p in self.params if p.is_positive)
+
+    @cached_property
+    def geometry(self) -> Geometry | None:  # type: ignore[override]
+        """On the sphere: where score matching happens (symsm/model/manifold.py), built on first access from the
+        scalar expansion (the scalar paths need it; the structured path does not); None on the other domains."""
+        if self.domain != "sphere":
+            return None
+        return make_geometry("sphere", self.log_f, self.data, None, None, None)
 
     @property
     def expanded(self) -> bool:
