@@ -379,3 +379,15 @@ def test_sphere_weights_are_refused_by_name():
     mu = symsm.param_vector("mu", D)
     with pytest.raises(ModelError, match="take weight 'ones' on the sphere, got 'minsq'"):
         symsm.Model(mu @ x, x, [mu], domain="sphere", weight="minsq")
+
+
+@pytest.mark.parametrize("domain", ["nonnegative", "sphere"])
+def test_domains_float32_within_1e5(domain):
+    model = _nonnegative("ica") if domain == "nonnegative" else _sphere("ica")
+    X = _on_sphere(500, D, 9)
+    X = np.abs(X) if domain == "nonnegative" else X
+    theta = _theta(model)
+    v64, g64 = model.compile(path="structured").value_and_grad(theta, X)
+    v32, g32 = model.compile(path="structured", dtype=np.float32).value_and_grad(theta, X)
+    _close(v32, v64, rtol=1e-5)
+    _close(g32, g64, rtol=1e-5)
