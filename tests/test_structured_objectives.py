@@ -8,6 +8,8 @@ run with and without the block rewrites.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -295,18 +297,43 @@ def test_nonnegative_gradient_matches_finite_differences_at_larger_d():
         assert abs(fd - grad[k]) <= 1e-6 * (1 + abs(grad[k])), (k, fd, grad[k])
 
 
-def test_unsupported_weights_and_domains_are_named():
-    model = _nonnegative("ica", weight="min(t**2, 1)")
-    with pytest.raises(ModelError, match=r"smooth coordinate weights only, not h\(t\) = Min"):
-        model.compile(path="structured")
+def test_unsupported_boxes_are_named():
     x = symsm.data_vector("x", 8)
     W = symsm.param_matrix("W", 8, 8)
-    capped = symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))), x, [W], domain="nonnegative", weight="min(t, 1)")
-    assert capped.compile().derivation_path != "structured"  # "auto" falls back to the scalar paths
-    with pytest.raises(ModelError, match="'real', 'nonnegative' and 'sphere' only"):
-        symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))), x, [W], domain=symsm.Box(0, 1))
+    log_f = symsm.sum(-symsm.log(symsm.cosh(W @ x)))
+    mixed = symsm.Model(log_f, x, [W], domain=symsm.Box([0] * 7 + [-1], 1))  # one interval per coordinate
+    with pytest.raises(ModelError, match="boxes with one interval for every coordinate"):
+        mixed.compile(path="structured")
+    assert mixed.compile().derivation_path != "structured"  # "auto" falls back to the scalar paths
+    with pytest.raises(ModelError, match=r"'sphere' and a symsm\.Box only"):
+        symsm.Model(log_f, x, [W], domain="simplex")
     with pytest.raises(ValueError, match="not 'nonnegative'"):  # the randomised objectives refuse [0, ∞)ᵈ
         _nonnegative("ica").compile(path="structured", objective="sliced")
+
+
+@pytest.mark.parametrize("backend", ["llvm", "numba-python"])
+@pytest.mark.parametrize(
+    ("lower", "upper", "weight"), [(-1.0, 2.0, None), (-1.0, 2.0, "min(t, 1)"), (-math.inf, 2.0, "t**3 + t")]
+)
+def test_box_and_capped_weights_equal_scalar_path(lower, upper, weight, backend):
+    """Boxes with the same interval for every coordinate (distᵢ = min(xᵢ − a, b − xᵢ)) and capped weights: the
+    tables' fmin and step (H(0) = ½, as the scalar kernels: a row at the box's midpoint is included)."""
+    x = symsm.data_vector("x", D)
+    W = symsm.param_matrix("W", D, D)
+    b = symsm.param_vector("b", D)
+    log_f = symsm.sum(-2 * symsm.log(symsm.cosh(W @ x + b)))
+    model = symsm.Model(log_f, x, [W, b], domain=symsm.Box(lower, upper), weight=weight)
+    X = np.random.default_rng(0).uniform(-1.0, 2.0, size=(257, D))
+    X[0] = 0.5  # the midpoint: min's derivative takes ½ of each side
+    X[1] = 1.0  # dist = min(x + 1, 2 − x) = 1: the kink of the capped weight min(t, 1)
+    theta = _theta(model)
+    structured = model.compile(path="structured", backend=backend)
+    scalar = model.compile(path="graph")
+    v1, g1 = structured.value_and_grad(theta, X)
+    v2, g2 = scalar.value_and_grad(theta, X)
+    _close(v1, v2)
+    _close(g1, g2)
+    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
 
 
 # ---------------------------------------------------------------------------------------------- the sphere

@@ -19,10 +19,11 @@ Other objectives (`derive_structured`'s ``objective``): sliced and sliced_vr car
 per-row directions v (ẏ = Wv and ÿ = 0 for y = Wx, φ′ẏ and φ′ÿ + φ″ẏ² through φ: matrix products per block,
 never a d × d Hessian); denoising runs the forward pass again at x + σε for the score there. Their auxiliary
 inputs are columns of the block's rows after the d data columns (symsm/ir/blocks.py, "Auxiliary columns"). On
-[0, ∞)ᵈ the exact objective is weighted, Σᵢ hᵢ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(xᵢ): it needs the Hessian's
-diagonal as a row vector, carried like the Laplacian but per coordinate — a vector u keeps ∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ
+[0, ∞)ᵈ and boxes the exact objective is weighted, Σᵢ hᵢ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(distᵢ(xᵢ)): it
+needs the Hessian's diagonal as a row vector, carried like the Laplacian but per coordinate — a vector u keeps ∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ
 as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product c (M ⊙ N) with the
-θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (smooth h only). On the
+θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (fmin and step for
+capped weights and a box's distance min(x − a, b − x); boxes with the same interval for every coordinate). On the
 sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ and zᵀ(∇²ℓ)z are the tangents along v = z, the data itself.
 
 Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
@@ -52,8 +53,11 @@ from typing import Any
 import sympy as sp
 
 from ..core.errors import ModelError
-from ..core.functions import BY_NAME
+from ..core.functions import BY_NAME, FUNCTIONS
 from ..model.tensor import TensorExpr, _shape_text, _text
+
+#: the functions an elementwise table calls (symsm/ir/blocks.py's TABLE_FUNCTIONS: derive sits below ir)
+TABLE_FUNCTIONS = frozenset(f.name for f in FUNCTIONS if f.cls is not None and f.scalar is not None and f.smooth)
 
 __all__ = [
     "STRUCTURED_OBJECTIVES",
@@ -587,19 +591,33 @@ def _reverse(g: StructuredDerivation) -> None:
 
 
 def _weighted(fwd: _Forward, model: Any, root: _Sca) -> sp.Expr:
-    """Σᵢ hᵢ ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ on [0, ∞)ᵈ with hᵢ = h(xᵢ), an elementwise table of the data (`Exact`)."""
+    """Σᵢ hᵢ ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(distᵢ(xᵢ)) and its derivative in xᵢ (`Exact`): elementwise
+    tables of the data, so every coordinate has the same interval (the boxes whose bounds are one number a side)."""
     from ..model.model import WEIGHT_VARIABLE
 
     h = model.weight_expr
-    unsupported = [a for a in sp.preorder_traversal(h) if isinstance(a, (sp.Min, sp.Max, sp.Piecewise, sp.Abs))]
-    if unsupported or any(isinstance(f, sp.Function) and _function_name(f) is None for f in h.atoms(sp.Function)):
-        raise ModelError(
-            f"path='structured' runs smooth coordinate weights only, not h(t) = {h}; "
-            "use path 'sympy', 'graph' or 'auto'"
-        )
+    allowed = (sp.Min, sp.Max, sp.Heaviside)  # tables have fmin, fmax and step (min's and max's derivatives)
+    hp = h.diff(WEIGHT_VARIABLE)
+    for f in sp.preorder_traversal(h + hp):
+        if isinstance(f, allowed) or not isinstance(f, (sp.Function, sp.Piecewise)):
+            continue
+        if _function_name(f) not in TABLE_FUNCTIONS:
+            raise ModelError(
+                f"path='structured' runs coordinate weights of smooth functions, min and max, not h(t) = {h} "
+                f"({type(f).__name__}); use path 'sympy', 'graph' or 'auto'"
+            )
     x = fwd.data
-    hx = h.xreplace({WEIGHT_VARIABLE: x})
-    hpx = h.diff(WEIGHT_VARIABLE).xreplace({WEIGHT_VARIABLE: x})
+    u = sp.Dummy("u", real=True)
+    distances = {model.box.distance(i, u) for i in range(fwd.d)}
+    if len(distances) != 1 or None in distances:
+        raise ModelError(
+            f"path='structured' runs boxes with one interval for every coordinate, each with a finite end, not "
+            f"lower = {model.box.lower}, upper = {model.box.upper}; use path 'sympy', 'graph' or 'auto'"
+        )
+    (dist,) = distances
+    hu = h.xreplace({WEIGHT_VARIABLE: dist})
+    hx = hu.xreplace({u: x})
+    hpx = hu.diff(u).xreplace({u: x})
     s = root.grad
     return fwd.g.rowsum(hx * (root.hd + s**2 / 2) + hpx * s, fwd.d)
 
@@ -664,8 +682,8 @@ def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation
     d = model.dim
     n_aux = 0 if name == "exact" else objective.n_directions * d
     fwd = _Forward(model, d + n_aux)
-    fwd.diagonal = name == "exact" and model.domain == "nonnegative"
-    if model.domain not in ("real", "nonnegative", "sphere"):
+    fwd.diagonal = name == "exact" and model.domain in ("nonnegative", "box")
+    if model.domain not in ("real", "nonnegative", "box", "sphere"):
         raise ModelError(f"path='structured' does not run models on the domain {model.domain!r} yet")
     g = fwd.g
     if model.domain == "sphere":  # zᵀ∇ℓ and zᵀ(∇²ℓ)z: the tangents along v = z, the data itself
@@ -682,7 +700,7 @@ def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation
         # Exact.sphere_integrand with h = 1: ½(‖∇ℓ‖² − a²) + Σᵢ∂ᵢ²ℓ − zᵀ(∇²ℓ)z − (m − 1)a, a = zᵀ∇ℓ
         (a,), (zhz,) = root.tan, root.tan2
         g.integrand = half_norm - a**2 / 2 + root.lap - zhz - (d - 1) * a
-    elif name == "exact" and model.domain == "nonnegative":
+    elif name == "exact" and model.domain in ("nonnegative", "box"):
         g.integrand = _weighted(fwd, model, root)
     elif name == "exact":
         g.integrand = root.lap + half_norm

@@ -56,7 +56,9 @@ every section
                             rows and columns; θ scalars broadcast), in the three-address format of
                             symsm/backends/llvm/tac.py: ``dst op operand…`` with ops add sub mul div neg
                             sqrt pow copy and ``call <fn>`` (exp log sin cos tan sinh cosh tanh asin acos
-                            atan asinh acosh atanh erf erfc log1p expm1); a constant is ``#<float>``;
+                            atan asinh acosh atanh erf erfc log1p expm1; two operands: fmin fmax) and
+                            ``step`` (H(u), ½ at 0; fmin, fmax and step only in coordinate weights and
+                            their derivatives); a constant is ``#<float>``;
                             temporaries are any other names; each OUT is assigned once.
 
 Guarantees an executor may rely on: every array is written by exactly one op (accumulators excepted: several
@@ -353,6 +355,17 @@ class _Tac:
                 acc = self._power(b, n)
                 return acc if ex > 0 else self.new("div", _FLOAT.format(1.0), acc)
             return self.new("pow", self.operand(base), self.operand(ex))
+        if isinstance(e, (sp.Min, sp.Max)):  # coordinate weights only (min(t², 1), a box's distance)
+            name = "fmin" if isinstance(e, sp.Min) else "fmax"
+            args = sorted(e.args, key=sp.default_sort_key)
+            acc = self.operand(args[0])
+            for a in args[1:]:
+                acc = self.new("call", name, acc, self.operand(a))
+            return acc
+        if isinstance(e, sp.Heaviside):  # H(u), H(0) = ½: the derivatives of min and max
+            if e.args[1:] not in ((), (sp.S.Half,)):
+                raise CodegenError(f"Heaviside with H(0) = {e.args[1]} is not supported (symsm uses H(0) = 1/2)")
+            return self.new("step", self.operand(e.args[0]))
         if isinstance(e, sp.Function):
             name = _function_name(e)
             if name not in TABLE_FUNCTIONS or len(e.args) != 1:
@@ -806,7 +819,7 @@ def data_degree(program: BlockProgram) -> float:
                     exact = e.startswith("#") and float(e[1:]).is_integer() and float(e[1:]) >= 0
                     local[dst] = vals[0] * float(e[1:]) if exact and vals[0] < inf else (0.0 if max(vals) == 0 else inf)
                 elif kind == "call":
-                    local[dst] = 0.0 if vals[1] == 0 else inf
+                    local[dst] = 0.0 if max(vals[1:]) == 0 else inf
                 else:  # sqrt and anything else
                     local[dst] = 0.0 if max(vals) == 0 else inf
             for name in op.outs:

@@ -49,10 +49,16 @@ class StructuredModel(Model):
         self.param_leaves: tuple[TensorExpr, ...] = _as_param_leaves(params)
         self.name = _as_name(name)
         self.description = _as_description(description)
-        if domain not in ("real", "nonnegative", "sphere"):
+        box = None
+        if isinstance(domain, Box):
+            box = domain.resolve(self.data_leaf.shape[0])
+            domain = "box"
+        elif domain == "nonnegative":
+            box = Box.nonnegative(self.data_leaf.shape[0])
+        elif domain not in ("real", "sphere"):
             raise ModelError(
-                "models written with vectors and matrices support domain='real', 'nonnegative' and 'sphere' only "
-                f"for now (got domain={domain!r}); write the model with scalars for boxes and the simplex"
+                "models written with vectors and matrices support domain='real', 'nonnegative', 'sphere' and a "
+                f"symsm.Box only for now (got domain={domain!r}); write the model with scalars for the simplex"
             )
         if domain == "sphere" and weight not in (None, "ones"):
             raise ModelError(
@@ -64,7 +70,7 @@ class StructuredModel(Model):
         self.domain = domain
         #: h(t) of the weighted objective on [0, ∞)ᵈ (default t²), None on Rᵈ and the sphere
         self.weight_expr = _as_weight(weight, domain) if domain != "sphere" else None
-        self.box = Box.nonnegative(self.data_leaf.shape[0]) if domain == "nonnegative" else None
+        self.box = box
         self._validate_structure()
         offsets = np.cumsum([0] + [_leaf_size(p) for p in self.param_leaves])
         self._offsets = {
@@ -149,6 +155,9 @@ class StructuredModel(Model):
             parts.append(f"param {leaf.name} {list(leaf.shape)} symmetric={leaf.symmetric} positive={leaf.positive}")
         if self.weight_expr is not None:  # (real models keep the form, and the cache keys, they always had)
             parts += ["weight", sp.srepr(self.weight_expr)]
+        if self.domain == "box":
+            assert self.box is not None
+            parts += self.box.canonical()
         return parts
 
     # ------------------------------------------------------------------ θ packing by shapes
