@@ -21,10 +21,10 @@ never a d × d Hessian); denoising runs the forward pass again at x + σε for t
 inputs are columns of the block's rows after the d data columns (symsm/ir/blocks.py, "Auxiliary columns"). On
 [0, ∞)ᵈ and boxes the exact objective is weighted, Σᵢ hᵢ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(distᵢ(xᵢ)): it
 needs the Hessian's diagonal as a row vector, carried like the Laplacian but per coordinate — a vector u keeps
-∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product c (M ⊙ N) with the
-θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (fmin and step for
-capped weights and a box's distance min(x − a, b − x); boxes with the same interval for every coordinate). On the
-sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ and zᵀ(∇²ℓ)z are the tangents along v = z, the data itself.
+∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product
+c (M ⊙ N) with the θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (fmin
+and step for capped weights and a box's distance min(x − a, b − x); boxes with the same interval for every
+coordinate). On the sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ and zᵀ(∇²ℓ)z are the tangents along v = z, the data itself.
 
 Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
 block is two matrix products (Ā = S̄ P for S = A Pᵀ, and P̄ += S̄ᵀ A into a float64 accumulator); adjoints of
