@@ -24,7 +24,8 @@ needs the Hessian's diagonal as a row vector, carried like the Laplacian but per
 ∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product
 c (M ⊙ N) with the θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (fmin
 and step for capped weights and a box's distance min(x − a, b − x); boxes with the same interval for every
-coordinate). On the sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ and zᵀ(∇²ℓ)z are the tangents along v = z, the data itself.
+coordinate). On the sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ and zᵀ(∇²ℓ)z are the tangents along
+v = z, the data itself.
 
 Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
 block is two matrix products (Ā = S̄ P for S = A Pᵀ, and P̄ += S̄ᵀ A into a float64 accumulator); adjoints of
