@@ -425,6 +425,7 @@ def test_per_row_gradients_of_randomised_objectives(key):
     """Standard errors' per-row θ-gradients come from the structured block program with the loss's draws
     (symsm/runtime/accumulate.py), equal to the scalar path's fitting kernels, and sum to the gradient."""
     from symsm.runtime.accumulate import _row_gradients, gradient_moments, per_sample_grad
+    from symsm.runtime.weighted import weighted_value_and_grad
 
     model = _ica(bias=True)
     objective, options = _objective(key)
@@ -438,3 +439,5 @@ def test_per_row_gradients_of_randomised_objectives(key):
     _close(G.mean(axis=0), structured.value_and_grad(theta, X)[1])
     _, cov = gradient_moments(structured, theta, X)
     _close(cov, np.cov(G.T, bias=True))
+    w = np.random.default_rng(6).uniform(size=len(X))  # symsm.fit(..., weights=): the rows' gradients, weighted
+    _close(weighted_value_and_grad(structured, theta, X, w)[1], w @ G / w.sum())
