@@ -23,9 +23,9 @@ inputs are columns of the block's rows after the d data columns (symsm/ir/blocks
 needs the Hessian's diagonal as a row vector, carried like the Laplacian but per coordinate — a vector u keeps
 ∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product
 c (M ⊙ N) with the θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (fmin
-and step for capped weights and a box's distance min(x − a, b − x); boxes with the same interval for every
-coordinate). On the sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ and zᵀ(∇²ℓ)z are the tangents along
-v = z, the data itself.
+and step for capped weights and a box's distance min(x − a, b − x), the bounds numbers or, where they differ
+between coordinates, θ-level constant vectors). On the sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ
+and zᵀ(∇²ℓ)z are the tangents along v = z, the data itself.
 
 Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
 block is two matrix products (Ā = S̄ P for S = A Pᵀ, and P̄ += S̄ᵀ A into a float64 accumulator); adjoints of
@@ -51,6 +51,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
@@ -78,10 +79,10 @@ def _function(name: str) -> Any:
 class TNode:
     """A θ-only array (computed once per call): a parameter or one operation on θ-only arrays.
 
-    kinds: "param" (``leaf``), "gemm" (op(A) @ op(B), ``flags`` = (transpose A, transpose B); 1-D operands as
-    numpy), "transpose", "rowdot" (Σⱼ MᵢⱼNᵢⱼ), "diag", "colsum" (Σᵢ Mᵢⱼ), "sum" (all entries),
-    "scale_rows" (diag(c) M), "diagmat" (diag(c) as a matrix), "ewise" (``expr`` over the arguments'
-    symbols, numpy broadcasting of scalars).
+    kinds: "param" (``leaf``), "const" (a constant vector: ``expr`` a sympy Tuple of its values), "gemm"
+    (op(A) @ op(B), ``flags`` = (transpose A, transpose B); 1-D operands as numpy), "transpose", "rowdot"
+    (Σⱼ MᵢⱼNᵢⱼ), "diag", "colsum" (Σᵢ Mᵢⱼ), "sum" (all entries), "scale_rows" (diag(c) M), "diagmat" (diag(c) as a
+    matrix), "ewise" (``expr`` over the arguments' symbols, numpy broadcasting of scalars).
     """
 
     kind: str
@@ -564,6 +565,8 @@ def _reverse(g: StructuredDerivation) -> None:
                     adjoint.setdefault(node.index, []).append(partial)
                 else:  # a row scalar broadcast along the row
                     adjoint.setdefault(node.index, []).append(g.rowsum(partial, width))
+            elif node.kind == "const":
+                continue  # a constant: no adjoint
             elif node.shape == ():
                 g.accumulations.append(Accumulation("sum", node, partial, width))
             else:
@@ -593,7 +596,10 @@ def _reverse(g: StructuredDerivation) -> None:
 
 def _weighted(fwd: _Forward, model: Any, root: _Sca) -> sp.Expr:
     """Σᵢ hᵢ ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(distᵢ(xᵢ)) and its derivative in xᵢ (`Exact`): elementwise
-    tables of the data, so every coordinate has the same interval (the boxes whose bounds are one number a side)."""
+    tables of the data (and of the box's bounds as constant vectors where they differ between coordinates).
+    Where a capped weight's min ties with both ends of an interval at once (measure zero) its derivative is
+    sympy's of the flattened min (products of H(0) = ½); the scalar kernels' min, two arguments at a time, may
+    give another value there."""
     from ..model.model import WEIGHT_VARIABLE
 
     h = model.weight_expr
@@ -610,15 +616,21 @@ def _weighted(fwd: _Forward, model: Any, root: _Sca) -> sp.Expr:
     x = fwd.data
     u = sp.Dummy("u", real=True)
     distances = {model.box.distance(i, u) for i in range(fwd.d)}
-    if len(distances) != 1 or None in distances:
-        raise ModelError(
-            f"path='structured' runs boxes with one interval for every coordinate, each with a finite end, not "
-            f"lower = {model.box.lower}, upper = {model.box.upper}; use path 'sympy', 'graph' or 'auto'"
-        )
-    (dist,) = distances
-    hu = h.xreplace({WEIGHT_VARIABLE: dist})
-    hx = hu.xreplace({u: x})
-    hpx = hu.diff(u).xreplace({u: x})
+    if len(distances) == 1 and None not in distances:  # one interval for every coordinate: constants in the table
+        (dist,) = distances
+        hu = h.xreplace({WEIGHT_VARIABLE: dist})
+        hx = hu.xreplace({u: x})
+        hpx = hu.diff(u).xreplace({u: x})
+    else:  # per coordinate: min(x − a, b − x) with θ-level constant vectors a, b (±∞ for an open side)
+        lower, upper = (np.asarray(v, dtype=float) for v in model.box.arrays())
+        free = np.isinf(lower) & np.isinf(upper)  # weight 1: a finite stand-in interval, masked out
+        lower[free], upper[free] = -1.0, 1.0
+        a, b = (fwd.g.tnode("const", (), (fwd.d,), expr=sp.Tuple(*map(sp.Float, v))).symbol for v in (lower, upper))
+        hu = h.xreplace({WEIGHT_VARIABLE: sp.Min(u - a, b - u)})
+        hx, hpx = hu.xreplace({u: x}), hu.diff(u).xreplace({u: x})
+        if free.any():
+            mask = fwd.g.tnode("const", (), (fwd.d,), expr=sp.Tuple(*map(sp.Float, (~free).astype(float)))).symbol
+            hx, hpx = mask * hx + (1 - mask), mask * hpx
     s = root.grad
     return fwd.g.rowsum(hx * (root.hd + s**2 / 2) + hpx * s, fwd.d)
 

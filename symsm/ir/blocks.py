@@ -48,6 +48,7 @@ prologue and epilogue (θ-level, numpy semantics, 1-D operands of gemm as numpy'
     transpose OUT A         rowdot OUT M N (OUTᵢ = Σⱼ MᵢⱼNᵢⱼ)   diag OUT M   colsum OUT M (Σᵢ Mᵢⱼ)
     sum OUT A (all entries) scale_rows OUT c M (diag(c) M)     diagmat OUT c   outer OUT u v
     bcast_rows OUT c        OUT (n, m) with every row c         fill OUT c (OUT's shape, every entry c)
+    vector OUT v0 v1 …      OUT = the constant vector (v0, v1, …) (floats, inf and -inf allowed: a box's bounds)
     value ACC               J̃ = ACC / N (epilogue)
     grad NAME A             ∇θ[the group NAME] += A / N (a symmetric group folds A + Aᵀ into i ≤ j)
 every section
@@ -116,7 +117,7 @@ BLOCK_OPS = {
 }  # fmt: skip
 THETA_OPS = {
     "gemm": 5, "transpose": 2, "rowdot": 3, "diag": 2, "colsum": 2, "sum": 2, "scale_rows": 3, "diagmat": 2,
-    "outer": 3, "bcast_rows": 2, "fill": 2, "value": 1, "grad": 2,
+    "outer": 3, "bcast_rows": 2, "fill": 2, "value": 1, "grad": 2, "vector": 2,
 }  # fmt: skip
 ROW_BYTES_PER_BLOCK = 8 * 2**20  # a block's row arrays hold about this many bytes
 
@@ -209,6 +210,8 @@ class BlockProgram:
 
 
 def _op_lines(op: Op) -> list[str]:
+    if op.kind == "vector":  # the values are the op's table
+        return [" ".join([op.kind, *op.outs, *op.table])]
     if op.kind == "elementwise":
         return [f"elementwise {' '.join(op.outs)} = {' '.join(op.ins)}", *(f"  {t}" for t in op.table), "end"]
     return [" ".join([op.kind, *op.outs, *op.ins, *map(str, op.flags)])]
@@ -270,6 +273,8 @@ def _parse_op(kind: str, words: list[str]) -> Op:
         return Op(kind, (words[0],), tuple(words[1:3]), (int(words[3]),))
     if kind == "columns":
         return Op(kind, (words[0],), (words[1],), (int(words[2]),))
+    if kind == "vector":
+        return Op(kind, (words[0],), (), (), tuple(repr(float(w)) for w in words[1:]))
     if kind == "gemm":
         return Op(kind, (words[0],), tuple(words[1:3]), (int(words[3]), int(words[4])))
     if kind in ("per_sample", "score", "value"):
@@ -630,6 +635,9 @@ class _Lowering:
             assert t.expr is not None
             table, ins = _table([(t.name, t.expr)])
             return Op("elementwise", (t.name,), tuple(ins), (), tuple(table))
+        if t.kind == "const":  # a constant vector: its values (sympy floats, ±∞ allowed)
+            assert t.expr is not None
+            return Op("vector", (t.name,), (), (), tuple(repr(float(v)) for v in t.expr.args))
         return Op(t.kind, (t.name,), a)
 
     def theta_array(self, shape: tuple[int, ...]) -> str:

@@ -151,6 +151,8 @@ class BlockKernel:
             env[out] = np.diag(a[0])
         elif k == "outer":
             env[out] = np.outer(a[0], a[1])
+        elif k == "vector":
+            env[out] = np.array([float(v) for v in op.table])
         elif k in ("bcast_rows", "fill"):
             env[out] = np.array(np.broadcast_to(a[0], self._shape(out)), dtype=np.float64)
         else:
