@@ -462,3 +462,24 @@ def test_per_row_gradients_of_randomised_objectives(key):
     _close(cov, np.cov(G.T, bias=True))
     w = np.random.default_rng(6).uniform(size=len(X))  # symsm.fit(..., weights=): the rows' gradients, weighted
     _close(weighted_value_and_grad(structured, theta, X, w)[1], w @ G / w.sum())
+
+
+def test_model_files_of_vector_models_take_domains(tmp_path):
+    from symsm.model.modelfile import ModelFileError, load_model
+
+    head = f'data = {{ name = "x", size = {D} }}\nparams = [{{ name = "W", shape = [{D}, {D}] }}]\n'
+    path = tmp_path / "box.toml"
+    path.write_text(head + 'log_f = "sum(-log(cosh(W @ x)))"\ndomain = "box"\nlower = [0, 0, -1, 0]\nupper = 2\n')
+    model = load_model(path)
+    assert model.domain == "box" and model.box.arrays()[0].tolist() == [0.0, 0.0, -1.0, 0.0]
+    X = np.random.default_rng(0).uniform(0.0, 2.0, size=(50, D))
+    theta = _theta(model)
+    _close(model.compile(path="structured").value(theta, X), model.compile(path="graph").value(theta, X))
+    path.write_text(head + 'log_f = "sum(-log(cosh(W @ x)))"\ndomain = "sphere"\n')
+    assert load_model(path).domain == "sphere"
+    path.write_text(head + 'log_f = "sum(-log(cosh(W @ x)))"\ndomain = "simplex"\n')
+    with pytest.raises(ModelFileError, match="domain"):
+        load_model(path)
+    path.write_text(head + 'log_f = "sum(-log(cosh(W @ x)))"\nweight = "t"\n')
+    with pytest.raises(ModelFileError, match="weight"):
+        load_model(path)
