@@ -1,14 +1,14 @@
-"""The structured path's other objectives and [0, ∞)ᵈ, measured: ``python -m benchmarks.structured_objectives``.
+"""The structured path's other objectives and domains, measured: ``python -m benchmarks.structured_objectives``.
 
 ICA −Σ_k 2 log cosh((Wx)_k) (W d × d) written with vectors, objectives sliced (one Rademacher direction a row) and
-denoising (σ = 0.1, one draw a row) on Rᵈ, and the exact objective on [0, ∞)ᵈ ("nonnegative": weighted by
-h(t) = t²), at d = 16 and 32, N = 1e5 rows |N(0, 1)|, float64: value_and_grad — on X, and on X bound once
-(`loss.bind(X)`: checked, as a fit's optimiser calls it) — of the structured path (path="structured", the LLVM
-block executor) against the scalar path (path="graph", the expression-graph kernels of the same model's scalar
-expansion), on the same rows and draws. The warm calls are interleaved A/B rounds in one process (medians of wall
-and process CPU time, all threads, with the load average before the rounds); the model → first value_and_grad
-times (derivation, code generation, machine code) run each in a new process on an empty cache. Prints a markdown
-table (and --json PATH writes the rows).
+denoising (σ = 0.1, one draw a row) on Rᵈ, the exact objective on [0, ∞)ᵈ ("nonnegative": weighted by h(t) = t²)
+and on the sphere (rows normalised), at d = 16 and 32, N = 1e5 rows |N(0, 1)|, float64: value_and_grad — on X,
+and on X bound once (`loss.bind(X)`: checked, as a fit's optimiser calls it) — of the structured path
+(path="structured", the LLVM block executor) against the scalar path (path="graph", the expression-graph kernels
+of the same model's scalar expansion), on the same rows and draws. The warm calls are interleaved A/B rounds in
+one process (medians of wall and process CPU time, all threads, with the load average before the rounds); the
+model → first value_and_grad times (derivation, code generation, machine code) run each in a new process on an
+empty cache. Prints a markdown table (and --json PATH writes the rows).
 """
 
 from __future__ import annotations
@@ -27,15 +27,20 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONS = {"sliced": {}, "denoising": {"noise_scale": 0.1}, "nonnegative": {}}
+OPTIONS = {"sliced": {}, "denoising": {"noise_scale": 0.1}, "nonnegative": {}, "sphere": {}}
 
 
 def _objective(case: str) -> str:
-    return "exact" if case == "nonnegative" else case
+    return "exact" if case in ("nonnegative", "sphere") else case
 
 
 def _domain(case: str) -> str:
-    return "nonnegative" if case == "nonnegative" else "real"
+    return case if case in ("nonnegative", "sphere") else "real"
+
+
+def _rows(n: int, d: int, case: str) -> np.ndarray:
+    X = np.abs(np.random.default_rng(1).standard_normal((n, d)))  # (on Rᵈ too: the same rows for every case)
+    return X / np.linalg.norm(X, axis=1, keepdims=True) if case == "sphere" else X
 
 
 _FIRST_CALL = """
@@ -46,6 +51,7 @@ W = symsm.param_matrix("W", {d}, {d})
 model = symsm.Model(symsm.sum(-2 * symsm.log(symsm.cosh(W @ x))), x, [W], name="ica_vec_{d}", domain={domain!r})
 loss = model.compile(path={path!r}, objective={objective!r}, **{options!r})
 X = np.abs(np.random.default_rng(1).standard_normal((1000, {d})))
+X = X / np.linalg.norm(X, axis=1, keepdims=True) if {sphere!r} else X
 loss.value_and_grad(np.eye({d}).ravel(), X)
 print(time.perf_counter() - t0, time.process_time() - c0)
 """
@@ -61,7 +67,9 @@ def ica_model(d: int, domain: str = "real") -> Any:
 
 def first_call(d: int, path: str, case: str) -> tuple[float, float]:
     """(wall, CPU) seconds from building the model to its first value_and_grad, in a new process, empty cache."""
-    code = _FIRST_CALL.format(d=d, path=path, objective=_objective(case), options=OPTIONS[case], domain=_domain(case))
+    code = _FIRST_CALL.format(
+        d=d, path=path, objective=_objective(case), options=OPTIONS[case], domain=_domain(case), sphere=case == "sphere"
+    )
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "SYMSM_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
         out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
@@ -78,7 +86,7 @@ def measure(d: int, n: int, case: str, repeat: int) -> dict[str, Any]:
     objective = _objective(case)
     rng = np.random.default_rng(d)
     theta = (np.eye(d) + 0.05 * rng.standard_normal((d, d))).ravel()
-    X = np.abs(np.random.default_rng(1).standard_normal((n, d)))  # (on Rᵈ too: the same rows for every case)
+    X = _rows(n, d, case)
     losses = {p: model.compile(path=p, objective=objective, **OPTIONS[case]) for p in ("structured", "graph")}
     results = {p: loss.value_and_grad(theta, X) for p, loss in losses.items()}  # warm-up (machine code)
     ref = results["graph"]
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dims", default="16,32")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--objectives", default="sliced,denoising,nonnegative")
+    parser.add_argument("--objectives", default="sliced,denoising,nonnegative,sphere")
     parser.add_argument("--no-first-call", action="store_true", help="skip the model → first call processes")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args(argv)
