@@ -14,6 +14,7 @@ process that only loads cached kernels never pays for importing numba.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -22,7 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
-__all__ = ["run_blocks", "threads"]
+__all__ = ["run_blocks", "run_chunks", "threads"]
+
+#: run_chunks hands out the chunks one at a time to whichever thread is free (True), or splits them into one
+#: contiguous range per thread as run_blocks does (False: the benchmarks' A/B switch). Results do not depend on it.
+DYNAMIC_CHUNKS = True
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -67,5 +72,43 @@ def run_blocks(fn: Callable[..., Any], n_blocks: int, *args: Any) -> None:
     pool = _executor(t - 1)
     futures = [pool.submit(fn, *args, bounds[k], bounds[k + 1]) for k in range(1, t)]
     fn(*args, bounds[0], bounds[1])  # the calling thread takes the first range
+    for f in futures:
+        f.result()
+
+
+def run_chunks(fn: Callable[[int, int], Any], n_chunks: int) -> None:
+    """Call fn(slot, c) once for every chunk c in range(n_chunks), on up to `threads()` threads; `slot` (0 ≤ slot
+    < the threads used) names the calling thread, for per-thread scratch memory. With `DYNAMIC_CHUNKS` each thread
+    takes the next chunk nobody has taken yet, so a thread that gets less of a core (another process on it, a
+    slower chunk) does fewer chunks instead of holding up the call; the caller must not depend on which thread
+    runs a chunk (each chunk writing its own partial results does not)."""
+    t = min(threads(), n_chunks)
+    if t <= 1:
+        for c in range(n_chunks):
+            fn(0, c)
+        return
+    if DYNAMIC_CHUNKS:
+        taken = itertools.count()  # next() on it is atomic under the GIL
+
+        def work(slot: int) -> None:
+            c = next(taken)
+            while c < n_chunks:
+                fn(slot, c)
+                c = next(taken)
+
+    else:
+        bounds = [k * n_chunks // t for k in range(t + 1)]
+
+        def work(slot: int) -> None:
+            for c in range(bounds[slot], bounds[slot + 1]):
+                fn(slot, c)
+
+    pool = _executor(t - 1)
+    futures = [pool.submit(work, slot) for slot in range(1, t)]
+    try:
+        work(0)  # the calling thread is slot 0
+    finally:
+        for f in futures:  # every thread done before the caller's buffers are released, even on an error
+            f.exception()
     for f in futures:
         f.result()
