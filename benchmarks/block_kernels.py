@@ -52,6 +52,41 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, float]:
     return statistics.median(wall), statistics.median(cpu), before
 
 
+def paired_roofline(fn: Callable[[], Any], flops: float, repeat: int) -> dict[str, float]:
+    """`fn`'s time against the roofline `flops` / the FMA loop's peak, the peak measured right after each call (one
+    thread, ~10 ms), so that each ratio compares the call with the core's speed at that moment: on a shared VM
+    the FMA loop's own CPU-time peak moves by 10–25 % between measurements (co-runners, clock), and a median call
+    against the best peak of the run overstates the ratio. Returns medians and bests over `repeat` calls (after
+    one warm-up) of: CPU time / roofline (`cpu`, `cpu_best`), wall time × threads / roofline (`wall`: meaningful
+    only where the call got its threads' cores, `cores_used` = CPU / wall ≈ threads), and the peaks (GFLOP/s)."""
+    from symsm.backends.llvm.blocks import fma_peak as make
+    from symsm.core.threads import threads
+
+    iters = 5_000_000
+    run = make("float64", iters=iters)
+    run()
+    fn()
+    n = threads()
+    cpu, wall, used, peaks = [], [], [], []
+    for _ in range(repeat):
+        c, t = time.process_time(), time.perf_counter()
+        fn()
+        w, cp = time.perf_counter() - t, time.process_time() - c
+        c = time.thread_time()
+        done = run()
+        gflops = done / (time.thread_time() - c)
+        roof = flops / gflops
+        cpu.append(cp / roof)
+        wall.append(w * n / roof)
+        used.append(cp / w)
+        peaks.append(gflops / 1e9)
+    return {
+        "cpu": statistics.median(cpu), "cpu_best": min(cpu), "wall": statistics.median(wall),
+        "wall_best": min(wall), "cores_used": statistics.median(used), "threads": n,
+        "peak_median": statistics.median(peaks), "peak_min": min(peaks), "peak_max": max(peaks),
+    }  # fmt: skip
+
+
 def one_thread_best(fn: Callable[[], Any], repeat: int) -> float:
     """Best CPU seconds of `fn` run on one thread (symsm's thread count forced to 1): what a core does with the
     code when it holds the core, the least disturbed measure on a shared machine."""
