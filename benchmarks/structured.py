@@ -359,10 +359,11 @@ def targets(res: dict[str, Any]) -> list[str]:
             paired = r.get("paired")
             if paired:  # each call against the peak measured right after it (benchmarks/block_kernels.py)
                 ok = "holds" if paired["cpu"] <= 2 else "missed"
+                used = f"{paired['cores_used']:.2f} of {paired['threads']} cores"
                 out.append(
-                    f"* within 2× of the roofline, ICA d = {d}: {paired['cpu']:.2f}× (CPU, median of calls each against "
-                    f"the FMA peak measured right after it; best {paired['cpu_best']:.2f}×), {paired['wall']:.2f}× "
-                    f"(wall × {paired['threads']} threads, the call using {paired['cores_used']:.2f} cores) — {ok}; "
+                    f"* within 2× of the roofline, ICA d = {d}: {paired['cpu']:.2f}× (CPU, median of calls each "
+                    f"against the FMA peak measured right after it; best {paired['cpu_best']:.2f}×), "
+                    f"{paired['wall']:.2f}× (wall × threads; the calls got {used}: on a quiet machine ≈ CPU) — {ok}; "
                     f"against the run's best peak: {ratio:.2f}× (CPU), {wall:.2f}× (wall)"
                 )
                 ratio = paired["cpu"]

@@ -317,7 +317,7 @@ def test_run_chunks_calls_every_chunk_once(monkeypatch: pytest.MonkeyPatch, dyna
     for t, n in ((1, 5), (3, 17), (4, 2)):
         monkeypatch.setattr(threads_module, "threads", lambda t=t: t)
         calls: list[tuple[int, int]] = []
-        threads_module.run_chunks(lambda slot, c: calls.append((slot, c)), n)
+        threads_module.run_chunks(lambda slot, c, calls=calls: calls.append((slot, c)), n)
         assert sorted(c for _, c in calls) == list(range(n))
         assert all(0 <= slot < min(t, n) for slot, _ in calls)
     with pytest.raises(ZeroDivisionError):
