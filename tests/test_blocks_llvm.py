@@ -324,6 +324,29 @@ def test_run_chunks_calls_every_chunk_once(monkeypatch: pytest.MonkeyPatch, dyna
         threads_module.run_chunks(lambda slot, c: 1 / (c - 3), 6)
 
 
+def test_blas_one_thread_sets_and_restores_openblas_threads() -> None:
+    libs = threads_module._openblas()
+    if not libs:
+        pytest.skip("numpy does not use OpenBLAS here")
+    get, put = libs[0]
+    before = get()
+    put(2)  # as on a 2-core machine, whatever this one has
+    try:
+        with threads_module.blas_one_thread():
+            assert get() == 1
+            with threads_module.blas_one_thread():  # nested: still one, restored only by the outer one
+                assert get() == 1
+            assert get() == 1
+            A = np.random.default_rng(0).standard_normal((200, 200))
+            assert np.allclose(A @ A.T, np.einsum("ik,jk->ij", A, A))
+        assert get() == 2
+        with pytest.raises(RuntimeError), threads_module.blas_one_thread():
+            raise RuntimeError("restored on errors too")
+        assert get() == 2
+    finally:
+        put(before)
+
+
 def test_fma_peak_runs() -> None:
     run = blocks.fma_peak(iters=1000, lanes=4)
     assert run() == 2.0 * 12 * 4 * 1000

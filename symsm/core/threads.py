@@ -14,16 +14,18 @@ process that only loads cached kernels never pays for importing numba.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-__all__ = ["run_blocks", "run_chunks", "threads"]
+__all__ = ["blas_one_thread", "run_blocks", "run_chunks", "threads"]
 
 #: run_chunks hands out the chunks one at a time to whichever thread is free (True), or splits them into one
 #: contiguous range per thread as run_blocks does (False: the benchmarks' A/B switch). Results do not depend on it.
@@ -112,3 +114,66 @@ def run_chunks(fn: Callable[[int, int], Any], n_chunks: int) -> None:
             f.exception()
     for f in futures:
         f.result()
+
+
+# (prefix, suffix) of OpenBLAS's thread-count functions: numpy's wheels (scipy-openblas, 64-bit integers), and
+# builds against a system OpenBLAS
+_OPENBLAS_NAMES = (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", ""))
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_saved: list[int] = []
+
+
+@cache
+def _openblas() -> tuple[tuple[Any, Any], ...]:
+    """(get, set) of the thread count of every OpenBLAS loaded in this process (numpy's among them; none where
+    numpy uses another BLAS or the process's maps cannot be read)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return ()
+    found = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in _OPENBLAS_NAMES:
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                put.restype, put.argtypes = None, [ctypes.c_int]
+                found.append((get, put))
+                break
+    return tuple(found)
+
+
+@contextmanager
+def blas_one_thread() -> Iterator[None]:
+    """numpy's matrix products on one thread inside the block (OpenBLAS; other BLAS libraries unchanged).
+
+    For the small θ-level products around the block kernels (d × d at d ≤ a few hundred): OpenBLAS runs a
+    128² product on its thread pool, whose threads then spin, waiting for more work, for ~0.1 s, taking CPU time
+    (and a core) from the block kernel's threads that run next. Nested and concurrent uses restore the thread
+    count when the last one leaves; numpy called from other threads meanwhile runs on one thread too."""
+    global _blas_depth
+    libs = _openblas()
+    if not libs:
+        yield
+        return
+    with _blas_lock:
+        if _blas_depth == 0:
+            _blas_saved[:] = [get() for get, _ in libs]
+            for _, put in libs:
+                put(1)
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                for (_, put), n in zip(libs, _blas_saved, strict=True):
+                    put(n)
