@@ -89,7 +89,8 @@ def run_chunks(fn: Callable[[int, int], Any], n_chunks: int) -> None:
         for c in range(n_chunks):
             fn(0, c)
         return
-    if DYNAMIC_CHUNKS:
+    dynamic = DYNAMIC_CHUNKS
+    if dynamic:
         taken = itertools.count()  # next() on it is atomic under the GIL
 
         def work(slot: int) -> None:
@@ -111,9 +112,11 @@ def run_chunks(fn: Callable[[int, int], Any], n_chunks: int) -> None:
         work(0)  # the calling thread is slot 0
     finally:
         for f in futures:  # every thread done before the caller's buffers are released, even on an error
-            f.exception()
+            if not (dynamic and f.cancel()):  # a worker still queued behind another call's would find no chunk
+                f.exception()
     for f in futures:
-        f.result()
+        if not f.cancelled():
+            f.result()
 
 
 # (prefix, suffix) of OpenBLAS's thread-count functions: numpy's wheels (scipy-openblas, 64-bit integers), and
