@@ -52,6 +52,50 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, float]:
     return statistics.median(wall), statistics.median(cpu), before
 
 
+def paired_roofline(fn: Callable[[], Any], flops: float, repeat: int) -> dict[str, float]:
+    """`fn`'s time against the roofline `flops` / the FMA loop's peak, the peak measured right after each call, so
+    that each ratio compares the call with what the cores did at that moment: on a shared VM the FMA loop's own
+    CPU-time peak moves by 10–25 % between measurements (co-runners, clock), and a median call against the best
+    peak of the run overstates the ratio. After each call: the loop on one thread (CPU time, ~10 ms) and on all of
+    symsm's threads at once (wall). Returns medians and bests over `repeat` calls (after one warm-up) of: CPU time
+    / roofline at the one-thread peak (`cpu`, `cpu_best`); wall time / roofline at the all-threads peak
+    (`wall_paired`, `wall_paired_best`: where another process holds a core, it holds it for both, mostly); wall
+    time × threads / roofline at the one-thread peak (`wall`, meaningful only where the call got its threads'
+    cores: `cores_used` = CPU / wall ≈ threads); the peaks (GFLOP/s)."""
+    from symsm.backends.llvm.blocks import fma_peak as make
+    from symsm.core.threads import run_blocks, threads
+
+    iters = 5_000_000
+    run = make("float64", iters=iters)
+    run()
+    fn()
+    n = threads()
+    cpu, wall, paired_wall, used, peaks, all_peaks = [], [], [], [], [], []
+    for _ in range(repeat):
+        c, t = time.process_time(), time.perf_counter()
+        fn()
+        w, cp = time.perf_counter() - t, time.process_time() - c
+        c = time.thread_time()
+        done = run()
+        gflops = done / (time.thread_time() - c)
+        t = time.perf_counter()
+        run_blocks(lambda lo, hi: [run() for _ in range(lo, hi)], n)
+        all_gflops = n * done / (time.perf_counter() - t)
+        roof = flops / gflops
+        cpu.append(cp / roof)
+        wall.append(w * n / roof)
+        paired_wall.append(w / (flops / all_gflops))
+        used.append(cp / w)
+        peaks.append(gflops / 1e9)
+        all_peaks.append(all_gflops / 1e9)
+    return {
+        "cpu": statistics.median(cpu), "cpu_best": min(cpu), "wall": statistics.median(wall),
+        "wall_best": min(wall), "wall_paired": statistics.median(paired_wall), "wall_paired_best": min(paired_wall),
+        "cores_used": statistics.median(used), "threads": n, "peak_median": statistics.median(peaks),
+        "peak_min": min(peaks), "peak_max": max(peaks), "all_threads_peak_median": statistics.median(all_peaks),
+    }  # fmt: skip
+
+
 def one_thread_best(fn: Callable[[], Any], repeat: int) -> float:
     """Best CPU seconds of `fn` run on one thread (symsm's thread count forced to 1): what a core does with the
     code when it holds the core, the least disturbed measure on a shared machine."""

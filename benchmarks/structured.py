@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .block_kernels import fma_peak, jax_ica, load, timed
+from .block_kernels import fma_peak, jax_ica, load, paired_roofline, timed
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -127,6 +127,8 @@ def measure(family: str, d: int, n: int, repeat: int, pk: dict[str, float], jax_
     row["roofline_ms"] = 1e3 * flops / (pk["wall_gflops"] * 1e9)
     row["roofline_cpu_ms"] = 1e3 * flops / (pk["core_gflops"] * 1e9)
     row["program_flops_per_row"] = _program_flops(model)  # the rewritten program's products (symsm/ir/block_passes)
+    if family == "ica" and d >= 32:  # the roofline target: each call against the FMA peak measured right after it
+        row["paired"] = paired_roofline(lambda: structured.value_and_grad(theta, X), flops, repeat)
     numpy_ref = model.compile(path="structured", backend="numba-python")
     small = X[:20_000]
     row["numpy_executor_rel"] = _rel(structured.value_and_grad(theta, small), numpy_ref.value_and_grad(theta, small))
@@ -354,8 +356,26 @@ def targets(res: dict[str, Any]) -> list[str]:
         if d >= 32 and model == "ica":
             ratio = r["cpu_ms"] / r["roofline_cpu_ms"]
             wall = r["ms"] / r["roofline_ms"]
-            ok = "holds" if ratio <= 2 else "missed"
-            out.append(f"* within 2× of the roofline, ICA d = {d}: {ratio:.1f}× (CPU), {wall:.1f}× (wall) — {ok}")
+            paired = r.get("paired")
+            if paired:  # each call against the peak measured right after it (benchmarks/block_kernels.py)
+                ok = "holds" if paired["cpu"] <= 2 else "missed"
+                used = f"{paired['cores_used']:.2f} of {paired['threads']} cores"
+                walls = (
+                    f"{paired['wall_paired']:.2f}× (best {paired['wall_paired_best']:.2f}×)"
+                    if "wall_paired" in paired
+                    else "—"
+                )
+                out.append(
+                    f"* within 2× of the roofline, ICA d = {d}: {paired['cpu']:.2f}× (CPU, median of calls each "
+                    f"against the FMA peak measured right after it; best {paired['cpu_best']:.2f}×); wall against the "
+                    f"all-threads peak right after each call {walls}; wall × threads against the one-thread peak "
+                    f"{paired['wall']:.2f}× (the calls got {used}: on a quiet machine ≈ CPU) — {ok}; "
+                    f"against the run's best peak: {ratio:.2f}× (CPU), {wall:.2f}× (wall)"
+                )
+                ratio = paired["cpu"]
+            else:
+                ok = "holds" if ratio <= 2 else "missed"
+                out.append(f"* within 2× of the roofline, ICA d = {d}: {ratio:.1f}× (CPU), {wall:.1f}× (wall) — {ok}")
             own = r.get("program_flops_per_row")
             if own:  # the program's own flop count: the roofline of the products it actually computes
                 frac = own / (10 * d * d)

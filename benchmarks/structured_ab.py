@@ -62,6 +62,8 @@ def measure(d: int, n: int, args: argparse.Namespace) -> None:
     """One dimension's interleaved rounds, printed."""
     import jax
 
+    from symsm.backends.llvm.blocks import fma_peak as blocks_fma_peak
+
     model, ks, flops = kernels(d, args.float32)
     theta = ica_theta(d)
     X = np.random.default_rng(1).standard_normal((n, d))
@@ -77,6 +79,25 @@ def measure(d: int, n: int, args: argparse.Namespace) -> None:
         calls["after f32"] = lambda k=ks["after f32"]: k.run(theta, X32)
         calls["loss f32"] = lambda: loss32.value_and_grad(theta, X32)
         calls["loss f32, X f64"] = lambda: loss32.value_and_grad(theta, X)
+    if args.threading_ab:  # main's threading: one contiguous range of chunks per thread, fresh work buffers a call,
+        # the θ-level numpy products on OpenBLAS's threads
+        import contextlib
+
+        from symsm.backends.llvm import structured as structured_module
+        from symsm.core import threads as threads_module
+
+        def static(k: Any = ks["after kernel"]) -> Any:
+            threads_module.DYNAMIC_CHUNKS = False
+            structured_module.blas_one_thread = contextlib.nullcontext
+            k.native()._free_work.clear()
+            try:
+                return k.run(theta, X)
+            finally:
+                threads_module.DYNAMIC_CHUNKS = True
+                structured_module.blas_one_thread = threads_module.blas_one_thread
+
+        calls["after, main's threads"] = static
+        flops["after, main's threads"] = flops["after kernel"]
     results = {name: fn() for name, fn in calls.items()}
     if not args.no_jax:
         vg = jax_ica(d, n)
@@ -85,12 +106,20 @@ def measure(d: int, n: int, args: argparse.Namespace) -> None:
         jv = calls["JAX hand"]()
         results["JAX hand"] = (float(jv[0]), np.asarray(jv[1]))
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+    paired: dict[str, list[float]] = {name: [] for name in calls}  # CPU time / the roofline at the peak just after
+    fma = blocks_fma_peak("float64", iters=5_000_000)
+    fma()
     load0 = os.getloadavg()[0]
     for _ in range(args.repeat):
         for name, fn in calls.items():
+            if args.threading_ab:
+                time.sleep(0.25)  # OpenBLAS's threads, spinning after an earlier call's products, asleep again
             c, t = time.process_time(), time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t, time.process_time() - c))
+            c = time.thread_time()
+            gflops = fma() / (time.thread_time() - c) / 1e9
+            paired[name].append(times[name][-1][1] / (10 * d * d * n / gflops / 1e9))
     load1 = os.getloadavg()[0]
     ref = results["compiled loss"]
     peak = fma_peak("float64")["per_core"]  # GFLOP/s, after the rounds: the same process, the same load
@@ -108,9 +137,12 @@ def measure(d: int, n: int, args: argparse.Namespace) -> None:
         )
         if name in flops:
             roof, own = 10 * d * d * n / peak / 1e9, flops[name] * n / peak / 1e9
+            pm, pb, frac = statistics.median(paired[name]), min(paired[name]), flops[name] / (10 * d * d)
             print(
                 f"  {'':16s} × roofline (CPU): {c / roof:.2f} against 10d², {c / own:.2f} against the program's "
-                f"own {flops[name] / (d * d):.2f}d² a row",
+                f"own {flops[name] / (d * d):.2f}d² a row; each call against the peak right after it: "
+                f"{pm:.2f} (best {pb:.2f}) against 10d², {pm / frac:.2f} (best {pb / frac:.2f}) against its own; "
+                f"cores used {c / w:.2f}",
                 flush=True,
             )
 
@@ -122,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=1, help="N / scale")
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--no-jax", action="store_true")
+    parser.add_argument("--threading-ab", action="store_true", help="also the after-kernel threaded as on main")
     args = parser.parse_args(argv)
     import jax
 

@@ -4,6 +4,8 @@ program (value and ∇_W) against numpy and central differences."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -295,11 +297,54 @@ def test_same_bits_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) ->
     kernel = BlockKernel(ica_program(d), block_rows=36)
     assert kernel.chunks(5003)[1] > 4
     results = []
-    for t in (1, 2, 3, 5):
-        monkeypatch.setattr(threads_module, "threads", lambda t=t: t)
-        value, grad = ica_value_and_grad(kernel, W, X)
-        results.append((value, grad.tobytes()))
+    for dynamic in (True, False):  # chunks taken by whichever thread is free, or one range per thread
+        monkeypatch.setattr(threads_module, "DYNAMIC_CHUNKS", dynamic)
+        for t in (1, 2, 3, 5):
+            monkeypatch.setattr(threads_module, "threads", lambda t=t: t)
+            value, grad = ica_value_and_grad(kernel, W, X)
+            results.append((value, grad.tobytes()))
     assert all(r == results[0] for r in results)
+    # calls from several Python threads at once on one kernel: each call has its own work buffers
+    monkeypatch.setattr(threads_module, "threads", lambda: 2)
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(lambda _: ica_value_and_grad(kernel, W, X), range(8)))
+    assert all((v, g.tobytes()) == results[0] for v, g in concurrent)
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_run_chunks_calls_every_chunk_once(monkeypatch: pytest.MonkeyPatch, dynamic: bool) -> None:
+    monkeypatch.setattr(threads_module, "DYNAMIC_CHUNKS", dynamic)
+    for t, n in ((1, 5), (3, 17), (4, 2)):
+        monkeypatch.setattr(threads_module, "threads", lambda t=t: t)
+        calls: list[tuple[int, int]] = []
+        threads_module.run_chunks(lambda slot, c, calls=calls: calls.append((slot, c)), n)
+        assert sorted(c for _, c in calls) == list(range(n))
+        assert all(0 <= slot < min(t, n) for slot, _ in calls)
+    with pytest.raises(ZeroDivisionError):
+        threads_module.run_chunks(lambda slot, c: 1 / (c - 3), 6)
+
+
+def test_blas_one_thread_sets_and_restores_openblas_threads() -> None:
+    libs = threads_module._openblas()
+    if not libs:
+        pytest.skip("numpy does not use OpenBLAS here")
+    get, put = libs[0]
+    before = get()
+    put(2)  # as on a 2-core machine, whatever this one has
+    try:
+        with threads_module.blas_one_thread():
+            assert get() == 1
+            with threads_module.blas_one_thread():  # nested: still one, restored only by the outer one
+                assert get() == 1
+            assert get() == 1
+            A = np.random.default_rng(0).standard_normal((200, 200))
+            assert np.allclose(A @ A.T, np.einsum("ik,jk->ij", A, A))
+        assert get() == 2
+        with pytest.raises(RuntimeError), threads_module.blas_one_thread():
+            raise RuntimeError("restored on errors too")
+        assert get() == 2
+    finally:
+        put(before)
 
 
 def test_fma_peak_runs() -> None:

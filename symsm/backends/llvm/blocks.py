@@ -55,7 +55,7 @@ import numpy as np
 from llvmlite import ir
 
 from ...core import cache as symsm_cache
-from ...core.threads import run_blocks
+from ...core.threads import run_chunks
 from .kernels import _Emitter
 from .native import (
     CODEGEN_OPT,
@@ -1279,6 +1279,19 @@ class BlockKernel:
                     symsm_cache.write_private_file(object_file, _object_header(tag, obj) + obj)
         address = _load_object(obj, [self.symbol])[self.symbol]
         self._fn = ctypes.CFUNCTYPE(None, _P, _I64, _P, _P, _P, _P)(address)
+        self._free_work: list[list[np.ndarray]] = []  # per-thread work buffers, kept between calls
+        self._work_lock = threading.Lock()
+
+    def _take_work(self) -> list[np.ndarray]:
+        """Work buffers (one per thread slot) no other call is using: the last call's when free, so their pages are
+        not faulted in again on every call."""
+        with self._work_lock:
+            return self._free_work.pop() if self._free_work else []
+
+    def _give_work(self, works: list[np.ndarray]) -> None:
+        with self._work_lock:
+            if len(self._free_work) < 2:  # concurrent callers beyond two allocate their own
+                self._free_work.append(works)
 
     def pack(self, params: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The θ arrays in the layout the machine code reads (matrices as (k, n) padded, vectors padded)."""
@@ -1345,16 +1358,21 @@ class BlockKernel:
         fn, xs, pp = self._fn, X.ctypes.data, ctypes.addressof(pointers)
         row_bytes, part, stride = X.strides[0], partial.ctypes.data, partial.strides[0]
 
-        def run(lo: int, hi: int) -> None:
-            work = np.empty(max(1, lay.work_size), dtype=self.dtype)
-            for c in range(lo, hi):
-                rows = min(per, n - c * per)
-                if rows > 0:
-                    at = o + c * per * o_stride if o else 0
-                    fn(xs + c * per * row_bytes, rows, pp, part + c * stride, work.ctypes.data, at)
+        works = self._take_work()
 
-        if n:
-            run_blocks(run, n_chunks)
+        def run(slot: int, c: int) -> None:
+            while len(works) <= slot:  # entries are only ever added: each slot keeps its own buffer
+                works.append(np.empty(max(1, lay.work_size), dtype=self.dtype))
+            rows = min(per, n - c * per)
+            if rows > 0:
+                at = o + c * per * o_stride if o else 0
+                fn(xs + c * per * row_bytes, rows, pp, part + c * stride, works[slot].ctypes.data, at)
+
+        try:
+            if n:
+                run_chunks(run, n_chunks)
+        finally:
+            self._give_work(works)
         totals = partial[0].copy()
         for row in partial[1:]:  # chunk order: deterministic
             totals += row

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...core import cache as symsm_cache
 from ...core.errors import CodegenError
+from ...core.threads import blas_one_thread
 from ...ir.blocks import BlockProgram as IRProgram
 from ..blocks_numpy.executor import BlockKernel as NumpyBlockKernel
 from . import blocks as llvm_blocks
@@ -188,7 +189,8 @@ class StructuredKernel(NumpyBlockKernel):
         rows64 = self.dtype == np.float32 and X.dtype == np.float64 and X.flags.c_contiguous
         X = X if rows64 else np.ascontiguousarray(X, dtype=self.dtype)
         native = self.native(X.dtype)
-        theta_env = self.prologue(np.asarray(theta, dtype=np.float64))
+        with blas_one_thread():  # the θ-level products are small: OpenBLAS's threads would spin beside the kernel's
+            theta_env = self.prologue(np.asarray(theta, dtype=np.float64))
         out = per_sample if per_sample is not None else score
         if native.layout.out_width and out is None:
             out = np.empty((n, native.layout.out_width))
@@ -202,11 +204,12 @@ class StructuredKernel(NumpyBlockKernel):
                 env[name] = totals[name].reshape(a.shape) if name in totals else np.zeros(a.shape)
         grad = np.zeros(self.program.n_params)
         value = float("nan")
-        for op in self.program.epilogue:
-            if op.kind == "value":
-                value = float(env[op.ins[0]]) / n if n else float("nan")
-            else:
-                self._theta_op(op, env, grad)
+        with blas_one_thread():
+            for op in self.program.epilogue:
+                if op.kind == "value":
+                    value = float(env[op.ins[0]]) / n if n else float("nan")
+                else:
+                    self._theta_op(op, env, grad)
         return value, grad / max(n, 1)
 
 
