@@ -94,8 +94,6 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
     precision and refuses data that were not). Chunked (no N × d temporaries); the squared norms and the sums
     are one matrix-vector product or one fused reduction per chunk, the full report only for a bad chunk."""
     tol = float(np.sqrt(np.finfo(arr.dtype).eps))
-    geometry = model.geometry
-    assert geometry is not None  # domains "sphere" and "simplex" have one
     d = arr.shape[1]
     ones = np.ones(d, dtype=arr.dtype)
     positive = needs_positive(model)
@@ -119,7 +117,8 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
                 )
             continue
         low = np.min(chunk)
-        if positive and low == 0 and not last_only and geometry.transform == "alr":
+        geometry = model.geometry if positive else None  # (positive: a simplex; a sphere's geometry is not needed)
+        if geometry is not None and low == 0 and not last_only and geometry.transform == "alr":
             last_only = geometry.zeros_allowed()
         if low < 0 or (positive and low == 0 and not (last_only and np.min(chunk[:, -1]) > 0)):
             bad_mask = chunk <= 0 if positive else chunk < 0
@@ -152,12 +151,10 @@ def _check_manifold_rows(model: Model, arr: np.ndarray, name: str) -> None:
 def needs_positive(model: Model) -> bool:
     """Whether the model's simplex rows need entries > 0 rather than ≥ 0 (alr and the unweighted sqrt map take
     logs of them or divide by them)."""
+    if model.domain != "simplex":  # (a structured model builds its geometry only when asked: not for this)
+        return False
     geometry = model.geometry
-    return (
-        model.domain == "simplex"
-        and geometry is not None
-        and (geometry.transform == "alr" or geometry.weight_name == "ones")
-    )
+    return geometry is not None and (geometry.transform == "alr" or geometry.weight_name == "ones")
 
 
 def _check_box(model: Model, arr: np.ndarray, name: str) -> None:

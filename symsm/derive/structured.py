@@ -15,6 +15,18 @@ W·M (θ-only). sum(u) is a scalar with gradient Σ_t M_tᵀ a_t (a matrix produ
 rowsum(lap_u). Scalars combine by the same rules with dense gradients (Student-t's log(1 + ‖x−μ‖²/ν)).
 The per-row integrand is L = lap + ½‖∇ log f‖², the score is ∇ log f.
 
+Other objectives (`derive_structured`'s ``objective``): sliced and sliced_vr carry forward tangents along the
+per-row directions v (ẏ = Wv and ÿ = 0 for y = Wx, φ′ẏ and φ′ÿ + φ″ẏ² through φ: matrix products per block,
+never a d × d Hessian); denoising runs the forward pass again at x + σε for the score there. Their auxiliary
+inputs are columns of the block's rows after the d data columns (symsm/ir/blocks.py, "Auxiliary columns"). On
+[0, ∞)ᵈ and boxes the exact objective is weighted, Σᵢ hᵢ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(distᵢ(xᵢ)): it
+needs the Hessian's diagonal as a row vector, carried like the Laplacian but per coordinate — a vector u keeps
+∂ᵢ²uₖ = Σ cₖMₖᵢNₖᵢ as terms c ⊙ (M ⊙ N) of its Jacobian factors, and sum(u) turns each into the row product
+c (M ⊙ N) with the θ-only M ⊙ N (for φ(Wx): φ″(y) (W ⊙ W)); the weights h, h′ are elementwise tables of x (fmin
+and step for capped weights and a box's distance min(x − a, b − x), the bounds numbers or, where they differ
+between coordinates, θ-level constant vectors). On the sphere (weight 1: `Exact.sphere_integrand`) a = zᵀ∇ℓ
+and zᵀ(∇²ℓ)z are the tangents along v = z, the data itself.
+
 Reverse mode over the resulting block program gives ∇θ of Σ_rows L: the adjoint of a matrix product per
 block is two matrix products (Ā = S̄ P for S = A Pᵀ, and P̄ += S̄ᵀ A into a float64 accumulator); adjoints of
 elementwise expressions are elementwise (sympy differentiates the scalar expressions, which are small:
@@ -39,13 +51,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
-from ..core.functions import BY_NAME
+from ..core.functions import BY_NAME, FUNCTIONS
 from ..model.tensor import TensorExpr, _shape_text, _text
 
-__all__ = ["RNode", "StructuredDerivation", "TNode", "derive_structured"]
+#: the functions an elementwise table calls (symsm/ir/blocks.py's TABLE_FUNCTIONS: derive sits below ir)
+TABLE_FUNCTIONS = frozenset(f.name for f in FUNCTIONS if f.cls is not None and f.scalar is not None and f.smooth)
+
+__all__ = [
+    "STRUCTURED_OBJECTIVES",
+    "RNode",
+    "StructuredDerivation",
+    "TNode",
+    "derive_structured",
+    "structured_objective_error",
+]
 
 
 def _function(name: str) -> Any:
@@ -56,10 +79,10 @@ def _function(name: str) -> Any:
 class TNode:
     """A θ-only array (computed once per call): a parameter or one operation on θ-only arrays.
 
-    kinds: "param" (``leaf``), "gemm" (op(A) @ op(B), ``flags`` = (transpose A, transpose B); 1-D operands as
-    numpy), "transpose", "rowdot" (Σⱼ MᵢⱼNᵢⱼ), "diag", "colsum" (Σᵢ Mᵢⱼ), "sum" (all entries),
-    "scale_rows" (diag(c) M), "diagmat" (diag(c) as a matrix), "ewise" (``expr`` over the arguments'
-    symbols, numpy broadcasting of scalars).
+    kinds: "param" (``leaf``), "const" (a constant vector: ``expr`` a sympy Tuple of its values), "gemm"
+    (op(A) @ op(B), ``flags`` = (transpose A, transpose B); 1-D operands as numpy), "transpose", "rowdot"
+    (Σⱼ MᵢⱼNᵢⱼ), "diag", "colsum" (Σᵢ Mᵢⱼ), "sum" (all entries), "scale_rows" (diag(c) M), "diagmat" (diag(c) as a
+    matrix), "ewise" (``expr`` over the arguments' symbols, numpy broadcasting of scalars).
     """
 
     kind: str
@@ -75,8 +98,10 @@ class TNode:
 
 @dataclass(eq=False)
 class RNode:
-    """An array per block of rows: "X" (the data, width d), "matmul" (``input`` @ Pᵀ if ``transpose`` else
-    ``input`` @ P, P a TNode) or "rowsum" (Σ over the row of ``input``, a row scalar: width 0)."""
+    """An array per block of rows: "X" (the data, width d), "columns" (columns ``offset`` … ``offset`` + width − 1
+    of the block's rows: the data x and the objective's auxiliary inputs when X has more columns than d),
+    "matmul" (``input`` @ Pᵀ if ``transpose`` else ``input`` @ P, P a TNode) or "rowsum" (Σ over the row of
+    ``input``, a row scalar: width 0)."""
 
     kind: str
     width: int
@@ -87,6 +112,7 @@ class RNode:
     input_width: int = 0
     P: TNode | None = None
     transpose: bool = False
+    offset: int = 0
 
 
 @dataclass
@@ -107,6 +133,7 @@ class StructuredDerivation:
     """The structured derivation of one model (see the module docstring)."""
 
     dim: int
+    columns: int = 0  # the width of the block's rows X: d, or d + the objective's auxiliary columns
     tnodes: list[TNode] = field(default_factory=list)
     rnodes: list[RNode] = field(default_factory=list)
     by_symbol: dict[sp.Symbol, TNode | RNode] = field(default_factory=dict)
@@ -136,7 +163,10 @@ class StructuredDerivation:
 
     def rnode(self, kind: str, width: int, **kw: Any) -> RNode:
         p = kw.get("P")
-        key = ("r", kind, width, kw.get("input"), kw.get("input_width"), p.index if p else None, kw.get("transpose"))
+        key = (
+            "r", kind, width, kw.get("input"), kw.get("input_width"), p.index if p else None, kw.get("transpose"),
+            kw.get("offset"),
+        )  # fmt: skip
         if key in self._memo:
             return self._memo[key]
         index = len(self.rnodes)
@@ -183,6 +213,11 @@ class _Vec:
     width: int
     jac: dict[Any, tuple[Any, sp.Expr]]  # key → (M: TNode | IDENTITY, coefficient a)
     lap: sp.Expr
+    tan: tuple[sp.Expr, ...] = ()  # per direction v: the forward tangent J v (width n)
+    tan2: tuple[sp.Expr, ...] = ()  # per direction v: the second tangent (vᵀ∇²uₖv)ₖ (width n)
+    #: the Hessian diagonals ∂ᵢ²uₖ = Σ cₖ MₖᵢNₖᵢ as {(M, N) key: (M, N, c)} (only where a weighted objective
+    #: needs them): M, N θ-only Jacobian factors (or IDENTITY), c an elementwise coefficient of width n
+    hd: dict[Any, tuple[Any, Any, sp.Expr]] = field(default_factory=dict)
 
 
 @dataclass
@@ -192,14 +227,29 @@ class _Sca:
     value: sp.Expr
     grad: sp.Expr
     lap: sp.Expr
+    tan: tuple[sp.Expr, ...] = ()  # per direction v: vᵀ∇s
+    tan2: tuple[sp.Expr, ...] = ()  # per direction v: vᵀ(∇²s)v
+    hd: sp.Expr = sp.S.Zero  # the Hessian diagonal (∂ᵢ²s)ᵢ, width d (only where a weighted objective needs it)
+
+
+DATA_KINDS = ("X", "columns")  # row nodes that read the block's rows (no adjoint)
 
 
 class _Forward:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, columns: int = 0) -> None:
         self.model = model
         self.d = model.dim
-        self.g = StructuredDerivation(dim=self.d)
-        self.X = self.g.rnode("X", self.d)
+        columns = columns or self.d
+        self.g = StructuredDerivation(dim=self.d, columns=columns)
+        self.X = self.g.rnode("X", columns)
+        #: the data vector's value (x, or x + σε for denoising) and the directions of the forward tangents
+        self.data: sp.Expr = self.X.symbol if columns == self.d else self.column_block(0, self.d)
+        self.directions: tuple[sp.Expr, ...] = ()
+        self.diagonal = False  # whether to carry Hessian diagonals (the weighted objective on [0, ∞)ᵈ)
+
+    def column_block(self, offset: int, width: int) -> sp.Expr:
+        """Columns offset … offset + width − 1 of the block's rows (the data x, or an auxiliary input)."""
+        return self.g.rnode("columns", width, offset=offset).symbol
 
     # -- θ-level helpers
     def as_node(self, th: _Theta) -> TNode:
@@ -265,7 +315,8 @@ class _Forward:
     def visit(self, node: TensorExpr, args: list[Any]) -> Any:
         op = node.op
         if op == "data":
-            return _Vec(self.X.symbol, self.d, {IDENTITY: (IDENTITY, sp.S.One)}, sp.S.Zero)
+            zero = (sp.S.Zero,) * len(self.directions)
+            return _Vec(self.data, self.d, {IDENTITY: (IDENTITY, sp.S.One)}, sp.S.Zero, self.directions, zero)
         if op == "param":
             return _Theta(self.g.tnode("param", (), node.shape, leaf=node).symbol, node.shape)
         if op == "const":
@@ -333,6 +384,7 @@ class _Forward:
         value = f.xreplace(sub)
         d1 = {k: v.xreplace(sub) for k, v in first.items()}
         d2 = {km: v.xreplace(sub) for km, v in second.items()}
+        tan, tan2 = self.tangents(args, xi, d1, d2)
         if isinstance(xs[0], _Vec):
             n = xs[0].width
             jac: dict[Any, tuple[Any, sp.Expr]] = {}
@@ -348,14 +400,83 @@ class _Forward:
                 if v != 0:
                     lap += (1 if k == m else 2) * v * self.jac_dot(args[k].jac, args[m].jac)
             jac = {key: (m, _tanh_form(a)) for key, (m, a) in jac.items() if a != 0}
-            return _Vec(value, n, jac, _tanh_form(lap))
+            hd = self.vector_diagonal(args, xi, d1, d2) if self.diagonal else {}
+            return _Vec(value, n, jac, _tanh_form(lap), tan, tan2, hd)
         grad = sp.Add(*[d1[k] * args[k].grad for k in xi])
         lap = sp.Add(*[d1[k] * args[k].lap for k in xi])
         for (k, m), v in d2.items():
             if v != 0:
                 dot = self.g.rowsum(args[k].grad * args[m].grad, self.d)
                 lap += (1 if k == m else 2) * v * dot
-        return _Sca(value, _tanh_form(grad), _tanh_form(lap))
+        hd_s = sp.S.Zero
+        if self.diagonal:
+            hd_s = sp.Add(*[d1[k] * args[k].hd for k in xi])
+            for (k, m), v in d2.items():
+                if v != 0:
+                    hd_s += (1 if k == m else 2) * v * args[k].grad * args[m].grad
+        return _Sca(value, _tanh_form(grad), _tanh_form(lap), tan, tan2, _tanh_form(hd_s))
+
+    def vector_diagonal(
+        self, args: list[Any], xi: list[int], d1: dict[int, sp.Expr], d2: dict[tuple[int, int], sp.Expr]
+    ) -> dict[Any, tuple[Any, Any, sp.Expr]]:
+        """∂ᵢ²φ(y, z, …)ₖ = Σ φ_y ∂ᵢ²yₖ + Σ φ_yz ∂ᵢyₖ ∂ᵢzₖ with ∂ᵢyₖ = Σ a_t,ₖ M_t,ₖᵢ: terms c ⊙ (M ⊙ N) by (M, N)."""
+        out: dict[Any, tuple[Any, Any, sp.Expr]] = {}
+
+        def add(m: Any, n_: Any, coef: sp.Expr) -> None:
+            if coef == 0:
+                return
+            if m != IDENTITY and (n_ == IDENTITY or n_.index < m.index):
+                m, n_ = n_, m
+            key = (m if m == IDENTITY else m.index, n_ if n_ == IDENTITY else n_.index)
+            old = out.get(key, (m, n_, sp.S.Zero))[2]
+            out[key] = (m, n_, old + coef)
+
+        for k in xi:
+            for m, n_, c in args[k].hd.values():
+                add(m, n_, d1[k] * c)
+        for (k, j), v in d2.items():
+            if v == 0:
+                continue
+            mult = 1 if k == j else 2
+            for m, a in args[k].jac.values():
+                for n_, b in args[j].jac.values():
+                    add(m, n_, mult * v * a * b)
+        return {key: (m, n_, _tanh_form(c)) for key, (m, n_, c) in out.items()}
+
+    def diagonal_sum(self, a: _Vec) -> sp.Expr:
+        """(Σₖ ∂ᵢ²uₖ)ᵢ of a vector u: per term c ⊙ diag(N) where M is the identity, else the row product c (M ⊙ N)
+        with the θ-only matrix M ⊙ N (computed once per call)."""
+        out = sp.S.Zero
+        for m, n_, c in a.hd.values():
+            if m == IDENTITY and n_ == IDENTITY:
+                out += c
+            elif m == IDENTITY:
+                out += c * self.g.tnode("diag", (n_,), (n_.shape[0],)).symbol
+            else:
+                h = self.as_node(_Theta(m.symbol * n_.symbol, m.shape))
+                if self.g.is_row(c):
+                    out += self.g.matmul(c, a.width, h, transpose=False).symbol
+                else:
+                    cn = self.as_node(_Theta(c, (a.width,)))
+                    if cn.shape == ():
+                        cn = self._broadcast(cn, a.width)
+                    out += self.g.tnode("gemm", (h, cn), (self.d,), flags=(True, False)).symbol
+        return out
+
+    def tangents(
+        self, args: list[Any], xi: list[int], d1: dict[int, sp.Expr], d2: dict[tuple[int, int], sp.Expr]
+    ) -> tuple[tuple[sp.Expr, ...], tuple[sp.Expr, ...]]:
+        """The forward tangents of φ(args) along each direction: φ′ẏ and φ′ÿ + φ″ẏ² (summed over the operands)."""
+        tan, tan2 = [], []
+        for j in range(len(self.directions)):
+            t = sp.Add(*[d1[k] * args[k].tan[j] for k in xi])
+            t2 = sp.Add(*[d1[k] * args[k].tan2[j] for k in xi])
+            for (k, m), v in d2.items():
+                if v != 0:
+                    t2 += (1 if k == m else 2) * v * args[k].tan[j] * args[m].tan[j]
+            tan.append(_tanh_form(t))
+            tan2.append(_tanh_form(t2))
+        return tuple(tan), tuple(tan2)
 
     def total(self, node: TensorExpr, a: Any) -> Any:
         if isinstance(a, _Theta):
@@ -379,7 +500,10 @@ class _Forward:
             else:
                 grad += self.g.matmul(coef, a.width, m, transpose=False).symbol
         lap = self.g.rowsum(a.lap, a.width) if a.lap != 0 else sp.S.Zero
-        return _Sca(value, grad, lap)
+        tan = tuple(self.g.rowsum(t, a.width) for t in a.tan)
+        tan2 = tuple(self.g.rowsum(t, a.width) if t != 0 else sp.S.Zero for t in a.tan2)
+        hd = self.diagonal_sum(a) if self.diagonal else sp.S.Zero
+        return _Sca(value, grad, lap, tan, tan2, hd)
 
     def affine_jacobian(self, node: TensorExpr, u: _Vec) -> Any:
         """The θ-only Jacobian of a vector affine in x (a matrix, or IDENTITY), else a clear error."""
@@ -405,7 +529,9 @@ class _Forward:
             m = self.affine_jacobian(node, b)
             y = self.g.matmul(b.value, b.width, A, transpose=True)
             jac = A if m == IDENTITY else self.g.tnode("gemm", (A, m), (A.shape[0], self.d))
-            return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero)
+            tan = tuple(self.g.matmul(t, b.width, A, transpose=True).symbol for t in b.tan)
+            zero = (sp.S.Zero,) * len(tan)  # b is affine in x: no second tangent
+            return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero, tan, zero)
         A = self.as_node(b)
         m = self.affine_jacobian(node, a)
         y = self.g.matmul(a.value, a.width, A, transpose=False)
@@ -413,7 +539,9 @@ class _Forward:
             jac = self.g.tnode("transpose", (A,), (A.shape[1], A.shape[0]))
         else:
             jac = self.g.tnode("gemm", (A, m), (A.shape[1], self.d), flags=(True, False))
-        return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero)
+        tan = tuple(self.g.matmul(t, a.width, A, transpose=False).symbol for t in a.tan)
+        zero = (sp.S.Zero,) * len(tan)
+        return _Vec(y.symbol, y.width, {jac.index: (jac, sp.S.One)}, sp.S.Zero, tan, zero)
 
 
 # ---------------------------------------------------------------------------------------------- reverse mode
@@ -431,12 +559,14 @@ def _reverse(g: StructuredDerivation) -> None:
             if partial == 0:
                 continue
             if isinstance(node, RNode):
-                if node.kind == "X":
+                if node.kind in DATA_KINDS:
                     continue
                 if node.width == width:
                     adjoint.setdefault(node.index, []).append(partial)
                 else:  # a row scalar broadcast along the row
                     adjoint.setdefault(node.index, []).append(g.rowsum(partial, width))
+            elif node.kind == "const":
+                continue  # a constant: no adjoint
             elif node.shape == ():
                 g.accumulations.append(Accumulation("sum", node, partial, width))
             else:
@@ -445,7 +575,7 @@ def _reverse(g: StructuredDerivation) -> None:
     propagate(g.integrand, 0, sp.S.One)
     for node in reversed(g.rnodes[: g.n_forward]):
         terms = adjoint.pop(node.index, None)
-        if not terms or node.kind == "X":
+        if not terms or node.kind in DATA_KINDS:
             continue
         bar = sp.Add(*terms)
         assert node.input is not None
@@ -458,9 +588,58 @@ def _reverse(g: StructuredDerivation) -> None:
             g.accumulations.append(Accumulation("outer", P, bar, node.width, node.input, node.input_width))
         else:  # out = A P: P̄ += Aᵀ out̄, Ā = out̄ Pᵀ
             g.accumulations.append(Accumulation("outer", P, node.input, node.input_width, bar, node.width))
-        if any(g.by_symbol.get(s) is not None and s.name != "X" for s in node.input.free_symbols):
+        reads = [g.by_symbol.get(s) for s in node.input.free_symbols]
+        if any(n is not None and not (isinstance(n, RNode) and n.kind in DATA_KINDS) for n in reads):
             a_bar = g.matmul(bar, node.width, P, transpose=not node.transpose)
             propagate(node.input, node.input_width, a_bar.symbol)
+
+
+def _weighted(fwd: _Forward, model: Any, root: _Sca) -> sp.Expr:
+    """Σᵢ hᵢ ∂ᵢ²ℓ + ½hᵢ(∂ᵢℓ)² + hᵢ′∂ᵢℓ with hᵢ = h(distᵢ(xᵢ)) and its derivative in xᵢ (`Exact`): elementwise
+    tables of the data (and of the box's bounds as constant vectors where they differ between coordinates).
+    Where a capped weight's min ties with both ends of an interval at once (measure zero) its derivative is
+    sympy's of the flattened min (products of H(0) = ½); the scalar kernels' min, two arguments at a time, may
+    give another value there."""
+    from ..model.model import WEIGHT_VARIABLE
+
+    h = model.weight_expr
+    allowed = (sp.Min, sp.Max, sp.Heaviside)  # tables have fmin, fmax and step (min's and max's derivatives)
+    hp = h.diff(WEIGHT_VARIABLE)
+    for f in sp.preorder_traversal(h + hp):
+        if isinstance(f, allowed) or not isinstance(f, (sp.Function, sp.Piecewise)):
+            continue
+        if _function_name(f) not in TABLE_FUNCTIONS:
+            raise ModelError(
+                f"path='structured' runs coordinate weights of smooth functions, min and max, not h(t) = {h} "
+                f"({type(f).__name__}); use path 'sympy', 'graph' or 'auto'"
+            )
+    x = fwd.data
+    u = sp.Dummy("u", real=True)
+    distances = {model.box.distance(i, u) for i in range(fwd.d)}
+    if len(distances) == 1 and None not in distances:  # one interval for every coordinate: constants in the table
+        (dist,) = distances
+        hu = h.xreplace({WEIGHT_VARIABLE: dist})
+        hx = hu.xreplace({u: x})
+        hpx = hu.diff(u).xreplace({u: x})
+    else:  # per coordinate: min(x − a, b − x) with θ-level constant vectors a, b (±∞ for an open side)
+        lower, upper = (np.asarray(v, dtype=float) for v in model.box.arrays())
+        free = np.isinf(lower) & np.isinf(upper)  # weight 1: a finite stand-in interval, masked out
+        lower[free], upper[free] = -1.0, 1.0
+        a, b = (fwd.g.tnode("const", (), (fwd.d,), expr=sp.Tuple(*map(sp.Float, v))).symbol for v in (lower, upper))
+        hu = h.xreplace({WEIGHT_VARIABLE: sp.Min(u - a, b - u)})
+        hx, hpx = hu.xreplace({u: x}), hu.diff(u).xreplace({u: x})
+        if free.any():
+            mask = fwd.g.tnode("const", (), (fwd.d,), expr=sp.Tuple(*map(sp.Float, (~free).astype(float)))).symbol
+            hx, hpx = mask * hx + (1 - mask), mask * hpx
+    s = root.grad
+    return fwd.g.rowsum(hx * (root.hd + s**2 / 2) + hpx * s, fwd.d)
+
+
+def _function_name(f: Any) -> str | None:
+    from ..core.functions import BY_CLASS
+
+    record = BY_CLASS.get(type(f))
+    return None if record is None else record.name
 
 
 def _tanh_form(expr: Any) -> Any:
@@ -478,20 +657,79 @@ def _tanh_form(expr: Any) -> Any:
     return expr
 
 
-def derive_structured(model: Any) -> StructuredDerivation:
-    """The structured derivation of a model written with vectors and matrices (see the module docstring)."""
+#: the objectives the structured derivation builds (symsm/derive/objectives.py), by name
+STRUCTURED_OBJECTIVES = ("exact", "sliced", "sliced_vr", "denoising")
+
+
+def structured_objective_error(objective: Any) -> str | None:
+    """Why the structured path cannot run `objective` (None: it can)."""
+    name = getattr(objective, "name", "exact")
+    if name not in STRUCTURED_OBJECTIVES:
+        return (
+            f"path='structured' runs the objectives {STRUCTURED_OBJECTIVES}, not {name!r}; "
+            "use path 'sympy', 'graph' or 'auto'"
+        )
+    return None
+
+
+def derive_structured(model: Any, objective: Any = None) -> StructuredDerivation:
+    """The structured derivation of a model written with vectors and matrices (see the module docstring) for
+    `objective` (symsm/derive/objectives.py; None: the exact one).
+
+    The randomised objectives read their auxiliary inputs from the block's rows after the d data columns (the
+    host appends them: `loss.draws`): sliced and sliced_vr M directions v (columns d + m·d + i), whose terms
+    vᵀ∇log f and vᵀ(∇²log f)v are the first and second forward tangents along v (for y = Wx: ẏ = Wv, a matrix
+    product per block; for φ(y): φ′ẏ and φ′ÿ + φ″ẏ²; never a d × d Hessian); denoising K noise draws ε (columns
+    d + k·d + i), each a forward pass with the data node x + σε and the score there.
+    """
     structure = getattr(model, "structure", None)
     if not isinstance(structure, TensorExpr):
         raise ModelError(
             "path='structured' needs a model written with vectors and matrices (symsm.data_vector, "
             "symsm.param_matrix, ...); this model is written with scalars — use path 'sympy', 'graph' or 'auto'"
         )
-    fwd = _Forward(model)
+    why = structured_objective_error(objective)
+    if why is not None:
+        raise ModelError(why)
+    name = getattr(objective, "name", "exact")
+    d = model.dim
+    n_aux = 0 if name == "exact" else objective.n_directions * d
+    fwd = _Forward(model, d + n_aux)
+    fwd.diagonal = name == "exact" and model.domain in ("nonnegative", "box")
+    if model.domain not in ("real", "nonnegative", "box", "sphere"):
+        raise ModelError(f"path='structured' does not run models on the domain {model.domain!r} yet")
+    g = fwd.g
+    if model.domain == "sphere":  # zᵀ∇ℓ and zᵀ(∇²ℓ)z: the tangents along v = z, the data itself
+        fwd.directions = (fwd.data,)
+    if name in ("sliced", "sliced_vr"):
+        m_dirs = objective.n_directions
+        fwd.directions = tuple(fwd.column_block(d * (1 + m), d) for m in range(m_dirs))
     root = fwd.run(structure)
     if not isinstance(root, _Sca):
         raise ModelError("log_f does not depend on the data; score matching needs a density in x")
-    g = fwd.g
     g.score = root.grad
-    g.integrand = root.lap + g.rowsum(root.grad**2, g.dim) / 2
+    half_norm = g.rowsum(root.grad**2, d) / 2
+    if name == "exact" and model.domain == "sphere":
+        # Exact.sphere_integrand with h = 1: ½(‖∇ℓ‖² − a²) + Σᵢ∂ᵢ²ℓ − zᵀ(∇²ℓ)z − (m − 1)a, a = zᵀ∇ℓ
+        (a,), (zhz,) = root.tan, root.tan2
+        g.integrand = half_norm - a**2 / 2 + root.lap - zhz - (d - 1) * a
+    elif name == "exact" and model.domain in ("nonnegative", "box"):
+        g.integrand = _weighted(fwd, model, root)
+    elif name == "exact":
+        g.integrand = root.lap + half_norm
+    elif name == "sliced":
+        g.integrand = sp.Add(*[t2 + t**2 / 2 for t, t2 in zip(root.tan, root.tan2, strict=True)]) / m_dirs
+    elif name == "sliced_vr":
+        g.integrand = sp.Add(*root.tan2) / m_dirs + half_norm
+    else:  # denoising: ½‖s(x + σε) + ε/σ‖², averaged over the K draws
+        sigma = sp.Float(objective.noise_scale)
+        x = fwd.data
+        terms = []
+        for k in range(objective.n_directions):
+            eps = fwd.column_block(d * (1 + k), d)
+            fwd.data = x + sigma * eps
+            noisy = fwd.run(structure)
+            terms.append(g.rowsum((noisy.grad + eps / sigma) ** 2, d))
+        g.integrand = sp.Add(*terms) / (2 * objective.n_directions)
     _reverse(g)
     return g

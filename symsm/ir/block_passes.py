@@ -81,7 +81,7 @@ def _theta_shape(program: BlockProgram, name: str) -> tuple[int, ...] | None:
 
 def _width(program: BlockProgram, name: str) -> int:
     if name == "X":
-        return program.dim
+        return program.x_width
     a = program.arrays[name]
     return a.shape[0] if a.kind == "row" else 1
 

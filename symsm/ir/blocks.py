@@ -17,6 +17,7 @@ Text form (one statement a line, blank lines ignored)::
     symsm-blocks 1
     kernel value_and_grad
     dim 4
+    columns 8                       optional: the width D of X (default d; see "Auxiliary columns")
     params 20
     rows_per_block 512
     theta W 0 matrix 4 4            theta NAME OFFSET scalar | vector n | matrix r c | symmetric d
@@ -32,6 +33,7 @@ Text form (one statement a line, blank lines ignored)::
 Ops (``out`` first; a flag is 0 or 1):
 
 block section
+    columns OUT X LO        OUT(B, n) = X[:, LO : LO + n] (n = OUT's width): the data x or an auxiliary input
     matmul OUT A P T        OUT(B, n) = A(B, k) @ Pᵀ if T (P is (n, k)) else A @ P (P is (k, n))
     rowsum OUT A            OUT(B,) = Σ over each row of A
     acc_outer ACC A C       ACC(n, m) += Aᵀ C (float64)
@@ -46,6 +48,7 @@ prologue and epilogue (θ-level, numpy semantics, 1-D operands of gemm as numpy'
     transpose OUT A         rowdot OUT M N (OUTᵢ = Σⱼ MᵢⱼNᵢⱼ)   diag OUT M   colsum OUT M (Σᵢ Mᵢⱼ)
     sum OUT A (all entries) scale_rows OUT c M (diag(c) M)     diagmat OUT c   outer OUT u v
     bcast_rows OUT c        OUT (n, m) with every row c         fill OUT c (OUT's shape, every entry c)
+    vector OUT v0 v1 …      OUT = the constant vector (v0, v1, …) (floats, inf and -inf allowed: a box's bounds)
     value ACC               J̃ = ACC / N (epilogue)
     grad NAME A             ∇θ[the group NAME] += A / N (a symmetric group folds A + Aᵀ into i ≤ j)
 every section
@@ -54,7 +57,9 @@ every section
                             rows and columns; θ scalars broadcast), in the three-address format of
                             symsm/backends/llvm/tac.py: ``dst op operand…`` with ops add sub mul div neg
                             sqrt pow copy and ``call <fn>`` (exp log sin cos tan sinh cosh tanh asin acos
-                            atan asinh acosh atanh erf erfc log1p expm1); a constant is ``#<float>``;
+                            atan asinh acosh atanh erf erfc log1p expm1; two operands: fmin fmax) and
+                            ``step`` (H(u), ½ at 0; fmin, fmax and step only in coordinate weights and
+                            their derivatives); a constant is ``#<float>``;
                             temporaries are any other names; each OUT is assigned once.
 
 Guarantees an executor may rely on: every array is written by exactly one op (accumulators excepted: several
@@ -62,6 +67,12 @@ acc_* ops add into one), before any op reads it; row arrays and row scalars live
 arrays of the prologue are read-only in the block section; a block's rows are independent (only the acc_* ops
 combine rows); ``rows_per_block`` is a hint chosen so that a block's row arrays hold about 8 MiB (an executor may
 pick its own B, but the partial sums must be combined in an order that depends only on N).
+
+Auxiliary columns. The randomised objectives (sliced, sliced_vr, denoising; symsm/derive/objectives.py) read
+per-row inputs drawn on the host (`loss.draws`) as extra columns after the d data columns: X is then (B, D) with
+D = ``columns`` > d, and the program reads x and each auxiliary input through ``columns`` ops (X itself only in
+``columns`` ops and the host's finiteness check). Sliced: M directions, v_m = columns d + m·d … d + m·d + d − 1;
+denoising: K noise draws ε_k, laid out the same way. Without a ``columns`` line X is the (B, d) data.
 
 Only additions to the ops of the brief: row scalars as elementwise operands (broadcast along the row), the
 θ-level ops listed, per_sample / score as ops, and acc_gram.
@@ -101,12 +112,12 @@ FORMAT = "symsm-blocks 1"
 #: implementation (min and max live in coordinate weights, which structured models do not have)
 TABLE_FUNCTIONS = frozenset(f.name for f in FUNCTIONS if f.cls is not None and f.scalar is not None and f.smooth)
 BLOCK_OPS = {
-    "matmul": 4, "rowsum": 2, "acc_outer": 3, "acc_gram": 2, "acc_colsum": 2, "acc_sum": 2, "per_sample": 1,
-    "score": 1,
+    "matmul": 4, "columns": 3, "rowsum": 2, "acc_outer": 3, "acc_gram": 2, "acc_colsum": 2, "acc_sum": 2,
+    "per_sample": 1, "score": 1,
 }  # fmt: skip
 THETA_OPS = {
     "gemm": 5, "transpose": 2, "rowdot": 3, "diag": 2, "colsum": 2, "sum": 2, "scale_rows": 3, "diagmat": 2,
-    "outer": 3, "bcast_rows": 2, "fill": 2, "value": 1, "grad": 2,
+    "outer": 3, "bcast_rows": 2, "fill": 2, "value": 1, "grad": 2, "vector": 2,
 }  # fmt: skip
 ROW_BYTES_PER_BLOCK = 8 * 2**20  # a block's row arrays hold about this many bytes
 
@@ -160,9 +171,17 @@ class BlockProgram:
     prologue: list[Op] = field(default_factory=list)
     block: list[Op] = field(default_factory=list)
     epilogue: list[Op] = field(default_factory=list)
+    columns: int = 0  # the width of X: 0 or dim for the data alone, more with auxiliary columns
+
+    @property
+    def x_width(self) -> int:
+        """The width of the block's rows X (d, or d + the auxiliary columns)."""
+        return self.columns or self.dim
 
     def text(self) -> str:
         lines = [FORMAT, f"kernel {self.kernel}", f"dim {self.dim}", f"params {self.n_params}"]
+        if self.x_width != self.dim:
+            lines.append(f"columns {self.x_width}")
         lines.append(f"rows_per_block {self.rows_per_block}")
         for t in self.thetas:
             lines.append(
@@ -191,6 +210,8 @@ class BlockProgram:
 
 
 def _op_lines(op: Op) -> list[str]:
+    if op.kind == "vector":  # the values are the op's table
+        return [" ".join([op.kind, *op.outs, *op.table])]
     if op.kind == "elementwise":
         return [f"elementwise {' '.join(op.outs)} = {' '.join(op.ins)}", *(f"  {t}" for t in op.table), "end"]
     return [" ".join([op.kind, *op.outs, *op.ins, *map(str, op.flags)])]
@@ -212,7 +233,7 @@ def parse_program(text: str) -> BlockProgram:
             words = lines[k].split()
             k += 1
             head = words[0]
-            if head in ("kernel", "dim", "params", "rows_per_block") and current is None:
+            if head in ("kernel", "dim", "columns", "params", "rows_per_block") and current is None:
                 header[head] = words[1]
             elif head == "theta" and current is None:
                 name, offset, kind, *dims = words[1:]
@@ -241,6 +262,7 @@ def parse_program(text: str) -> BlockProgram:
         return BlockProgram(
             header["kernel"], int(header["dim"]), int(header["params"]), int(header["rows_per_block"]),
             thetas, arrays, sections["prologue"], sections["block"], sections["epilogue"],
+            int(header.get("columns", 0)),
         )  # fmt: skip
     except (IndexError, KeyError, ValueError) as exc:
         raise CodegenError(f"malformed block program near line {k}: {exc}") from None
@@ -249,6 +271,10 @@ def parse_program(text: str) -> BlockProgram:
 def _parse_op(kind: str, words: list[str]) -> Op:
     if kind == "matmul":
         return Op(kind, (words[0],), tuple(words[1:3]), (int(words[3]),))
+    if kind == "columns":
+        return Op(kind, (words[0],), (words[1],), (int(words[2]),))
+    if kind == "vector":
+        return Op(kind, (words[0],), (), (), tuple(repr(float(w)) for w in words[1:]))
     if kind == "gemm":
         return Op(kind, (words[0],), tuple(words[1:3]), (int(words[3]), int(words[4])))
     if kind in ("per_sample", "score", "value"):
@@ -334,6 +360,17 @@ class _Tac:
                 acc = self._power(b, n)
                 return acc if ex > 0 else self.new("div", _FLOAT.format(1.0), acc)
             return self.new("pow", self.operand(base), self.operand(ex))
+        if isinstance(e, (sp.Min, sp.Max)):  # coordinate weights only (min(t², 1), a box's distance)
+            name = "fmin" if isinstance(e, sp.Min) else "fmax"
+            args = sorted(e.args, key=sp.default_sort_key)
+            acc = self.operand(args[0])
+            for a in args[1:]:
+                acc = self.new("call", name, acc, self.operand(a))
+            return acc
+        if isinstance(e, sp.Heaviside):  # H(u), H(0) = ½: the derivatives of min and max
+            if e.args[1:] not in ((), (sp.S.Half,)):
+                raise CodegenError(f"Heaviside with H(0) = {e.args[1]} is not supported (symsm uses H(0) = 1/2)")
+            return self.new("step", self.operand(e.args[0]))
         if isinstance(e, sp.Function):
             name = _function_name(e)
             if name not in TABLE_FUNCTIONS or len(e.args) != 1:
@@ -424,13 +461,16 @@ class _Lowering:
         for r in rnodes:
             if r.kind != "X":
                 self.arrays[r.name] = self.row_decl(r.width)
+            if r.kind == "columns":  # the data and the auxiliary inputs, from X's columns
+                self.block.append(Op("columns", (r.name,), ("X",), (r.offset,)))
         # block: row nodes level by level, each level's inputs in one elementwise op per width
         level: dict[int, int] = {}
+        data = ("X", "columns")
         for r in rnodes:
             deps = self.row_deps(r.input) if r.input is not None else []
-            level[r.index] = 1 + max((level[d.index] for d in deps), default=-1) if r.kind != "X" else 0
-        for lv in sorted({level[r.index] for r in rnodes if r.kind != "X"}):
-            batch = [r for r in rnodes if r.kind != "X" and level[r.index] == lv]
+            level[r.index] = 1 + max((level[d.index] for d in deps), default=-1) if r.kind not in data else 0
+        for lv in sorted({level[r.index] for r in rnodes if r.kind not in data}):
+            batch = [r for r in rnodes if r.kind not in data and level[r.index] == lv]
             inputs = [(r.input, r.input_width) for r in batch if r.input is not None]
             for r, a in zip(batch, self.materialize(inputs), strict=True):
                 if r.kind == "matmul":
@@ -463,12 +503,12 @@ class _Lowering:
         widths = sum(
             a.shape[0] if a.kind == "row" else 1 for a in self.arrays.values() if a.kind in ("row", "rowscalar")
         )
-        widths += 2 * g.dim
+        widths += 2 * max(g.dim, g.columns)
         rows = max(16, min(4096, ROW_BYTES_PER_BLOCK // (8 * widths)))
         rows = 1 << (rows.bit_length() - 1)
         return BlockProgram(
             self.kernel, g.dim, self.model.n_params, rows, _theta_decls(self.model), self.arrays,
-            self.prologue, self.block, self.epilogue,
+            self.prologue, self.block, self.epilogue, g.columns if g.columns != g.dim else 0,
         )  # fmt: skip
 
     def row_deps(self, expr: sp.Expr | None) -> list[RNode]:
@@ -595,6 +635,9 @@ class _Lowering:
             assert t.expr is not None
             table, ins = _table([(t.name, t.expr)])
             return Op("elementwise", (t.name,), tuple(ins), (), tuple(table))
+        if t.kind == "const":  # a constant vector: its values (sympy floats, ±∞ allowed)
+            assert t.expr is not None
+            return Op("vector", (t.name,), (), (), tuple(repr(float(v)) for v in t.expr.args))
         return Op(t.kind, (t.name,), a)
 
     def theta_array(self, shape: tuple[int, ...]) -> str:
@@ -730,7 +773,7 @@ def flops_per_row(program: BlockProgram) -> dict[str, int]:
     """Floating-point operations per row of the block section: in matrix products (2·n·k each; a Gram matrix
     n(n + 1): one triangle) and in elementwise tables, row sums and accumulations (one per entry and instruction)."""
     width = {n: (a.shape[0] if a.kind == "row" else 1) for n, a in program.arrays.items()}
-    width["X"] = program.dim
+    width["X"] = program.x_width
     theta = {n: a.shape for n, a in program.arrays.items() if a.kind == "theta"}
     for t in program.thetas:
         theta[t.name] = t.shape
@@ -747,6 +790,8 @@ def flops_per_row(program: BlockProgram) -> dict[str, int]:
             other += len(op.table) * max(width[o] for o in op.outs)
         elif op.kind in ("rowsum", "acc_colsum", "acc_sum"):
             other += width[op.ins[0]]
+        elif op.kind == "columns":
+            other += width[op.outs[0]]
     return {"matmul": matmul, "other": other, "total": matmul + other}
 
 
@@ -755,8 +800,11 @@ def data_degree(program: BlockProgram) -> float:
     propagated through the block section: X has degree 1, θ-level arrays 0; matrix products and row sums keep
     it, tables add (mul), keep (add, sub, neg, copy, division by a data-free operand, a constant integer power
     multiplies it) or lose track (any other function of the data: ∞). Programs without a per-row output: ∞.
-    Degree ≤ 2 is what lets a host replace the rows by moment-matching points (symsm/runtime/moments.py)."""
+    Degree ≤ 2 is what lets a host replace the rows by moment-matching points (symsm/runtime/moments.py); a program
+    with auxiliary columns (randomised objectives: the host draws them per row) gets ∞."""
     inf = float("inf")
+    if program.x_width != program.dim:
+        return inf
     deg: dict[str, float] = {"X": 1.0}
     for op in program.block:
         if op.kind in ("matmul", "rowsum"):
@@ -779,7 +827,7 @@ def data_degree(program: BlockProgram) -> float:
                     exact = e.startswith("#") and float(e[1:]).is_integer() and float(e[1:]) >= 0
                     local[dst] = vals[0] * float(e[1:]) if exact and vals[0] < inf else (0.0 if max(vals) == 0 else inf)
                 elif kind == "call":
-                    local[dst] = 0.0 if vals[1] == 0 else inf
+                    local[dst] = 0.0 if max(vals[1:]) == 0 else inf
                 else:  # sqrt and anything else
                     local[dst] = 0.0 if max(vals) == 0 else inf
             for name in op.outs:

@@ -35,6 +35,8 @@ vectors and matrices (``@``, ``.T``, ``sum``, ``dot``, ``quad``; symsm/model/ten
     params = [{ name = "W", shape = [128, 128] }, { name = "b", shape = [128] }]
     log_f = "sum(-2*log(cosh(W @ x + b)))"
 
+It takes domain = "real", "nonnegative", "box" (with lower, upper and weight as above) or "sphere" (weight 1).
+
 Files come from anywhere, so everything in them is checked before it is used: unknown keys, wrong types
 and sizes are refused with an error naming the file, the key and the problem (`ModelFileError`); the
 formula goes through the allow-list parser (`symsm.model.parse`), never `eval`; sizes are bounded (file size,
@@ -295,8 +297,19 @@ def _vector_model(table: Mapping[str, Any], name: str, description: str, fail: A
     if not isinstance(log_f, str):
         raise fail("log_f", f"expected a formula string, got {_kind(log_f)}")
     domain = table.get("domain", "real")
-    if domain != "real" or any(k in table for k in ("weight", "lower", "upper")):
-        raise fail("domain", 'models written with vectors support domain = "real" only (and no weight or bounds)')
+    if domain not in ("real", "nonnegative", "box", "sphere"):
+        raise fail(
+            "domain", f'models written with vectors support "real", "nonnegative", "box" and "sphere", got {domain!r}'
+        )
+    for side in ("lower", "upper"):
+        if side in table and domain != "box":
+            raise fail(side, 'applies to domain = "box" only (the bounds of the box)')
+    weight = table.get("weight")
+    if weight is not None:
+        if domain not in ("nonnegative", "box"):
+            raise fail("weight", 'applies to domain = "nonnegative" or "box" only for models written with vectors')
+        weight = _weight(weight, fail)
+    domain_arg: str | Box = _box(table, domain, size, fail) if domain == "box" else domain
     init = _checked_init(table, fail)
     try:
         return Model.from_string(
@@ -306,10 +319,12 @@ def _vector_model(table: Mapping[str, Any], name: str, description: str, fail: A
             name=name,
             description=description,
             init=init,
+            domain=domain_arg,
+            weight=weight,
         )
     except ModelError as exc:
         message = str(exc)
-        key = "init" if message.startswith("init") else "log_f"
+        key = next((k for k in ("init", "weight") if message.startswith(k)), "log_f")
         raise fail(key, message.removeprefix(f"{key}: ")) from None
 
 

@@ -19,7 +19,9 @@ import numpy as np
 import sympy as sp
 
 from ..core.errors import ModelError
-from .model import Model, ParamGroup, _as_description, _as_finite_float, _as_name, register_structured
+from .box import Box
+from .manifold import Geometry, make_geometry
+from .model import Model, ParamGroup, _as_description, _as_finite_float, _as_name, _as_weight, register_structured
 from .tensor import TensorExpr, _shape_text, _text, data_vector, leaf_entry_names, leaf_symbols, param_matrix
 
 __all__ = ["StructuredModel", "structured_from_string"]
@@ -47,14 +49,28 @@ class StructuredModel(Model):
         self.param_leaves: tuple[TensorExpr, ...] = _as_param_leaves(params)
         self.name = _as_name(name)
         self.description = _as_description(description)
-        if domain != "real" or weight is not None:
+        box = None
+        if isinstance(domain, Box):
+            box = domain.resolve(self.data_leaf.shape[0])
+            domain = "box"
+        elif domain == "nonnegative":
+            box = Box.nonnegative(self.data_leaf.shape[0])
+        elif domain not in ("real", "sphere"):
             raise ModelError(
-                "models written with vectors and matrices support domain='real' only for now "
-                f"(got domain={domain!r}); write the model with scalars for data on [0, ∞)^d"
+                "models written with vectors and matrices support domain='real', 'nonnegative', 'sphere' and a "
+                f"symsm.Box only for now (got domain={domain!r}); write the model with scalars for the simplex"
             )
-        self.domain = "real"
-        self.weight_expr = None
-        self.box = None
+        if domain == "sphere" and weight not in (None, "ones"):
+            raise ModelError(
+                f"models written with vectors and matrices take weight 'ones' on the sphere, got {weight!r}; "
+                "write the model with scalars for a weighted sphere"
+            )
+        if domain == "sphere" and self.data_leaf.shape[0] < 2:
+            raise ModelError(f"domain 'sphere' needs at least 2 data coordinates, got {self.data_leaf.shape[0]}")
+        self.domain = domain
+        #: h(t) of the weighted objective on [0, ∞)ᵈ (default t²), None on Rᵈ and the sphere
+        self.weight_expr = _as_weight(weight, domain) if domain != "sphere" else None
+        self.box = box
         self._validate_structure()
         offsets = np.cumsum([0] + [_leaf_size(p) for p in self.param_leaves])
         self._offsets = {
@@ -102,6 +118,14 @@ class StructuredModel(Model):
     def positive(self) -> frozenset[sp.Symbol]:  # type: ignore[override]
         return frozenset(p for p in self.params if p.is_positive)
 
+    @cached_property
+    def geometry(self) -> Geometry | None:  # type: ignore[override]
+        """On the sphere: where score matching happens (symsm/model/manifold.py), built on first access from the
+        scalar expansion (the scalar paths need it; the structured path does not); None on the other domains."""
+        if self.domain != "sphere":
+            return None
+        return make_geometry("sphere", self.log_f, self.data, None, None, None)
+
     @property
     def expanded(self) -> bool:
         """Whether the scalar sympy expansion of log f has been built (it is built only when asked for)."""
@@ -129,6 +153,11 @@ class StructuredModel(Model):
         parts.append(f"data {self.data_leaf.name} {self.dim}")
         for leaf in self.param_leaves:
             parts.append(f"param {leaf.name} {list(leaf.shape)} symmetric={leaf.symmetric} positive={leaf.positive}")
+        if self.weight_expr is not None:  # (real models keep the form, and the cache keys, they always had)
+            parts += ["weight", sp.srepr(self.weight_expr)]
+        if self.domain == "box":
+            assert self.box is not None
+            parts += self.box.canonical()
         return parts
 
     # ------------------------------------------------------------------ θ packing by shapes

@@ -338,6 +338,7 @@ class _BlockRowGradients:
 
     def __init__(self, loss: CompiledLoss, kernel: Any, theta: np.ndarray) -> None:
         P = loss.model.n_params
+        self.loss = loss
         self.kernel = kernel
         _check_memory(loss, kernel)
         env = kernel.prologue(theta)
@@ -365,6 +366,7 @@ class _BlockRowGradients:
 
     def _blocks(self, data: np.ndarray) -> Iterator[np.ndarray]:
         """The accumulators' per-row contributions that reach ∇θ, a chunk of rows at a time (B × Q')."""
+        data = _with_draws(self.loss, data)  # a randomised objective's draws: the columns after the data's
         width = self.J.shape[0] * 2 + self.J.shape[1]  # the contributions, their kept columns and G
         for start, stop in _chunks(data.shape[0], width):
             yield self.kernel.accumulator_rows(self.env, data[start:stop])[:, self.keep]
@@ -417,23 +419,24 @@ def _check_memory(loss: CompiledLoss, kernel: Any) -> None:
 
 
 def _block_kernel(loss: CompiledLoss) -> Any:
-    """The value_and_grad block program of a structured-path loss (exact objective) on the numpy executor in
+    """The value_and_grad block program of a structured-path loss (its objective's) on the numpy executor in
     float64, as lowered, without the algebraic rewrites of symsm/ir/block_passes.py; None for other losses.
     The rewrites trade products for accumulators (a Gram matrix next to an outer product: ICA's 2d² + d + 1
     accumulator entries instead of d² + d + 1), and here every accumulator entry is a column of the per-row
     gradients, so the rewritten program would cost V's memory for no speed."""
-    if is_variant(loss) or "value_and_grad" not in getattr(getattr(loss, "_module", None), "PROGRAMS", {}):
+    if "value_and_grad" not in getattr(getattr(loss, "_module", None), "PROGRAMS", {}):
         return None
     from ..backends.blocks_numpy import BlockKernel
     from ..derive.structured import derive_structured
     from ..ir.blocks import build_block_programs
 
-    program = build_block_programs(derive_structured(loss.model), loss.model, rewrite=False)["value_and_grad"]
-    return BlockKernel(program.text(), np.float64)
+    objective = getattr(loss, "objective_spec", None)
+    program = build_block_programs(derive_structured(loss.model, objective), loss.model, rewrite=False)
+    return BlockKernel(program["value_and_grad"].text(), np.float64)
 
 
 def _row_gradients(loss: CompiledLoss, theta: np.ndarray) -> _BlockRowGradients | None:
-    """The block route to per-row gradients for a structured-path loss (exact objective); None otherwise."""
+    """The block route to per-row gradients for a structured-path loss; None otherwise."""
     kernel = _block_kernel(loss)
     return None if kernel is None else _BlockRowGradients(loss, kernel, theta)
 

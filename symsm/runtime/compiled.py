@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["CompiledLoss", "compile_model", "loss_class"]
 
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
-#: "auto" takes the structured path for models written with vectors and matrices from this dimension on, on a
+#: "auto" takes the structured path for models written with vectors and matrices from this dimension on (the
+#: objectives and domains symsm/derive/structured.py builds; a model it refuses goes to the scalar paths), on a
 #: backend whose block executor is compiled (llvm's `blocks_by_default`): below it the scalar kernels are as
 #: fast (measured, value_and_grad, N = 1e6, CPU ms structured / scalar: ICA d = 4 27 / 27, d = 8 42 / 57,
 #: d = 16 129 / 251; the full Gaussian, whose rows both paths replace by moment points, 17 / 16 at d = 8 and
@@ -32,10 +33,12 @@ STRUCTURED_AUTO_MIN_DIM = 8
 
 
 def _structured_by_default(model: Model, spec: Any, objective_spec: Objective) -> bool:
+    from ..derive.structured import structured_objective_error
+
     return (
         bool(getattr(model, "is_structured", False))
         and spec.blocks_by_default
-        and objective_spec.exact
+        and structured_objective_error(objective_spec) is None
         and model.dim >= STRUCTURED_AUTO_MIN_DIM
     )
 
@@ -90,8 +93,12 @@ def compile_model(
             )
         except (ModelError, CodegenError):
             pass
-    if path == "structured" and not objective_spec.exact:
-        raise ValueError("path='structured' runs the exact objective for now")
+    if path == "structured":
+        from ..derive.structured import structured_objective_error
+
+        why = structured_objective_error(objective_spec)
+        if why is not None:
+            raise ValueError(why)
     if path == "structured" and spec.blocks is None:
         raise ValueError(f"backend {spec.name!r} cannot run block programs (path='structured')")
     spec.require()  # before the generated module imports e.g. numba.cuda: a clear error without the package
@@ -106,7 +113,13 @@ def compile_model(
             from ..ir.blocks import build_block_programs
 
             with progress.stage(f"structured derivation and block programs (d = {model.dim}, P = {model.n_params})"):
-                programs = build_block_programs(der.structured, model)
+                if objective_spec.name == "exact":
+                    structured = der.structured
+                else:  # the randomised objectives: their own structured derivation (auxiliary columns)
+                    from ..derive.structured import derive_structured
+
+                    structured = derive_structured(model, objective_spec)
+                programs = build_block_programs(structured, model)
                 return spec.generate_blocks(model, programs, dtype=dt, cache_key=key)
         with progress.stage(f"derivation and kernel IR (d = {model.dim}, P = {model.n_params})"):
             kernels = build_kernels(der, objective_spec)

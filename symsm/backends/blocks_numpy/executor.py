@@ -24,11 +24,11 @@ __all__ = ["MAX_CHUNKS", "BlockKernel"]
 
 MAX_CHUNKS = 64
 
-_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "exp": np.exp, "log": np.log, "sin": np.sin, "cos": np.cos, "tan": np.tan, "sinh": np.sinh,
     "cosh": np.cosh, "tanh": np.tanh, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
     "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "erf": special.erf, "erfc": special.erfc,
-    "log1p": np.log1p, "expm1": np.expm1,
+    "log1p": np.log1p, "expm1": np.expm1, "fmin": np.fmin, "fmax": np.fmax,
 }  # fmt: skip
 _BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power}
 
@@ -51,6 +51,8 @@ class _Table:
                 self.steps.append((dst, _BINARY[kind], tuple(_operand(a) for a in args)))
             elif kind == "neg":
                 self.steps.append((dst, np.negative, (_operand(args[0]),)))
+            elif kind == "step":  # H(u): ½ at 0, as the LLVM kernels
+                self.steps.append((dst, _step, (_operand(args[0]),)))
             elif kind == "sqrt":
                 self.steps.append((dst, np.sqrt, (_operand(args[0]),)))
             elif kind == "copy":
@@ -63,6 +65,10 @@ class _Table:
         for dst, fn, args in self.steps:
             local[dst] = fn(*[local[a] if isinstance(a, str) else a for a in args])
         return {name: local[name] for name in self.outs}
+
+
+def _step(u: Any) -> Any:
+    return np.heaviside(u, 0.5)
 
 
 def _identity(value: Any) -> Any:
@@ -145,6 +151,8 @@ class BlockKernel:
             env[out] = np.diag(a[0])
         elif k == "outer":
             env[out] = np.outer(a[0], a[1])
+        elif k == "vector":
+            env[out] = np.array([float(v) for v in op.table])
         elif k in ("bcast_rows", "fill"):
             env[out] = np.array(np.broadcast_to(a[0], self._shape(out)), dtype=np.float64)
         else:
@@ -231,6 +239,9 @@ class BlockKernel:
                     decl = arrays[name]
                     shape = (b, decl.shape[0]) if decl.kind == "row" else (b,)
                     env[name] = np.array(np.broadcast_to(value, shape), dtype=self.dtype)
+            elif k == "columns":
+                lo = op.flags[0]
+                env[op.outs[0]] = env[op.ins[0]][:, lo : lo + arrays[op.outs[0]].shape[0]]
             elif k == "matmul":
                 a, p = env[op.ins[0]], env[op.ins[1]]
                 env[op.outs[0]] = a @ (p.T if op.flags[0] else p)

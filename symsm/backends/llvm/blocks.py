@@ -166,13 +166,24 @@ class AccSum:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """Columns offset … offset + width − 1 of the rows X (`a`) as a row array: the data or an auxiliary input of a
+    randomised objective, both columns of X (symsm/ir/blocks.py, "Auxiliary columns")."""
+
+    out: str
+    a: str
+    offset: int
+    width: int
+
+
+@dataclass(frozen=True)
 class RowOut:
     """The per-row output: each row of `a` (width n) written, as float64, to row t of the (N, n) output array."""
 
     a: str
 
 
-Op = MatMul | Elementwise | RowSum | AccOuter | AccGram | AccColSum | AccSum | RowOut
+Op = MatMul | Elementwise | RowSum | AccOuter | AccGram | AccColSum | AccSum | RowOut | Columns
 ROW_OPS = (MatMul, Elementwise, RowSum)
 ACC_OPS = (AccOuter, AccGram, AccColSum, AccSum)
 
@@ -302,6 +313,10 @@ def _plan(
             if array(op.a).width != 1:
                 raise ValueError(f"acc_sum {op.acc}: {op.a} must have width 1 (use a rowsum)")
             acc(op.acc, ())
+        elif isinstance(op, Columns):
+            if op.a != program.x or op.offset < 0 or op.width < 1 or op.offset + op.width > program.dim:
+                raise ValueError(f"columns {op.out}: columns {op.offset} … {op.offset + op.width - 1} of {op.a!r}")
+            new(op.out, op.width)
         elif isinstance(op, RowOut):
             if lay.out_width:
                 raise ValueError("a block program has at most one per-row output")
@@ -701,6 +716,7 @@ class _Generator:
         row_ops = [op for op in self.program.ops if isinstance(op, ROW_OPS)]
         acc_ops = [op for op in self.program.ops if isinstance(op, ACC_OPS)]
         row_outs = [op for op in self.program.ops if isinstance(op, RowOut)]
+        columns = [op for op in self.program.ops if isinstance(op, Columns)]
         groups = _fuse(row_ops, self.program.ops, lay)
         with b.goto_entry_block():
             self.slots = b.alloca(self.x.vt, size=lay.panel)  # per-row partial sums of a fused row sum
@@ -712,6 +728,8 @@ class _Generator:
 
             def panel(p0: ir.Value, _c: list) -> list:
                 self._copy_x(xblock, nb, p0)
+                for cols in columns:
+                    self._columns(cols, p0)
                 for group in groups:
                     self._group(group, p0)
                 for op in row_outs:
@@ -773,6 +791,33 @@ class _Generator:
             return []
 
         x.loop(0, lay.panel, 1, row, nonempty=True)
+
+    def _columns(self, op: Columns, p0: ir.Value) -> None:
+        """Copy columns of the panel's padded X rows into `op.out` (its padding zero)."""
+        b, x, w = self.b, self.x, self.lay.width
+        ld = self.lay.arrays[op.out].ld
+        full, tail = divmod(op.width, w)
+
+        def row(r: ir.Value, _c: list) -> list:
+            src = x.gep(self._row_ptr(op.a, p0, r), op.offset)
+            dst = self._row_ptr(op.out, p0, r)
+
+            def vector(v: ir.Value) -> None:
+                at = b.mul(v, x.i64(w))
+                x.vstore(x.vload(x.gep(src, at)), x.gep(dst, at))
+
+            if full:
+                x.each(0, full, 1, vector)
+            if tail:
+                vec = x.zero()
+                for j in range(tail):
+                    vec = b.insert_element(vec, b.load(x.gep(src, full * w + j)), ir.Constant(I32, j))
+                x.vstore(vec, x.gep(dst, full * w))
+            for v in range(full + bool(tail), ld // w):
+                x.vstore(x.zero(), x.gep(dst, v * w))
+            return []
+
+        x.loop(0, self.lay.panel, 1, row, nonempty=True)
 
     def _copy_vec(self, src: ir.Value, dst: ir.Value, v: ir.Value) -> None:
         b, x = self.b, self.x

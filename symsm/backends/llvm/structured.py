@@ -101,7 +101,9 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
 
     for k, op in enumerate(program.block):
         kind = op.kind
-        if kind == "matmul":
+        if kind == "columns":
+            ops.append(llvm_blocks.Columns(op.outs[0], op.ins[0], op.flags[0], program.arrays[op.outs[0]].shape[0]))
+        elif kind == "matmul":
             out, a, p = op.outs[0], op.ins[0], op.ins[1]
             theta(p)
             ops.append(llvm_blocks.MatMul(out, a, p, bool(op.flags[0])))
@@ -132,7 +134,7 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
     if program.kernel in ("value", "value_and_grad"):
         ops.append(llvm_blocks.AccColSum(XSUM, "X"))
     params = tuple(llvm_blocks.Param(name, shapes[name]) for name in used)
-    return llvm_blocks.BlockProgram(program.dim, params, tuple(ops), x="X")
+    return llvm_blocks.BlockProgram(program.x_width, params, tuple(ops), x="X")
 
 
 def _object_file(module_file: str, kernel: str, dtype: str) -> Path:
