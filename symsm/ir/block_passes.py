@@ -1,4 +1,4 @@
-"""Algebraic rewrites of block programs (symsm/ir/blocks.py) that cut the block section's flops.
+"""Algebraic rewrites of block programs (symsm/ir/block_format.py) that cut the block section's flops.
 
 Each pass is a function `BlockProgram -> BlockProgram` (a new program; the argument is left as it was) that
 fires wherever its pattern occurs and returns the program unchanged elsewhere; `optimize` runs them in order.
@@ -33,7 +33,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .blocks import ArrayDecl, BlockProgram, Op, flops_per_row
+from .block_format import ArrayDecl, BlockProgram, Op, flops_per_row
 
 __all__ = [
     "distribute_products",

@@ -1,4 +1,4 @@
-"""Runs a block program (symsm/ir/blocks.py) with numpy: the reference executor of the structured path.
+"""Runs a block program (symsm/ir/block_format.py) with numpy: the reference executor of the structured path.
 
 The prologue runs once per call in float64; the block section runs on blocks of ``rows_per_block`` rows of X
 in the kernel's dtype, with float64 accumulators; the epilogue turns the accumulators into J̃ and ∇θJ̃.
@@ -18,7 +18,7 @@ from scipy import special
 
 from ...core.errors import CodegenError
 from ...core.threads import run_blocks
-from ...ir.blocks import BlockProgram, Op, parse_program
+from ...ir.block_format import BlockProgram, Op, parse_program
 
 __all__ = ["MAX_CHUNKS", "BlockKernel"]
 

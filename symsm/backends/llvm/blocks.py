@@ -168,7 +168,7 @@ class AccSum:
 @dataclass(frozen=True)
 class Columns:
     """Columns offset … offset + width − 1 of the rows X (`a`) as a row array: the data or an auxiliary input of a
-    randomised objective, both columns of X (symsm/ir/blocks.py, "Auxiliary columns")."""
+    randomised objective, both columns of X (symsm/ir/block_format.py, "Auxiliary columns")."""
 
     out: str
     a: str

@@ -25,7 +25,7 @@ import numpy as np
 from ...core import cache as symsm_cache
 from ...core.errors import CodegenError
 from ...core.threads import blas_one_thread
-from ...ir.blocks import BlockProgram as IRProgram
+from ...ir.block_format import BlockProgram as IRProgram
 from ..blocks_numpy.executor import BlockKernel as NumpyBlockKernel
 from . import blocks as llvm_blocks
 from .native import CODEGEN_OPT, target_description
