@@ -40,6 +40,9 @@ QUICK_MODELS = "gauss8,ica8,student8,poly"
 FULL_N = "1e4,1e6"
 QUICK_N = "1e4,1e5"
 FIRST_CALL_ROWS = 1000  # the first call that triggers numba's compilation runs on this many rows
+#: interleaved float64/float32 rounds at least: the float32 column's small-N and memory-bound calls take a few ms,
+#: where a median of 5 still moved with one slow round
+DTYPE_ROUNDS = 11
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -392,7 +395,7 @@ class Runner:
         # cache this run filled; the float32 loss was compiled above, so the child only loads it
         if loss32 is not None:
             out["dtypes"] = _subprocess_json(
-                ["dtypes", bm.name, str(n), str(max(self.args.repeat, 5))],
+                ["dtypes", bm.name, str(n), str(max(self.args.repeat, DTYPE_ROUNDS))],
                 {"SYMSM_CACHE_DIR": str(self.cache_dirs[bm.name])},
                 timeout=900,
             )

@@ -320,16 +320,15 @@ NOTES = [
     "* The full Gaussian's integrand is quadratic in x, so both symsm paths replace the rows by 2d moment-matching "
     "points (one pass of moments, symsm/runtime/moments.py): that is why it beats the 10·d²·N roofline, which "
     "assumes a full pass of the block program.",
-    "* Wall time swings with the other processes on the machine (the same code gave ICA d = 128 384 ms in one run "
-    "and 971 ms in the next); benchmarks/STRUCTURED_RUN2.md is a second run (5 repeats, no new-process part) for "
-    "the spread. CPU-time ratios against JAX, first / second run: ICA d = 8 6.8× / 4.8×, d = 32 3.1× / 3.2×, "
-    "d = 64 2.4× / 2.6×, d = 128 2.0× / 1.8×, d = 256 1.8× / 1.6×, Gaussian 3.0× / 4.6×.",
+    "* Wall time swings with the other processes on the machine: the load average is in the header and each "
+    "table row; CPU time and the roofline ratios paired with a peak measured right after each call move less. "
+    "benchmarks/STRUCTURED_QUIET.md and STRUCTURED_RUN2.md are earlier runs (before the rewrite passes).",
     "* JAX runs its own thread pool (XLA); its CPU time includes it. symsm's CPU time is the process's, all threads.",
     "* The scalar path (path='graph') is not run for d > 32: its derivation and compilation take minutes there "
     "(README, Scale in dimension: 255 s at d = 128).",
-    "* The derived ICA program has the hand-assembled one's five matrix products (BLOCKS.md) and, since the "
-    "derivation writes log cosh's derivatives with tanh, nearly its tables: its block kernel takes ~1.1× the "
-    "hand-assembled one's time on one thread at d = 32.",
+    "* The derived ICA program, after the rewrite passes of symsm/ir/block_passes.py, computes 7d² + d flops a row "
+    "in products (X·Wᵀ, e0·(W·Wᵀ), the symmetric Gram of e0, e7ᵀ·X) where the lowered program and the "
+    "hand-assembled one of BLOCKS.md compute five products, 10d²; the roofline keeps the issue's 10d².",
     "* The block kernels and the FMA loop use 512-bit vectors where the host has AVX-512 (else 256-bit): the roofline "
     "is the peak of the vectors the kernels use. numpy's GEMM counts too: the larger of the two is the roofline.",
 ]
