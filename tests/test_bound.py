@@ -224,6 +224,33 @@ def test_randomised_objective_binds_to_its_draws() -> None:
     assert bound.value_and_grad(theta)[0] == loss.value_and_grad(theta, X)[0]
     loss.resample(4)
     assert bound.value(theta) == loss.value(theta, X)
+    v, g = loss.value_and_grad(theta, X)
+    bv, bg = bound.value_and_grad(theta)
+    assert bv == v
+    np.testing.assert_array_equal(bg, g)
+
+
+def test_randomised_objective_on_the_structured_path_binds_to_its_draws() -> None:
+    """A vector model's sliced and denoising losses (block kernels, the draws as extra columns) bound once: the
+    same numbers as the loss's own calls, before and after `resample`."""
+    d = 8
+    x, W = symsm.data_vector("x", d), symsm.param_matrix("W", d, d)
+    model = symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))), x, [W], name="ica_bind")
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, d))
+    theta = (np.eye(d) + 0.1 * rng.normal(size=(d, d))).ravel()
+    for objective in ("sliced", "denoising"):
+        loss = model.compile(objective=objective, seed=1)
+        assert loss.derivation_path == "structured"
+        bound = loss.bind(X)
+        assert "kernels" in repr(bound)  # the loss's kernels on rows bound once, not the loss's own calls
+        for seed in (None, 2):
+            if seed is not None:
+                loss.resample(seed)
+            v, g = loss.value_and_grad(theta, X)
+            bv, bg = bound.value_and_grad(theta)
+            assert abs(bv - v) <= 1e-12 * max(1.0, abs(v))
+            np.testing.assert_allclose(bg, g, rtol=0, atol=1e-12 * max(1.0, np.abs(g).max()))
 
 
 def test_bound_rows_do_not_follow_later_changes_to_x() -> None:

@@ -9,8 +9,9 @@ the points are computed once instead. With observation weights w_t the kernels r
 every mean is Σ_t w_t(·)_t / Σ_t w_t, as `symsm.runtime.weighted` computes it.
 
 Where none of this applies (dask or device arrays, a device backend: the loss's own call; a model too large for
-the sympy integrand, an objective with random draws: the loss's own kernels on the checked rows) the bound object
-gives the same numbers through the loss's methods.
+the sympy integrand: the loss's own kernels on the checked rows; an objective with random draws: the loss's own
+kernels on the checked rows with the draws appended once, again after `loss.resample`) the bound object gives the
+same numbers through the loss's methods.
 """
 
 from __future__ import annotations
@@ -72,8 +73,11 @@ class BoundLoss:
         w = self._weights = check_weights(weights, n)
         if copy and w is not None and weights is not None and np.may_share_memory(w, weights):
             w = self._weights = w.copy()
+        self._draws: np.ndarray | None = None  # the draws self._rows hold (randomised objectives)
         if loss._has_aux():
-            return  # random draws per row: the loss's kernels on the checked rows with the draws (see _call)
+            if w is None:  # the rows with the loss's draws appended, once per draw (see _current_rows)
+                self._kernels = (loss._module.value_and_grad, loss._module.value)
+            return  # weighted: symsm.runtime.weighted on the checked rows with the draws (see _call)
         module = loss._module
         if moments and w is None and n > 2 * loss.model.dim and getattr(module, "QUADRATIC_IN_DATA", False):
             self._rows = loss._reduced(data)  # 2d moment-matching points, once
@@ -101,7 +105,7 @@ class BoundLoss:
         """(J̃(θ), ∇θ J̃(θ)) on the bound rows."""
         if self._kernels is not None:
             th = as_theta(self.loss.model, theta).astype(self.loss.dtype, copy=False)
-            result = np.asarray(self._kernels[0](th, self._rows), dtype=np.float64) * self._scale
+            result = np.asarray(self._kernels[0](th, self._current_rows()), dtype=np.float64) * self._scale
             value, grad = float(result[0]), result[1:].copy()
             if self._sums is not None:
                 value += float(self._sums[0] + th.astype(np.float64) @ self._sums[1:])
@@ -114,12 +118,23 @@ class BoundLoss:
         """J̃(θ) on the bound rows."""
         if self._kernels is not None:
             th = as_theta(self.loss.model, theta).astype(self.loss.dtype, copy=False)
-            value = float(np.asarray(self._kernels[1](th, self._rows))[0]) * self._scale
+            value = float(np.asarray(self._kernels[1](th, self._current_rows()))[0]) * self._scale
             if self._sums is not None:
                 value += float(self._sums[0] + th.astype(np.float64) @ self._sums[1:])
             if np.isfinite(value):
                 return value
         return self._call("value", theta)
+
+    def _current_rows(self) -> np.ndarray:
+        """The rows the kernels read. For an objective with per-row draws: the checked rows with the loss's current
+        draws appended (as its own call appends them, reduced as it reduces them), built again only after
+        `loss.resample` — the loss's own call builds them on every call (a copy of X and the draws)."""
+        if self.loss._has_aux():
+            draws = self.loss.draws(self.n)
+            if draws is not self._draws:
+                self._rows = self.loss._reduced(self.loss._with_aux(self._data))
+                self._draws = draws
+        return self._rows
 
     def _call(self, method: str, theta: Any) -> Any:
         """The loss's own evaluation on the bound rows: where no bound kernel applies, and for the diagnosis of a
