@@ -39,7 +39,7 @@ from ..backends import DEFAULT_BACKEND
 from ..model.model import Model
 from ..runtime.accumulate import is_quadratic
 from ..runtime.compiled import CompiledLoss
-from .fit import FitResult, _Data, _fit_data, _value_and_grad
+from .fit import FitResult, _bound, _Data, _fit_data, _value_and_grad
 from .penalized import (
     FISTA_TOL,
     KKT_TOL,
@@ -285,6 +285,7 @@ def path(
         prob = quadratic_problem(loss, data.host, mask, data.weights)
         theta_max, lam_max = prob.start()
     else:
+        data = _bound(loss, data)  # the path's many FISTA evaluations on the same rows: the θ-free sums once
         theta_max = mdl.default_theta()
         lam_max = math.nan
         # λ_max for a non-quadratic objective: the unpenalised parameters fitted with θ_S = 0 (a huge λ)
@@ -465,7 +466,7 @@ def _cross_validate(
             thetas, _, _ = _quadratic_path(prob, grid)
             scores[f] = [0.5 * th @ (A @ th) + b @ th + c for th in thetas]
         else:
-            sub = _Data(data.host[train], data.host[train], w_train)
+            sub = _bound(loss, _Data(data.host[train], data.host[train], w_train))
             held = _Data(data.host[test], data.host[test], w_test)
             thetas, _, _ = _fista_path(loss, sub, grid, mask, theta0)
             scores[f] = [_value_and_grad(loss, th, held)[0] for th in thetas]

@@ -35,7 +35,7 @@ from ..model.model import Model
 from ..runtime.accumulate import is_quadratic
 from ..runtime.compiled import CompiledLoss, compile_model
 from ..runtime.loader import load_module
-from .fit import POSITIVE_LOWER_BOUND, FitResult, _fit_data, _value_and_grad, register_variant
+from .fit import POSITIVE_LOWER_BOUND, FitResult, _bound, _fit_data, _value_and_grad, register_variant
 
 if TYPE_CHECKING:
     from ..runtime.sparse import BlockQuadratic
@@ -533,6 +533,7 @@ def fit_penalized(
             n_evals=1, n=data.n, tol=KKT_TOL, start=start,
         )  # fmt: skip
     th0 = mdl.default_theta() if theta0 is None else as_theta(mdl, theta0, name="theta0")
+    data = _bound(loss, data)  # FISTA's many evaluations on the same rows: the θ-free sums once
     theta, value, grad, r, it, evals = fista(lambda th: _value_and_grad(loss, th, data), th0, lam, mask, _lower(mdl))
     return make_fit(
         loss, theta, value, grad, lam, mask, r, method="l1_fista", n_iter=it, n_evals=evals, n=data.n,
