@@ -296,3 +296,17 @@ def test_penalised_fista_fit_and_path_through_bind_are_unchanged(monkeypatch) ->
     np.testing.assert_allclose(bound_fit.theta, plain_fit.theta, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(bound_path.lambdas, plain_path.lambdas, rtol=1e-10)
     np.testing.assert_allclose(bound_path.thetas, plain_path.thetas, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("scale", [1e-50, 1e40])
+def test_bind_float32_weights_of_any_scale(scale) -> None:
+    """Weighted means do not depend on the weights' scale: float32 kernels must not see weights that underflow
+    to 0 (J̃ = 0 came back) or overflow to inf (a NonFiniteDataError about X came back)."""
+    _, model, X, theta = CASES[0]
+    loss = model.compile(dtype="float32")
+    theta = np.asarray(theta, dtype=float)
+    w = np.random.default_rng(7).uniform(0.5, 3.0, size=X.shape[0])
+    v, g = weighted_value_and_grad(loss, theta, X, w)
+    bv, bg = loss.bind(X, weights=w * scale).value_and_grad(theta)
+    assert abs(bv - v) <= 1e-5 * max(1.0, abs(v))
+    np.testing.assert_allclose(bg, g, rtol=0, atol=1e-5 * max(1.0, np.abs(g).max()))

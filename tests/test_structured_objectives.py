@@ -483,3 +483,19 @@ def test_model_files_of_vector_models_take_domains(tmp_path):
     path.write_text(head + 'log_f = "sum(-log(cosh(W @ x)))"\nweight = "t"\n')
     with pytest.raises(ModelFileError, match="weight"):
         load_model(path)
+
+
+def test_constant_row_of_a_product_of_matrices_on_llvm():
+    """−‖W V x‖²/2: the gradient's lowering has an elementwise table with no input (a constant row of width d); the
+    LLVM program used to infer its width from its inputs (1), so its column sums came back as one number."""
+    x = symsm.data_vector("x", D)
+    W, V = symsm.param_matrix("W", D, D), symsm.param_matrix("V", D, D)
+    model = symsm.Model(-symsm.sum((W @ (V @ x)) ** 2) / 2, x, [W, V])
+    X = np.random.default_rng(2).normal(size=(203, D))
+    theta = _theta(model)
+    structured = model.compile(path="structured", backend="llvm")
+    scalar = model.compile(path="graph")
+    v1, g1 = structured.value_and_grad(theta, X)
+    v2, g2 = scalar.value_and_grad(theta, X)
+    _close(v1, v2)
+    _close(g1, g2)

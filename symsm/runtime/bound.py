@@ -90,8 +90,11 @@ class BoundLoss:
                 self._rows, self._kernels = data, (module.value_and_grad, module.value)
             return  # weighted and no bound kernels: symsm.runtime.weighted on the checked rows
         if w is not None:
-            self._rows = np.ascontiguousarray(np.column_stack([data, w.astype(loss.dtype)]))
-            self._scale = n / float(w.sum())
+            # the means are invariant to w's scale: w / max(w) in [0, 1] so that a float32 column neither
+            # underflows to all zeros nor overflows to inf (which would read as a non-finite X)
+            unit = (w / w.max()).astype(loss.dtype)
+            self._rows = np.ascontiguousarray(np.column_stack([data, unit]))
+            self._scale = n / float(unit.astype(np.float64).sum())
         else:
             self._rows = data
         self._kernels = (bound.rest_value_and_grad, bound.rest_value)

@@ -132,6 +132,8 @@ class Elementwise:
     outs: tuple[str, ...]
     ins: tuple[str, ...]
     table: str
+    #: the outputs' width where no input has it (a constant row, a table of θ scalars only); 0: the inputs'
+    width: int = 0
 
 
 @dataclass(frozen=True)
@@ -352,6 +354,8 @@ def _plan(
 def _elementwise_width(op: Elementwise, lay: _Layout) -> int:
     widths = {lay.arrays[n].width for n in op.ins if n in lay.arrays}
     widths |= {lay.params[n].shape[0] for n in op.ins if n in lay.params and lay.params[n].shape not in ((), (1,))}
+    if op.width:
+        widths.add(op.width)
     widths.discard(1)
     if len(widths) > 1:
         raise ValueError(f"elementwise {op.outs}: inputs of widths {sorted(widths)}")

@@ -110,7 +110,10 @@ def translate(program: IRProgram) -> llvm_blocks.BlockProgram:
         elif kind == "elementwise":
             for name in op.ins:
                 theta(name)
-            ops.append(llvm_blocks.Elementwise(tuple(op.outs), tuple(op.ins), "\n".join(reciprocals(op.table))))
+            out_decl = program.arrays[op.outs[0]]  # its width: a constant row has no input of it
+            width = out_decl.shape[0] if out_decl.kind == "row" and out_decl.shape else 0
+            table = "\n".join(reciprocals(op.table))
+            ops.append(llvm_blocks.Elementwise(tuple(op.outs), tuple(op.ins), table, width))
         elif kind == "rowsum":
             ops.append(llvm_blocks.RowSum(op.outs[0], op.ins[0]))
         elif kind == "acc_outer":
