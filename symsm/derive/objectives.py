@@ -40,7 +40,8 @@ class Objective:
         if model.domain not in self.domains:
             raise ValueError(
                 f"objective {self.name!r} supports the domains {self.domains}, not {model.domain!r} of model "
-                f"{model.name!r}; use objective='exact', which is weighted for [0, ∞)^d and boxes"
+                f"{model.name!r}; use objective='exact', which handles every domain (weighted on [0, ∞)^d and "
+                "boxes, manifold score matching on the sphere and the simplex)"
             )
 
     def options(self) -> dict[str, Any]:
