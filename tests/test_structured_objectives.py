@@ -83,6 +83,21 @@ def _close(a, b, rtol: float = 1e-10) -> None:
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * (np.abs(b).max() + 1.0))
 
 
+def _paths_agree(model, X, theta, backend: str, **options):
+    """Compile `model` on the structured path (`backend`) and on the scalar path (graph, llvm) with the same
+    `options` and assert that J̃, ∇J̃, J̃ alone, the per-row integrand and the score agree; return both losses."""
+    structured = model.compile(path="structured", backend=backend, **options)
+    scalar = model.compile(path="graph", **options)
+    v1, g1 = structured.value_and_grad(theta, X)
+    v2, g2 = scalar.value_and_grad(theta, X)
+    _close(v1, v2)
+    _close(g1, g2)
+    _close(structured.value(theta, X), v2)
+    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
+    _close(structured.score(theta, X), scalar.score(theta, X))
+    return structured, scalar
+
+
 @pytest.mark.parametrize("backend", ["llvm", "numba-python"])
 @pytest.mark.parametrize("key", sorted(OBJECTIVES))
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -91,16 +106,8 @@ def test_structured_objective_equals_scalar_path(name, key, backend):
     objective, options = _objective(key)
     X = np.random.default_rng(0).normal(size=(257, D))
     theta = _theta(model)
-    structured = model.compile(path="structured", objective=objective, backend=backend, seed=3, **options)
-    scalar = model.compile(path="graph", objective=objective, seed=3, **options)
+    structured, scalar = _paths_agree(model, X, theta, backend, objective=objective, seed=3, **options)
     np.testing.assert_array_equal(structured.draws(len(X)), scalar.draws(len(X)))  # the same draws on both paths
-    v1, g1 = structured.value_and_grad(theta, X)
-    v2, g2 = scalar.value_and_grad(theta, X)
-    _close(v1, v2)
-    _close(g1, g2)
-    _close(structured.value(theta, X), v2)
-    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
-    _close(structured.score(theta, X), scalar.score(theta, X))
     assert structured.derivation_path == "structured" and "columns" in structured.source
 
 
@@ -244,14 +251,7 @@ def test_nonnegative_equals_scalar_path(name, weight, backend):
     model = _nonnegative(name, weight)
     X = np.abs(np.random.default_rng(0).normal(size=(257, D)))
     theta = _theta(model)
-    structured = model.compile(path="structured", backend=backend)
-    scalar = model.compile(path="graph")
-    v1, g1 = structured.value_and_grad(theta, X)
-    v2, g2 = scalar.value_and_grad(theta, X)
-    _close(v1, v2)
-    _close(g1, g2)
-    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
-    _close(structured.score(theta, X), scalar.score(theta, X))
+    _paths_agree(model, X, theta, backend)
 
 
 def test_nonnegative_ica_equals_hand_written_numpy():
@@ -323,13 +323,7 @@ def test_box_and_capped_weights_equal_scalar_path(lower, upper, weight, backend)
     X[0] = 0.5  # the midpoint: min's derivative takes ½ of each side
     X[1] = 1.0  # dist = min(x + 1, 2 − x) = 1: the kink of the capped weight min(t, 1)
     theta = _theta(model)
-    structured = model.compile(path="structured", backend=backend)
-    scalar = model.compile(path="graph")
-    v1, g1 = structured.value_and_grad(theta, X)
-    v2, g2 = scalar.value_and_grad(theta, X)
-    _close(v1, v2)
-    _close(g1, g2)
-    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
+    _paths_agree(model, X, theta, backend)
 
 
 @pytest.mark.parametrize("backend", ["llvm", "numba-python"])
@@ -346,13 +340,7 @@ def test_box_per_coordinate_equals_scalar_path(weight, backend):
     X = np.random.default_rng(1).uniform(0.0, 2.0, size=(257, D))
     X[0] = 0.5  # the midpoint of coordinate 0's interval (no three-way tie with the cap: conventions differ there)
     theta = _theta(model)
-    structured = model.compile(path="structured", backend=backend)
-    scalar = model.compile(path="graph")
-    v1, g1 = structured.value_and_grad(theta, X)
-    v2, g2 = scalar.value_and_grad(theta, X)
-    _close(v1, v2)
-    _close(g1, g2)
-    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
+    _paths_agree(model, X, theta, backend)
     program = build_block_programs(derive_structured(model), model)["value_and_grad"]
     assert parse_program(program.text()).text() == program.text() and "vector" in program.text()
 
@@ -382,14 +370,7 @@ def test_sphere_equals_scalar_path(name, backend):
     model = _sphere(name)
     X = _on_sphere(257, D, 0)
     theta = _theta(model)
-    structured = model.compile(path="structured", backend=backend)
-    scalar = model.compile(path="graph")
-    v1, g1 = structured.value_and_grad(theta, X)
-    v2, g2 = scalar.value_and_grad(theta, X)
-    _close(v1, v2)
-    _close(g1, g2)
-    _close(structured.per_sample(theta, X), scalar.per_sample(theta, X))
-    _close(structured.score(theta, X), scalar.score(theta, X))
+    _paths_agree(model, X, theta, backend)
 
 
 def test_sphere_vmf_equals_hand_written_numpy():
