@@ -39,10 +39,10 @@ def _ica(d: int = D, bias: bool = False) -> symsm.Model:
     return symsm.Model(symsm.sum(-2 * symsm.log(symsm.cosh(u))), x, params, name="ica")
 
 
-def _gaussian() -> symsm.Model:
-    x = symsm.data_vector("x", D)
-    P = symsm.param_symmetric("P", D)
-    mu = symsm.param_vector("mu", D)
+def _gaussian(d: int = D) -> symsm.Model:
+    x = symsm.data_vector("x", d)
+    P = symsm.param_symmetric("P", d)
+    mu = symsm.param_vector("mu", d)
     return symsm.Model(-(x - mu).T @ P @ (x - mu) / 2, x, [P, mu], name="gaussian")
 
 
@@ -61,11 +61,11 @@ def _nonsquare() -> symsm.Model:
     return symsm.Model(symsm.sum(-symsm.log(symsm.cosh(W @ x))) - symsm.sum(x**2) / 2, x, [W], name="nonsquare")
 
 
-def _student_t() -> symsm.Model:
-    x = symsm.data_vector("x", D)
-    mu = symsm.param_vector("mu", D)
+def _student_t(d: int = D) -> symsm.Model:
+    x = symsm.data_vector("x", d)
+    mu = symsm.param_vector("mu", d)
     nu = symsm.param_scalar("nu", positive=True)
-    log_f = -(nu + D) / 2 * symsm.log(1 + symsm.sum((x - mu) ** 2) / nu)
+    log_f = -(nu + d) / 2 * symsm.log(1 + symsm.sum((x - mu) ** 2) / nu)
     return symsm.Model(log_f, x, [mu, nu], name="student_t", init={"nu": 3.0})
 
 

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from test_structured import _gaussian, _student_t
 
 import symsm
 from symsm.backends.blocks_numpy import BlockKernel
@@ -47,26 +48,11 @@ def _ica(d: int = D, phi: str = "logcosh", bias: bool = False) -> symsm.Model:
     return symsm.Model(log_f, x, params, name=f"ica_{phi}{'_bias' if bias else ''}")
 
 
-def _gaussian() -> symsm.Model:
-    x = symsm.data_vector("x", D)
-    P = symsm.param_symmetric("P", D)
-    mu = symsm.param_vector("mu", D)
-    return symsm.Model(-(x - mu).T @ P @ (x - mu) / 2, x, [P, mu], name="gaussian")
-
-
-def _student_t() -> symsm.Model:
-    x = symsm.data_vector("x", D)
-    mu = symsm.param_vector("mu", D)
-    nu = symsm.param_scalar("nu", positive=True)
-    log_f = -(nu + D) / 2 * symsm.log(1 + symsm.sum((x - mu) ** 2) / nu)
-    return symsm.Model(log_f, x, [mu, nu], name="student_t", init={"nu": 3.0})
-
-
 MODELS = {
     "ica": _ica,
     "ica_cauchy_bias": lambda: _ica(phi="cauchy", bias=True),
-    "gaussian": _gaussian,
-    "student_t": _student_t,
+    "gaussian": lambda: _gaussian(D),
+    "student_t": lambda: _student_t(D),
 }
 
 
@@ -156,7 +142,7 @@ def test_sliced_ica_equals_hand_written_numpy(vr):
 
 
 def test_denoising_gaussian_equals_hand_written_numpy():
-    model = _gaussian()
+    model = _gaussian(D)
     X = np.random.default_rng(2).normal(size=(100, D))
     theta = _theta(model)
     loss = model.compile(path="structured", objective="denoising", noise_scale=0.25, n_directions=2)
