@@ -26,7 +26,7 @@ import os
 import time
 
 import numpy as np
-import sympy as sp
+from path_timing import graphical_model  # this folder is sys.path[0] when run as a script
 from scipy.special import ndtr, ndtri
 
 
@@ -57,21 +57,6 @@ def truncated_gibbs(K: np.ndarray, mu: np.ndarray, n: int, rng: np.random.Genera
             u = rng.uniform(0.0, 1.0, n) * upper
             X[:, i] = np.maximum(m - s[i] * ndtri(np.clip(u, 1e-300, None)), 0.0)
     return X
-
-
-def model(d: int, truncated: bool) -> object:
-    import symsm
-
-    x = sp.symbols(f"x0:{d}", real=True)
-    K = symsm.symmetric("K", d)
-    eta = symsm.matrix("eta", d, 1)
-    terms = [-K[i, i] * x[i] ** 2 / 2 for i in range(d)]
-    terms += [-K[i, j] * x[i] * x[j] for i in range(d) for j in range(i + 1, d)]
-    terms += [eta[i] * x[i] for i in range(d)]
-    name = f"{'trunc_' if truncated else ''}ggm_recovery_{d}"
-    return symsm.Model(
-        sp.Add(*terms), list(x), {"K": K, "eta": eta}, domain="nonnegative" if truncated else "real", name=name
-    )
 
 
 def rates(res: object, true: set[tuple[int, int]], d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +91,7 @@ def run(setting: str, d: int, n: int, rep: int, models: dict) -> dict:
         X = rng.standard_normal((n, d)) @ np.linalg.cholesky(np.linalg.inv(K)).T
     key = (setting, d)
     if key not in models:
-        models[key] = model(d, truncated)
+        models[key] = graphical_model(d, truncated)
     true = {(i, j) for i in range(d) for j in range(i + 1, d) if K[i, j] != 0}
     t = time.perf_counter()
     res = symsm.path(models[key], X, n_lambdas=60, ratio=1e-3, select="ebic", gamma=0.5, ebic_prior="binomial")
