@@ -42,18 +42,12 @@ class Separable:
 def split_separable(expr: sp.Expr, params: Sequence[sp.Symbol]) -> Separable:
     """`expr` split into R + L₀ + Σₖ θₖLₖ (see the module docstring); R == expr when nothing separates."""
     index = {p: k for k, p in enumerate(params)}
-    theta = set(index)
-    rest: list[sp.Expr] = []
-    affine: _Affine = {}
-    for term in sp.Add.make_args(expr):
-        r, a = _split(term, index, theta)
-        rest.append(r)
-        _merge(affine, a)
+    rest, affine = _split(expr, index, set(index))
     coeffs = tuple(sp.Add(*affine.get(k, ())) for k in range(len(params)))
     const = sp.Add(*affine.get(None, ()))
     if const == 0 and all(c == 0 for c in coeffs):
         return Separable(expr, const, coeffs)
-    return Separable(sp.Add(*rest), const, coeffs)
+    return Separable(rest, const, coeffs)
 
 
 def _merge(into: _Affine, other: _Affine, factor: sp.Expr = sp.S.One) -> None:
